@@ -1,0 +1,736 @@
+"""Full-feature phase of one target-side iSCSI connection, sans-IO (RFC 7143 §3.2, §4.2, §11).
+
+The asyncio glue (``server.py``) feeds each framed PDU to
+:meth:`TargetConnection.receive` together with the current time, collects the
+PDUs to send with :meth:`take_output` and the work to do with
+:meth:`take_events`:
+
+* :class:`Execute` — a SCSI command with all its Data-Out is ready for the
+  device server; the glue answers with :meth:`complete`.
+* :class:`TaskManagement` — a TMF that needs the device server or other
+  sessions; the glue answers with :meth:`tmf_done`.
+* :class:`Close` — drop the connection (after flushing output).
+
+Nothing here touches a socket or a clock: time is passed in, tags come from
+counters, so every rule is testable with byte fixtures.  We run
+ErrorRecoveryLevel 0 and one connection per session: any error the RFC would
+recover within a command at higher levels ends the connection here
+(RFC 7143 §7.1.5, session recovery), after a Reject that says why.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+import structlog
+
+from sanlab.scsi.lun import decode_lun
+from sanlab.scsi.task import Nexus, ScsiResult, ScsiStatus, ScsiTask, TaskAttribute
+from sanlab.target.errors import ProtocolError, RejectReason
+from sanlab.target.keys import encode_text, parse_text
+from sanlab.target.pdu import (
+    RESERVED_TAG, AsyncEvent, AsyncMessage, Buffer, DataIn, DataOut, LogoutReason, LogoutRequest,
+    LogoutResponse, LogoutResponseCode, NopIn, NopOut, Opcode, Pdu, R2T, RawPdu, Reject, ScsiCommand,
+    ScsiResponse, SnackRequest, TaskMgmtRequest, TaskMgmtResponse, TextRequest, TextResponse, TmfFunction,
+    TmfResponse, decode,
+)
+from sanlab.target.seqnum import sn_add, sn_in_window, sn_lt
+
+log = structlog.get_logger("sanlab.target.connection")
+
+# Sense for a command whose data phase failed a digest check: ABORTED COMMAND,
+# PROTOCOL SERVICE CRC ERROR (47h/05h), RFC 7143 §7.8 / §11.17.1.
+_CRC_ERROR_SENSE = bytes([0x70, 0, 0x0B, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x47, 0x05, 0, 0, 0, 0])
+
+
+class Params(Protocol):
+    """The negotiated values the full-feature phase depends on (``keys.SessionParams``)."""
+
+    initial_r2t: bool
+    immediate_data: bool
+    max_recv_data_segment_length_target: int
+    max_recv_data_segment_length_initiator: int
+    max_burst_length: int
+    first_burst_length: int
+    max_outstanding_r2t: int
+    default_time2wait: int
+    default_time2retain: int
+    session_type: str
+
+
+@dataclass(slots=True)
+class Execute:
+    """A SCSI command is ready for the device server."""
+
+    itt: int
+    task: ScsiTask
+
+
+@dataclass(slots=True)
+class TaskManagement:
+    """A TMF for the glue to carry out (it may reach other sessions and the device server)."""
+
+    itt: int
+    function: TmfFunction
+    lun: int
+    referenced_itts: list[int]
+    """Tasks of *this* session already marked aborted; their executions must be awaited."""
+
+
+@dataclass(slots=True)
+class Close:
+    """Drop the connection once the pending output is written."""
+
+    reason: str
+
+
+Event = Execute | TaskManagement | Close
+
+
+class _TaskState(enum.Enum):
+    WAIT_DATA = "wait-data"
+    EXECUTING = "executing"
+
+
+@dataclass(slots=True)
+class _R2TState:
+    ttt: int
+    offset: int
+    length: int
+    next_offset: int
+    datasn: int = 0
+
+
+@dataclass(slots=True)
+class _Task:
+    itt: int
+    cmdsn: int
+    lun_field: bytes
+    lun: int
+    cmd: ScsiCommand
+    edtl: int
+    buf: bytearray | None
+    received: int = 0
+    unsolicited_end: int = 0
+    unsolicited_next: int = 0
+    unsolicited_datasn: int = 0
+    unsolicited_open: bool = False
+    solicit_next: int = 0
+    r2tsn: int = 0
+    r2ts: dict[int, _R2TState] = field(default_factory=dict)
+    state: _TaskState = _TaskState.WAIT_DATA
+    aborted: bool = False
+
+
+class TargetConnection:
+    """One iSCSI connection in full-feature phase, target role."""
+
+    def __init__(
+        self,
+        *,
+        nexus: Nexus,
+        params: Params,
+        cid: int,
+        statsn: int,
+        expcmdsn: int,
+        now: float,
+        cmd_window: int = 128,
+        nop_interval: float = 30.0,
+        nop_timeout: float = 15.0,
+        send_targets: Callable[[str], list[tuple[str, str]]] | None = None,
+        lun_exists: Callable[[int], bool] | None = None,
+    ) -> None:
+        self.nexus = nexus
+        self.params = params
+        self.cid = cid
+        self.discovery = params.session_type == "Discovery"
+        self.statsn = statsn
+        self.expcmdsn = expcmdsn
+        self.cmd_window = cmd_window
+        self.nop_interval = nop_interval
+        self.nop_timeout = nop_timeout
+        self._send_targets = send_targets or (lambda _v: [])
+        self._lun_exists = lun_exists or (lambda _l: True)
+        self._out: list[Pdu] = []
+        self._events: list[Event] = []
+        self._pending: dict[int, RawPdu] = {}
+        self._tasks: dict[int, _Task] = {}
+        self._ttt_to_itt: dict[int, int] = {}
+        self._next_ttt = 1
+        self._aborted_cmdsns: set[int] = set()
+        self._finished_itts: dict[int, None] = {}
+        self._text_pending: dict[int, tuple[bytes, int]] = {}  # ITT -> (remaining, TTT)
+        self._text_in: dict[int, bytearray] = {}
+        self._last_rx = now
+        self._ping_ttt: int | None = None
+        self._ping_sent_at = 0.0
+        self._logout_itt: int | None = None
+        self._logout_pdu: LogoutRequest | None = None
+        self.closed = False
+        self.log = log.bind(initiator=nexus.initiator_name, isid=f"{nexus.isid:012x}", cid=cid)
+
+    # --- window ------------------------------------------------------------
+
+    @property
+    def maxcmdsn(self) -> int:
+        """Highest CmdSN the initiator may send: a constant window above ExpCmdSN (§4.2.2.1)."""
+        return sn_add(self.expcmdsn, self.cmd_window - 1)
+
+    def _next_statsn(self) -> int:
+        sn = self.statsn
+        self.statsn = sn_add(sn, 1)
+        return sn
+
+    # --- output/event queues -------------------------------------------------
+
+    def take_output(self) -> list[Pdu]:
+        """PDUs to send, in order."""
+        out, self._out = self._out, []
+        return out
+
+    def take_events(self) -> list[Event]:
+        """Work for the glue, in order."""
+        ev, self._events = self._events, []
+        return ev
+
+    def _close(self, reason: str) -> None:
+        if not self.closed:
+            self.closed = True
+            self._events.append(Close(reason))
+
+    def _reject(self, raw_bhs: bytes, reason: RejectReason) -> None:
+        # Reject carries the offending header and consumes a StatSN (§11.17).
+        self._out.append(Reject(reason=reason, statsn=self._next_statsn(), expcmdsn=self.expcmdsn,
+                                maxcmdsn=self.maxcmdsn, data=raw_bhs))
+
+    # --- input -------------------------------------------------------------
+
+    def receive(self, raw: RawPdu, now: float) -> None:
+        """Process one framed PDU."""
+        if self.closed:
+            return
+        self._last_rx = now
+        try:
+            self._receive(raw)
+        except ProtocolError as exc:
+            self.log.warning("protocol_error", error=str(exc), opcode=raw.opcode)
+            if exc.reject is not None:
+                self._reject(raw.bhs, exc.reject)
+            else:
+                self._close(f"protocol error: {exc}")
+
+    def _receive(self, raw: RawPdu) -> None:
+        op = raw.opcode
+        if op == Opcode.SCSI_DATA_OUT:
+            self._data_out(raw)
+            return
+        if op not in _COMMAND_OPCODES:
+            if op == Opcode.SNACK_REQUEST:
+                # ErrorRecoveryLevel 0: SNACK is not supported (§11.16, Reject reason 03h? no: SNACK
+                # Reject applies to ERL>0); answer "command not supported".
+                raise ProtocolError("SNACK at ErrorRecoveryLevel 0", RejectReason.COMMAND_NOT_SUPPORTED)
+            if op == Opcode.LOGIN_REQUEST:
+                raise ProtocolError("Login Request in full-feature phase", RejectReason.PROTOCOL_ERROR)
+            raise ProtocolError(f"opcode 0x{op:02x} not valid from an initiator",
+                                RejectReason.COMMAND_NOT_SUPPORTED)
+        if not raw.data_digest_ok:
+            # The header is sound, the data is not: Reject and drop the PDU (§7.8.1).  A
+            # SCSI command with bad immediate data is lost, so its CmdSN is consumed.
+            self._reject(raw.bhs, RejectReason.DATA_DIGEST_ERROR)
+            if not raw.immediate:
+                self._consume_cmdsn(int.from_bytes(raw.bhs[24:28], "big"))
+            return
+        if raw.immediate:
+            self._dispatch(raw)
+            return
+        cmdsn = int.from_bytes(raw.bhs[24:28], "big")
+        if cmdsn == self.expcmdsn:
+            self.expcmdsn = sn_add(cmdsn, 1)
+            self._dispatch(raw, cmdsn)
+            self._drain_pending()
+        elif sn_in_window(cmdsn, self.expcmdsn, self.maxcmdsn):
+            # A later command that arrived early waits for the gap (§4.2.2.1 ordered delivery).
+            self._pending.setdefault(cmdsn, raw)
+        else:
+            # Outside the window: silently ignored (RFC 7143 §4.2.2.1).
+            self.log.info("cmdsn_outside_window", cmdsn=cmdsn, expcmdsn=self.expcmdsn, maxcmdsn=self.maxcmdsn)
+
+    def _consume_cmdsn(self, cmdsn: int) -> None:
+        if cmdsn == self.expcmdsn:
+            self.expcmdsn = sn_add(cmdsn, 1)
+            self._drain_pending()
+
+    def _drain_pending(self) -> None:
+        while (raw := self._pending.pop(self.expcmdsn, None)) is not None:
+            cmdsn = self.expcmdsn
+            self.expcmdsn = sn_add(cmdsn, 1)
+            self._dispatch(raw, cmdsn)
+
+    def _dispatch(self, raw: RawPdu, cmdsn: int | None = None) -> None:
+        pdu = decode(raw)
+        if cmdsn is not None and cmdsn in self._aborted_cmdsns:
+            self._aborted_cmdsns.discard(cmdsn)
+            return  # aborted by ABORT TASK before it arrived (§11.5.1)
+        if self._logout_itt is not None and not isinstance(pdu, LogoutRequest):
+            raise ProtocolError("command after Logout", RejectReason.WAITING_FOR_LOGOUT)
+        handler = _HANDLERS[type(pdu)]
+        handler(self, pdu, raw)
+
+    # --- NOP ---------------------------------------------------------------
+
+    def _nop_out(self, pdu: NopOut, raw: RawPdu) -> None:
+        if pdu.target_transfer_tag != RESERVED_TAG:
+            # Answer to our ping (§11.18.3): nothing to send back.
+            if pdu.target_transfer_tag == self._ping_ttt:
+                self._ping_ttt = None
+            return
+        if pdu.initiator_task_tag == RESERVED_TAG:
+            if not pdu.immediate:
+                raise ProtocolError("NOP-Out with reserved ITT must be immediate", RejectReason.PROTOCOL_ERROR)
+            return
+        if len(pdu.data) > self.params.max_recv_data_segment_length_initiator:
+            raise ProtocolError("NOP-Out ping data too long to echo", RejectReason.PROTOCOL_ERROR)
+        self._out.append(NopIn(lun=pdu.lun, initiator_task_tag=pdu.initiator_task_tag, statsn=self._next_statsn(),
+                               expcmdsn=self.expcmdsn, maxcmdsn=self.maxcmdsn, data=bytes(pdu.data)))
+
+    def tick(self, now: float) -> None:
+        """Send a NOP-In ping to an idle initiator; drop it if it never answers (§11.19)."""
+        if self.closed or self.discovery or self.nop_interval <= 0:
+            return
+        if self._ping_ttt is not None:
+            if now - self._ping_sent_at > self.nop_timeout:
+                self.log.warning("nop_timeout", waited=now - self._ping_sent_at)
+                self._close("initiator did not answer NOP-In")
+            return
+        if now - self._last_rx >= self.nop_interval:
+            self._ping_ttt = self._alloc_ttt()
+            self._ping_sent_at = now
+            # A ping carries the current StatSN without consuming it (§11.19.4).
+            self._out.append(NopIn(initiator_task_tag=RESERVED_TAG, target_transfer_tag=self._ping_ttt,
+                                   statsn=self.statsn, expcmdsn=self.expcmdsn, maxcmdsn=self.maxcmdsn))
+
+    def _alloc_ttt(self) -> int:
+        ttt = self._next_ttt
+        self._next_ttt = ttt + 1 if ttt < 0x7FFFFFFF else 1
+        return ttt
+
+    # --- SCSI command ------------------------------------------------------
+
+    def _scsi_command(self, pdu: ScsiCommand, raw: RawPdu) -> None:
+        if self.discovery:
+            raise ProtocolError("SCSI command in a discovery session", RejectReason.PROTOCOL_ERROR)
+        itt = pdu.initiator_task_tag
+        if itt == RESERVED_TAG:
+            raise ProtocolError("SCSI command with the reserved ITT", RejectReason.INVALID_PDU_FIELD)
+        if itt in self._tasks:
+            raise ProtocolError(f"ITT 0x{itt:08x} already in use", RejectReason.TASK_IN_PROGRESS)
+        p = self.params
+        edtl = pdu.expected_data_transfer_length
+        imm = len(pdu.data)
+        if imm:
+            if not pdu.write:
+                raise ProtocolError("immediate data without the W bit", RejectReason.PROTOCOL_ERROR)
+            if not p.immediate_data:
+                raise ProtocolError("immediate data but ImmediateData=No", RejectReason.PROTOCOL_ERROR)
+            if imm > p.max_recv_data_segment_length_target or imm > p.first_burst_length or imm > edtl:
+                raise ProtocolError("immediate data beyond negotiated limits or EDTL", RejectReason.PROTOCOL_ERROR)
+        if not pdu.write and not pdu.final:
+            raise ProtocolError("F bit clear on a command with no Data-Out", RejectReason.PROTOCOL_ERROR)
+        if pdu.write and not pdu.final and p.initial_r2t:
+            raise ProtocolError("unsolicited Data-Out announced but InitialR2T=Yes", RejectReason.PROTOCOL_ERROR)
+        try:
+            lun = decode_lun(pdu.lun)
+        except ValueError:
+            lun = -1  # the device server answers LOGICAL UNIT NOT SUPPORTED
+        wlen = edtl if pdu.write else 0
+        task = _Task(itt=itt, cmdsn=pdu.cmdsn, lun_field=pdu.lun, lun=lun, cmd=pdu, edtl=wlen,
+                     buf=bytearray(wlen) if wlen else None)
+        if imm:
+            assert task.buf is not None
+            task.buf[:imm] = pdu.data
+            task.received = imm
+        # Unsolicited region: immediate data plus, when F=0, Data-Out up to FirstBurstLength (§4.2.5.2).
+        task.unsolicited_end = imm if pdu.final else min(p.first_burst_length, wlen)
+        task.unsolicited_next = imm
+        task.unsolicited_open = not pdu.final
+        task.solicit_next = task.unsolicited_end
+        self._tasks[itt] = task
+        pdu.data = b""  # the bytes live in task.buf now
+        self._issue_r2ts(task)
+        self._maybe_execute(task)
+
+    def _issue_r2ts(self, task: _Task) -> None:
+        p = self.params
+        while task.solicit_next < task.edtl and len(task.r2ts) < p.max_outstanding_r2t:
+            length = min(p.max_burst_length, task.edtl - task.solicit_next)
+            ttt = self._alloc_ttt()
+            r2t = _R2TState(ttt=ttt, offset=task.solicit_next, length=length, next_offset=task.solicit_next)
+            task.r2ts[ttt] = r2t
+            self._ttt_to_itt[ttt] = task.itt
+            self._out.append(R2T(lun=task.lun_field, initiator_task_tag=task.itt, target_transfer_tag=ttt,
+                                 statsn=self.statsn, expcmdsn=self.expcmdsn, maxcmdsn=self.maxcmdsn,
+                                 r2tsn=task.r2tsn, buffer_offset=task.solicit_next,
+                                 desired_data_transfer_length=length))
+            task.r2tsn += 1
+            task.solicit_next += length
+
+    def _maybe_execute(self, task: _Task) -> None:
+        if task.state is not _TaskState.WAIT_DATA or task.received < task.edtl:
+            return
+        task.state = _TaskState.EXECUTING
+        cmd = task.cmd
+        read_len = cmd.expected_data_transfer_length if cmd.read and not cmd.write else 0
+        if cmd.read and cmd.write:
+            read_len = cmd.bidi_read_edtl() or 0
+        data = memoryview(task.buf) if task.buf is not None else b""
+        self._events.append(Execute(task.itt, ScsiTask(
+            nexus=self.nexus, lun=task.lun, cdb=cmd.full_cdb(), attr=TaskAttribute(cmd.attr if cmd.attr <= 4 else 1),
+            data_out=data, expected_in_length=read_len, tag=task.itt, write_edtl=task.edtl)))
+
+    # --- Data-Out ----------------------------------------------------------
+
+    def _data_out(self, raw: RawPdu) -> None:
+        pdu = DataOut.from_bhs(raw.bhs, raw.ahs, raw.data)
+        task = self._tasks.get(pdu.initiator_task_tag)
+        if task is None or task.state is not _TaskState.WAIT_DATA:
+            if pdu.initiator_task_tag in self._finished_itts:
+                return  # data for a task already aborted or failed: discard quietly
+            raise ProtocolError(f"Data-Out for unknown ITT 0x{pdu.initiator_task_tag:08x}", None)
+        n = len(pdu.data)
+        if n > self.params.max_recv_data_segment_length_target:
+            self._reject(raw.bhs, RejectReason.PROTOCOL_ERROR)
+            raise ProtocolError("Data-Out longer than MaxRecvDataSegmentLength", None)
+        if not raw.data_digest_ok:
+            # ERL 0 cannot ask for the data again: Reject, then end the task with
+            # PROTOCOL SERVICE CRC ERROR (RFC 7143 §7.8.1).
+            self._reject(raw.bhs, RejectReason.DATA_DIGEST_ERROR)
+            self._fail_task(task, _CRC_ERROR_SENSE)
+            return
+        off = pdu.buffer_offset
+        if pdu.target_transfer_tag == RESERVED_TAG:
+            # Unsolicited sequence: DataSN from 0, offsets in order (DataPDUInOrder=Yes).
+            if not task.unsolicited_open:
+                self._sequence_error(raw, "unsolicited Data-Out not expected")
+                return
+            if pdu.datasn != task.unsolicited_datasn or off != task.unsolicited_next \
+                    or off + n > task.unsolicited_end:
+                self._sequence_error(raw, f"unsolicited Data-Out DataSN {pdu.datasn}/offset {off} out of sequence")
+                return
+            task.unsolicited_datasn += 1
+            task.unsolicited_next = off + n
+            if pdu.final:
+                task.unsolicited_open = False
+                if task.unsolicited_next != task.unsolicited_end:
+                    # Less unsolicited data than FirstBurstLength/EDTL required (§4.2.5.2).
+                    self._sequence_error(raw, "unsolicited data ended before FirstBurstLength")
+                    return
+        else:
+            r2t = task.r2ts.get(pdu.target_transfer_tag)
+            if r2t is None:
+                self._sequence_error(raw, f"Data-Out with unknown TTT 0x{pdu.target_transfer_tag:08x}")
+                return
+            if pdu.datasn != r2t.datasn or off != r2t.next_offset or off + n > r2t.offset + r2t.length:
+                self._sequence_error(raw, f"solicited Data-Out DataSN {pdu.datasn}/offset {off} out of sequence")
+                return
+            r2t.datasn += 1
+            r2t.next_offset = off + n
+            if pdu.final:
+                if r2t.next_offset != r2t.offset + r2t.length:
+                    self._sequence_error(raw, "R2T burst ended early")
+                    return
+                del task.r2ts[r2t.ttt]
+                self._ttt_to_itt.pop(r2t.ttt, None)
+        assert task.buf is not None
+        task.buf[off:off + n] = pdu.data
+        task.received += n
+        if pdu.target_transfer_tag != RESERVED_TAG and pdu.final:
+            self._issue_r2ts(task)
+        self._maybe_execute(task)
+
+    def _sequence_error(self, raw: RawPdu, why: str) -> None:
+        # A DataSN/offset/TTT error cannot be recovered within the command at
+        # ErrorRecoveryLevel 0 (RFC 7143 §7.1.5): Reject it, then drop the connection.
+        self.log.warning("data_out_sequence_error", error=why)
+        self._reject(raw.bhs, RejectReason.PROTOCOL_ERROR)
+        self._close(why)
+
+    def _fail_task(self, task: _Task, sense: bytes) -> None:
+        self._forget(task)
+        self._out.append(ScsiResponse(status=ScsiStatus.CHECK_CONDITION, initiator_task_tag=task.itt,
+                                      statsn=self._next_statsn(), expcmdsn=self.expcmdsn, maxcmdsn=self.maxcmdsn,
+                                      expdatasn=task.r2tsn, data=len(sense).to_bytes(2, "big") + sense))
+
+    def _forget(self, task: _Task) -> None:
+        self._tasks.pop(task.itt, None)
+        for ttt in task.r2ts:
+            self._ttt_to_itt.pop(ttt, None)
+        self._finished_itts[task.itt] = None
+        if len(self._finished_itts) > 4096:
+            self._finished_itts.pop(next(iter(self._finished_itts)))
+
+    # --- completion ----------------------------------------------------------
+
+    def complete(self, itt: int, result: ScsiResult) -> None:
+        """The device server finished the command: send Data-In and/or the SCSI Response."""
+        task = self._tasks.get(itt)
+        if task is None or task.state is not _TaskState.EXECUTING:
+            return
+        self._forget(task)
+        self._maybe_logout()
+        if task.aborted or self.closed:
+            return  # an aborted task gets no response (§4.2.3.3 / SAM-5 TAS=0)
+        cmd = task.cmd
+        p = self.params
+        status = int(result.status)
+        if cmd.read and not cmd.write:
+            edtl = cmd.expected_data_transfer_length
+        elif cmd.read and cmd.write:
+            edtl = cmd.bidi_read_edtl() or 0
+        else:
+            edtl = 0
+        data = result.data_in
+        send = min(len(data), edtl)
+        # Residuals (§11.4.5): against the write EDTL for write-type commands, else the read EDTL.
+        if result.data_out_direction or (cmd.write and not cmd.read):
+            expected = task.edtl
+            want = expected if result.transfer_length is None else result.transfer_length
+        else:
+            expected = edtl
+            want = len(data) if result.transfer_length is None else result.transfer_length
+        overflow = want > expected
+        underflow = want < expected
+        residual = abs(want - expected)
+        datasn = 0
+        if send:
+            view = memoryview(data)[:send]
+            seg = p.max_recv_data_segment_length_initiator
+            burst = p.max_burst_length
+            collapse = status == ScsiStatus.GOOD and not result.sense
+            off = 0
+            while off < send:
+                n = min(seg, send - off, burst - (off % burst))
+                last = off + n == send
+                end_burst = last or (off + n) % burst == 0
+                pdu = DataIn(final=end_burst, lun=task.lun_field, initiator_task_tag=itt, datasn=datasn,
+                             buffer_offset=off, expcmdsn=self.expcmdsn, maxcmdsn=self.maxcmdsn,
+                             data=view[off:off + n], statsn=self.statsn)
+                if last and collapse:
+                    # Phase collapse: status rides on the last Data-In (§11.7.4).
+                    pdu.final = True
+                    pdu.status_present = True
+                    pdu.status = status
+                    pdu.statsn = self._next_statsn()
+                    pdu.overflow, pdu.underflow, pdu.residual_count = overflow, underflow, residual
+                self._out.append(pdu)
+                datasn += 1
+                off += n
+            if collapse:
+                return
+        sense = result.sense
+        self._out.append(ScsiResponse(
+            overflow=overflow, underflow=underflow, residual_count=residual, status=status,
+            initiator_task_tag=itt, statsn=self._next_statsn(), expcmdsn=self.expcmdsn, maxcmdsn=self.maxcmdsn,
+            expdatasn=datasn + task.r2tsn, data=(len(sense).to_bytes(2, "big") + sense) if sense else b""))
+
+    # --- task management -----------------------------------------------------
+
+    def _tmf(self, pdu: TaskMgmtRequest, raw: RawPdu) -> None:
+        fn = pdu.function
+        itt = pdu.initiator_task_tag
+        if self.discovery:
+            raise ProtocolError("TMF in a discovery session", RejectReason.PROTOCOL_ERROR)
+        try:
+            lun = decode_lun(pdu.lun)
+        except ValueError:
+            lun = -1
+        if fn == TmfFunction.ABORT_TASK:
+            task = self._tasks.get(pdu.referenced_task_tag)
+            if task is None or task.lun_field != pdu.lun:
+                # Not here: if its CmdSN is in the window and not yet received, abort it on arrival.
+                if sn_in_window(pdu.refcmdsn, self.expcmdsn, self.maxcmdsn) and \
+                        pdu.refcmdsn not in self._pending:
+                    self._aborted_cmdsns.add(pdu.refcmdsn)
+                    self.tmf_done(itt, TmfResponse.FUNCTION_COMPLETE)
+                else:
+                    self.tmf_done(itt, TmfResponse.TASK_DOES_NOT_EXIST)
+                return
+            waiting = self.abort_tasks(lambda t: t.itt == task.itt)
+            self._events.append(TaskManagement(itt, TmfFunction.ABORT_TASK, lun, waiting))
+            return
+        if fn in (TmfFunction.ABORT_TASK_SET, TmfFunction.CLEAR_TASK_SET, TmfFunction.LOGICAL_UNIT_RESET):
+            if not self._lun_exists(lun):
+                self.tmf_done(itt, TmfResponse.LUN_DOES_NOT_EXIST)
+                return
+            waiting = self.abort_tasks(lambda t: t.lun == lun)
+            self._events.append(TaskManagement(itt, TmfFunction(fn), lun, waiting))
+            return
+        if fn in (TmfFunction.TARGET_WARM_RESET, TmfFunction.TARGET_COLD_RESET):
+            waiting = self.abort_tasks(lambda t: True)
+            self._events.append(TaskManagement(itt, TmfFunction(fn), lun, waiting))
+            return
+        if fn == TmfFunction.CLEAR_ACA:
+            # No ACA is ever established (NACA=1 is refused), so there is nothing to clear (SAM-5 §7.3).
+            self.tmf_done(itt, TmfResponse.FUNCTION_COMPLETE)
+            return
+        if fn == TmfFunction.TASK_REASSIGN:
+            # ErrorRecoveryLevel 0: allegiance reassignment is not supported (§11.5.1).
+            self.tmf_done(itt, TmfResponse.TASK_ALLEGIANCE_REASSIGNMENT_NOT_SUPPORTED)
+            return
+        self.tmf_done(itt, TmfResponse.FUNCTION_REJECTED)
+
+    def abort_tasks(self, match: Callable[[_Task], bool]) -> list[int]:
+        """Abort this session's matching tasks; return the ITTs still executing (to await)."""
+        executing = []
+        for task in list(self._tasks.values()):
+            if not match(task):
+                continue
+            if task.state is _TaskState.EXECUTING:
+                task.aborted = True
+                executing.append(task.itt)
+            else:
+                self._forget(task)
+        for cmdsn, raw in list(self._pending.items()):
+            if raw.opcode == Opcode.SCSI_COMMAND:
+                lun_ok = True
+                try:
+                    fake = _Task(itt=raw.initiator_task_tag, cmdsn=cmdsn, lun_field=raw.bhs[8:16],
+                                 lun=decode_lun(raw.bhs[8:16]), cmd=ScsiCommand(), edtl=0, buf=None)
+                    lun_ok = match(fake)
+                except ValueError:
+                    lun_ok = False
+                if lun_ok:
+                    # Never executed; its CmdSN still counts when the gap fills.
+                    self._aborted_cmdsns.add(cmdsn)
+        return executing
+
+    def abort_lun_tasks(self, lun: int | None) -> list[int]:
+        """For another session's LUN/target reset: abort this session's tasks on ``lun`` (None: all)."""
+        return self.abort_tasks(lambda t: lun is None or t.lun == lun)
+
+    def tmf_done(self, itt: int, response: TmfResponse) -> None:
+        """Send the TMF Response (after every task it aborted has ended)."""
+        if self.closed:
+            return
+        self._out.append(TaskMgmtResponse(response=response, initiator_task_tag=itt, statsn=self._next_statsn(),
+                                          expcmdsn=self.expcmdsn, maxcmdsn=self.maxcmdsn))
+        self._maybe_logout()
+
+    # --- Text ----------------------------------------------------------------
+
+    def _text(self, pdu: TextRequest, raw: RawPdu) -> None:
+        itt = pdu.initiator_task_tag
+        if itt == RESERVED_TAG:
+            raise ProtocolError("Text Request with the reserved ITT", RejectReason.INVALID_PDU_FIELD)
+        if pdu.target_transfer_tag != RESERVED_TAG:
+            # The initiator asks for the next part of a long response (§11.10.4).
+            pending = self._text_pending.pop(itt, None)
+            if pending is None or pending[1] != pdu.target_transfer_tag:
+                raise ProtocolError("Text Request continues an unknown response", RejectReason.INVALID_PDU_FIELD)
+            self._send_text(itt, pdu.lun, pending[0])
+            return
+        acc = self._text_in.setdefault(itt, bytearray())
+        acc += pdu.data
+        if len(acc) > 65536:
+            self._text_in.pop(itt, None)
+            raise ProtocolError("Text Request too long", RejectReason.PROTOCOL_ERROR)
+        if pdu.cont:
+            # More key text follows: answer with an empty response that asks for it (§11.10.2).
+            ttt = self._alloc_ttt()
+            self._out.append(TextResponse(final=False, lun=pdu.lun, initiator_task_tag=itt, target_transfer_tag=ttt,
+                                          statsn=self._next_statsn(), expcmdsn=self.expcmdsn, maxcmdsn=self.maxcmdsn))
+            return
+        text = bytes(self._text_in.pop(itt))
+        try:
+            pairs = parse_text(text)
+        except Exception as exc:  # noqa: BLE001 - LoginError from the key parser: malformed text
+            raise ProtocolError(f"malformed text keys: {exc}", RejectReason.PROTOCOL_ERROR) from exc
+        answer: list[tuple[str, str]] = []
+        for key, value in pairs:
+            if key == "SendTargets":
+                if not self.discovery and value == "All":
+                    answer.append(("SendTargets", "Reject"))
+                else:
+                    answer.extend(self._send_targets(value or ("All" if self.discovery else self.nexus.target_name)))
+            elif key == "MaxRecvDataSegmentLength" and value.isdigit() and 512 <= int(value) <= 0xFFFFFF:
+                # Declarative; may be redeclared in full-feature phase (§13.12).
+                self.params.max_recv_data_segment_length_initiator = int(value)
+            else:
+                answer.append((key, "NotUnderstood" if key.startswith("X") else "Reject"))
+        self._send_text(itt, pdu.lun, encode_text(answer))
+
+    def _send_text(self, itt: int, lun: bytes, body: bytes) -> None:
+        limit = self.params.max_recv_data_segment_length_initiator
+        if len(body) <= limit:
+            self._out.append(TextResponse(final=True, lun=lun, initiator_task_tag=itt, statsn=self._next_statsn(),
+                                          expcmdsn=self.expcmdsn, maxcmdsn=self.maxcmdsn, data=body))
+            return
+        ttt = self._alloc_ttt()
+        self._text_pending[itt] = (body[limit:], ttt)
+        self._out.append(TextResponse(final=False, cont=True, lun=lun, initiator_task_tag=itt,
+                                      target_transfer_tag=ttt, statsn=self._next_statsn(), expcmdsn=self.expcmdsn,
+                                      maxcmdsn=self.maxcmdsn, data=body[:limit]))
+
+    # --- Logout --------------------------------------------------------------
+
+    def _logout(self, pdu: LogoutRequest, raw: RawPdu) -> None:
+        if pdu.reason == LogoutReason.CLOSE_CONNECTION and pdu.cid != self.cid:
+            self._logout_reply(pdu, LogoutResponseCode.CID_NOT_FOUND, close=False)
+            return
+        if pdu.reason == LogoutReason.REMOVE_CONNECTION_FOR_RECOVERY:
+            self._logout_reply(pdu, LogoutResponseCode.RECOVERY_NOT_SUPPORTED, close=False)
+            return
+        if pdu.reason not in (LogoutReason.CLOSE_SESSION, LogoutReason.CLOSE_CONNECTION):
+            raise ProtocolError(f"logout reason {pdu.reason}", RejectReason.INVALID_PDU_FIELD)
+        self._logout_itt = pdu.initiator_task_tag
+        self._logout_pdu = pdu
+        # Tasks still waiting for data will never get it: end them now (§11.14).
+        for task in list(self._tasks.values()):
+            if task.state is _TaskState.WAIT_DATA:
+                self._forget(task)
+        self._maybe_logout()
+
+    def _maybe_logout(self) -> None:
+        pdu = self._logout_pdu
+        if pdu is None or self.closed:
+            return
+        if any(t.state is _TaskState.EXECUTING for t in self._tasks.values()):
+            return  # answer once the executing commands have completed
+        self._logout_pdu = None
+        self._logout_reply(pdu, LogoutResponseCode.SUCCESS, close=True)
+
+    def _logout_reply(self, pdu: LogoutRequest, code: LogoutResponseCode, close: bool) -> None:
+        self._out.append(LogoutResponse(response=code, initiator_task_tag=pdu.initiator_task_tag,
+                                        statsn=self._next_statsn(), expcmdsn=self.expcmdsn, maxcmdsn=self.maxcmdsn,
+                                        time2wait=self.params.default_time2wait,
+                                        time2retain=self.params.default_time2retain))
+        if close:
+            self._close("logout")
+
+    def request_logout(self, within_seconds: int = 2) -> None:
+        """Ask the initiator to log out (shutdown), Async Message event 1 (§11.9.1)."""
+        if self.closed:
+            return
+        self._out.append(AsyncMessage(lun=bytes(8), statsn=self._next_statsn(), expcmdsn=self.expcmdsn,
+                                      maxcmdsn=self.maxcmdsn, async_event=AsyncEvent.LOGOUT_REQUESTED,
+                                      parameter3=within_seconds))
+
+    @property
+    def executing_itts(self) -> list[int]:
+        """Tasks currently with the device server."""
+        return [t.itt for t in self._tasks.values() if t.state is _TaskState.EXECUTING]
+
+
+_COMMAND_OPCODES = frozenset({Opcode.NOP_OUT, Opcode.SCSI_COMMAND, Opcode.TASK_MGMT_REQUEST, Opcode.TEXT_REQUEST,
+                              Opcode.LOGOUT_REQUEST})
+
+_HANDLERS: dict[type, Callable[[TargetConnection, object, RawPdu], None]] = {
+    NopOut: TargetConnection._nop_out,  # type: ignore[dict-item]
+    ScsiCommand: TargetConnection._scsi_command,  # type: ignore[dict-item]
+    TaskMgmtRequest: TargetConnection._tmf,  # type: ignore[dict-item]
+    TextRequest: TargetConnection._text,  # type: ignore[dict-item]
+    LogoutRequest: TargetConnection._logout,  # type: ignore[dict-item]
+}
+"""PDU type → handler: the full-feature phase dispatch table (ARCHITECTURE.md convention 2)."""
+
+_ = (SnackRequest, Buffer)

@@ -1,0 +1,413 @@
+"""asyncio glue of the iSCSI target: sockets, timers, tasks (ARCHITECTURE.md: asyncio lives here).
+
+Each accepted connection runs :func:`IscsiServer._serve_connection`: the
+login phase through :class:`~sanlab.target.login.TargetLogin`, then the
+full-feature phase through :class:`~sanlab.target.connection.TargetConnection`,
+feeding bytes from the socket and writing back the PDUs those state machines
+produce.  SCSI commands run as supervised asyncio tasks against the target's
+:class:`~sanlab.scsi.device_server.DeviceServer`; a failure in one connection
+is logged and closes that connection only.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Iterable
+
+import structlog
+
+from sanlab.scsi.device_server import DeviceServer
+from sanlab.scsi.sense import SenseKey, build_sense
+from sanlab.scsi.task import Nexus, ScsiResult, ScsiStatus
+from sanlab.target.connection import Close, Execute, TargetConnection, TaskManagement
+from sanlab.target.errors import LoginError, LoginStatus, ProtocolError
+from sanlab.target.keys import TARGET_DEFAULTS
+from sanlab.target.login import LoginResult, TargetAuth, TargetLogin
+from sanlab.target.pdu import (
+    LoginRequest, LoginResponse, Opcode, Pdu, PduFramer, RawPdu, TmfFunction, TmfResponse, decode, encode,
+)
+
+log = structlog.get_logger("sanlab.target.server")
+
+LOGIN_TIMEOUT = 15.0
+"""Seconds a connection may spend in the login phase."""
+
+
+@dataclass(slots=True)
+class Target:
+    """One iSCSI target: its name, login policy and device server."""
+
+    auth: TargetAuth
+    device_server: DeviceServer
+
+    @property
+    def name(self) -> str:
+        return self.auth.name
+
+
+@dataclass(slots=True)
+class ServerSettings:
+    """Tunables of the front end."""
+
+    cmd_window: int = 128
+    nop_interval: float = 30.0
+    nop_timeout: float = 15.0
+    tpgt: int = 1
+    local_keys: dict[str, str] = field(default_factory=lambda: dict(TARGET_DEFAULTS))
+    discovery_auth: TargetAuth = field(default_factory=lambda: TargetAuth(name=""))
+
+
+class _Conn:
+    """Runtime state of one full-feature connection."""
+
+    def __init__(self, conn: TargetConnection, writer: asyncio.StreamWriter, target: Target | None,
+                 result: LoginResult) -> None:
+        self.conn = conn
+        self.writer = writer
+        self.target = target
+        self.result = result
+        self.running: dict[int, asyncio.Task[None]] = {}
+        self.closed = asyncio.Event()
+        self.header_digest = result.params.header_digest
+        self.data_digest = result.params.data_digest
+
+    @property
+    def key(self) -> tuple[str, int, str]:
+        return (self.result.initiator_name, self.result.isid, self.target.name if self.target else "")
+
+
+class IscsiServer:
+    """The iSCSI front end of one array: portals, targets, sessions."""
+
+    def __init__(self, targets: Iterable[Target], portals: Iterable[tuple[str, int]],
+                 settings: ServerSettings | None = None) -> None:
+        self.targets = {t.name: t for t in targets}
+        self.portals = list(portals)
+        self.settings = settings or ServerSettings()
+        self.portal_group_tag = self.settings.tpgt
+        self.used_challenges: set[bytes] = set()
+        self.local_keys = self.settings.local_keys
+        self.discovery_auth = self.settings.discovery_auth
+        self._servers: list[asyncio.base_events.Server] = []
+        self._sessions: dict[tuple[str, int, str], _Conn] = {}
+        self._tsihs: dict[int, _Conn] = {}
+        self._next_tsih = 1
+        self._conn_tasks: set[asyncio.Task[None]] = set()
+        self._stopping = False
+        self.bound: list[tuple[str, int]] = []
+
+    # --- LoginDirectory --------------------------------------------------------
+
+    def target(self, name: str) -> TargetAuth | None:
+        t = self.targets.get(name)
+        return t.auth if t else None
+
+    def session_exists(self, initiator_name: str, isid: int, target_name: str, tsih: int) -> bool:
+        c = self._tsihs.get(tsih)
+        return c is not None and c.key == (initiator_name, isid, target_name)
+
+    def new_tsih(self) -> int:
+        for _ in range(0x10000):
+            tsih = self._next_tsih
+            self._next_tsih = tsih + 1 if tsih < 0xFFFF else 1
+            if tsih not in self._tsihs:
+                return tsih
+        raise LoginError(LoginStatus.OUT_OF_RESOURCES, "no free TSIH")
+
+    # --- lifecycle ---------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Listen on every portal."""
+        for host, port in self.portals:
+            srv = await asyncio.start_server(self._accept, host, port, reuse_address=True, limit=1 << 20)
+            self._servers.append(srv)
+            for sock in srv.sockets:
+                addr = sock.getsockname()
+                self.bound.append((addr[0], addr[1]))
+                log.info("portal_listening", host=addr[0], port=addr[1])
+
+    async def stop(self, grace: float = 3.0) -> None:
+        """Stop accepting, ask initiators to log out, let in-flight commands finish, close volumes."""
+        self._stopping = True
+        for srv in self._servers:
+            srv.close()
+        conns = list(self._sessions.values())
+        for c in conns:
+            c.conn.request_logout(within_seconds=int(grace))
+            self._flush(c)
+        if conns:
+            await asyncio.wait([asyncio.create_task(c.closed.wait()) for c in conns], timeout=grace)
+        for c in list(self._sessions.values()):
+            await self._drain_running(c)
+            self._close_conn(c, "shutdown")
+        if self._conn_tasks:
+            await asyncio.wait(list(self._conn_tasks), timeout=grace)
+        for srv in self._servers:
+            await srv.wait_closed()
+        for t in self.targets.values():
+            await t.device_server.close()
+        log.info("server_stopped")
+
+    # --- connections -------------------------------------------------------------
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._conn_tasks.add(task)
+        peer = writer.get_extra_info("peername")
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        clog = log.bind(peer=f"{peer[0]}:{peer[1]}" if peer else "?")
+        try:
+            await self._serve_connection(reader, writer, clog)
+        except (ConnectionError, asyncio.IncompleteReadError) as exc:
+            clog.info("connection_lost", error=str(exc) or type(exc).__name__)
+        except Exception:  # noqa: BLE001 - one connection's bug must never take the server down
+            clog.exception("connection_crashed")
+        finally:
+            self._conn_tasks.discard(task)
+            if not writer.is_closing():
+                writer.close()
+
+    async def _login(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                     framer: PduFramer, clog: structlog.stdlib.BoundLogger) -> LoginResult | None:
+        login = TargetLogin(self, statsn=int.from_bytes(os.urandom(4), "big") & 0x7FFFFFFF,
+                            cmd_window=self.settings.cmd_window)
+        deadline = time.monotonic() + LOGIN_TIMEOUT
+        while not login.done:
+            raw = framer.next()
+            if raw is None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    clog.info("login_timeout")
+                    return None
+                data = await asyncio.wait_for(reader.read(65536), remaining)
+                if not data:
+                    return None
+                framer.feed(data)
+                continue
+            if raw.opcode != Opcode.LOGIN_REQUEST:
+                # Only Login Requests are valid before full-feature phase (§6.1): drop.
+                clog.info("non_login_pdu_during_login", opcode=raw.opcode)
+                return None
+            try:
+                req = decode(raw)
+                assert isinstance(req, LoginRequest)
+                resp = login.receive(req)
+            except LoginError as exc:  # malformed text raised while decoding
+                resp = LoginResponse(status_class=exc.status >> 8, status_detail=exc.status & 0xFF,
+                                     initiator_task_tag=raw.initiator_task_tag)
+                writer.writelines(encode(resp))
+                await writer.drain()
+                return None
+            writer.writelines(encode(resp))
+            await writer.drain()
+        return login.result
+
+    async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                                clog: structlog.stdlib.BoundLogger) -> None:
+        if self._stopping:
+            return
+        framer = PduFramer()
+        try:
+            result = await self._login(reader, writer, framer, clog)
+        except asyncio.TimeoutError:
+            clog.info("login_timeout")
+            return
+        if result is None:
+            await asyncio.sleep(0)  # let the final response go out before close
+            return
+        target = self.targets.get(result.target.name) if result.target else None
+        nexus = Nexus(result.initiator_name, result.isid, target.name if target else "", self.portal_group_tag)
+        local = writer.get_extra_info("sockname")
+        conn = TargetConnection(
+            nexus=nexus, params=result.params, cid=result.cid, statsn=result.statsn, expcmdsn=result.expcmdsn,
+            now=time.monotonic(), cmd_window=self.settings.cmd_window, nop_interval=self.settings.nop_interval,
+            nop_timeout=self.settings.nop_timeout,
+            send_targets=lambda v: self._send_targets(v, result.initiator_name, local),
+            lun_exists=(target.device_server.has_lun if target else None))
+        c = _Conn(conn, writer, target, result)
+        self._register(c)
+        framer.header_digest = c.header_digest
+        framer.data_digest = c.data_digest
+        ticker = asyncio.create_task(self._ticker(c))
+        try:
+            await self._full_feature(c, reader, framer)
+        finally:
+            ticker.cancel()
+            await self._drain_running(c)
+            self._unregister(c)
+            c.closed.set()
+
+    def _register(self, c: _Conn) -> None:
+        key = c.key
+        old = self._sessions.get(key)
+        if old is not None and old is not c:
+            # Session reinstatement (TSIH 0, same I_T nexus) or connection reinstatement
+            # (same TSIH): the old connection ends, its tasks are dropped (§6.3.5, ERL 0).
+            old.conn.log.info("session_reinstated" if not c.result.existing_tsih else "connection_reinstated")
+            self._close_conn(old, "reinstated")
+            for itt in old.conn.abort_lun_tasks(None):
+                pass
+            self._unregister(old)
+        self._sessions[key] = c
+        self._tsihs[c.result.tsih] = c
+        if c.target is not None and not c.result.existing_tsih:
+            c.target.device_server.nexus_added(c.conn.nexus)
+
+    def _unregister(self, c: _Conn) -> None:
+        if self._sessions.get(c.key) is c:
+            del self._sessions[c.key]
+            if c.target is not None:
+                c.target.device_server.nexus_removed(c.conn.nexus)
+        if self._tsihs.get(c.result.tsih) is c:
+            del self._tsihs[c.result.tsih]
+
+    def _send_targets(self, value: str, initiator: str, local: tuple[str, int] | None) -> list[tuple[str, str]]:
+        """SendTargets answer (RFC 7143 Appendix C): visible targets and their portals."""
+        out: list[tuple[str, str]] = []
+        for t in self.targets.values():
+            if value not in ("All", t.name):
+                continue
+            if t.auth.acl is not None and initiator not in t.auth.acl:
+                continue
+            out.append(("TargetName", t.name))
+            for host, port in self.bound:
+                if host in ("0.0.0.0", "::") and local is not None:
+                    host = local[0]
+                shown = f"[{host}]" if ":" in host else host
+                out.append(("TargetAddress", f"{shown}:{port},{self.portal_group_tag}"))
+        return out
+
+    async def _ticker(self, c: _Conn) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            c.conn.tick(time.monotonic())
+            self._process(c)
+
+    async def _full_feature(self, c: _Conn, reader: asyncio.StreamReader, framer: PduFramer) -> None:
+        conn = c.conn
+        while not conn.closed:
+            data = await reader.read(1 << 20)
+            if not data:
+                conn.log.info("connection_closed_by_initiator")
+                return
+            framer.feed(data)
+            while not conn.closed:
+                try:
+                    raw = framer.next()
+                except ProtocolError as exc:
+                    conn.log.warning("framing_error", error=str(exc))
+                    self._close_conn(c, str(exc))
+                    return
+                if raw is None:
+                    break
+                conn.receive(raw, time.monotonic())
+                self._process(c)
+            await self._drain(c)
+
+    async def _drain(self, c: _Conn) -> None:
+        try:
+            await c.writer.drain()
+        except ConnectionError:
+            self._close_conn(c, "write failed")
+
+    def _process(self, c: _Conn) -> None:
+        """Act on the connection's events and write its output."""
+        for ev in c.conn.take_events():
+            if isinstance(ev, Execute):
+                task = asyncio.create_task(self._execute(c, ev))
+                c.running[ev.itt] = task
+            elif isinstance(ev, TaskManagement):
+                asyncio.create_task(self._tmf(c, ev))
+            elif isinstance(ev, Close):
+                self._flush(c)
+                self._close_conn(c, ev.reason)
+        self._flush(c)
+
+    def _flush(self, c: _Conn) -> None:
+        out = c.conn.take_output()
+        if not out or c.writer.is_closing():
+            return
+        bufs: list[bytes | bytearray | memoryview] = []
+        for pdu in out:
+            bufs.extend(encode(pdu, c.header_digest, c.data_digest))
+        c.writer.writelines(bufs)
+
+    def _close_conn(self, c: _Conn, reason: str) -> None:
+        if not c.writer.is_closing():
+            c.conn.log.info("connection_closing", reason=reason)
+            c.writer.close()
+        c.conn.closed = True
+
+    async def _execute(self, c: _Conn, ev: Execute) -> None:
+        ds = c.target.device_server if c.target else None
+        try:
+            if ds is None:
+                raise RuntimeError("SCSI command without a target")
+            result = await ds.execute(ev.task)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - the device server must not crash the connection
+            c.conn.log.exception("scsi_execute_failed", itt=ev.itt, cdb=bytes(ev.task.cdb).hex())
+            # HARDWARE ERROR, INTERNAL TARGET FAILURE (44h/00h)
+            result = ScsiResult(status=ScsiStatus.CHECK_CONDITION,
+                                sense=build_sense(SenseKey.HARDWARE_ERROR, 0x4400, descriptor=False))
+        finally:
+            c.running.pop(ev.itt, None)
+        c.conn.complete(ev.itt, result)
+        self._process(c)
+        if c.writer.transport.get_write_buffer_size() > (4 << 20):
+            await self._drain(c)
+
+    async def _drain_running(self, c: _Conn) -> None:
+        running = [t for t in c.running.values() if not t.done()]
+        if running:
+            await asyncio.wait(running)
+
+    async def _tmf(self, c: _Conn, ev: TaskManagement) -> None:
+        try:
+            waits = [c.running[i] for i in ev.referenced_itts if i in c.running]
+            fn = ev.function
+            ds = c.target.device_server if c.target else None
+            others = [o for o in self._sessions.values() if o is not c and o.target is c.target]
+            if fn in (TmfFunction.CLEAR_TASK_SET, TmfFunction.LOGICAL_UNIT_RESET):
+                for o in others:
+                    for itt in o.conn.abort_lun_tasks(ev.lun):
+                        if itt in o.running:
+                            waits.append(o.running[itt])
+                    self._process(o)
+            elif fn in (TmfFunction.TARGET_WARM_RESET, TmfFunction.TARGET_COLD_RESET):
+                for o in others:
+                    for itt in o.conn.abort_lun_tasks(None):
+                        if itt in o.running:
+                            waits.append(o.running[itt])
+            if waits:
+                await asyncio.wait(waits)
+            if ds is not None:
+                if fn == TmfFunction.LOGICAL_UNIT_RESET:
+                    ds.lun_reset(ev.lun, c.conn.nexus)
+                elif fn in (TmfFunction.TARGET_WARM_RESET, TmfFunction.TARGET_COLD_RESET):
+                    ds.target_reset(c.conn.nexus, cold=fn == TmfFunction.TARGET_COLD_RESET)
+            c.conn.tmf_done(ev.itt, TmfResponse.FUNCTION_COMPLETE)
+            self._process(c)
+            if fn == TmfFunction.TARGET_COLD_RESET:
+                # A cold reset ends every connection to the target after the response (§11.5.1).
+                await self._drain(c)
+                for o in [c, *others]:
+                    self._close_conn(o, "target cold reset")
+        except Exception:  # noqa: BLE001
+            c.conn.log.exception("tmf_failed", itt=ev.itt)
+            self._close_conn(c, "tmf failure")
+
+    @property
+    def session_count(self) -> int:
+        """Live sessions (for status views and tests)."""
+        return len(self._sessions)
+
+
+_ = (RawPdu, Pdu)

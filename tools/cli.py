@@ -1,0 +1,144 @@
+"""The ``sanlab`` command."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hmac
+import signal
+import sys
+from importlib import metadata
+from typing import Callable, Sequence
+
+import structlog
+
+from sanlab.scsi.device_server import DeviceServer
+from sanlab.scsi.lu import LogicalUnit, LuConfig
+from sanlab.storage.volume import FileVolume
+from sanlab.target.chap import ChapCredentials
+from sanlab.target.login import TargetAuth
+from sanlab.target.server import IscsiServer, ServerSettings, Target
+from sanlab.tools.config import ArrayConfig, ConfigError, TargetConfig, load_config, parse_portal
+from sanlab.tools.logging import setup_logging
+
+log = structlog.get_logger("sanlab.tools.cli")
+
+
+def _version() -> str:
+    try:
+        return metadata.version("sanlab")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def _incoming(tc: TargetConfig) -> Callable[[str, str], bytes | None] | None:
+    """CHAP secret lookup for (initiator name, CHAP_N): per-initiator entries first, then the target's."""
+    if tc.chap is None and not tc.initiator_chap:
+        return None
+    per_init = dict(tc.initiator_chap)
+    shared = tc.chap
+
+    def lookup(initiator: str, username: str) -> bytes | None:
+        entry = per_init.get(initiator)
+        if entry is not None:
+            return entry.secret.encode() if hmac.compare_digest(entry.username, username) else None
+        if shared is not None and hmac.compare_digest(shared.username, username):
+            return shared.secret.encode()
+        return None
+
+    return lookup
+
+
+def build_server(cfg: ArrayConfig) -> IscsiServer:
+    """Wire volumes, logical units, device servers and the iSCSI front end from a config."""
+    cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    targets = []
+    for tc in cfg.targets:
+        luns: dict[int, LogicalUnit] = {}
+        for lc in tc.luns:
+            lc.file.parent.mkdir(parents=True, exist_ok=True)
+            vol = FileVolume(str(lc.file), lc.size, lc.block_size, readonly=lc.readonly)
+            lu_cfg = LuConfig.for_lun(tc.name, lc.lun, readonly=lc.readonly, thin=lc.thin, removable=lc.removable)
+            luns[lc.lun] = LogicalUnit(vol, lu_cfg)
+            log.info("lun_ready", target=tc.name, lun=lc.lun, file=str(lc.file), size=lc.size,
+                     block_size=lc.block_size)
+        auth = TargetAuth(
+            name=tc.name, alias=tc.alias,
+            acl=frozenset(tc.initiators) if tc.initiators is not None else None,
+            incoming=_incoming(tc),
+            outgoing=ChapCredentials(tc.mutual_chap.username, tc.mutual_chap.secret.encode())
+            if tc.mutual_chap else None)
+        targets.append(Target(auth=auth, device_server=DeviceServer(tc.name, luns)))
+    s = cfg.server
+    settings = ServerSettings(cmd_window=s.cmd_window, nop_interval=s.nop_interval, nop_timeout=s.nop_timeout,
+                              tpgt=s.tpgt)
+    return IscsiServer(targets, s.portals, settings)
+
+
+async def _serve(cfg: ArrayConfig) -> int:
+    server = build_server(cfg)
+    try:
+        await server.start()
+    except OSError as exc:
+        log.error("portal_bind_failed", error=str(exc), portals=[f"{h}:{p}" for h, p in cfg.server.portals])
+        for t in server.targets.values():
+            await t.device_server.close()
+        return 2
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("sanlab_serving", version=_version(), targets=[t.name for t in cfg.targets],
+             data_dir=str(cfg.data_dir), config=cfg.source)
+    await stop.wait()
+    log.info("shutdown_requested")
+    await server.stop()
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    setup_logging(args.log_format, args.log_level)
+    try:
+        cfg = load_config(args.config, args.data_dir)
+        if args.portal:
+            cfg.server.portals = [parse_portal(p, "--portal", "--portal") for p in args.portal]
+    except ConfigError as exc:
+        print(f"sanlab: config error: {exc}", file=sys.stderr)
+        return 2
+    runner: Callable[..., int]
+    try:
+        import uvloop  # optional: a faster event loop when installed (sanlab[fast])
+
+        runner = uvloop.run
+    except ImportError:
+        runner = asyncio.run
+    try:
+        return runner(_serve(cfg))
+    except (OSError, ValueError) as exc:
+        print(f"sanlab: {exc}", file=sys.stderr)
+        return 1
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sanlab", description="sanlab: a software disk array that speaks iSCSI")
+    p.add_argument("--version", action="version", version=f"sanlab {_version()}")
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("serve", help="run the array (iSCSI target)")
+    s.add_argument("--config", metavar="FILE", help="TOML config (default: embedded one-LUN config)")
+    s.add_argument("--data-dir", metavar="DIR", help="data directory (default ./sanlab-data)")
+    s.add_argument("--portal", metavar="HOST:PORT", action="append",
+                   help="listen here (repeatable; replaces the config's portals)")
+    s.add_argument("--log-format", choices=("json", "console"), default="console")
+    s.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
+    s.set_defaults(func=cmd_serve)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``sanlab`` console script."""
+    args = make_parser().parse_args(argv)
+    rc: int = args.func(args)
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

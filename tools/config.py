@@ -1,0 +1,332 @@
+"""The array's TOML configuration, validated into dataclasses (ARCHITECTURE.md convention 9).
+
+Every unknown or invalid key is a :class:`ConfigError` naming the file, the
+key path and the reason.  With no file, :func:`default_config` gives the
+embedded default: one target ``iqn.2026-11.org.sanlab:array0`` with LUN 0 on a
+1 GiB sparse file, portal ``0.0.0.0:3260``, no authentication.
+
+Example::
+
+    data_dir = "./sanlab-data"
+
+    [server]
+    portals = ["127.0.0.1:3260"]
+    nop_interval = 30          # seconds of silence before the target pings (0: never)
+
+    [[targets]]
+    name = "iqn.2026-11.org.sanlab:array0"
+    alias = "array0"
+    initiators = ["iqn.1994-05.com.redhat:host1"]     # ACL; omit to admit anyone
+
+    [targets.chap]                                    # per-target secret
+    username = "array0-user"
+    secret = "secret-of-12+"
+    [targets.chap.initiators."iqn.1994-05.com.redhat:host1"]   # per-initiator secret
+    username = "host1"
+    secret = "host1-secret-12"
+    [targets.mutual_chap]                             # the target's own, for mutual CHAP
+    username = "array0"
+    secret = "target-secret-12"
+
+    [[targets.luns]]
+    lun = 0
+    size = "1GiB"
+    file = "array0-lun0.img"          # relative to data_dir
+    block_size = 512
+    readonly = false
+"""
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_TARGET = "iqn.2026-11.org.sanlab:array0"
+DEFAULT_PORTAL = ("0.0.0.0", 3260)
+_NAME_RE = re.compile(r"^(iqn\.\d{4}-\d{2}\.[a-z0-9.-]+(:.+)?|eui\.[0-9A-Fa-f]{16}|naa\.[0-9A-Fa-f]{16,32})$")
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+class ConfigError(Exception):
+    """A configuration problem: names the file, the key and the reason."""
+
+    def __init__(self, source: str, key: str, reason: str) -> None:
+        super().__init__(f"{source}: {key}: {reason}")
+        self.source = source
+        self.key = key
+        self.reason = reason
+
+
+@dataclass(slots=True)
+class ChapSecret:
+    """One CHAP user name and secret."""
+
+    username: str
+    secret: str
+
+
+@dataclass(slots=True)
+class LunConfig:
+    """One logical unit backed by a file."""
+
+    lun: int
+    size: int
+    """Capacity in bytes."""
+    file: Path
+    """Backing file (absolute, resolved against data_dir)."""
+    block_size: int = 512
+    readonly: bool = False
+    thin: bool = True
+    removable: bool = False
+
+
+@dataclass(slots=True)
+class TargetConfig:
+    """One iSCSI target."""
+
+    name: str
+    alias: str = ""
+    initiators: list[str] | None = None
+    chap: ChapSecret | None = None
+    initiator_chap: dict[str, ChapSecret] = field(default_factory=dict)
+    mutual_chap: ChapSecret | None = None
+    luns: list[LunConfig] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class ServerConfig:
+    """Front-end settings."""
+
+    portals: list[tuple[str, int]] = field(default_factory=lambda: [DEFAULT_PORTAL])
+    nop_interval: float = 30.0
+    nop_timeout: float = 15.0
+    cmd_window: int = 128
+    tpgt: int = 1
+
+
+@dataclass(slots=True)
+class ArrayConfig:
+    """The whole configuration of one array."""
+
+    data_dir: Path
+    server: ServerConfig
+    targets: list[TargetConfig]
+    source: str = "<default>"
+
+
+def parse_size(value: object, source: str, key: str) -> int:
+    """``"1GiB"``, ``"512M"``, ``1048576`` → bytes."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        n = value
+    elif isinstance(value, str) and (m := _SIZE_RE.match(value)):
+        unit = (m.group(2) or "").upper().replace("IB", "").replace("B", "") or ""
+        n = int(m.group(1)) * _UNITS[unit]
+    else:
+        raise ConfigError(source, key, f"not a size: {value!r} (use bytes or e.g. \"1GiB\")")
+    if n <= 0:
+        raise ConfigError(source, key, "size must be positive")
+    return n
+
+
+def parse_portal(value: object, source: str, key: str) -> tuple[str, int]:
+    """``"HOST:PORT"`` (IPv6 as ``[::1]:3260``) → (host, port)."""
+    if not isinstance(value, str):
+        raise ConfigError(source, key, f"portal must be a string HOST:PORT, not {value!r}")
+    m = re.match(r"^\[([0-9A-Fa-f:.]+)\]:(\d+)$", value) or re.match(r"^([^:\[\]]+):(\d+)$", value)
+    if not m:
+        raise ConfigError(source, key, f"portal {value!r} is not HOST:PORT")
+    port = int(m.group(2))
+    if not 0 <= port <= 65535:
+        raise ConfigError(source, key, f"port {port} out of range")
+    return m.group(1), port
+
+
+class _Table:
+    """Reads one TOML table, remembering which keys were used so unknown ones are errors."""
+
+    def __init__(self, data: object, source: str, path: str) -> None:
+        if not isinstance(data, dict):
+            raise ConfigError(source, path or "<top>", "must be a table")
+        self.data: dict[str, Any] = data
+        self.source = source
+        self.path = path
+        self.used: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def get(self, name: str, kind: type | tuple[type, ...], default: Any = None, required: bool = False) -> Any:
+        self.used.add(name)
+        if name not in self.data:
+            if required:
+                raise ConfigError(self.source, self.key(name), "missing")
+            return default
+        value = self.data[name]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+        if not ok:
+            names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+            raise ConfigError(self.source, self.key(name), f"must be {names}, not {type(value).__name__}")
+        return value
+
+    def raw(self, name: str) -> Any:
+        self.used.add(name)
+        return self.data.get(name)
+
+    def finish(self) -> None:
+        extra = sorted(set(self.data) - self.used)
+        if extra:
+            raise ConfigError(self.source, self.key(extra[0]), "unknown key")
+
+
+def _chap(data: object, source: str, path: str, allow_initiators: bool) -> tuple[ChapSecret, dict[str, ChapSecret]]:
+    t = _Table(data, source, path)
+    username = t.get("username", str)
+    secret = t.get("secret", str)
+    per_init: dict[str, ChapSecret] = {}
+    if allow_initiators:
+        inits = t.get("initiators", dict, {})
+        for iname, sub in inits.items():
+            ipath = f"{path}.initiators.{iname}"
+            if not _NAME_RE.match(iname):
+                raise ConfigError(source, ipath, "not an iSCSI name (iqn./eui./naa.)")
+            st = _Table(sub, source, ipath)
+            per_init[iname] = ChapSecret(st.get("username", str, required=True), _secret(st, source, ipath))
+            st.finish()
+    t.finish()
+    if (username is None) != (secret is None):
+        raise ConfigError(source, path, "username and secret go together")
+    if secret is not None:
+        _check_secret(secret, source, f"{path}.secret")
+    if username is None and not per_init:
+        raise ConfigError(source, path, "needs username+secret or initiators")
+    return (ChapSecret(username, secret) if username is not None else ChapSecret("", "")), per_init
+
+
+def _secret(t: _Table, source: str, path: str) -> str:
+    s: str = t.get("secret", str, required=True)
+    _check_secret(s, source, f"{path}.secret")
+    return s
+
+
+def _check_secret(s: str, source: str, key: str) -> None:
+    # RFC 7143 §12.1.3 asks for secrets of at least 96 bits (12 bytes) when not random.
+    if len(s.encode()) < 12:
+        raise ConfigError(source, key, "CHAP secrets must be at least 12 bytes (RFC 7143 §12.1.3)")
+    if len(s.encode()) > 256:
+        raise ConfigError(source, key, "CHAP secret longer than 256 bytes")
+
+
+def _lun(data: object, source: str, path: str, data_dir: Path, target: str) -> LunConfig:
+    t = _Table(data, source, path)
+    lun = t.get("lun", int, required=True)
+    if not 0 <= lun <= 16383:
+        raise ConfigError(source, f"{path}.lun", "LUN must be 0..16383")
+    size = parse_size(t.raw("size") if "size" in t.data else "1GiB", source, f"{path}.size")
+    bs = t.get("block_size", int, 512)
+    if bs not in (512, 4096):
+        raise ConfigError(source, f"{path}.block_size", "must be 512 or 4096")
+    if size % bs:
+        raise ConfigError(source, f"{path}.size", f"{size} is not a multiple of the block size {bs}")
+    default_file = f"{target.split(':')[-1]}-lun{lun}.img"
+    file = Path(t.get("file", str, default_file))
+    if not file.is_absolute():
+        file = data_dir / file
+    cfg = LunConfig(lun=lun, size=size, file=file, block_size=bs, readonly=t.get("readonly", bool, False),
+                    thin=t.get("thin", bool, True), removable=t.get("removable", bool, False))
+    t.finish()
+    return cfg
+
+
+def load_config(path: str | Path | None, data_dir: str | Path | None = None) -> ArrayConfig:
+    """Read and validate a TOML config (``None``: the embedded default)."""
+    if path is None:
+        return default_config(Path(data_dir) if data_dir else Path("sanlab-data"))
+    source = str(path)
+    try:
+        with open(path, "rb") as f:
+            doc = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(source, "<file>", "no such file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, "<syntax>", str(exc)) from None
+    return parse_config(doc, source, data_dir)
+
+
+def parse_config(doc: dict[str, Any], source: str = "<config>", data_dir: str | Path | None = None) -> ArrayConfig:
+    """Validate a parsed TOML document."""
+    top = _Table(doc, source, "")
+    dd = top.get("data_dir", str, "sanlab-data")
+    # --data-dir wins over the file's data_dir; relative paths are relative to the working directory.
+    ddir = Path(data_dir) if data_dir else Path(dd)
+    server = ServerConfig()
+    if "server" in doc:
+        st = _Table(top.raw("server"), source, "server")
+        portals = st.get("portals", list, None)
+        if portals is not None:
+            if not portals:
+                raise ConfigError(source, "server.portals", "at least one portal")
+            server.portals = [parse_portal(p, source, f"server.portals[{i}]") for i, p in enumerate(portals)]
+        server.nop_interval = st.get("nop_interval", float, server.nop_interval)
+        server.nop_timeout = st.get("nop_timeout", float, server.nop_timeout)
+        server.cmd_window = st.get("cmd_window", int, server.cmd_window)
+        if not 1 <= server.cmd_window <= 4096:
+            raise ConfigError(source, "server.cmd_window", "must be 1..4096")
+        server.tpgt = st.get("tpgt", int, server.tpgt)
+        if not 1 <= server.tpgt <= 65535:
+            raise ConfigError(source, "server.tpgt", "must be 1..65535")
+        st.finish()
+    else:
+        top.used.add("server")
+    targets: list[TargetConfig] = []
+    raw_targets = top.get("targets", list, [])
+    names: set[str] = set()
+    for i, rt in enumerate(raw_targets):
+        path = f"targets[{i}]"
+        t = _Table(rt, source, path)
+        name = t.get("name", str, required=True)
+        if not _NAME_RE.match(name):
+            raise ConfigError(source, f"{path}.name", f"{name!r} is not an iSCSI name (iqn./eui./naa.)")
+        if name in names:
+            raise ConfigError(source, f"{path}.name", f"duplicate target {name}")
+        names.add(name)
+        tc = TargetConfig(name=name, alias=t.get("alias", str, ""))
+        inits = t.get("initiators", list, None)
+        if inits is not None:
+            for j, n in enumerate(inits):
+                if not isinstance(n, str) or not _NAME_RE.match(n):
+                    raise ConfigError(source, f"{path}.initiators[{j}]", f"{n!r} is not an iSCSI name")
+            tc.initiators = list(inits)
+        if "chap" in rt:
+            secret, per_init = _chap(t.raw("chap"), source, f"{path}.chap", True)
+            tc.chap = secret if secret.username else None
+            tc.initiator_chap = per_init
+        if "mutual_chap" in rt:
+            tc.mutual_chap, _ = _chap(t.raw("mutual_chap"), source, f"{path}.mutual_chap", False)
+            if tc.chap is None and not tc.initiator_chap:
+                raise ConfigError(source, f"{path}.mutual_chap", "mutual CHAP needs [chap] as well")
+        luns = t.get("luns", list, [])
+        seen: set[int] = set()
+        for j, rl in enumerate(luns):
+            lc = _lun(rl, source, f"{path}.luns[{j}]", ddir, name)
+            if lc.lun in seen:
+                raise ConfigError(source, f"{path}.luns[{j}].lun", f"duplicate LUN {lc.lun}")
+            seen.add(lc.lun)
+            tc.luns.append(lc)
+        t.finish()
+        targets.append(tc)
+    top.finish()
+    if not targets:
+        raise ConfigError(source, "targets", "at least one [[targets]] table")
+    return ArrayConfig(data_dir=ddir, server=server, targets=targets, source=source)
+
+
+def default_config(data_dir: Path) -> ArrayConfig:
+    """The embedded default: one target, LUN 0 on a 1 GiB sparse file, 0.0.0.0:3260, no auth."""
+    lun = LunConfig(lun=0, size=1 << 30, file=data_dir / "array0-lun0.img")
+    return ArrayConfig(data_dir=data_dir, server=ServerConfig(),
+                       targets=[TargetConfig(name=DEFAULT_TARGET, alias="array0", luns=[lun])], source="<default>")
