@@ -1,0 +1,157 @@
+"""`sanlab serve` driven by real iSCSI clients (libiscsi tools, qemu-img) over loopback TCP."""
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from tests.conftest import TARGET, SanlabProcess, need, run
+
+pytestmark = pytest.mark.integration
+
+SMALL = """
+[[targets]]
+name = "iqn.2026-11.org.sanlab:array0"
+[[targets.luns]]
+lun = 0
+size = "64MiB"
+[[targets.luns]]
+lun = 1
+size = "8MiB"
+block_size = 4096
+"""
+
+
+def login_statuses(sp: SanlabProcess) -> list[str]:
+    out = []
+    for line in sp.log().splitlines():
+        try:
+            ev = json.loads(line)
+        except ValueError:
+            continue
+        if ev.get("event") == "login_failed":
+            out.append(ev["status"])
+    return out
+
+
+def test_discovery_lists_target_and_portal(sanlab: SanlabProcess) -> None:
+    cp = run([need("iscsi-ls"), "-s", f"iscsi://{sanlab.portal}"])
+    assert f"Target:{TARGET}" in cp.stdout
+    assert f"Portal:{sanlab.portal},1" in cp.stdout
+    # -s logs in to each target and lists its LUNs: the default LUN 0 is a 1 GiB disk.
+    assert re.search(r"Lun:0\s+Type:DIRECT_ACCESS", cp.stdout), cp.stdout
+
+
+def test_inquiry(sanlab: SanlabProcess) -> None:
+    cp = run([need("iscsi-inq"), sanlab.url()])
+    assert "Vendor:SANLAB" in cp.stdout.replace(" ", "")
+    cp = run([need("iscsi-inq"), "-e", "1", "-c", "0x80", sanlab.url()])
+    assert "Unit Serial Number" in cp.stdout or "serial" in cp.stdout.lower(), cp.stdout
+    cp = run([need("iscsi-inq"), "-e", "1", "-c", "0x83", sanlab.url()])
+    assert "NAA" in cp.stdout, cp.stdout
+
+
+def test_readcapacity16_default_lun_is_1gib(sanlab: SanlabProcess) -> None:
+    cp = run([need("iscsi-readcapacity16"), sanlab.url()])
+    assert "Block Length:512" in cp.stdout.replace(" ", ""), cp.stdout
+    assert "Total size:1073741824" in cp.stdout.replace(" ", ""), cp.stdout
+    data = sanlab.data_dir / "array0-lun0.img"
+    assert data.exists() and data.stat().st_size == 1 << 30
+    assert data.stat().st_blocks * 512 < 1 << 20, "the default LUN file must be sparse"
+
+
+def test_4k_lun_capacity(sanlab_factory: Callable[..., SanlabProcess]) -> None:
+    sp = sanlab_factory(SMALL)
+    cp = run([need("iscsi-readcapacity16"), sp.url(1)])
+    assert "BlockLength:4096" in cp.stdout.replace(" ", ""), cp.stdout
+    assert "Totalsize:8388608" in cp.stdout.replace(" ", ""), cp.stdout
+
+
+def test_qemu_img_roundtrip_32mib(sanlab_factory: Callable[..., SanlabProcess], tmp_path: Path) -> None:
+    sp = sanlab_factory(SMALL)
+    src = tmp_path / "random.img"
+    src.write_bytes(os.urandom(32 << 20))
+    run([need("qemu-img"), "convert", "-n", "-f", "raw", "-O", "raw", str(src), sp.url()], timeout=300)
+    out = tmp_path / "out.img"
+    run([need("qemu-img"), "dd", "-f", "raw", "-O", "raw", "bs=1M", "count=32", f"if={sp.url()}", f"of={out}"],
+        timeout=300)
+    assert out.read_bytes() == src.read_bytes()
+    # The bytes are really on the LUN's backing file, where the array put them.
+    with open(sp.data_dir / "array0-lun0.img", "rb") as f:
+        assert f.read(32 << 20) == src.read_bytes()
+
+
+CHAP = """
+[[targets]]
+name = "iqn.2026-11.org.sanlab:array0"
+[targets.chap]
+username = "alice"
+secret = "alice-secret-123"
+[[targets.luns]]
+lun = 0
+size = "16MiB"
+"""
+
+MUTUAL = CHAP + """
+[targets.mutual_chap]
+username = "array0"
+secret = "array0-secret-456"
+"""
+
+
+def test_chap_right_secret_works_wrong_fails(sanlab_factory: Callable[..., SanlabProcess]) -> None:
+    sp = sanlab_factory(CHAP)
+    run([need("iscsi-inq"), sp.url(user="alice", secret="alice-secret-123")])
+    bad = run([need("iscsi-inq"), sp.url(user="alice", secret="wrong-secret-999")], check=False)
+    assert bad.returncode != 0
+    none = run([need("iscsi-inq"), sp.url()], check=False)
+    assert none.returncode != 0
+    # Both refusals are Authentication failure, status class 2 detail 1 (RFC 7143 §11.13.5).
+    assert login_statuses(sp).count("0x0201") == 2, sp.log()[-3000:]
+
+
+def test_mutual_chap(sanlab_factory: Callable[..., SanlabProcess]) -> None:
+    sp = sanlab_factory(MUTUAL)
+    run([need("iscsi-inq"), sp.url(user="alice", secret="alice-secret-123", target_user="array0",
+                                   target_password="array0-secret-456")])
+    # The initiator checks the target's answer: a wrong expected target secret fails on the client side.
+    bad = run([need("iscsi-inq"), sp.url(user="alice", secret="alice-secret-123", target_user="array0",
+                                         target_password="not-the-secret")], check=False)
+    assert bad.returncode != 0
+
+
+def test_header_digest(sanlab_factory: Callable[..., SanlabProcess], tmp_path: Path) -> None:
+    sp = sanlab_factory(SMALL)
+    src = tmp_path / "d.img"
+    src.write_bytes(os.urandom(4 << 20))
+    url = sp.url(header_digest="crc32c")
+    run([need("qemu-img"), "convert", "-n", "-f", "raw", "-O", "raw", str(src), url], timeout=120)
+    cp = run([need("iscsi-inq"), url])
+    assert "SANLAB" in cp.stdout
+    logins = [json.loads(l) for l in sp.log().splitlines() if '"login_complete"' in l]
+    assert any(ev.get("header_digest") == "CRC32C" for ev in logins), logins
+
+
+ACL = """
+[[targets]]
+name = "iqn.2026-11.org.sanlab:array0"
+initiators = ["iqn.2026-11.org.sanlab:allowed"]
+[[targets.luns]]
+lun = 0
+size = "16MiB"
+"""
+
+
+def test_acl_refuses_unknown_initiator(sanlab_factory: Callable[..., SanlabProcess]) -> None:
+    sp = sanlab_factory(ACL)
+    run([need("iscsi-inq"), "-i", "iqn.2026-11.org.sanlab:allowed", sp.url()])
+    bad = run([need("iscsi-inq"), "-i", "iqn.2026-11.org.sanlab:stranger", sp.url()], check=False)
+    assert bad.returncode != 0
+    assert login_statuses(sp) == ["0x0202"], sp.log()[-3000:]
+    # Discovery does not reveal the target to the stranger either.
+    cp = run([need("iscsi-ls"), "-i", "iqn.2026-11.org.sanlab:stranger", f"iscsi://{sp.portal}"], check=False)
+    assert TARGET not in cp.stdout
