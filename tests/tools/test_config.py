@@ -1,0 +1,99 @@
+"""TOML configuration: the embedded default, a full file, and errors naming file, key and reason."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sanlab.tools.config import ConfigError, default_config, load_config, parse_size
+
+FULL = """
+data_dir = "dd"
+[server]
+portals = ["127.0.0.1:3261", "[::1]:3262"]
+nop_interval = 5
+[[targets]]
+name = "iqn.2026-11.org.sanlab:t1"
+alias = "t1"
+initiators = ["iqn.1994-05.com.redhat:host1"]
+[targets.chap]
+username = "u1"
+secret = "twelve-bytes!"
+[targets.chap.initiators."iqn.1994-05.com.redhat:host1"]
+username = "host1"
+secret = "host1-secret-12"
+[targets.mutual_chap]
+username = "t1"
+secret = "target-secret-12"
+[[targets.luns]]
+lun = 0
+size = "64MiB"
+[[targets.luns]]
+lun = 3
+size = 1048576
+file = "/abs/x.img"
+block_size = 4096
+readonly = true
+"""
+
+
+def _load(tmp_path: Path, text: str) -> object:
+    p = tmp_path / "c.toml"
+    p.write_text(text)
+    return load_config(p)
+
+
+def test_default_config(tmp_path: Path) -> None:
+    cfg = default_config(tmp_path)
+    assert cfg.server.portals == [("0.0.0.0", 3260)]
+    (t,) = cfg.targets
+    assert t.name == "iqn.2026-11.org.sanlab:array0" and t.chap is None and t.initiators is None
+    (lun,) = t.luns
+    assert (lun.lun, lun.size, lun.file) == (0, 1 << 30, tmp_path / "array0-lun0.img")
+    assert load_config(None).data_dir == Path("sanlab-data")
+
+
+def test_full_config(tmp_path: Path) -> None:
+    cfg = _load(tmp_path, FULL)
+    assert cfg.data_dir == Path("dd")  # type: ignore[attr-defined]
+    assert cfg.server.portals == [("127.0.0.1", 3261), ("::1", 3262)]  # type: ignore[attr-defined]
+    (t,) = cfg.targets  # type: ignore[attr-defined]
+    assert t.initiators == ["iqn.1994-05.com.redhat:host1"]
+    assert t.chap.username == "u1" and t.mutual_chap.secret == "target-secret-12"
+    assert t.initiator_chap["iqn.1994-05.com.redhat:host1"].username == "host1"
+    assert [(l.lun, l.size, l.block_size, l.readonly) for l in t.luns] == [
+        (0, 64 << 20, 512, False), (3, 1 << 20, 4096, True)]
+    assert t.luns[0].file == Path("dd") / "t1-lun0.img" and t.luns[1].file == Path("/abs/x.img")
+
+
+@pytest.mark.parametrize("text,key,reason", [
+    ("[[targets]]\nname='iqn.2026-11.x:a'\nbogus=1\n", "targets[0].bogus", "unknown key"),
+    ("[[targets]]\nname='nonsense'\n", "targets[0].name", "not an iSCSI name"),
+    ("[[targets]]\nname='iqn.2026-11.x:a'\n[targets.chap]\nusername='u'\nsecret='short'\n",
+     "targets[0].chap.secret", "at least 12 bytes"),
+    ("[server]\nportals=['localhost']\n[[targets]]\nname='iqn.2026-11.x:a'\n", "server.portals[0]", "HOST:PORT"),
+    ("[[targets]]\nname='iqn.2026-11.x:a'\n[[targets.luns]]\nlun=0\nsize='1000'\nblock_size=4096\n",
+     "targets[0].luns[0].size", "multiple of the block size"),
+    ("[[targets]]\nname='iqn.2026-11.x:a'\n[[targets.luns]]\nlun=1\n[[targets.luns]]\nlun=1\n",
+     "targets[0].luns[1].lun", "duplicate LUN"),
+    ("x = [\n", "<syntax>", ""),
+    ("", "targets", "at least one"),
+])
+def test_errors_name_file_key_reason(tmp_path: Path, text: str, key: str, reason: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        _load(tmp_path, text)
+    assert exc.value.source == str(tmp_path / "c.toml")
+    assert exc.value.key == key
+    assert reason in exc.value.reason
+    assert str(tmp_path / "c.toml") in str(exc.value) and key in str(exc.value)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as exc:
+        load_config(tmp_path / "nope.toml")
+    assert "no such file" in str(exc.value)
+
+
+@pytest.mark.parametrize("text,n", [("1GiB", 1 << 30), ("512M", 512 << 20), ("4096", 4096), (10, 10), ("2T", 2 << 40)])
+def test_parse_size(text: object, n: int) -> None:
+    assert parse_size(text, "s", "k") == n
