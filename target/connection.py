@@ -42,6 +42,12 @@ log = structlog.get_logger("sanlab.target.connection")
 # Sense for a command whose data phase failed a digest check: ABORTED COMMAND,
 # PROTOCOL SERVICE CRC ERROR (47h/05h), RFC 7143 §7.8 / §11.17.1.
 _CRC_ERROR_SENSE = bytes([0x70, 0, 0x0B, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x47, 0x05, 0, 0, 0, 0])
+# Sense for a write whose Expected Data Transfer Length exceeds what we buffer per task:
+# ILLEGAL REQUEST, INVALID FIELD IN COMMAND INFORMATION UNIT (0Eh/03h, SPC-4 annex D).
+_EDTL_TOO_LARGE_SENSE = bytes([0x70, 0, 0x05, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x0E, 0x03, 0, 0, 0, 0])
+
+MAX_TASK_BUFFER = 64 << 20
+"""Largest write (EDTL) buffered for one task; beyond it the command is refused, not allocated."""
 
 
 class Params(Protocol):
@@ -140,6 +146,7 @@ class TargetConnection:
         nop_timeout: float = 15.0,
         send_targets: Callable[[str], list[tuple[str, str]]] | None = None,
         lun_exists: Callable[[int], bool] | None = None,
+        max_task_buffer: int = MAX_TASK_BUFFER,
     ) -> None:
         self.nexus = nexus
         self.params = params
@@ -152,6 +159,7 @@ class TargetConnection:
         self.nop_timeout = nop_timeout
         self._send_targets = send_targets or (lambda _v: [])
         self._lun_exists = lun_exists or (lambda _l: True)
+        self.max_task_buffer = max_task_buffer
         self._out: list[Pdu] = []
         self._events: list[Event] = []
         self._pending: dict[int, RawPdu] = {}
@@ -344,6 +352,13 @@ class TargetConnection:
         except ValueError:
             lun = -1  # the device server answers LOGICAL UNIT NOT SUPPORTED
         wlen = edtl if pdu.write else 0
+        if wlen > self.max_task_buffer:
+            # A buffer of EDTL bytes is allocated per write; refuse absurd EDTLs up front so one
+            # initiator cannot exhaust memory.  Data-Out that follows is discarded (_finished_itts).
+            self.log.warning("edtl_too_large", itt=itt, edtl=edtl)
+            self._fail_task(_Task(itt=itt, cmdsn=pdu.cmdsn, lun_field=pdu.lun, lun=-1, cmd=pdu, edtl=0, buf=None),
+                            _EDTL_TOO_LARGE_SENSE)
+            return
         task = _Task(itt=itt, cmdsn=pdu.cmdsn, lun_field=pdu.lun, lun=lun, cmd=pdu, edtl=wlen,
                      buf=bytearray(wlen) if wlen else None)
         if imm:
