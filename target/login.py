@@ -320,5 +320,6 @@ class TargetLogin:
                                   keys=dict(self._negotiator.negotiated))
         log.info("login_complete", initiator=self._initiator_name, isid=f"{first.isid:012x}", tsih=tsih,
                  session_type=self._session_type, target=self._target.name if self._target else None,
-                 user=self._username)
+                 user=self._username, header_digest="CRC32C" if params.header_digest else "None",
+                 data_digest="CRC32C" if params.data_digest else "None")
         return resp

@@ -96,6 +96,7 @@ class IscsiServer:
         self._tsihs: dict[int, _Conn] = {}
         self._next_tsih = 1
         self._conn_tasks: set[asyncio.Task[None]] = set()
+        self._tmf_tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
         self.bound: list[tuple[str, int]] = []
 
@@ -323,7 +324,10 @@ class IscsiServer:
                 task = asyncio.create_task(self._execute(c, ev))
                 c.running[ev.itt] = task
             elif isinstance(ev, TaskManagement):
-                asyncio.create_task(self._tmf(c, ev))
+                # Keep a reference: the loop holds tasks only weakly.
+                tmf = asyncio.create_task(self._tmf(c, ev))
+                self._tmf_tasks.add(tmf)
+                tmf.add_done_callback(self._tmf_tasks.discard)
             elif isinstance(ev, Close):
                 self._flush(c)
                 self._close_conn(c, ev.reason)
@@ -386,6 +390,7 @@ class IscsiServer:
                     for itt in o.conn.abort_lun_tasks(None):
                         if itt in o.running:
                             waits.append(o.running[itt])
+                    self._process(o)
             if waits:
                 await asyncio.wait(waits)
             if ds is not None:

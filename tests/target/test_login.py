@@ -1,0 +1,226 @@
+"""Target login state machine (sans-IO): stages, status codes, CHAP, ACLs, TSIH rules."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import pytest
+
+from sanlab.target.chap import ChapCredentials
+from sanlab.target.errors import LoginStatus
+from sanlab.target.keys import TARGET_DEFAULTS
+from sanlab.target.login import TargetAuth, TargetLogin
+from sanlab.target.pdu import LoginRequest, LoginResponse
+
+TNAME = "iqn.2026-11.org.sanlab:array0"
+INAME = "iqn.2026-11.test:host"
+SECRET = b"initiator-secret"
+TSECRET = b"target-secret-99"
+
+
+@dataclass
+class Directory:
+    targets: dict[str, TargetAuth]
+    portal_group_tag: int = 7
+    used_challenges: set[bytes] = field(default_factory=set)
+    local_keys: dict[str, str] = field(default_factory=lambda: dict(TARGET_DEFAULTS))
+    discovery_auth: TargetAuth = field(default_factory=lambda: TargetAuth(name=""))
+    sessions: set[tuple[str, int, str, int]] = field(default_factory=set)
+    tsih: int = 0x20
+
+    def target(self, name: str) -> TargetAuth | None:
+        return self.targets.get(name)
+
+    def session_exists(self, initiator_name: str, isid: int, target_name: str, tsih: int) -> bool:
+        return (initiator_name, isid, target_name, tsih) in self.sessions
+
+    def new_tsih(self) -> int:
+        self.tsih += 1
+        return self.tsih
+
+
+def kv(**keys: str) -> bytes:
+    return b"".join(f"{k.replace('__', '-')}={v}".encode() + b"\0" for k, v in keys.items())
+
+
+def answers(resp: LoginResponse) -> dict[str, str]:
+    return dict(i.decode().split("=", 1) for i in bytes(resp.data).split(b"\0") if i)
+
+
+def req(data: bytes, *, csg: int = 1, nsg: int = 3, transit: bool = True, cont: bool = False, tsih: int = 0,
+        isid: int = 0x400000000001) -> LoginRequest:
+    return LoginRequest(transit=transit, cont=cont, csg=csg, nsg=nsg if transit else 0, isid=isid, tsih=tsih,
+                        initiator_task_tag=1, cid=0, cmdsn=5, data=data)
+
+
+def status(resp: LoginResponse) -> int:
+    return (resp.status_class << 8) | resp.status_detail
+
+
+def plain_dir(**auth: object) -> Directory:
+    return Directory({TNAME: TargetAuth(name=TNAME, alias="array0", **auth)})  # type: ignore[arg-type]
+
+
+def test_normal_login_in_one_pdu() -> None:
+    d = plain_dir()
+    login = TargetLogin(d, statsn=40)
+    resp = login.receive(req(kv(InitiatorName=INAME, TargetName=TNAME, SessionType="Normal",
+                                HeaderDigest="None", MaxRecvDataSegmentLength="65536")))
+    assert status(resp) == 0 and resp.transit and resp.nsg == 3
+    a = answers(resp)
+    assert a["TargetPortalGroupTag"] == "7" and a["TargetAlias"] == "array0" and a["HeaderDigest"] == "None"
+    assert int(a["MaxRecvDataSegmentLength"]) >= 512
+    assert resp.tsih == 0x21 and resp.statsn == 40 and resp.expcmdsn == 5
+    assert login.done and login.result is not None
+    r = login.result
+    assert (r.initiator_name, r.tsih, r.statsn, r.expcmdsn) == (INAME, 0x21, 41, 5)
+    assert r.params.max_recv_data_segment_length_initiator == 65536
+
+
+def test_discovery_login() -> None:
+    login = TargetLogin(plain_dir())
+    resp = login.receive(req(kv(InitiatorName=INAME, SessionType="Discovery")))
+    assert status(resp) == 0 and login.result is not None
+    assert login.result.target is None and login.result.params.session_type == "Discovery"
+
+
+@pytest.mark.parametrize("data,expected", [
+    (kv(TargetName=TNAME), LoginStatus.MISSING_PARAMETER),
+    (kv(InitiatorName=INAME), LoginStatus.MISSING_PARAMETER),
+    (kv(InitiatorName=INAME, TargetName="iqn.2026-11.x:none"), LoginStatus.NOT_FOUND),
+    (kv(InitiatorName=INAME, TargetName=TNAME, SessionType="Other"), LoginStatus.SESSION_TYPE_NOT_SUPPORTED),
+    (kv(InitiatorName=INAME, SessionType="Discovery", TargetName=TNAME), LoginStatus.INITIATOR_ERROR),
+    (b"garbage-without-equals\0", LoginStatus.INITIATOR_ERROR),
+])
+def test_leading_key_errors(data: bytes, expected: int) -> None:
+    login = TargetLogin(plain_dir())
+    resp = login.receive(req(data))
+    assert status(resp) == expected and login.done and login.result is None
+
+
+def test_status_values_are_the_rfc_codes() -> None:
+    # RFC 7143 §11.13.5
+    assert LoginStatus.AUTHENTICATION_FAILURE == 0x0201
+    assert LoginStatus.AUTHORIZATION_FAILURE == 0x0202
+    assert LoginStatus.NOT_FOUND == 0x0203
+    assert LoginStatus.MISSING_PARAMETER == 0x0207
+    assert LoginStatus.SESSION_DOES_NOT_EXIST == 0x020A
+
+
+def test_acl_refuses_unknown_initiator() -> None:
+    login = TargetLogin(plain_dir(acl=frozenset({"iqn.2026-11.test:other"})))
+    resp = login.receive(req(kv(InitiatorName=INAME, TargetName=TNAME)))
+    assert status(resp) == LoginStatus.AUTHORIZATION_FAILURE
+
+
+def test_unsupported_version() -> None:
+    login = TargetLogin(plain_dir())
+    r = req(kv(InitiatorName=INAME, TargetName=TNAME))
+    r.version_max, r.version_min = 3, 2
+    assert status(login.receive(r)) == LoginStatus.UNSUPPORTED_VERSION
+
+
+def test_t_and_c_together_is_an_initiator_error() -> None:
+    login = TargetLogin(plain_dir())
+    assert status(login.receive(req(kv(InitiatorName=INAME, TargetName=TNAME), cont=True))) == 0x0200
+
+
+def test_reinstating_unknown_tsih_fails() -> None:
+    login = TargetLogin(plain_dir())
+    resp = login.receive(req(kv(InitiatorName=INAME, TargetName=TNAME), tsih=0x99))
+    assert status(resp) == LoginStatus.SESSION_DOES_NOT_EXIST
+
+
+def test_connection_reinstatement_keeps_tsih() -> None:
+    d = plain_dir()
+    d.sessions.add((INAME, 0x400000000001, TNAME, 0x33))
+    login = TargetLogin(d)
+    resp = login.receive(req(kv(InitiatorName=INAME, TargetName=TNAME), tsih=0x33))
+    assert status(resp) == 0 and resp.tsih == 0x33
+    assert login.result is not None and login.result.existing_tsih == 0x33
+
+
+def test_text_split_over_continued_requests() -> None:
+    login = TargetLogin(plain_dir())
+    data = kv(InitiatorName=INAME, TargetName=TNAME)
+    r1 = login.receive(req(data[:10], transit=False, cont=True))
+    assert status(r1) == 0 and not r1.transit and r1.data == b""
+    r2 = login.receive(req(data[10:]))
+    assert status(r2) == 0 and r2.transit
+
+
+def _chap_response(ident: int, secret: bytes, challenge_hex: str, alg: str = "5") -> str:
+    h = hashlib.md5 if alg == "5" else hashlib.sha256
+    return "0x" + h(bytes([ident]) + secret + bytes.fromhex(challenge_hex[2:])).hexdigest()
+
+
+def _chap_dir(**extra: object) -> Directory:
+    def incoming(initiator: str, user: str) -> bytes | None:
+        return SECRET if (initiator, user) == (INAME, "host") else None
+    return plain_dir(incoming=incoming, **extra)
+
+
+def _chap_login(d: Directory, secret: bytes, alg: str = "5", mutual: bool = False) -> tuple[TargetLogin, LoginResponse]:
+    login = TargetLogin(d)
+    r = login.receive(req(kv(InitiatorName=INAME, TargetName=TNAME, AuthMethod="CHAP,None"), csg=0, nsg=1,
+                          transit=False))
+    assert status(r) == 0 and answers(r)["AuthMethod"] == "CHAP" and not r.transit
+    r = login.receive(req(kv(CHAP_A=alg), csg=0, transit=False))
+    a = answers(r)
+    assert a["CHAP_A"] == alg
+    ident, chal = int(a["CHAP_I"]), a["CHAP_C"]
+    keys = {"CHAP_N": "host", "CHAP_R": _chap_response(ident, secret, chal, alg)}
+    if mutual:
+        keys |= {"CHAP_I": "77", "CHAP_C": "0x" + "ab" * 16}
+    r = login.receive(req(kv(**keys), csg=0, nsg=1))
+    return login, r
+
+
+def test_chap_one_way_md5() -> None:
+    d = _chap_dir()
+    login, r = _chap_login(d, SECRET)
+    assert status(r) == 0 and r.transit and r.nsg == 1
+    r = login.receive(req(kv(MaxBurstLength="65536"), csg=1, nsg=3))
+    assert status(r) == 0 and login.result is not None and login.result.username == "host"
+
+
+def test_chap_sha256_when_offered() -> None:
+    _, r = _chap_login(_chap_dir(), SECRET, alg="7")
+    assert status(r) == 0
+
+
+def test_chap_wrong_secret_is_authentication_failure() -> None:
+    _, r = _chap_login(_chap_dir(), b"wrong-secret-xx")
+    assert status(r) == LoginStatus.AUTHENTICATION_FAILURE
+
+
+def test_chap_required_but_skipped() -> None:
+    login = TargetLogin(_chap_dir())
+    resp = login.receive(req(kv(InitiatorName=INAME, TargetName=TNAME), csg=1, nsg=3))
+    assert status(resp) == LoginStatus.AUTHENTICATION_FAILURE
+
+
+def test_mutual_chap() -> None:
+    d = _chap_dir(outgoing=ChapCredentials("array0", TSECRET))
+    _, r = _chap_login(d, SECRET, mutual=True)
+    assert status(r) == 0
+    a = answers(r)
+    assert a["CHAP_N"] == "array0"
+    assert a["CHAP_R"].lower() == "0x" + hashlib.md5(bytes([77]) + TSECRET + bytes.fromhex("ab" * 16)).hexdigest()
+
+
+def test_mutual_chap_without_target_secret_fails() -> None:
+    _, r = _chap_login(_chap_dir(), SECRET, mutual=True)
+    assert status(r) == LoginStatus.AUTHENTICATION_FAILURE
+
+
+def test_challenges_are_not_reused_across_logins() -> None:
+    d = _chap_dir()
+    seen = set()
+    for _ in range(20):
+        login = TargetLogin(d)
+        login.receive(req(kv(InitiatorName=INAME, TargetName=TNAME, AuthMethod="CHAP"), csg=0, nsg=1,
+                          transit=False))
+        a = answers(login.receive(req(kv(CHAP_A="5"), csg=0, transit=False)))
+        assert a["CHAP_C"] not in seen
+        seen.add(a["CHAP_C"])
