@@ -122,6 +122,7 @@ class TargetLogin:
         self._session_type = "Normal"
         self._pending_text = bytearray()
         self._declared = False
+        self._leading_done = False
         self._username: str | None = None
         self._extra: dict[str, str] = {}
 
@@ -189,7 +190,9 @@ class TargetLogin:
         self._pending_text.clear()
 
         answers: list[tuple[str, str]] = []
-        if first is None:
+        if not self._leading_done:
+            # The first complete text (possibly spread over C-bit continuations) carries the leading keys.
+            self._leading_done = True
             answers += self._leading_keys(req, pairs)
         elif any(k in _HANDLED_HERE - {"InitiatorAlias"} for k, _ in pairs):
             raise LoginError(LoginStatus.INITIATOR_ERROR, "InitiatorName/TargetName/SessionType after the first PDU")
