@@ -492,9 +492,13 @@ class TargetConnection:
         if task is None or task.state is not _TaskState.EXECUTING:
             return
         self._forget(task)
+        if not (task.aborted or self.closed):
+            self._respond(task, result)
+        # A Logout waiting for this command is answered after its response (§11.14).
         self._maybe_logout()
-        if task.aborted or self.closed:
-            return  # an aborted task gets no response (§4.2.3.3 / SAM-5 TAS=0)
+
+    def _respond(self, task: _Task, result: ScsiResult) -> None:
+        itt = task.itt
         cmd = task.cmd
         p = self.params
         status = int(result.status)

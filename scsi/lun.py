@@ -1,0 +1,28 @@
+"""The 8-byte SAM LUN field (SAM-5 §4.7): peripheral and flat space addressing."""
+from __future__ import annotations
+
+NOT_SUPPORTED = -1
+"""A LUN we cannot address: the device server answers LOGICAL UNIT NOT SUPPORTED."""
+
+
+def decode_lun(field: bytes) -> int:
+    """LUN number from the 8-byte field; :data:`NOT_SUPPORTED` for other methods or levels."""
+    if len(field) != 8:
+        raise ValueError("a LUN field is 8 bytes")
+    if any(field[2:]):
+        return NOT_SUPPORTED  # second-level addressing: not a single-level LUN we serve
+    method = field[0] >> 6
+    if method == 0b00:  # peripheral device addressing: bus 0, LUN in byte 1
+        return field[1] if field[0] == 0 else NOT_SUPPORTED
+    if method == 0b01:  # flat space addressing: 14-bit LUN
+        return ((field[0] & 0x3F) << 8) | field[1]
+    return NOT_SUPPORTED
+
+
+def encode_lun(lun: int) -> bytes:
+    """Peripheral addressing below 256, flat space addressing up to 16383 (as Linux expects)."""
+    if 0 <= lun < 256:
+        return bytes([0, lun]) + bytes(6)
+    if lun < 16384:
+        return bytes([0x40 | (lun >> 8), lun & 0xFF]) + bytes(6)
+    raise ValueError(f"LUN {lun} needs more than 14 bits")
