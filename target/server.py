@@ -32,6 +32,8 @@ from sanlab.target.pdu import (
 
 log = structlog.get_logger("sanlab.target.server")
 
+LOGIN_MAX_SEGMENT = 65536
+"""Longest Login Request data segment accepted before MaxRecvDataSegmentLength is known."""
 LOGIN_TIMEOUT = 15.0
 """Seconds a connection may spend in the login phase."""
 
@@ -213,11 +215,15 @@ class IscsiServer:
                                 clog: structlog.stdlib.BoundLogger) -> None:
         if self._stopping:
             return
-        framer = PduFramer()
+        framer = PduFramer(max_data_segment=LOGIN_MAX_SEGMENT)
         try:
             result = await self._login(reader, writer, framer, clog)
         except asyncio.TimeoutError:
             clog.info("login_timeout")
+            return
+        except ProtocolError as exc:
+            # Not a Login Request stream we can frame (garbage, oversized segment): drop it.
+            clog.info("login_framing_error", error=str(exc))
             return
         if result is None:
             await asyncio.sleep(0)  # let the final response go out before close
@@ -235,6 +241,9 @@ class IscsiServer:
         self._register(c)
         framer.header_digest = c.header_digest
         framer.data_digest = c.data_digest
+        # A data segment longer than we declared breaks the negotiated contract (RFC 7143 §13.12);
+        # the framer refuses it before buffering it, and the connection is dropped.
+        framer.max_data_segment = result.params.max_recv_data_segment_length_target
         ticker = asyncio.create_task(self._ticker(c))
         try:
             await self._full_feature(c, reader, framer)
