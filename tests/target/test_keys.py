@@ -61,7 +61,8 @@ def test_boolean_and_or() -> None:
 def test_numerical_min_max() -> None:
     a = respond(b"MaxBurstLength=65536\0FirstBurstLength=9999999\0MaxOutstandingR2T=64\0"
                 b"DefaultTime2Wait=0\0DefaultTime2Retain=3600\0ErrorRecoveryLevel=2\0MaxConnections=8\0")
-    assert a == {"MaxBurstLength": "65536", "FirstBurstLength": "262144", "MaxOutstandingR2T": "16",
+    # FirstBurstLength: min(9999999, 262144) = 262144, then clamped to the MaxBurstLength in force (§13.14).
+    assert a == {"MaxBurstLength": "65536", "FirstBurstLength": "65536", "MaxOutstandingR2T": "16",
                  "DefaultTime2Wait": "2", "DefaultTime2Retain": "0", "ErrorRecoveryLevel": "0",
                  "MaxConnections": "1"}
 
@@ -105,7 +106,7 @@ def test_declarative_mrdsl_and_params() -> None:
     n = Negotiator("target", TARGET_DEFAULTS)
     assert n.respond(parse_text(b"MaxRecvDataSegmentLength=4096\0MaxBurstLength=131072\0"
                                 b"FirstBurstLength=262144\0HeaderDigest=CRC32C\0")) == [
-        ("MaxBurstLength", "131072"), ("FirstBurstLength", "262144"), ("HeaderDigest", "CRC32C")]
+        ("MaxBurstLength", "131072"), ("FirstBurstLength", "131072"), ("HeaderDigest", "CRC32C")]
     assert n.target_declarations() == [("MaxRecvDataSegmentLength", "262144")]
     p = n.params()
     assert p.max_recv_data_segment_length_initiator == 4096
