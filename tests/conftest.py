@@ -124,7 +124,7 @@ def run(cmd: list[str], timeout: float = 120, env: dict[str, str] | None = None,
         check: bool = True) -> subprocess.CompletedProcess[str]:
     full_env = dict(os.environ)
     full_env.update(env or {})
-    cp = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=full_env)
+    cp = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=timeout, env=full_env)
     if check and cp.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} exited {cp.returncode}\nstdout:\n{cp.stdout}\nstderr:\n{cp.stderr}")
     return cp
