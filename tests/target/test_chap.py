@@ -152,3 +152,191 @@ def test_initiator_side_against_target_side() -> None:
     out, _ = t2.step(bad.answer(dict(out)))
     with pytest.raises(LoginError):
         bad.verify(dict(out))
+
+
+# --- encodings, algorithms, ordering and error statuses ----------------------------------------------
+
+from sanlab.target.chap import ALGORITHMS, encode_binary  # noqa: E402
+
+_HASHES = {"5": hashlib.md5, "6": hashlib.sha1, "7": hashlib.sha256, "8": hashlib.sha3_256}
+
+
+@pytest.mark.parametrize("alg,size", [("5", 16), ("6", 20), ("7", 32), ("8", 32)])
+def test_every_algorithm_one_way_and_mutual(alg: str, size: int) -> None:
+    t = target(ChapCredentials("array0", TSECRET))
+    _, ident, chal = start(t, alg)
+    assert len(chal) == size
+    h = _HASHES[alg]
+    out, done = t.step([("CHAP_N", "alice"), ("CHAP_R", "0x" + h(bytes([ident]) + SECRET + chal).hexdigest()),
+                        ("CHAP_I", "200"), ("CHAP_C", "0x" + "5a" * 24)])
+    assert done and dict(out) == {"CHAP_N": "array0",
+                                  "CHAP_R": "0x" + h(bytes([200]) + TSECRET + bytes([0x5A] * 24)).hexdigest()}
+
+
+@pytest.mark.parametrize("alg", sorted(ALGORITHMS))
+@pytest.mark.parametrize("mutual", [False, True])
+def test_initiator_class_against_target_class(alg: str, mutual: bool) -> None:
+    t = target(ChapCredentials("array0", TSECRET))
+    ini = InitiatorChap(ChapCredentials("alice", SECRET), ChapCredentials("array0", TSECRET) if mutual else None,
+                        algorithms=alg)
+    out, done = t.step(ini.auth_method())
+    assert out == [("AuthMethod", "CHAP")] and not done
+    out, _ = t.step(ini.offer())
+    out, done = t.step(ini.answer(dict(out)))
+    assert done and t.username == "alice" and bool(out) == mutual
+    ini.verify(dict(out))
+
+
+def test_uppercase_and_odd_length_hex() -> None:
+    assert decode_binary("0XABcd") == b"\xab\xcd" and decode_binary("0xabc") == b"\x0a\xbc"
+    assert decode_binary("0B" + base64.b64encode(b"\x00\xff").decode()) == b"\x00\xff"
+    assert encode_binary(b"\x01\xab") == "0x01ab"
+    t = target()
+    _, ident, chal = start(t)
+    _, done = t.step([("CHAP_N", "alice"),
+                      ("CHAP_R", "0X" + hashlib.md5(bytes([ident]) + SECRET + chal).hexdigest().upper())])
+    assert done
+
+
+@pytest.mark.parametrize("value", ["abc", "0x", "0b", "0xzz", "0b!!!", "0x12 34", "0bAAA", "x12", ""])
+def test_undecodable_binary_is_initiator_error(value: str) -> None:
+    with pytest.raises(LoginError) as exc:
+        decode_binary(value)
+    assert exc.value.status == LoginStatus.INITIATOR_ERROR
+    t = target()
+    start(t)
+    with pytest.raises(LoginError) as exc:
+        t.step([("CHAP_N", "alice"), ("CHAP_R", value)])
+    assert exc.value.status == LoginStatus.INITIATOR_ERROR
+
+
+def test_wrong_length_response_is_authentication_failure() -> None:
+    t = target()
+    _, ident, chal = start(t, "7")
+    md5 = hashlib.md5(bytes([ident]) + SECRET + chal).hexdigest()  # right secret, wrong (shorter) algorithm
+    with pytest.raises(LoginError) as exc:
+        t.step([("CHAP_N", "alice"), ("CHAP_R", "0x" + md5)])
+    assert exc.value.status == LoginStatus.AUTHENTICATION_FAILURE and t.username is None
+
+
+def test_no_supported_algorithm_is_authentication_failure() -> None:
+    t = target()
+    t.step([("AuthMethod", "CHAP")])
+    with pytest.raises(LoginError) as exc:
+        t.step([("CHAP_A", "128,129")])  # MS-CHAP only
+    assert exc.value.status == LoginStatus.AUTHENTICATION_FAILURE
+
+
+def test_auth_method_and_algorithm_in_one_request() -> None:
+    t = target()
+    out, done = t.step([("AuthMethod", "CHAP"), ("CHAP_A", "7")])
+    assert not done and [k for k, _ in out] == ["AuthMethod", "CHAP_A", "CHAP_I", "CHAP_C"]
+
+
+@pytest.mark.parametrize("keys", [
+    [("CHAP_A", "5")],                                              # before AuthMethod
+    [("CHAP_N", "alice")],
+    [("AuthMethod", "CHAP"), ("AuthMethod", "CHAP")],               # repeated in one request
+    [("AuthMethod", "CHAP"), ("CHAP_R", "0x00")],                   # skips CHAP_A and the challenge
+])
+def test_out_of_order_or_repeated_keys_are_initiator_errors(keys: list[tuple[str, str]]) -> None:
+    with pytest.raises(LoginError) as exc:
+        target().step(keys)
+    assert exc.value.status == LoginStatus.INITIATOR_ERROR
+
+
+def test_keys_after_completion_are_initiator_errors() -> None:
+    t = TargetChap(None, None, used_challenges=set())
+    with pytest.raises(LoginError) as exc:
+        t.step([("AuthMethod", "None"), ("CHAP_A", "5")])
+    assert exc.value.status == LoginStatus.INITIATOR_ERROR
+    t = target()
+    _, ident, chal = start(t)
+    t.step([("CHAP_N", "alice"), ("CHAP_R", "0x" + hashlib.md5(bytes([ident]) + SECRET + chal).hexdigest())])
+    with pytest.raises(LoginError) as exc:
+        t.step([("CHAP_A", "5")])
+    assert exc.value.status == LoginStatus.INITIATOR_ERROR
+    with pytest.raises(LoginError):
+        t.step([("AuthMethod", "CHAP")])
+
+
+@pytest.mark.parametrize("extra", [
+    [("CHAP_I", "9")],                                               # CHAP_I without CHAP_C
+    [("CHAP_C", "0x" + "11" * 16)],
+    [("CHAP_I", "256"), ("CHAP_C", "0x" + "11" * 16)],               # identifier is one byte
+    [("CHAP_I", "nine"), ("CHAP_C", "0x" + "11" * 16)],
+    [("CHAP_I", "9"), ("CHAP_C", "0x" + "11" * 1025)],               # longer than 1024 bytes
+])
+def test_malformed_mutual_request_is_initiator_error(extra: list[tuple[str, str]]) -> None:
+    t = target(ChapCredentials("array0", TSECRET))
+    _, ident, chal = start(t)
+    with pytest.raises(LoginError) as exc:
+        t.step([("CHAP_N", "alice"), ("CHAP_R", "0x" + hashlib.md5(bytes([ident]) + SECRET + chal).hexdigest())]
+               + extra)
+    assert exc.value.status == LoginStatus.INITIATOR_ERROR
+
+
+def test_chap_r_without_chap_n() -> None:
+    t = target()
+    start(t)
+    with pytest.raises(LoginError) as exc:
+        t.step([("CHAP_R", "0x" + "00" * 16)])
+    assert exc.value.status == LoginStatus.INITIATOR_ERROR
+
+
+def test_challenge_reflected_from_another_login_is_refused() -> None:
+    # The attacker gets a challenge on one connection and asks the target to answer it on another.
+    used: set[bytes] = set()
+    _, _, other_chal = start(target(used=used))
+    t = target(ChapCredentials("array0", TSECRET), used)
+    with pytest.raises(LoginError) as exc:
+        _mutual_attempt(t, other_chal)
+    assert exc.value.status == LoginStatus.AUTHENTICATION_FAILURE and t.username is None
+
+
+def test_mutual_sha256_fixture_with_base64_challenge() -> None:
+    t = target(ChapCredentials("array0", TSECRET))
+    _, ident, chal = start(t, "7")
+    mine = bytes(range(32))
+    out, done = t.step([("CHAP_N", "alice"),
+                        ("CHAP_R", "0b" + base64.b64encode(hashlib.sha256(bytes([ident]) + SECRET + chal).digest())
+                         .decode()),
+                        ("CHAP_I", "0x10"), ("CHAP_C", "0b" + base64.b64encode(mine).decode())])
+    assert done and dict(out)["CHAP_R"] == "0x" + hashlib.sha256(bytes([16]) + TSECRET + mine).hexdigest()
+
+
+def test_unknown_user_still_computes_and_gets_same_status() -> None:
+    asked: list[str] = []
+
+    def lookup(user: str) -> bytes | None:
+        asked.append(user)
+        return None
+
+    t = TargetChap(lookup, None, used_challenges=set())
+    t.step([("AuthMethod", "CHAP")])
+    t.step([("CHAP_A", "5")])
+    with pytest.raises(LoginError) as exc:
+        t.step([("CHAP_N", "nobody"), ("CHAP_R", "0x" + "00" * 16)])
+    assert exc.value.status == LoginStatus.AUTHENTICATION_FAILURE and asked == ["nobody"]
+
+
+def test_rng_that_only_repeats_is_a_target_error() -> None:
+    used = {b"\x01" * 16}
+    t = TargetChap(lambda u: SECRET, None, used_challenges=used, rng=lambda n: b"\x01" * n)
+    t.step([("AuthMethod", "CHAP")])
+    with pytest.raises(LoginError) as exc:
+        t.step([("CHAP_A", "5")])
+    assert exc.value.status == LoginStatus.TARGET_ERROR
+
+
+def test_initiator_refuses_bad_target_answers() -> None:
+    ini = InitiatorChap(ChapCredentials("alice", SECRET), ChapCredentials("array0", TSECRET), algorithms="7")
+    with pytest.raises(LoginError) as exc:
+        ini.answer({"CHAP_A": "5", "CHAP_I": "1", "CHAP_C": "0x" + "00" * 16})  # an algorithm we did not offer
+    assert exc.value.status == LoginStatus.AUTHENTICATION_FAILURE
+    ini.answer({"CHAP_A": "7", "CHAP_I": "1", "CHAP_C": "0x" + "00" * 32})
+    with pytest.raises(LoginError):
+        ini.verify({"CHAP_N": "impostor", "CHAP_R": "0x" + "00" * 32})
+    same = InitiatorChap(ChapCredentials("alice", SECRET), ChapCredentials("array0", SECRET))
+    with pytest.raises(LoginError):
+        same.answer({"CHAP_A": "5", "CHAP_I": "1", "CHAP_C": "0x" + "00" * 16})

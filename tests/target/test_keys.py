@@ -144,3 +144,222 @@ def test_initiator_refuses_answer_outside_its_offer() -> None:
     ini2.offers()
     with pytest.raises(LoginError):
         ini2.absorb([("MaxBurstLength", "131072")])
+
+
+# --- rules added with the Use/Scope/sender columns and the FirstBurstLength fix-ups -----------------
+
+from hypothesis import settings  # noqa: E402
+
+from sanlab.target.keys import KEYS, SessionParams, parse_number  # noqa: E402
+
+
+@given(st.binary(max_size=300))
+def test_any_text_parses_or_raises_initiator_error(blob: bytes) -> None:
+    # The fuzzed invariant (ARCHITECTURE.md §11): pairs, or LoginError(INITIATOR_ERROR), nothing else.
+    try:
+        pairs = parse_text(blob)
+    except LoginError as exc:
+        assert exc.status == LoginStatus.INITIATOR_ERROR
+    else:
+        assert all(k and "=" not in k and "\0" not in v for k, v in pairs)
+
+
+@given(st.binary(max_size=200))
+def test_any_offer_is_answered_or_raises_login_error(blob: bytes) -> None:
+    n = Negotiator("target", TARGET_DEFAULTS)
+    try:
+        answers = n.respond(parse_text(b"MaxBurstLength=" + blob + b"\0HeaderDigest=" + blob + b"\0"))
+    except LoginError:
+        return
+    assert {k for k, _ in answers} <= {"MaxBurstLength", "HeaderDigest"}
+    n.params()
+
+
+def test_byte_fixture_full_answer() -> None:
+    n = Negotiator("target", TARGET_DEFAULTS)
+    out = encode_text(n.respond(parse_text(
+        b"HeaderDigest=None,CRC32C\0DataDigest=CRC32C\0MaxBurstLength=65536\0InitialR2T=Yes\0"
+        b"ImmediateData=Yes\0FirstBurstLength=131072\0MaxRecvDataSegmentLength=131072\0")))
+    assert out == (b"HeaderDigest=None\0DataDigest=CRC32C\0MaxBurstLength=65536\0InitialR2T=Yes\0"
+                   b"ImmediateData=Yes\0FirstBurstLength=65536\0")
+    p = n.params()
+    assert p == SessionParams(header_digest=False, data_digest=True, initial_r2t=True, immediate_data=True,
+                              max_recv_data_segment_length_target=262144,
+                              max_recv_data_segment_length_initiator=131072, max_burst_length=65536,
+                              first_burst_length=65536)
+
+
+def test_first_burst_irrelevant_without_unsolicited_data() -> None:
+    # RFC 7143 §13.14: irrelevant when InitialR2T=Yes and ImmediateData=No.
+    a = respond(b"InitialR2T=Yes\0ImmediateData=No\0FirstBurstLength=4096\0")
+    assert a == {"InitialR2T": "Yes", "ImmediateData": "No", "FirstBurstLength": "Irrelevant"}
+    a = respond(b"FirstBurstLength=4096\0InitialR2T=Yes\0ImmediateData=No\0")  # order within the round
+    assert a["FirstBurstLength"] == "Irrelevant"
+    assert respond(b"InitialR2T=Yes\0FirstBurstLength=4096\0")["FirstBurstLength"] == "4096"
+
+
+def test_first_burst_clamped_to_default_max_burst() -> None:
+    # MaxBurstLength not offered: the RFC default 262144 is in force, so FirstBurstLength cannot exceed it.
+    local = dict(TARGET_DEFAULTS, FirstBurstLength="1048576")
+    n = Negotiator("target", local)
+    assert n.respond([("FirstBurstLength", "1048576")]) == [("FirstBurstLength", "262144")]
+    assert n.params().first_burst_length == 262144
+
+
+def test_numerical_syntax() -> None:
+    assert parse_number("0x10000") == 65536 and parse_number("0X1f") == 31 and parse_number("007") == 7
+    for bad in ("", "-1", "1.0", "²", "١٢٣", "0x", "0xg", " 1", "1 ", "9" * 21):
+        assert parse_number(bad) is None, bad
+    assert respond(b"MaxBurstLength=0x10000\0") == {"MaxBurstLength": "65536"}
+    assert respond("MaxBurstLength=١٢٣٤٥\0".encode()) == {"MaxBurstLength": "Reject"}
+    assert respond(b"MaxBurstLength=\0") == {"MaxBurstLength": "Reject"}
+
+
+def test_full_feature_phase_refuses_login_only_keys() -> None:
+    n = Negotiator("target", TARGET_DEFAULTS)
+    assert n.respond([("MaxBurstLength", "65536"), ("HeaderDigest", "CRC32C"), ("MaxRecvDataSegmentLength", "4096")],
+                     "full-feature") == [("MaxBurstLength", "Reject"), ("HeaderDigest", "Reject")]
+    assert n.params().max_recv_data_segment_length_initiator == 4096  # declarative, ALL (§13.12)
+    assert n.respond([("MaxRecvDataSegmentLength", "8192")], "full-feature") == []  # may be redeclared
+    with pytest.raises(ValueError):
+        n.respond([], "bogus")
+
+
+def test_ffpo_and_wrong_sender_keys_are_rejected_during_login() -> None:
+    assert respond(b"SendTargets=All\0TargetAlias=x\0TargetPortalGroupTag=1\0TargetAddress=1.2.3.4\0") == {
+        "SendTargets": "Reject", "TargetAlias": "Reject", "TargetPortalGroupTag": "Reject", "TargetAddress": "Reject"}
+    assert respond(b"InitiatorAlias=web server 4\0") == {}
+
+
+def test_non_leading_connection_rejects_lo_keys() -> None:
+    n = Negotiator("target", TARGET_DEFAULTS, leading=False)
+    assert n.respond([("InitialR2T", "No"), ("HeaderDigest", "CRC32C"), ("MaxRecvDataSegmentLength", "4096")]) == [
+        ("InitialR2T", "Reject"), ("HeaderDigest", "CRC32C")]
+
+
+def test_task_reporting_and_protocol_level() -> None:
+    assert respond(b"TaskReporting=FastAbort,RFC3720\0iSCSIProtocolLevel=2\0") == {
+        "TaskReporting": "RFC3720", "iSCSIProtocolLevel": "1"}
+    assert respond(b"TaskReporting=FastAbort\0iSCSIProtocolLevel=32\0") == {
+        "TaskReporting": "Reject", "iSCSIProtocolLevel": "Reject"}
+    n = Negotiator("target", TARGET_DEFAULTS)
+    n.respond([("iSCSIProtocolLevel", "0")])
+    assert n.params().iscsi_protocol_level == 0 and n.params().task_reporting == "RFC3720"
+
+
+def test_discovery_session_applicable_keys_and_params() -> None:
+    n = Negotiator("target", TARGET_DEFAULTS)
+    n.set_session_type("Discovery")
+    assert dict(n.respond(parse_text(
+        b"DataDigest=CRC32C,None\0DefaultTime2Wait=5\0DefaultTime2Retain=0\0ErrorRecoveryLevel=0\0"
+        b"ImmediateData=No\0DataPDUInOrder=No\0MaxOutstandingR2T=4\0FirstBurstLength=512\0TaskReporting=RFC3720\0"
+        b"MaxRecvDataSegmentLength=16384\0"))) == {
+        "DataDigest": "CRC32C", "DefaultTime2Wait": "5", "DefaultTime2Retain": "0", "ErrorRecoveryLevel": "0",
+        "ImmediateData": "Irrelevant", "DataPDUInOrder": "Irrelevant", "MaxOutstandingR2T": "Irrelevant",
+        "FirstBurstLength": "Irrelevant", "TaskReporting": "Irrelevant"}
+    p = n.params()
+    assert p.session_type == "Discovery" and p.data_digest and p.default_time2wait == 5
+    assert p.max_recv_data_segment_length_initiator == 16384
+    assert (p.immediate_data, p.max_outstanding_r2t, p.first_burst_length) == (True, 1, 65536)
+
+
+def test_record_and_names_in_params() -> None:
+    n = Negotiator("target", TARGET_DEFAULTS)
+    n.record("InitiatorName", "iqn.2026-11.test:host")
+    n.record("TargetName", "iqn.2026-11.org.sanlab:array0")
+    n.record("InitiatorAlias", "host")
+    assert n.respond([("HeaderDigest", "None")]) == [("HeaderDigest", "None")]  # record() sends nothing
+    p = n.params()
+    assert (p.initiator_name, p.target_name, p.initiator_alias) == (
+        "iqn.2026-11.test:host", "iqn.2026-11.org.sanlab:array0", "host")
+    assert n.negotiated["HeaderDigest"] == "None" and n.negotiated["InitiatorName"] == "iqn.2026-11.test:host"
+
+
+def test_duplicate_within_one_round_and_across_stages() -> None:
+    with pytest.raises(LoginError) as exc:
+        respond(b"MaxBurstLength=65536\0MaxBurstLength=65536\0")
+    assert exc.value.status == LoginStatus.INITIATOR_ERROR
+    n = Negotiator("target", TARGET_DEFAULTS)
+    n.respond([("MaxRecvDataSegmentLength", "4096")], "security")
+    with pytest.raises(LoginError):
+        n.respond([("MaxRecvDataSegmentLength", "4096")], "operational")
+
+
+@pytest.mark.parametrize("special", ["Reject", "Irrelevant", "NotUnderstood"])
+def test_special_values_are_not_offers(special: str) -> None:
+    with pytest.raises(LoginError) as exc:
+        respond(f"MaxBurstLength={special}\0".encode())
+    assert exc.value.status == LoginStatus.INITIATOR_ERROR
+
+
+def test_invalid_local_configuration_is_refused() -> None:
+    for bad in ({"HeaderDigest": "CRC64"}, {"MaxBurstLength": "1"}, {"InitialR2T": "maybe"}):
+        with pytest.raises(ValueError):
+            Negotiator("target", dict(TARGET_DEFAULTS, **bad))
+
+
+def test_initiator_discovery_offers_skip_irrelevant_keys() -> None:
+    ini = Negotiator("initiator", INITIATOR_DEFAULTS)
+    ini.set_session_type("Discovery")
+    keys = {k for k, _ in ini.offers()}
+    assert "MaxRecvDataSegmentLength" in keys and "HeaderDigest" in keys
+    assert not keys & {"MaxBurstLength", "InitialR2T", "ImmediateData", "MaxConnections", "TaskReporting"}
+
+
+def test_initiator_answers_target_offers_and_refuses_repeats() -> None:
+    ini = Negotiator("initiator", INITIATOR_DEFAULTS)
+    ini.offers()
+    assert ini.absorb([("DefaultTime2Wait", "5"), ("TargetAlias", "array0")]) == []  # answered our offer
+    ini2 = Negotiator("initiator", {"MaxRecvDataSegmentLength": "8192"})
+    ini2.offers()
+    # The target proposes a key we did not offer: we answer it by the same rules (max of 5 and 2).
+    assert ini2.absorb([("DefaultTime2Wait", "5"), ("TargetAlias", "array0")]) == [("DefaultTime2Wait", "5")]
+    assert ini2.params().target_alias == "array0"
+    with pytest.raises(LoginError):
+        ini2.absorb([("DefaultTime2Wait", "5")])
+    with pytest.raises(LoginError):
+        ini2.absorb([("MaxRecvDataSegmentLength", "100")])
+
+
+def test_initiator_keeps_default_on_reject_and_irrelevant() -> None:
+    ini = Negotiator("initiator", dict(INITIATOR_DEFAULTS, HeaderDigest="CRC32C", FirstBurstLength="4096"))
+    ini.offers()
+    ini.absorb([("HeaderDigest", "Reject"), ("FirstBurstLength", "Irrelevant")])
+    p = ini.params()
+    assert not p.header_digest and p.first_burst_length == 65536
+
+
+# Strategies for valid local configurations of either side.
+def _value_strategy(key: str) -> st.SearchStrategy[str]:
+    spec = KEYS[key]
+    if spec.values == frozenset({"Yes", "No"}):
+        return st.sampled_from(["Yes", "No"])
+    if key in ("HeaderDigest", "DataDigest"):
+        return st.sampled_from(["None", "CRC32C", "None,CRC32C", "CRC32C,None"])
+    if key == "TaskReporting":
+        return st.sampled_from(["RFC3720", "FastAbort,RFC3720", "ResponseFence"])
+    return st.integers(spec.low, spec.high).map(str)
+
+
+_NEGOTIABLE = ["HeaderDigest", "DataDigest", "MaxConnections", "InitialR2T", "ImmediateData",
+               "MaxRecvDataSegmentLength", "MaxBurstLength", "FirstBurstLength", "DefaultTime2Wait",
+               "DefaultTime2Retain", "MaxOutstandingR2T", "DataPDUInOrder", "DataSequenceInOrder",
+               "ErrorRecoveryLevel", "TaskReporting", "iSCSIProtocolLevel"]
+_configs = st.fixed_dictionaries({}, optional={k: _value_strategy(k) for k in _NEGOTIABLE})
+
+
+@settings(max_examples=200)
+@given(_configs, _configs, st.sampled_from(["Normal", "Discovery"]))
+def test_initiator_and_target_always_agree(ini_local: dict[str, str], tgt_local: dict[str, str],
+                                           session: str) -> None:
+    ini = Negotiator("initiator", ini_local)
+    tgt = Negotiator("target", tgt_local)
+    ini.set_session_type(session)  # type: ignore[arg-type]
+    tgt.set_session_type(session)  # type: ignore[arg-type]
+    answers = tgt.respond(ini.offers()) + tgt.target_declarations()
+    assert ini.absorb(answers) == []
+    pi, pt = ini.params(), tgt.params()
+    assert pi == pt
+    assert pt.first_burst_length <= pt.max_burst_length
+    if "MaxRecvDataSegmentLength" in tgt_local:
+        assert pt.max_recv_data_segment_length_target == int(tgt_local["MaxRecvDataSegmentLength"])
