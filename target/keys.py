@@ -444,6 +444,8 @@ class Negotiator:
             return "Reject"  # out of range or not a number/boolean: the default stays (§6.2.1)
         if spec.rule is Rule.DECLARATIVE:
             self.negotiated[key] = _normal(spec, value)
+            if key == "SessionType":
+                self.session_type = "Discovery" if value == "Discovery" else "Normal"
             return None
         result = _combine(spec, value, self._mine(key))
         if result != "Reject":

@@ -363,3 +363,11 @@ def test_initiator_and_target_always_agree(ini_local: dict[str, str], tgt_local:
     assert pt.first_burst_length <= pt.max_burst_length
     if "MaxRecvDataSegmentLength" in tgt_local:
         assert pt.max_recv_data_segment_length_target == int(tgt_local["MaxRecvDataSegmentLength"])
+
+
+def test_session_type_offered_through_respond_applies() -> None:
+    n = Negotiator("target", TARGET_DEFAULTS)
+    assert n.respond(parse_text(b"SessionType=Discovery\0MaxBurstLength=65536\0")) == [
+        ("MaxBurstLength", "Irrelevant")]
+    assert n.params().session_type == "Discovery"
+    assert respond(b"SessionType=Other\0") == {"SessionType": "Reject"}
