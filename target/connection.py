@@ -46,6 +46,9 @@ _CRC_ERROR_SENSE = bytes([0x70, 0, 0x0B, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x47, 0x05,
 # ILLEGAL REQUEST, INVALID FIELD IN COMMAND INFORMATION UNIT (0Eh/03h, SPC-4 annex D).
 _EDTL_TOO_LARGE_SENSE = bytes([0x70, 0, 0x05, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x0E, 0x03, 0, 0, 0, 0])
 
+# Sense for a command whose Data-Out broke DataSN/offset rules: ABORTED COMMAND, DATA PHASE ERROR.
+_DATA_PHASE_ERROR_SENSE = bytes([0x70, 0, 0x0B, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x4B, 0x00, 0, 0, 0, 0])
+
 MAX_TASK_BUFFER = 64 << 20
 """Largest write (EDTL) buffered for one task; beyond it the command is refused, not allocated."""
 
@@ -464,11 +467,15 @@ class TargetConnection:
         self._maybe_execute(task)
 
     def _sequence_error(self, raw: RawPdu, why: str) -> None:
-        # A DataSN/offset/TTT error cannot be recovered within the command at
-        # ErrorRecoveryLevel 0 (RFC 7143 §7.1.5): Reject it, then drop the connection.
+        # A DataSN/offset/TTT error cannot be recovered within the command at ErrorRecoveryLevel 0
+        # (RFC 7143 §7.1.5).  Rather than end the whole session, Reject the PDU and end the command
+        # with ABORTED COMMAND / DATA PHASE ERROR (4Bh/00h); later Data-Out for it is discarded.
+        # One broken command never costs the initiator its other commands.
         self.log.warning("data_out_sequence_error", error=why)
         self._reject(raw.bhs, RejectReason.PROTOCOL_ERROR)
-        self._close(why)
+        task = self._tasks.get(int.from_bytes(raw.bhs[16:20], "big"))
+        if task is not None:
+            self._fail_task(task, _DATA_PHASE_ERROR_SENSE)
 
     def _fail_task(self, task: _Task, sense: bytes) -> None:
         self._forget(task)

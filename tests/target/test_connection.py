@@ -148,13 +148,22 @@ def test_immediate_data_beyond_first_burst_is_rejected() -> None:
     assert isinstance(out[0], Reject)
 
 
-def test_bad_datasn_rejects_and_drops_the_connection() -> None:
+def test_bad_datasn_rejects_and_fails_only_that_command() -> None:
     c = conn()
     out, _ = feed(c, ScsiCommand(write=True, final=False, initiator_task_tag=5, cmdsn=10,
                                  expected_data_transfer_length=2048, cdb=write10(0, 4)))
     out, ev = feed(c, DataOut(final=False, initiator_task_tag=5, datasn=1, buffer_offset=0, data=bytes(1024)))
-    assert isinstance(out[0], Reject) and out[0].reason == RejectReason.PROTOCOL_ERROR
-    assert any(isinstance(e, Close) for e in ev)
+    rej, resp = out
+    assert isinstance(rej, Reject) and rej.reason == RejectReason.PROTOCOL_ERROR
+    assert isinstance(resp, ScsiResponse) and resp.status == ScsiStatus.CHECK_CONDITION
+    sense = resp.sense()
+    assert (sense[2] & 0xF, sense[12], sense[13]) == (0x0B, 0x4B, 0x00)
+    assert ev == [] and not c.closed
+    # The rest of that command's data is discarded; the session goes on.
+    out, ev = feed(c, DataOut(final=True, initiator_task_tag=5, datasn=0, buffer_offset=1024, data=bytes(1024)))
+    assert out == [] and ev == []
+    out, _ = feed(c, NopOut(initiator_task_tag=6, cmdsn=11, data=b"x"))
+    assert isinstance(out[0], NopIn)
 
 
 def test_data_out_data_digest_error_fails_the_command_with_crc_sense() -> None:
