@@ -233,3 +233,29 @@ def test_text_send_targets_on_discovery(server: SanlabProcess) -> None:
 def test_digest_bytes_helper_matches_wire() -> None:
     # The raw client relies on the codec's digest: pin it to the RFC vector once more here.
     assert digest_bytes(bytes(32)) == bytes.fromhex("aa36918a")
+
+
+def test_session_reinstatement_drops_the_old_connection(server: SanlabProcess) -> None:
+    old = logged_in(server)
+    new = logged_in(server)  # same initiator name and ISID, TSIH 0: reinstatement (RFC 7143 §6.3.5)
+    assert old.isid == new.isid
+    r = old.recv_raw()
+    while r is not None:  # possibly an Async Message first; then the close
+        r = old.recv_raw()
+    new.send_pdu(NopOut(initiator_task_tag=new.next_itt(), cmdsn=new.cmdsn, expstatsn=new.statsn, data=b"new"))
+    assert isinstance(new.recv(), NopIn)
+
+
+def test_many_sessions_side_by_side(server: SanlabProcess) -> None:
+    clients = []
+    for i in range(8):
+        c = client(server)
+        c.isid = 0x400000001000 + i
+        resp = c.login(TARGET)
+        assert resp.status_class == 0
+        clients.append(c)
+    for i, c in enumerate(clients):
+        c.send_pdu(NopOut(initiator_task_tag=c.next_itt(), cmdsn=c.cmdsn, expstatsn=c.statsn, data=bytes([i])))
+    for i, c in enumerate(clients):
+        r = c.recv()
+        assert isinstance(r, NopIn) and bytes(r.data) == bytes([i])

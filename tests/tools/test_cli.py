@@ -1,0 +1,73 @@
+"""The `sanlab` command: config errors name file, key and reason; clean shutdown on SIGTERM."""
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from tests.conftest import SanlabProcess, need, run
+
+pytestmark = pytest.mark.integration
+
+
+def test_config_error_names_file_key_reason(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("[[targets]]\nname = 'iqn.2026-11.org.sanlab:a'\n[[targets.luns]]\nlun = 0\nsize = 'lots'\n")
+    cp = subprocess.run([sys.executable, "-m", "sanlab.tools.cli", "serve", "--config", str(cfg)],
+                        capture_output=True, text=True, timeout=30, cwd=tmp_path)
+    assert cp.returncode == 2
+    assert str(cfg) in cp.stderr and "targets[0].luns[0].size" in cp.stderr and "not a size" in cp.stderr
+
+
+def test_bad_portal_option(tmp_path: Path) -> None:
+    cp = subprocess.run([sys.executable, "-m", "sanlab.tools.cli", "serve", "--portal", "nonsense"],
+                        capture_output=True, text=True, timeout=30, cwd=tmp_path)
+    assert cp.returncode == 2 and "--portal" in cp.stderr
+
+
+def test_default_data_dir_and_sigterm_flushes(sanlab_factory: Callable[..., SanlabProcess], tmp_path: Path) -> None:
+    sp = sanlab_factory("""
+[[targets]]
+name = "iqn.2026-11.org.sanlab:array0"
+[[targets.luns]]
+lun = 0
+size = "16MiB"
+""")
+    src = tmp_path / "w.img"
+    src.write_bytes(b"\x5a" * (1 << 20))
+    run([need("qemu-img"), "convert", "-n", "-f", "raw", "-O", "raw", str(src), sp.url()])
+    assert sp.stop(signal.SIGTERM) == 0
+    log = sp.log()
+    assert "server_stopped" in log
+    with open(sp.data_dir / "array0-lun0.img", "rb") as f:
+        assert f.read(1 << 20) == src.read_bytes()
+
+
+def test_serve_without_arguments(tmp_path: Path) -> None:
+    """`sanlab serve` alone: ./sanlab-data, target array0, 1 GiB sparse LUN 0, 0.0.0.0:3260."""
+    import socket
+    import time
+    with socket.socket() as s:
+        if s.connect_ex(("127.0.0.1", 3260)) == 0:
+            pytest.skip("something else listens on port 3260")
+    proc = subprocess.Popen([sys.executable, "-m", "sanlab.tools.cli", "serve"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", 3260)) == 0:
+                    break
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            time.sleep(0.05)
+        cp = run([need("iscsi-readcapacity16"), "iscsi://127.0.0.1:3260/iqn.2026-11.org.sanlab:array0/0"])
+        assert "Totalsize:1073741824" in cp.stdout.replace(" ", "")
+        img = tmp_path / "sanlab-data" / "array0-lun0.img"
+        assert img.stat().st_size == 1 << 30 and img.stat().st_blocks * 512 < 1 << 20
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
