@@ -259,3 +259,64 @@ def test_many_sessions_side_by_side(server: SanlabProcess) -> None:
     for i, c in enumerate(clients):
         r = c.recv()
         assert isinstance(r, NopIn) and bytes(r.data) == bytes([i])
+
+
+def _tmf(c: WireClient, function: int, lun: bytes = bytes(8)) -> int:
+    from sanlab.target.pdu import TaskMgmtRequest, TaskMgmtResponse
+    c.send_pdu(TaskMgmtRequest(function=function, initiator_task_tag=c.next_itt(), cmdsn=c.cmdsn,
+                               expstatsn=c.statsn, lun=lun))
+    r = c.recv()
+    assert isinstance(r, TaskMgmtResponse)
+    return r.response
+
+
+@pytest.mark.parametrize("function", [2, 4, 5, 6])  # ABORT TASK SET, CLEAR TASK SET, LU RESET, WARM RESET
+def test_task_management_functions_complete(server: SanlabProcess, function: int) -> None:
+    c = logged_in(server)
+    unit_attention_cleared(c)
+    assert _tmf(c, function) == 0  # FUNCTION COMPLETE
+    if function in (5, 6):
+        # A reset leaves a unit attention (29h/03h) for the next command (SAM-5 §6.6).
+        c.send_pdu(ScsiCommand(initiator_task_tag=c.next_itt(), cmdsn=c.cmdsn, expstatsn=c.statsn, cdb=bytes(16)))
+        c.cmdsn += 1
+        r = c.recv()
+        assert isinstance(r, ScsiResponse) and r.status == 2
+        assert (r.sense()[2] & 0xF, r.sense()[12], r.sense()[13]) == (6, 0x29, 0x03)
+
+
+def test_lun_reset_on_missing_lun(server: SanlabProcess) -> None:
+    c = logged_in(server)
+    assert _tmf(c, 5, bytes([0, 9]) + bytes(6)) == 2  # LUN DOES NOT EXIST
+
+
+def test_target_cold_reset_closes_every_session(server: SanlabProcess) -> None:
+    other = client(server)
+    other.isid += 1
+    assert other.login(TARGET).status_class == 0
+    c = logged_in(server)
+    assert _tmf(c, 7) == 0
+    assert c.recv_raw() is None
+    # TARGET COLD RESET ends the other initiator's session as well (RFC 7143 §11.5.1).
+    while (r := other.recv_raw()) is not None:
+        assert r.opcode == 0x32  # at most an Async Message before the close
+    assert_healthy(server)
+
+
+NOP_CONFIG = CONFIG + """
+[server]
+nop_interval = 1
+nop_timeout = 2
+"""
+
+
+def test_target_pings_idle_initiator_and_drops_a_silent_one(sanlab_factory: Callable[..., SanlabProcess]) -> None:
+    sp = sanlab_factory(NOP_CONFIG)
+    c = logged_in(sp)
+    ping = c.recv()  # idle for nop_interval: the target pings (RFC 7143 §11.19)
+    assert isinstance(ping, NopIn) and ping.initiator_task_tag == 0xFFFFFFFF and ping.target_transfer_tag != 0xFFFFFFFF
+    c.send_pdu(NopOut(immediate=True, initiator_task_tag=0xFFFFFFFF, target_transfer_tag=ping.target_transfer_tag,
+                      cmdsn=c.cmdsn, expstatsn=c.statsn))
+    ping2 = c.recv()  # answered, so the session lives on and is pinged again later
+    assert isinstance(ping2, NopIn)
+    r = c.recv_raw()  # this time we stay silent: dropped after nop_timeout
+    assert r is None
