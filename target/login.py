@@ -161,6 +161,8 @@ class TargetLogin:
         first = self._first
         if first is None:
             self._first = req
+            # A non-zero TSIH joins an existing session: session-wide (LO) keys are not renegotiated.
+            self._negotiator.leading = req.tsih == 0
             if not req.version_min <= ISCSI_VERSION <= req.version_max:
                 raise LoginError(LoginStatus.UNSUPPORTED_VERSION,
                                  f"versions {req.version_min}..{req.version_max} do not include 0")

@@ -62,6 +62,12 @@ class ServerSettings:
     discovery_auth: TargetAuth = field(default_factory=lambda: TargetAuth(name=""))
 
 
+_SESSION_WIDE = ("initial_r2t", "immediate_data", "max_burst_length", "first_burst_length",
+                 "max_outstanding_r2t", "default_time2wait", "default_time2retain", "data_pdu_in_order",
+                 "data_sequence_in_order", "error_recovery_level", "max_connections")
+"""SessionParams fields negotiated once per session (leading-only keys)."""
+
+
 class _Conn:
     """Runtime state of one full-feature connection."""
 
@@ -228,6 +234,11 @@ class IscsiServer:
         if result is None:
             await asyncio.sleep(0)  # let the final response go out before close
             return
+        if result.existing_tsih and (old := self._tsihs.get(result.existing_tsih)) is not None:
+            # Connection reinstatement: session-wide (LO) values were not renegotiated on this login;
+            # they stay what the session's leading login settled (RFC 7143 §13, "LO" keys).
+            for name in _SESSION_WIDE:
+                setattr(result.params, name, getattr(old.result.params, name))
         target = self.targets.get(result.target.name) if result.target else None
         nexus = Nexus(result.initiator_name, result.isid, target.name if target else "", self.portal_group_tag)
         local = writer.get_extra_info("sockname")

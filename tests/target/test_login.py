@@ -224,3 +224,13 @@ def test_challenges_are_not_reused_across_logins() -> None:
         a = answers(login.receive(req(kv(CHAP_A="5"), csg=0, transit=False)))
         assert a["CHAP_C"] not in seen
         seen.add(a["CHAP_C"])
+
+
+def test_joining_connection_does_not_renegotiate_session_keys() -> None:
+    d = plain_dir()
+    d.sessions.add((INAME, 0x400000000001, TNAME, 0x33))
+    login = TargetLogin(d)
+    resp = login.receive(req(kv(InitiatorName=INAME, TargetName=TNAME, MaxBurstLength="65536",
+                                HeaderDigest="None"), tsih=0x33))
+    a = answers(resp)
+    assert a["MaxBurstLength"] == "Reject" and a["HeaderDigest"] == "None"

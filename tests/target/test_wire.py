@@ -320,3 +320,31 @@ def test_target_pings_idle_initiator_and_drops_a_silent_one(sanlab_factory: Call
     assert isinstance(ping2, NopIn)
     r = c.recv_raw()  # this time we stay silent: dropped after nop_timeout
     assert r is None
+
+
+def test_connection_reinstatement_keeps_session_values(server: SanlabProcess) -> None:
+    from sanlab.target.pdu import LoginRequest
+    from tests.target.wire_client import text
+    first = logged_in(server)  # InitialR2T=No, ImmediateData=Yes negotiated on the leading login
+    tsih = first.login_tsih
+    again = client(server)
+    again.send_pdu(LoginRequest(transit=True, csg=1, nsg=3, isid=first.isid, tsih=tsih, initiator_task_tag=1,
+                                cid=0, cmdsn=first.cmdsn,
+                                data=text(InitiatorName="iqn.2026-11.test:wire", TargetName=TARGET)))
+    resp = again.recv()
+    assert isinstance(resp, LoginResponse) and resp.status_class == 0 and resp.tsih == tsih
+    again.statsn = resp.statsn + 1
+    again.cmdsn = first.cmdsn
+    assert first.recv_raw() is None  # the old connection is replaced
+    # Unsolicited data is still allowed (InitialR2T=No from the session), immediate data too.
+    unit_attention_cleared(again)
+    payload = os.urandom(2048)
+    cmd = write_cmd(again, 0, payload)
+    cmd.data = payload[:1024]
+    cmd.final = False
+    from sanlab.target.pdu import DataOut
+    again.send_pdu(cmd)
+    again.send_pdu(DataOut(final=True, initiator_task_tag=cmd.initiator_task_tag, datasn=0, buffer_offset=1024,
+                           data=payload[1024:]))
+    r = again.recv()
+    assert isinstance(r, ScsiResponse) and r.status == 0

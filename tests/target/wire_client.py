@@ -43,6 +43,7 @@ class WireClient:
     statsn: int = 0
     itt: int = 1
     isid: int = 0x400000000042
+    login_tsih: int = 0
 
     def __post_init__(self) -> None:
         self.sock = socket.create_connection((self.host, self.port), timeout=10)
@@ -102,6 +103,7 @@ class WireClient:
             self.framer.header_digest = self.header_digest
             self.framer.data_digest = self.data_digest
             self.statsn = resp.statsn + 1
+            self.login_tsih = resp.tsih
         return resp
 
     def next_itt(self) -> int:
