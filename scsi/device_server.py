@@ -1,19 +1,31 @@
 """The SCSI device server of one target: dispatch, checks, unit attentions (SAM-5, SPC-4).
 
-:meth:`DeviceServer.execute` is the one entry point.  Checks run in the order
-tgt uses: LUN exists → control byte → unit attention → command lookup →
-handler.  Handlers raise :class:`~sanlab.scsi.sense.ScsiError`; it becomes
-CHECK CONDITION here with sense in the LU's format.
+:meth:`DeviceServer.execute` is the one entry point.  Checks run in tgt's
+order (ARCHITECTURE.md convention 2):
+
+1. the LUN exists — else only INQUIRY (qualifier 011b), REPORT LUNS and
+   REQUEST SENSE run; anything else is LOGICAL UNIT NOT SUPPORTED (SPC-4 §6.4.2,
+   §6.33, §6.39);
+2. CDB length and CONTROL byte (NACA=1 → INVALID FIELD IN CDB);
+3. unit attention for this I_T nexus (SAM-5 §5.14): reported and cleared by
+   every command except INQUIRY, REPORT LUNS and REQUEST SENSE;
+4. (later: reservation conflict, medium present);
+5. the command table: unknown opcode → INVALID COMMAND OPERATION CODE, unknown
+   service action → INVALID FIELD IN CDB pointing at byte 1.
+
+Handlers raise :class:`~sanlab.scsi.sense.ScsiError`; it becomes CHECK
+CONDITION here with sense in the LU's format (D_SENSE).  A
+:class:`~sanlab.storage.volume.VolumeError` becomes MEDIUM ERROR.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Awaitable, Callable
 
 import structlog
 
 from sanlab.scsi import sbc, spc
-from sanlab.scsi.cdb import Opcode, ServiceActionIn16
+from sanlab.scsi.cdb import Opcode, ServiceActionIn16, check_control, service_action
 from sanlab.scsi.context import Ctx
 from sanlab.scsi.lu import LogicalUnit
 from sanlab.scsi.sense import Asc, ScsiError, SenseKey, build_sense, invalid_field
@@ -27,47 +39,70 @@ Handler = Callable[[Ctx], Awaitable[ScsiResult]]
 
 @dataclass(frozen=True, slots=True)
 class CommandSpec:
-    """One row of the command table."""
+    """One row of the command table (ARCHITECTURE.md convention 2)."""
 
     name: str
+    """The command's name as SPC-4/SBC-3 spell it (for logs)."""
     handler: Handler | None = None
-    service_actions: dict[int, "CommandSpec"] = field(default_factory=dict)
-    """For opcodes that carry a SERVICE ACTION in byte 1 bits 4-0."""
+    """None when the opcode dispatches on its SERVICE ACTION."""
+    service_actions: dict[int, CommandSpec] = field(default_factory=dict)
+    """Service action (byte 1 bits 4-0) → command, for SERVICE ACTION IN(16), MAINTENANCE IN, PR..."""
     any_lun: bool = False
-    """Runs for a LUN that does not exist (INQUIRY, REPORT LUNS, REQUEST SENSE; SPC-4 §5.2)."""
+    """Runs for a LUN that does not exist (INQUIRY, REPORT LUNS, REQUEST SENSE; SPC-4 §6.4.2, §6.33, §6.39)."""
     keeps_ua: bool = False
-    """Does not report or clear a pending unit attention (SAM-5 §5.14)."""
+    """Neither reports nor clears a pending unit attention (SAM-5 §5.14)."""
+    data_out: bool = False
+    """Takes Data-Out (write-type): a VolumeError is a WRITE ERROR, residuals count against Data-Out."""
     writes: bool = False
-    """Changes the medium (for read-only checks and, later, replication ordering)."""
+    """Changes the medium (read-only LUs, and later replication ordering)."""
+    conflicts_with_reservation: bool = True
+    """Fails with RESERVATION CONFLICT for a nexus another holds a reservation against (SPC-4 §5.9.1,
+    table 53); used once PERSISTENT RESERVE exists."""
+    allowed_without_medium: bool = False
+    """Runs while the medium is absent (after START STOP UNIT eject on a removable LU, once that
+    exists; until then every LU always has its medium)."""
 
 
 COMMANDS: dict[int, CommandSpec] = {
     Opcode.TEST_UNIT_READY: CommandSpec("TEST UNIT READY", spc.test_unit_ready),
-    Opcode.REQUEST_SENSE: CommandSpec("REQUEST SENSE", spc.request_sense, any_lun=True, keeps_ua=True),
-    Opcode.INQUIRY: CommandSpec("INQUIRY", spc.inquiry, any_lun=True, keeps_ua=True),
-    Opcode.REPORT_LUNS: CommandSpec("REPORT LUNS", spc.report_luns, any_lun=True, keeps_ua=True),
-    Opcode.MODE_SENSE_6: CommandSpec("MODE SENSE(6)", spc.mode_sense_6),
-    Opcode.MODE_SENSE_10: CommandSpec("MODE SENSE(10)", spc.mode_sense_10),
-    Opcode.READ_CAPACITY_10: CommandSpec("READ CAPACITY(10)", sbc.read_capacity_10),
+    Opcode.REQUEST_SENSE: CommandSpec("REQUEST SENSE", spc.request_sense, any_lun=True, keeps_ua=True,
+                                      conflicts_with_reservation=False, allowed_without_medium=True),
+    Opcode.INQUIRY: CommandSpec("INQUIRY", spc.inquiry, any_lun=True, keeps_ua=True,
+                                conflicts_with_reservation=False, allowed_without_medium=True),
+    Opcode.REPORT_LUNS: CommandSpec("REPORT LUNS", spc.report_luns, any_lun=True, keeps_ua=True,
+                                    conflicts_with_reservation=False, allowed_without_medium=True),
+    Opcode.MODE_SENSE_6: CommandSpec("MODE SENSE(6)", spc.mode_sense, allowed_without_medium=True),
+    Opcode.MODE_SENSE_10: CommandSpec("MODE SENSE(10)", spc.mode_sense, allowed_without_medium=True),
+    Opcode.READ_CAPACITY_10: CommandSpec("READ CAPACITY(10)", sbc.read_capacity_10, conflicts_with_reservation=False),
     Opcode.SERVICE_ACTION_IN_16: CommandSpec("SERVICE ACTION IN(16)", service_actions={
-        ServiceActionIn16.READ_CAPACITY_16: CommandSpec("READ CAPACITY(16)", sbc.read_capacity_16),
+        ServiceActionIn16.READ_CAPACITY_16: CommandSpec("READ CAPACITY(16)", sbc.read_capacity_16,
+                                                        conflicts_with_reservation=False),
     }),
     Opcode.READ_6: CommandSpec("READ(6)", sbc.read),
     Opcode.READ_10: CommandSpec("READ(10)", sbc.read),
     Opcode.READ_12: CommandSpec("READ(12)", sbc.read),
     Opcode.READ_16: CommandSpec("READ(16)", sbc.read),
-    Opcode.WRITE_6: CommandSpec("WRITE(6)", sbc.write, writes=True),
-    Opcode.WRITE_10: CommandSpec("WRITE(10)", sbc.write, writes=True),
-    Opcode.WRITE_12: CommandSpec("WRITE(12)", sbc.write, writes=True),
-    Opcode.WRITE_16: CommandSpec("WRITE(16)", sbc.write, writes=True),
+    Opcode.WRITE_6: CommandSpec("WRITE(6)", sbc.write, data_out=True, writes=True),
+    Opcode.WRITE_10: CommandSpec("WRITE(10)", sbc.write, data_out=True, writes=True),
+    Opcode.WRITE_12: CommandSpec("WRITE(12)", sbc.write, data_out=True, writes=True),
+    Opcode.WRITE_16: CommandSpec("WRITE(16)", sbc.write, data_out=True, writes=True),
     Opcode.SYNCHRONIZE_CACHE_10: CommandSpec("SYNCHRONIZE CACHE(10)", sbc.synchronize_cache),
     Opcode.SYNCHRONIZE_CACHE_16: CommandSpec("SYNCHRONIZE CACHE(16)", sbc.synchronize_cache),
 }
-"""Opcode → command: the device server's dispatch table (ARCHITECTURE.md convention 2)."""
+"""Opcode → command: the device server's dispatch table.  Later commands are new rows."""
 
 
-def _check_condition(key: SenseKey, asc: int, descriptor: bool = False) -> ScsiResult:
-    return ScsiResult(status=ScsiStatus.CHECK_CONDITION, sense=build_sense(key, asc, descriptor=descriptor))
+def lookup(cdb: bytes) -> CommandSpec:
+    """The table row for ``cdb``, resolving service actions (SPC-4 §4.2.5.3)."""
+    spec = COMMANDS.get(cdb[0])
+    if spec is None:
+        raise ScsiError(SenseKey.ILLEGAL_REQUEST, Asc.INVALID_COMMAND_OPERATION_CODE, field_pointer=0)
+    if spec.handler is None:
+        sa = spec.service_actions.get(service_action(cdb))
+        if sa is None:
+            raise invalid_field(1, 4)
+        return sa
+    return spec
 
 
 class DeviceServer:
@@ -75,91 +110,93 @@ class DeviceServer:
 
     def __init__(self, target_name: str, luns: dict[int, LogicalUnit]) -> None:
         self.target_name = target_name
+        """iSCSI name of the target this device server belongs to."""
         self._luns = dict(luns)
         self.log = log.bind(target=target_name)
 
     @property
     def luns(self) -> dict[int, LogicalUnit]:
+        """LUN → logical unit."""
         return self._luns
 
     def has_lun(self, lun: int) -> bool:
+        """A logical unit exists at ``lun``."""
         return lun in self._luns
 
-    # --- nexus and reset events ---------------------------------------------------------
+    # --- nexus and reset events ----------------------------------------------------------------------
 
     def nexus_added(self, nexus: Nexus) -> None:
+        """A new I_T nexus: every LU reports 29h/00h POWER ON, RESET, OR BUS DEVICE RESET OCCURRED."""
         for lu in self._luns.values():
             lu.nexus_added(nexus)
 
     def nexus_removed(self, nexus: Nexus) -> None:
+        """The I_T nexus is gone: drop its unit attentions and sense."""
         for lu in self._luns.values():
             lu.nexus_removed(nexus)
 
     def lun_reset(self, lun: int, nexus: Nexus) -> bool:
-        """LOGICAL UNIT RESET: every nexus, the issuer included, gets 29h/03h (SAM-5 §6.6)."""
+        """LOGICAL UNIT RESET (SAM-5 §7.8): False when there is no such LU.
+
+        The reset establishes a unit attention with 29h/03h BUS DEVICE RESET
+        FUNCTION OCCURRED for every I_T nexus known to the LU, the issuer's
+        included (SAM-5 §6.3.3: "for all I_T nexuses"), replacing older UAs.
+        """
         lu = self._luns.get(lun)
         if lu is None:
             return False
         lu.reset_ua(Asc.BUS_DEVICE_RESET_FUNCTION_OCCURRED)
+        self.log.info("lun_reset", lun=lun, initiator=nexus.initiator_port)
         return True
 
     def target_reset(self, nexus: Nexus, cold: bool) -> None:
-        """TARGET WARM/COLD RESET (RFC 7143 §11.5.1): a cold reset is a power-on (29h/01h)."""
+        """TARGET WARM RESET / TARGET COLD RESET (RFC 7143 §11.5.1) on every LU.
+
+        A warm reset is SAM-5's hard reset of the target: 29h/03h BUS DEVICE
+        RESET FUNCTION OCCURRED, as for a LU reset.  A cold reset is a power
+        cycle: 29h/01h POWER ON OCCURRED (SPC-4 annex D).  Every nexus gets it.
+        """
         asc = Asc.POWER_ON_OCCURRED if cold else Asc.BUS_DEVICE_RESET_FUNCTION_OCCURRED
         for lu in self._luns.values():
             lu.reset_ua(asc)
+        self.log.info("target_reset", cold=cold, initiator=nexus.initiator_port)
 
     async def close(self) -> None:
         """Flush and close every volume."""
         for lu in self._luns.values():
             await lu.volume.close()
 
-    # --- execution ------------------------------------------------------------------------
-
-    def _lookup(self, cdb: bytes) -> CommandSpec:
-        spec = COMMANDS.get(cdb[0])
-        if spec is None:
-            raise ScsiError(SenseKey.ILLEGAL_REQUEST, Asc.INVALID_COMMAND_OPERATION_CODE, field_pointer=0)
-        if spec.handler is None:
-            sa = spec.service_actions.get(cdb[1] & 0x1F)
-            if sa is None:
-                raise invalid_field(1, 4)
-            return sa
-        return spec
+    # --- execution -------------------------------------------------------------------------------------
 
     async def execute(self, task: ScsiTask) -> ScsiResult:
         """Run one command and return its status, data and sense."""
-        cdb = task.cdb
-        if not cdb:
-            return _check_condition(SenseKey.ILLEGAL_REQUEST, Asc.INVALID_COMMAND_OPERATION_CODE)
+        cdb = bytes(task.cdb)
         lu = self._luns.get(task.lun)
-        desc = bool(lu and lu.d_sense)
+        descriptor = bool(lu is not None and lu.d_sense)
+        spec: CommandSpec | None = None
         try:
-            spec = COMMANDS.get(cdb[0])
-            if lu is None and not (spec is not None and spec.any_lun):
+            if not cdb:
+                raise ScsiError(SenseKey.ILLEGAL_REQUEST, Asc.INVALID_COMMAND_OPERATION_CODE)
+            row = COMMANDS.get(cdb[0])
+            if lu is None and not (row is not None and row.any_lun):
                 raise ScsiError(SenseKey.ILLEGAL_REQUEST, Asc.LOGICAL_UNIT_NOT_SUPPORTED)
-            spec = self._lookup(cdb)
-            ctl = cdb[_control_offset(cdb[0])] if len(cdb) > _control_offset(cdb[0]) else 0
-            if ctl & 0x04:
-                raise invalid_field(_control_offset(cdb[0]), 2)  # NACA=1: ACA is not supported
-            if ctl & 0x01:
-                raise invalid_field(_control_offset(cdb[0]), 0)  # LINK is obsolete
-            if lu is not None and not spec.keeps_ua:
+            check_control(cdb)
+            if lu is not None and not (row is not None and row.keeps_ua):
                 ua = lu.take_ua(task.nexus)
                 if ua is not None:
-                    return _check_condition(SenseKey.UNIT_ATTENTION, ua, desc)
+                    return ScsiResult(status=ScsiStatus.CHECK_CONDITION,
+                                      sense=build_sense(SenseKey.UNIT_ATTENTION, ua, descriptor=descriptor))
+            spec = lookup(cdb)
             assert spec.handler is not None
+            if not isinstance(task.cdb, bytes):
+                task = replace(task, cdb=cdb)
             return await spec.handler(Ctx(self, task, lu))
         except ScsiError as exc:
-            return ScsiResult(status=ScsiStatus.CHECK_CONDITION, sense=exc.sense(desc))
+            return ScsiResult(status=ScsiStatus.CHECK_CONDITION, sense=exc.sense(descriptor))
         except VolumeError as exc:
-            self.log.error("volume_error", lun=task.lun, cdb=bytes(cdb[:16]).hex(), error=str(exc))
-            spec = COMMANDS.get(cdb[0])
-            asc = Asc.WRITE_ERROR if spec is not None and spec.writes else Asc.UNRECOVERED_READ_ERROR
-            return _check_condition(SenseKey.MEDIUM_ERROR, asc, desc)
-
-
-def _control_offset(opcode: int) -> int:
-    """Index of the CONTROL byte: the last byte of the CDB (SPC-4 §4.2.5.7)."""
-    from sanlab.scsi.cdb import cdb_length
-    return cdb_length(opcode) - 1
+            writes = spec is not None and spec.data_out
+            self.log.error("volume_error", lun=task.lun, cdb=cdb[:16].hex(), error=str(exc))
+            asc = Asc.WRITE_ERROR if writes else Asc.UNRECOVERED_READ_ERROR
+            return ScsiResult(status=ScsiStatus.CHECK_CONDITION,
+                              sense=build_sense(SenseKey.MEDIUM_ERROR, asc, descriptor=descriptor),
+                              transfer_length=None, data_out_direction=writes)

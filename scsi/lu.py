@@ -1,4 +1,11 @@
-"""A logical unit: a volume plus its identity and per-I_T-nexus state (SAM-5 §4.6)."""
+"""A logical unit: a volume plus its identity and per-I_T-nexus state (SAM-5 §4.6).
+
+Identity (:class:`LuConfig`) is derived from the target name and the LUN so it
+stays the same across restarts: multipath and udev key on the NAA name and the
+unit serial number.  State (:class:`LogicalUnit`) is what SAM-5 keeps per I_T
+nexus: the queue of unit attention conditions and the sense data REQUEST SENSE
+reports.
+"""
 from __future__ import annotations
 
 import asyncio
@@ -12,18 +19,40 @@ from sanlab.scsi.task import Nexus
 from sanlab.storage.volume import Volume
 
 SANLAB_COMPANY_ID = 0x5A4E4C
-"""24-bit IEEE company id field of our NAA-6 names.  Not a registered OUI: a
-fixed placeholder so names are stable; the 100-bit vendor part is a hash."""
+"""24-bit IEEE COMPANY ID field of our NAA 6h names (the bytes "ZNL").
+
+Not an OUI assigned to this project: a fixed value chosen so names are stable.
+Its first octet 5Ah has the X (local) bit set and the M (group) bit clear, i.e.
+it lies in the locally administered CID space, so it cannot equal a MAC-style
+OUI of a real vendor; the 100 bits after it are a SHA-256 of target name + LUN.
+"""
 
 UA_QUEUE_MAX = 16
+"""Unit attentions kept per I_T nexus; beyond this the oldest ones stand for the rest (SAM-5 §5.14)."""
+
+VENDOR = "SANLAB"
+PRODUCT = "VIRTUAL-DISK"
 
 
 def _revision() -> str:
+    """PRODUCT REVISION LEVEL: the package version without dots, 4 characters."""
     try:
         v = metadata.version("sanlab")
     except metadata.PackageNotFoundError:
         v = "0"
     return v.replace(".", "")[:4].ljust(4)
+
+
+def naa6_designator(target_name: str, lun: int) -> bytes:
+    """16-byte NAA IEEE Registered Extended designator (SPC-4 §7.8.6.6.4).
+
+    Layout: NAA (4 bits) = 6h, IEEE COMPANY ID (24), VENDOR SPECIFIC IDENTIFIER
+    (36), VENDOR SPECIFIC IDENTIFIER EXTENSION (64).  The last 100 bits come from
+    SHA-256(target name NUL LUN), so two LUs never share a name in practice.
+    """
+    h = hashlib.sha256(f"{target_name}\0{lun}".encode()).digest()
+    vendor_bits = int.from_bytes(h[:13], "big") >> 4  # 100 bits: 36 vendor specific + 64 extension
+    return ((0x6 << 124) | (SANLAB_COMPANY_ID << 100) | vendor_bits).to_bytes(16, "big")
 
 
 @dataclass(slots=True)
@@ -33,56 +62,73 @@ class LuConfig:
     target_name: str
     lun: int
     naa: bytes
-    """16-byte NAA IEEE Registered Extended designator (NAA 6h, SPC-4 §7.8.6.6.3)."""
+    """16-byte NAA 6h designator (see :func:`naa6_designator`)."""
     serial: str
-    vendor: str = "SANLAB"
-    product: str = "VIRTUAL-DISK"
+    """PRODUCT SERIAL NUMBER (Unit Serial Number VPD page, SPC-4 §7.8.15): ASCII, 16 characters."""
+    vendor: str = VENDOR
+    """T10 VENDOR IDENTIFICATION (padded to 8 bytes on the wire)."""
+    product: str = PRODUCT
+    """PRODUCT IDENTIFICATION (padded to 16 bytes on the wire)."""
     revision: str = field(default_factory=_revision)
+    """PRODUCT REVISION LEVEL (4 bytes)."""
     readonly: bool = False
+    """Writes fail with DATA PROTECT / WRITE PROTECTED; MODE SENSE reports WP."""
     thin: bool = True
+    """Thin provisioned (Logical Block Provisioning VPD page reports it)."""
     removable: bool = False
+    """RMB in standard INQUIRY data."""
 
     @classmethod
     def for_lun(cls, target_name: str, lun: int, *, readonly: bool = False, thin: bool = True,
                 removable: bool = False) -> LuConfig:
         """Stable identity derived from the target name and LUN."""
+        # The serial is the next 64 bits of the same hash the NAA name uses: both stay stable.
         h = hashlib.sha256(f"{target_name}\0{lun}".encode()).digest()
-        vendor_bits = int.from_bytes(h[:13], "big") >> 4  # 100 bits: 36 vendor specific + 64 extension
-        naa = ((0x6 << 124) | (SANLAB_COMPANY_ID << 100) | vendor_bits).to_bytes(16, "big")
-        return cls(target_name, lun, naa, h[13:21].hex().upper(), readonly=readonly, thin=thin,
-                   removable=removable)
+        return cls(target_name, lun, naa6_designator(target_name, lun), h[13:21].hex().upper(),
+                   readonly=readonly, thin=thin, removable=removable)
 
 
 class LogicalUnit:
-    """A volume served as a SCSI direct-access block device."""
+    """A volume served as a SCSI direct-access block device (SBC-3)."""
 
     def __init__(self, volume: Volume, config: LuConfig) -> None:
         self.volume = volume
+        """The backing store."""
         self.config = config
+        """Identity and properties."""
         self.d_sense = False
         """Control mode page D_SENSE: descriptor-format sense when set (SPC-4 §7.5.8)."""
         self._ua: dict[Nexus, deque[int]] = {}
         self._sense: dict[Nexus, bytes] = {}
         self.write_lock = asyncio.Lock()
-        """Serialises read-modify-write commands (COMPARE AND WRITE) against each other."""
+        """Serialises read-modify-write commands (COMPARE AND WRITE) against writes they race."""
 
     @property
     def block_size(self) -> int:
+        """Logical block length in bytes."""
         return self.volume.block_size
 
     @property
     def num_blocks(self) -> int:
+        """Capacity in logical blocks."""
         return self.volume.num_blocks
 
-    # --- unit attentions (SAM-5 §5.14, per I_T nexus) ---------------------------
+    # --- unit attentions (SAM-5 §5.14, per I_T nexus) ----------------------------------------------
 
     def nexus_added(self, nexus: Nexus) -> None:
-        # A new I_T nexus sees the device as just powered on / reset.
-        self._ua[nexus] = deque([Asc.POWER_ON_RESET_OR_BUS_DEVICE_RESET_OCCURRED])
+        """A new I_T nexus sees the LU as just powered on / reset: 29h/00h (SAM-5 §5.14, §6.3)."""
+        self._ua[nexus] = deque([int(Asc.POWER_ON_RESET_OCCURRED)])
+        self._sense.pop(nexus, None)
 
     def nexus_removed(self, nexus: Nexus) -> None:
+        """Forget everything kept for ``nexus``."""
         self._ua.pop(nexus, None)
         self._sense.pop(nexus, None)
+
+    @property
+    def nexuses(self) -> list[Nexus]:
+        """The I_T nexuses this LU has state for."""
+        return list(self._ua)
 
     def add_ua(self, asc_ascq: int, nexuses: list[Nexus] | None = None) -> None:
         """Establish a unit attention for ``nexuses`` (default: every known nexus)."""
@@ -92,26 +138,41 @@ class LogicalUnit:
                 q.append(asc_ascq)
 
     def reset_ua(self, asc_ascq: int) -> None:
-        """After a reset, the reset UA replaces whatever was pending for every nexus."""
+        """After a reset the reset's UA replaces whatever was pending, for every nexus (SAM-5 §6.3)."""
         for q in self._ua.values():
             q.clear()
             q.append(asc_ascq)
+        self._sense.clear()
 
     def take_ua(self, nexus: Nexus) -> int | None:
+        """Report and clear the oldest unit attention for ``nexus`` (None: nothing pending).
+
+        A nexus the LU has never heard of (the transport did not call
+        :meth:`nexus_added`) is treated as new: it gets the power-on UA first.
+        """
         q = self._ua.get(nexus)
-        if q:
-            return q.popleft()
-        if nexus not in self._ua:
-            # A nexus seen first here (e.g. added without nexus_added): it starts with the power-on UA.
+        if q is None:
             self._ua[nexus] = deque()
-            return int(Asc.POWER_ON_RESET_OR_BUS_DEVICE_RESET_OCCURRED)
-        return None
+            return int(Asc.POWER_ON_RESET_OCCURRED)
+        return q.popleft() if q else None
+
+    def peek_ua(self, nexus: Nexus) -> int | None:
+        """The oldest pending unit attention for ``nexus`` without clearing it."""
+        q = self._ua.get(nexus)
+        if q is None:
+            return int(Asc.POWER_ON_RESET_OCCURRED)
+        return q[0] if q else None
 
     def pending_ua(self, nexus: Nexus) -> bool:
-        return bool(self._ua.get(nexus)) or nexus not in self._ua
+        """A unit attention is pending for ``nexus``."""
+        return self.peek_ua(nexus) is not None
+
+    # --- sense for REQUEST SENSE (SPC-4 §6.39) -----------------------------------------------------
 
     def set_sense(self, nexus: Nexus, sense: bytes) -> None:
+        """Keep sense (e.g. a deferred error) for the next REQUEST SENSE from ``nexus``."""
         self._sense[nexus] = sense
 
     def take_sense(self, nexus: Nexus) -> bytes | None:
+        """Report and clear the sense kept for ``nexus``."""
         return self._sense.pop(nexus, None)

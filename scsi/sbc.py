@@ -1,74 +1,94 @@
-"""Block commands (SBC-3): READ CAPACITY, READ, WRITE, SYNCHRONIZE CACHE."""
+"""Block commands (SBC-3): READ CAPACITY, READ, WRITE, SYNCHRONIZE CACHE.
+
+Checks are plain functions (:func:`check_range`, :func:`check_transfer_length`);
+handlers are ``async`` because they await the volume.
+"""
 from __future__ import annotations
 
 import struct
 
-from sanlab.scsi.cdb import allocation_length, parse_rw
+from sanlab.scsi.cdb import TRANSFER_LENGTH_OFFSET, ReadCapacityCdb, ReadWriteCdb, SynchronizeCacheCdb
 from sanlab.scsi.context import Ctx, data_in
 from sanlab.scsi.lu import LogicalUnit
 from sanlab.scsi.sense import Asc, ScsiError, SenseKey, invalid_field
-from sanlab.scsi.spc import MAX_TRANSFER_BYTES
+from sanlab.scsi.spc import max_transfer_blocks
 from sanlab.scsi.task import ScsiResult
 
-# Byte offset of the TRANSFER LENGTH field by CDB group, for field pointers.
-_TL_OFFSET = {0: 4, 1: 7, 5: 6, 4: 10}
+READ_CAPACITY_10_DATA = struct.Struct(">II")
+"""RETURNED LOGICAL BLOCK ADDRESS, LOGICAL BLOCK LENGTH IN BYTES (SBC-3 §5.15.2)."""
+READ_CAPACITY_16_DATA = struct.Struct(">QIBBH16x")
+"""RETURNED LOGICAL BLOCK ADDRESS, LOGICAL BLOCK LENGTH, P_TYPE|PROT_EN,
+P_I_EXPONENT|LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT, LBPME|LBPRZ|LOWEST ALIGNED LBA,
+reserved (SBC-3 §5.16.2, 32 bytes)."""
 
 
 def check_range(lu: LogicalUnit, lba: int, blocks: int) -> None:
-    """LOGICAL BLOCK ADDRESS OUT OF RANGE (SBC-3 §4.5): nothing is transferred."""
+    """LOGICAL BLOCK ADDRESS OUT OF RANGE (SBC-3 §4.5) before anything is transferred."""
     if lba > lu.num_blocks or lba + blocks > lu.num_blocks:
-        raise ScsiError(SenseKey.ILLEGAL_REQUEST, Asc.LBA_OUT_OF_RANGE, information=lba)
+        raise ScsiError(SenseKey.ILLEGAL_REQUEST, Asc.LBA_OUT_OF_RANGE)
 
 
-def _check_transfer(ctx: Ctx, lu: LogicalUnit, blocks: int) -> None:
-    if blocks * lu.block_size > MAX_TRANSFER_BYTES:
-        # Beyond the Block Limits VPD MAXIMUM TRANSFER LENGTH (SBC-3 §6.5.3).
-        raise invalid_field(_TL_OFFSET.get(ctx.cdb[0] >> 5, 7))
+def check_transfer_length(cdb: bytes, lu: LogicalUnit, blocks: int) -> None:
+    """Above the Block Limits VPD MAXIMUM TRANSFER LENGTH: INVALID FIELD IN CDB (SBC-3 §6.6.3)."""
+    if blocks > max_transfer_blocks(lu.block_size):
+        raise invalid_field(TRANSFER_LENGTH_OFFSET.get(cdb[0] >> 5, 7))
+
+
+def _check_rw(ctx: Ctx, lu: LogicalUnit, rw: ReadWriteCdb) -> None:
+    if rw.protect:
+        # RDPROTECT/WRPROTECT: this LU has no protection information (SBC-3 §5.8, table 44).
+        raise invalid_field(1, 7)
+    check_range(lu, rw.lba, rw.transfer_length)
+    check_transfer_length(ctx.cdb, lu, rw.transfer_length)
 
 
 async def read_capacity_10(ctx: Ctx) -> ScsiResult:
+    """READ CAPACITY(10): last LBA (FFFFFFFFh when it does not fit) and block length (SBC-3 §5.15)."""
     lu = ctx.need_lu()
-    cdb = ctx.cdb
-    if not cdb[8] & 0x01 and any(cdb[2:6]):
-        raise invalid_field(2)  # LBA must be zero when PMI is clear (SBC-3 §5.15)
-    last = lu.num_blocks - 1
-    return ScsiResult(data_in=struct.pack(">II", min(last, 0xFFFFFFFF), lu.block_size))
+    ReadCapacityCdb.parse(ctx.cdb)
+    # With PMI set we have no point of "substantial delay": the answer is the last LBA either way.
+    data = READ_CAPACITY_10_DATA.pack(min(lu.num_blocks - 1, 0xFFFFFFFF), lu.block_size)
+    return ScsiResult(data_in=data, transfer_length=len(data))
 
 
 async def read_capacity_16(ctx: Ctx) -> ScsiResult:
+    """READ CAPACITY(16) (SBC-3 §5.16): no protection information, one logical block per physical
+    block, LBPME=0 until UNMAP exists; cut to the ALLOCATION LENGTH."""
     lu = ctx.need_lu()
-    # No protection information, one logical block per physical block, LBPME=0 (no UNMAP yet).
-    data = struct.pack(">QIBBH", lu.num_blocks - 1, lu.block_size, 0, 0, 0) + bytes(16)
-    return data_in(data, allocation_length(ctx.cdb))
+    cdb = ReadCapacityCdb.parse(ctx.cdb)
+    data = READ_CAPACITY_16_DATA.pack(lu.num_blocks - 1, lu.block_size, 0, 0, 0)
+    return data_in(data, cdb.allocation_length)
 
 
 async def read(ctx: Ctx) -> ScsiResult:
+    """READ(6/10/12/16): the whole transfer as Data-In; the transport clips it to the EDTL."""
     lu = ctx.need_lu()
-    rw = parse_rw(ctx.cdb)
-    if rw.protect:
-        raise invalid_field(1, 7)  # RDPROTECT: this LU has no protection information
-    check_range(lu, rw.lba, rw.blocks)
-    _check_transfer(ctx, lu, rw.blocks)
-    length = rw.blocks * lu.block_size
-    if not rw.blocks:
-        return ScsiResult(transfer_length=0)
-    data = await lu.volume.read(rw.lba, rw.blocks)
-    return ScsiResult(data_in=data, transfer_length=length)
+    rw = ReadWriteCdb.parse(ctx.cdb)
+    _check_rw(ctx, lu, rw)
+    if not rw.transfer_length:
+        return ScsiResult(transfer_length=0)  # SBC-3 §5.9: zero blocks is not an error
+    # DPO is a cache hint and FUA on a read asks for the medium, which the page cache already is.
+    data = await lu.volume.read(rw.lba, rw.transfer_length)
+    return ScsiResult(data_in=data, transfer_length=rw.transfer_length * lu.block_size)
 
 
 async def write(ctx: Ctx) -> ScsiResult:
+    """WRITE(6/10/12/16); FUA writes are durable before GOOD (SBC-3 §5.32).
+
+    Data-Out shorter than the CDB's TRANSFER LENGTH (iSCSI EDTL too small): the
+    whole blocks that arrived are written and the command ends GOOD; the transport
+    reports the difference as a residual (RFC 7143 §11.4.5.1).  ``transfer_length``
+    is what the CDB asked for, so the residual is exactly the missing part.
+    """
     lu = ctx.need_lu()
-    rw = parse_rw(ctx.cdb)
+    rw = ReadWriteCdb.parse(ctx.cdb)
     if rw.protect:
-        raise invalid_field(1, 7)  # WRPROTECT
+        raise invalid_field(1, 7)
     if lu.config.readonly:
         raise ScsiError(SenseKey.DATA_PROTECT, Asc.WRITE_PROTECTED)
-    check_range(lu, rw.lba, rw.blocks)
-    _check_transfer(ctx, lu, rw.blocks)
+    _check_rw(ctx, lu, rw)
     bs = lu.block_size
-    length = rw.blocks * bs
-    # The initiator may send less than the CDB asks (iSCSI EDTL < transfer length): write the
-    # whole blocks that arrived and report the rest as a residual (RFC 7143 §11.4.5.1).
+    length = rw.transfer_length * bs
     got = min(len(ctx.task.data_out), length) // bs
     if got:
         await lu.volume.write(rw.lba, memoryview(ctx.task.data_out)[:got * bs], fua=rw.fua)
@@ -76,13 +96,13 @@ async def write(ctx: Ctx) -> ScsiResult:
 
 
 async def synchronize_cache(ctx: Ctx) -> ScsiResult:
+    """SYNCHRONIZE CACHE(10/16) (SBC-3 §5.22): range-checked, then the whole volume is flushed.
+
+    IMMED is accepted but GOOD still waits for the flush: reporting success before
+    the data is durable would break the promise ARCHITECTURE.md makes to hosts.
+    """
     lu = ctx.need_lu()
-    cdb = ctx.cdb
-    if len(cdb) >= 16 and cdb[0] == 0x91:
-        lba, blocks = int.from_bytes(cdb[2:10], "big"), int.from_bytes(cdb[10:14], "big")
-    else:
-        lba, blocks = int.from_bytes(cdb[2:6], "big"), int.from_bytes(cdb[7:9], "big")
-    check_range(lu, lba, blocks)
-    # IMMED is honoured by finishing the flush anyway: never report GOOD before data is durable.
+    cdb = SynchronizeCacheCdb.parse(ctx.cdb)
+    check_range(lu, cdb.lba, cdb.number_of_blocks)
     await lu.volume.flush()
     return ScsiResult()

@@ -1,248 +1,382 @@
-"""Primary commands (SPC-4): INQUIRY, REPORT LUNS, TEST UNIT READY, REQUEST SENSE, MODE SENSE."""
+"""Primary commands (SPC-4): INQUIRY, REPORT LUNS, TEST UNIT READY, REQUEST SENSE, MODE SENSE.
+
+Parameter data is built by plain functions (one per page) registered in tables
+(:data:`VPD_PAGES`, :data:`MODE_PAGES`); the ``async`` handlers only decode the
+CDB, pick the builder and cut the result to the ALLOCATION LENGTH.
+"""
 from __future__ import annotations
 
 import struct
+from typing import Callable
 
-from sanlab.scsi.cdb import allocation_length
+from sanlab.scsi.cdb import InquiryCdb, ModeSenseCdb, PageControl, ReportLunsCdb, RequestSenseCdb
 from sanlab.scsi.context import Ctx, data_in
 from sanlab.scsi.lun import encode_lun
 from sanlab.scsi.sense import Asc, ScsiError, SenseKey, build_sense, invalid_field
 from sanlab.scsi.task import ScsiResult
 
 PERIPHERAL_DISK = 0x00
-SPC4 = 0x06
+"""PERIPHERAL DEVICE TYPE 00h: direct access block device (SPC-4 table 141)."""
+NO_LU = 0x7F
+"""PERIPHERAL QUALIFIER 011b + type 1Fh: no logical unit at this LUN (SPC-4 §6.4.2)."""
+VERSION_SPC4 = 0x06
+RESPONSE_DATA_FORMAT = 0x02
+PROTOCOL_ISCSI = 0x5
+"""PROTOCOL IDENTIFIER for iSCSI (SPC-4 §7.6.1, table 362)."""
+
 MAX_TRANSFER_BYTES = 64 << 20
 """Largest READ/WRITE we accept; equals the transport's per-task buffer (connection.MAX_TASK_BUFFER)."""
 OPTIMAL_TRANSFER_BYTES = 1 << 20
 
-# Version descriptors (SPC-4 table 31 / T10 list): SAM-5, iSCSI (no version claimed), SPC-4, SBC-3.
 VERSION_DESCRIPTORS = (0x00A0, 0x0960, 0x0460, 0x04C0)
-PROTOCOL_ISCSI = 0x5
+"""SAM-5 (no version claimed), iSCSI (no version claimed), SPC-4, SBC-3 (SPC-4 table 146)."""
 
-# --- INQUIRY (SPC-4 §6.4) -----------------------------------------------------------------
+# --- INQUIRY standard data (SPC-4 §6.4.2) -----------------------------------------------------------
+
+STANDARD_INQUIRY = struct.Struct(">BBBBBBBB8s16s4s20sBx8H22x")
+"""Standard INQUIRY data, 96 bytes (SPC-4 §6.4.2, table 140): qualifier|type, RMB, VERSION,
+NORMACA|HISUP|RESPONSE DATA FORMAT, ADDITIONAL LENGTH, SCCS..PROTECT, ENCSERV..ADDR16,
+WBUS16..CMDQUE, T10 VENDOR IDENTIFICATION, PRODUCT IDENTIFICATION, PRODUCT REVISION LEVEL,
+vendor specific (20), CLOCKING|QAS|IUS, reserved, VERSION DESCRIPTOR 1-8, reserved (22)."""
+HISUP = 0x10
+CMDQUE = 0x02
+
+
+def _ascii(s: str, n: int) -> bytes:
+    """Left-aligned ASCII padded with spaces to ``n`` bytes (SPC-4 §4.4.1)."""
+    return s.encode("ascii", "replace")[:n].ljust(n)
 
 
 def standard_inquiry(ctx: Ctx) -> bytes:
+    """Standard INQUIRY data; qualifier 011b / type 1Fh when there is no LU."""
     lu = ctx.lu
     if lu is None:
-        # Peripheral qualifier 011b, type 1Fh: no logical unit here (SPC-4 §6.4.2).
-        first = 0x7F
-        removable = 0
-        vendor, product, rev = "SANLAB", "NO-LUN", "0000"
-    else:
-        first = PERIPHERAL_DISK
-        removable = 0x80 if lu.config.removable else 0
-        vendor, product, rev = lu.config.vendor, lu.config.product, lu.config.revision
-    body = bytearray(66)
-    body[0] = first
-    body[1] = removable
-    body[2] = SPC4
-    body[3] = 0x10 | 0x02  # HiSup, response data format 2
-    body[4] = len(body) - 5
-    body[7] = 0x02  # CmdQue
-    body[8:16] = vendor.encode().ljust(8)[:8]
-    body[16:32] = product.encode().ljust(16)[:16]
-    body[32:36] = rev.encode().ljust(4)[:4]
-    for i, d in enumerate(VERSION_DESCRIPTORS):
-        struct.pack_into(">H", body, 58 + 2 * i, d)
-    return bytes(body)
+        return STANDARD_INQUIRY.pack(NO_LU, 0, VERSION_SPC4, HISUP | RESPONSE_DATA_FORMAT,
+                                     STANDARD_INQUIRY.size - 5, 0, 0, CMDQUE, bytes(8), bytes(16), bytes(4),
+                                     bytes(20), 0, *VERSION_DESCRIPTORS, 0, 0, 0, 0)
+    cfg = lu.config
+    return STANDARD_INQUIRY.pack(
+        PERIPHERAL_DISK, 0x80 if cfg.removable else 0, VERSION_SPC4, HISUP | RESPONSE_DATA_FORMAT,
+        STANDARD_INQUIRY.size - 5,
+        0,  # SCCS, ACC, TPGS=00b (no ALUA), 3PC, PROTECT all zero
+        0,  # ENCSERV, MULTIP
+        CMDQUE,  # full task management model: tagged commands queue
+        _ascii(cfg.vendor, 8), _ascii(cfg.product, 16), _ascii(cfg.revision, 4), bytes(20), 0,
+        *VERSION_DESCRIPTORS, 0, 0, 0, 0)
+
+
+# --- VPD pages (SPC-4 §7.8, SBC-3 §6.6) ------------------------------------------------------------
+
+VPD_HEADER = struct.Struct(">BBH")
+"""VPD page header: qualifier|type, PAGE CODE, PAGE LENGTH (SPC-4 §7.8.1)."""
+DESIGNATION_HEADER = struct.Struct(">BBxB")
+"""Designation descriptor header: PROTOCOL IDENTIFIER|CODE SET, PIV|ASSOCIATION|TYPE, length (SPC-4 §7.8.6.1)."""
 
 
 def _vpd(page: int, payload: bytes) -> bytes:
-    return bytes([PERIPHERAL_DISK, page]) + len(payload).to_bytes(2, "big") + payload
+    return VPD_HEADER.pack(PERIPHERAL_DISK, page, len(payload)) + payload
 
 
-def _designator(code_set: int, piv_assoc_type: int, value: bytes, protocol: int = 0) -> bytes:
-    return bytes([(protocol << 4) | code_set, piv_assoc_type, 0, len(value)]) + value
+class CodeSet:
+    """CODE SET values (SPC-4 table 459)."""
+
+    BINARY = 1
+    ASCII = 2
+    UTF8 = 3
 
 
-def _name_string(s: str) -> bytes:
+class Association:
+    """ASSOCIATION values (SPC-4 table 460), already shifted into bits 5-4."""
+
+    LOGICAL_UNIT = 0x00
+    TARGET_PORT = 0x10
+    TARGET_DEVICE = 0x20
+
+
+class DesignatorType:
+    """DESIGNATOR TYPE values (SPC-4 table 461)."""
+
+    T10_VENDOR_ID = 0x1
+    NAA = 0x3
+    RELATIVE_TARGET_PORT = 0x4
+    TARGET_PORT_GROUP = 0x5
+    SCSI_NAME_STRING = 0x8
+
+
+PIV = 0x80
+"""The PROTOCOL IDENTIFIER field is valid (only with port/device associations)."""
+
+
+def designator(code_set: int, association: int, typ: int, value: bytes, protocol: int | None = None) -> bytes:
+    """One designation descriptor (SPC-4 §7.8.6.1)."""
+    b0 = ((protocol or 0) << 4) | code_set
+    b1 = (PIV if protocol is not None else 0) | association | typ
+    return DESIGNATION_HEADER.pack(b0, b1, len(value)) + value
+
+
+def scsi_name(s: str) -> bytes:
+    """SCSI NAME STRING: UTF-8, null-terminated, padded with nulls to a multiple of 4 (SPC-4 §7.8.6.11)."""
     raw = s.encode() + b"\0"
-    return raw + bytes(-len(raw) & 3)  # null-terminated, padded to 4 (SPC-4 §7.8.6.11)
+    return raw + bytes(-len(raw) & 3)
 
 
-def vpd_device_identification(ctx: Ctx) -> bytes:
-    lu = ctx.need_lu()
-    nx = ctx.task.nexus
-    d = b""
-    d += _designator(1, 0x03, lu.config.naa)  # NAA, associated with the LU
-    d += _designator(2, 0x01, lu.config.vendor.encode().ljust(8) + lu.config.serial.encode())  # T10 vendor ID
-    d += _designator(1, 0x94, (1).to_bytes(4, "big"), PROTOCOL_ISCSI)  # relative target port 1
-    d += _designator(1, 0x95, (1).to_bytes(4, "big"), PROTOCOL_ISCSI)  # target port group 1
-    if nx.target_name:
-        d += _designator(3, 0x98, _name_string(nx.target_port), PROTOCOL_ISCSI)  # SCSI name: target port
-        d += _designator(3, 0xA8, _name_string(nx.target_name), PROTOCOL_ISCSI)  # SCSI name: target device
-    return _vpd(0x83, d)
-
-
-def vpd_unit_serial(ctx: Ctx) -> bytes:
-    return _vpd(0x80, ctx.need_lu().config.serial.encode())
-
-
-def vpd_block_limits(ctx: Ctx) -> bytes:
-    bs = ctx.need_lu().block_size
-    p = bytearray(0x3C)
-    struct.pack_into(">I", p, 4, MAX_TRANSFER_BYTES // bs)  # MAXIMUM TRANSFER LENGTH
-    struct.pack_into(">I", p, 8, OPTIMAL_TRANSFER_BYTES // bs)  # OPTIMAL TRANSFER LENGTH
-    # MAXIMUM UNMAP LBA COUNT / BLOCK DESCRIPTOR COUNT stay 0: UNMAP is not offered (LBPU=0).
-    return _vpd(0xB0, bytes(p))
-
-
-def vpd_block_characteristics(ctx: Ctx) -> bytes:
-    p = bytearray(0x3C)
-    struct.pack_into(">H", p, 0, 1)  # MEDIUM ROTATION RATE: non-rotating (SBC-3 §6.6.2)
-    return _vpd(0xB1, bytes(p))
-
-
-def vpd_supported(ctx: Ctx) -> bytes:
+def vpd_supported_pages(ctx: Ctx) -> bytes:
+    """00h: the page codes in :data:`VPD_PAGES`, ascending (SPC-4 §7.8.13)."""
     return _vpd(0x00, bytes(sorted(VPD_PAGES)))
 
 
-VPD_PAGES = {
-    0x00: vpd_supported,
+def vpd_unit_serial(ctx: Ctx) -> bytes:
+    """80h: PRODUCT SERIAL NUMBER (SPC-4 §7.8.15)."""
+    return _vpd(0x80, ctx.need_lu().config.serial.encode("ascii"))
+
+
+def vpd_device_identification(ctx: Ctx) -> bytes:
+    """83h: designators for the LU, the target port and the target device (SPC-4 §7.8.6).
+
+    The LU: its NAA 6h name and a T10 vendor ID (vendor + serial).  The target
+    port (association 01b): relative target port, target port group, and the
+    iSCSI port name ``iqn...,t,0xTPGT``.  The target device (10b): the iSCSI name.
+    """
+    cfg = ctx.need_lu().config
+    nx = ctx.task.nexus
+    relative_port = nx.tpgt or 1  # 0 is reserved (SPC-4 §7.8.6.7); one port per portal group
+    parts = [
+        designator(CodeSet.BINARY, Association.LOGICAL_UNIT, DesignatorType.NAA, cfg.naa),
+        designator(CodeSet.ASCII, Association.LOGICAL_UNIT, DesignatorType.T10_VENDOR_ID,
+                   _ascii(cfg.vendor, 8) + cfg.serial.encode("ascii")),
+        designator(CodeSet.BINARY, Association.TARGET_PORT, DesignatorType.RELATIVE_TARGET_PORT,
+                   struct.pack(">2xH", relative_port), PROTOCOL_ISCSI),
+        designator(CodeSet.BINARY, Association.TARGET_PORT, DesignatorType.TARGET_PORT_GROUP,
+                   struct.pack(">2xH", 1), PROTOCOL_ISCSI),
+    ]
+    if nx.target_name:
+        parts.append(designator(CodeSet.UTF8, Association.TARGET_PORT, DesignatorType.SCSI_NAME_STRING,
+                                scsi_name(nx.target_port), PROTOCOL_ISCSI))
+        parts.append(designator(CodeSet.UTF8, Association.TARGET_DEVICE, DesignatorType.SCSI_NAME_STRING,
+                                scsi_name(nx.target_name), PROTOCOL_ISCSI))
+    return _vpd(0x83, b"".join(parts))
+
+
+EXTENDED_INQUIRY = struct.Struct(">BBBBB55x")
+"""86h payload (SPC-4 §7.8.7): ACTIVATE MICROCODE|SPT|GRD_CHK.., UASK_SUP..SIMPSUP, WU_SUP..V_SUP,
+P_I_I_SUP.., LUICLR.. ; page length 3Ch."""
+
+
+def vpd_extended_inquiry(ctx: Ctx) -> bytes:
+    """86h: HEADSUP/ORDSUP/SIMPSUP (task attributes we accept) and V_SUP (volatile cache)."""
+    return _vpd(0x86, EXTENDED_INQUIRY.pack(0, 0x07, 0x01, 0, 0))
+
+
+BLOCK_LIMITS = struct.Struct(">BBHIIIIIIIQ20x")
+"""B0h payload (SBC-3 §6.6.3, table 191): WSNZ, MAXIMUM COMPARE AND WRITE LENGTH, OPTIMAL TRANSFER
+LENGTH GRANULARITY, MAXIMUM TRANSFER LENGTH, OPTIMAL TRANSFER LENGTH, MAXIMUM PREFETCH LENGTH,
+MAXIMUM UNMAP LBA COUNT, MAXIMUM UNMAP BLOCK DESCRIPTOR COUNT, OPTIMAL UNMAP GRANULARITY,
+UGAVALID|UNMAP GRANULARITY ALIGNMENT, MAXIMUM WRITE SAME LENGTH, reserved; 3Ch bytes."""
+
+
+def max_transfer_blocks(block_size: int) -> int:
+    """MAXIMUM TRANSFER LENGTH in logical blocks, enforced by READ/WRITE (SBC-3 §6.6.3)."""
+    return MAX_TRANSFER_BYTES // block_size
+
+
+def vpd_block_limits(ctx: Ctx) -> bytes:
+    """B0h: transfer limits; the UNMAP/WRITE SAME fields stay 0 until those commands exist."""
+    bs = ctx.need_lu().block_size
+    return _vpd(0xB0, BLOCK_LIMITS.pack(0, 0, 1, max_transfer_blocks(bs), OPTIMAL_TRANSFER_BYTES // bs,
+                                        0, 0, 0, 0, 0, 0))
+
+
+BLOCK_DEVICE_CHARACTERISTICS = struct.Struct(">HBB56x")
+"""B1h payload (SBC-3 §6.6.2): MEDIUM ROTATION RATE, PRODUCT TYPE, WABEREQ|WACEREQ|NOMINAL FORM FACTOR."""
+
+
+def vpd_block_device_characteristics(ctx: Ctx) -> bytes:
+    """B1h: MEDIUM ROTATION RATE 0001h (non-rotating medium), form factor not reported."""
+    return _vpd(0xB1, BLOCK_DEVICE_CHARACTERISTICS.pack(1, 0, 0))
+
+
+LOGICAL_BLOCK_PROVISIONING = struct.Struct(">BBBB")
+"""B2h payload (SBC-3 §6.6.4): THRESHOLD EXPONENT, LBPU|LBPWS|LBPWS10|LBPRZ|ANC_SUP|DP,
+PROVISIONING TYPE, reserved."""
+PROVISIONING_THIN = 0x2
+PROVISIONING_FULL = 0x0
+LBPRZ = 0x04
+
+
+def vpd_logical_block_provisioning(ctx: Ctx) -> bytes:
+    """B2h: no unmap commands yet (LBPU/LBPWS 0); a thin LU says so and reads unwritten blocks as zero."""
+    thin = ctx.need_lu().config.thin
+    return _vpd(0xB2, LOGICAL_BLOCK_PROVISIONING.pack(0, LBPRZ if thin else 0,
+                                                      PROVISIONING_THIN if thin else PROVISIONING_FULL, 0))
+
+
+PageBuilder = Callable[[Ctx], bytes]
+
+VPD_PAGES: dict[int, PageBuilder] = {
+    0x00: vpd_supported_pages,
     0x80: vpd_unit_serial,
     0x83: vpd_device_identification,
+    0x86: vpd_extended_inquiry,
     0xB0: vpd_block_limits,
-    0xB1: vpd_block_characteristics,
+    0xB1: vpd_block_device_characteristics,
+    0xB2: vpd_logical_block_provisioning,
 }
 """VPD page code → builder."""
 
 
 async def inquiry(ctx: Ctx) -> ScsiResult:
-    cdb = ctx.cdb
-    if cdb[1] & 0x02:
-        raise invalid_field(1, 1)  # CmdDt is obsolete
-    if cdb[1] & 0xFC:
-        raise invalid_field(1)
-    alloc = allocation_length(cdb)
-    if not cdb[1] & 0x01:
-        if cdb[2]:
-            raise invalid_field(2)
-        return data_in(standard_inquiry(ctx), alloc)
-    builder = VPD_PAGES.get(cdb[2])
+    """INQUIRY (SPC-4 §6.4): standard data or one VPD page."""
+    cdb = InquiryCdb.parse(ctx.cdb)
+    if not cdb.evpd:
+        return data_in(standard_inquiry(ctx), cdb.allocation_length)
+    builder = VPD_PAGES.get(cdb.page_code)
     if builder is None or ctx.lu is None:
         raise invalid_field(2)
-    return data_in(builder(ctx), alloc)
+    return data_in(builder(ctx), cdb.allocation_length)
 
 
-# --- REPORT LUNS (SPC-4 §6.33) ---------------------------------------------------------------
+# --- REPORT LUNS (SPC-4 §6.33) ----------------------------------------------------------------------
+
+REPORT_LUNS_HEADER = struct.Struct(">I4x")
+"""LUN LIST LENGTH, reserved (SPC-4 table 250)."""
 
 
 async def report_luns(ctx: Ctx) -> ScsiResult:
-    cdb = ctx.cdb
-    select = cdb[2]
-    alloc = allocation_length(cdb)
-    if select not in (0x00, 0x01, 0x02):
-        raise invalid_field(2)
-    if alloc < 16:
-        raise invalid_field(6)
-    luns = [] if select == 0x01 else sorted(ctx.server.luns)  # 01h: well-known LUs only; we have none
+    """REPORT LUNS: every LU of the target, 8-byte LUNs via :func:`encode_lun`."""
+    cdb = ReportLunsCdb.parse(ctx.cdb)
+    # 00h and 02h: all LUs (we have no well-known LUs); 01h: well-known LUs only, i.e. none.
+    luns = [] if cdb.select_report == 0x01 else sorted(ctx.server.luns)
     body = b"".join(encode_lun(n) for n in luns)
-    return data_in(len(body).to_bytes(4, "big") + bytes(4) + body, alloc)
+    return data_in(REPORT_LUNS_HEADER.pack(len(body)) + body, cdb.allocation_length)
 
 
-# --- TEST UNIT READY / REQUEST SENSE --------------------------------------------------------------
+# --- TEST UNIT READY / REQUEST SENSE ---------------------------------------------------------------
 
 
 async def test_unit_ready(ctx: Ctx) -> ScsiResult:
+    """TEST UNIT READY (SPC-4 §6.47): the medium is always ready once the UA checks passed."""
     return ScsiResult()
 
 
 async def request_sense(ctx: Ctx) -> ScsiResult:
-    cdb = ctx.cdb
-    if cdb[1] & 0xFE:
-        raise invalid_field(1)
-    desc = bool(cdb[1] & 0x01)
+    """REQUEST SENSE (SPC-4 §6.39): pending UA (cleared), else kept sense, else NO SENSE."""
+    cdb = RequestSenseCdb.parse(ctx.cdb)
     nexus = ctx.task.nexus
+    desc = cdb.desc
     if ctx.lu is None:
-        # SPC-4 §6.39: for an unsupported LUN, report LOGICAL UNIT NOT SUPPORTED as GOOD sense data.
+        # SPC-4 §6.39.2: an incorrect LUN gets GOOD with LOGICAL UNIT NOT SUPPORTED sense data.
         sense = build_sense(SenseKey.ILLEGAL_REQUEST, Asc.LOGICAL_UNIT_NOT_SUPPORTED, descriptor=desc)
     else:
         ua = ctx.lu.take_ua(nexus)
+        kept = ctx.lu.take_sense(nexus) if ua is None else None
         if ua is not None:
             sense = build_sense(SenseKey.UNIT_ATTENTION, ua, descriptor=desc)
+        elif kept is not None:
+            sense = kept
         else:
-            ctx.lu.take_sense(nexus)
             sense = build_sense(SenseKey.NO_SENSE, Asc.NO_ADDITIONAL_SENSE, descriptor=desc)
-    return data_in(sense, allocation_length(cdb))
+    return data_in(sense, cdb.allocation_length)
 
 
-# --- MODE SENSE (SPC-4 §6.11-6.12, pages §7.5) -----------------------------------------------------
+# --- MODE SENSE (SPC-4 §6.11-6.12, pages §7.5, SBC-3 §6.4) ------------------------------------------
 
 
-def _caching_page(ctx: Ctx, pc: int) -> bytes:
+def _caching_page(ctx: Ctx, pc: PageControl) -> bytes:
+    """08h Caching (SBC-3 §6.4.5): WCE=1 — writes complete into the page cache and are made durable
+    by SYNCHRONIZE CACHE or FUA; RCD=0.  Nothing is changeable without MODE SELECT."""
     p = bytearray(20)
     p[0], p[1] = 0x08, 0x12
-    if pc != 1:
-        p[2] = 0x04  # WCE: writes are cached until SYNCHRONIZE CACHE or FUA (SBC-3 §6.4.5)
+    if pc != PageControl.CHANGEABLE:
+        p[2] = 0x04  # WCE
     return bytes(p)
 
 
-def _control_page(ctx: Ctx, pc: int) -> bytes:
+def _control_page(ctx: Ctx, pc: PageControl) -> bytes:
+    """0Ah Control (SPC-4 §7.5.8): TST 000b (one task set for all nexuses), D_SENSE from the LU,
+    QUEUE ALGORITHM MODIFIER 1 (unrestricted reordering), QErr 00b, TAS 0, busy timeout unlimited."""
     p = bytearray(12)
     p[0], p[1] = 0x0A, 0x0A
-    if pc != 1:
+    if pc != PageControl.CHANGEABLE:
         lu = ctx.need_lu()
-        p[2] = 0x04 if (lu.d_sense and pc == 0) else 0  # TST=000b (one task set), D_SENSE
-        p[3] = 0x10  # QUEUE ALGORITHM MODIFIER 1: unrestricted reordering allowed; QErr 00b
-        p[5] = 0x40  # TAS: aborted tasks of other nexuses report TASK ABORTED
-        p[8:10] = b"\xff\xff"  # BUSY TIMEOUT PERIOD: unlimited
+        p[2] = 0x04 if (lu.d_sense and pc == PageControl.CURRENT) else 0
+        p[3] = 0x10
+        p[8:10] = b"\xff\xff"
     return bytes(p)
 
 
-def _informational_exceptions_page(ctx: Ctx, pc: int) -> bytes:
+def _informational_exceptions_page(ctx: Ctx, pc: PageControl) -> bytes:
+    """1Ch Informational Exceptions Control (SPC-4 §7.5.11): DEXCPT=1, we report no failure prediction."""
     p = bytearray(12)
     p[0], p[1] = 0x1C, 0x0A
+    if pc != PageControl.CHANGEABLE:
+        p[2] = 0x08
     return bytes(p)
 
 
-MODE_PAGES = {0x08: _caching_page, 0x0A: _control_page, 0x1C: _informational_exceptions_page}
-"""Mode page code → builder (PC: 0 current, 1 changeable, 2 default)."""
+ModePageBuilder = Callable[[Ctx, PageControl], bytes]
+
+MODE_PAGES: dict[int, ModePageBuilder] = {
+    0x08: _caching_page,
+    0x0A: _control_page,
+    0x1C: _informational_exceptions_page,
+}
+"""Mode page code → builder (subpage 0 only)."""
+ALL_PAGES = 0x3F
 
 
-def _mode_pages(ctx: Ctx) -> bytes:
-    cdb = ctx.cdb
-    pc, page, sub = cdb[2] >> 6, cdb[2] & 0x3F, cdb[3]
-    if pc == 3:
-        raise ScsiError(SenseKey.ILLEGAL_REQUEST, Asc.SAVING_PARAMETERS_NOT_SUPPORTED)
-    if page == 0x3F:
-        if sub not in (0x00, 0xFF):
-            raise invalid_field(3)
-        return b"".join(build(ctx, pc) for _, build in sorted(MODE_PAGES.items()))
-    if page not in MODE_PAGES:
-        raise invalid_field(2, 5)
-    if sub not in (0x00, 0xFF):
+def mode_pages(ctx: Ctx, cdb: ModeSenseCdb) -> bytes:
+    """The mode pages a MODE SENSE asks for."""
+    if cdb.pc == PageControl.SAVED:
+        raise ScsiError(SenseKey.ILLEGAL_REQUEST, Asc.SAVING_PARAMETERS_NOT_SUPPORTED, field_pointer=2, bit=7)
+    # Subpage 00h: the page_0 format page; FFh: the page and all its subpages (we have none).
+    if cdb.subpage_code not in (0x00, 0xFF):
         raise invalid_field(3)
-    return MODE_PAGES[page](ctx, pc)
+    if cdb.page_code == ALL_PAGES:
+        return b"".join(build(ctx, cdb.pc) for _, build in sorted(MODE_PAGES.items()))
+    build = MODE_PAGES.get(cdb.page_code)
+    if build is None:
+        raise invalid_field(2, 5)
+    return build(ctx, cdb.pc)
 
 
-def _device_specific(ctx: Ctx) -> int:
+WP = 0x80
+DPOFUA = 0x10
+
+MODE_HEADER_6 = struct.Struct(">BBBB")
+"""MODE DATA LENGTH, MEDIUM TYPE, DEVICE-SPECIFIC PARAMETER, BLOCK DESCRIPTOR LENGTH (SPC-4 §7.5.5)."""
+MODE_HEADER_10 = struct.Struct(">HBBBxH")
+"""MODE DATA LENGTH, MEDIUM TYPE, DEVICE-SPECIFIC PARAMETER, LONGLBA, reserved, BLOCK DESCRIPTOR LENGTH."""
+SHORT_BLOCK_DESCRIPTOR = struct.Struct(">IxBH")
+"""NUMBER OF LOGICAL BLOCKS, reserved, LOGICAL BLOCK LENGTH (24 bits as B+H) (SBC-3 §6.4.2.2)."""
+LONG_BLOCK_DESCRIPTOR = struct.Struct(">Q4xI")
+"""NUMBER OF LOGICAL BLOCKS, reserved, LOGICAL BLOCK LENGTH (SBC-3 §6.4.2.3)."""
+
+
+def device_specific_parameter(ctx: Ctx) -> int:
+    """WP when read-only; DPOFUA: DPO and FUA are supported (SBC-3 §6.4.1)."""
+    return (WP if ctx.need_lu().config.readonly else 0) | DPOFUA
+
+
+def block_descriptor(ctx: Ctx, long_lba: bool) -> bytes:
+    """One block descriptor with the capacity and block length."""
     lu = ctx.need_lu()
-    return (0x80 if lu.config.readonly else 0) | 0x10  # WP, DPOFUA (SBC-3 §6.4.1)
+    if long_lba:
+        return LONG_BLOCK_DESCRIPTOR.pack(lu.num_blocks, lu.block_size)
+    bs = lu.block_size
+    # A capacity beyond 32 bits reads FFFFFFFFh: use MODE SENSE(10) with LLBAA (SBC-3 §6.4.2.2).
+    return SHORT_BLOCK_DESCRIPTOR.pack(min(lu.num_blocks, 0xFFFFFFFF), bs >> 16, bs & 0xFFFF)
 
 
-async def mode_sense_6(ctx: Ctx) -> ScsiResult:
-    cdb = ctx.cdb
-    lu = ctx.need_lu()
-    pages = _mode_pages(ctx)
-    bd = b""
-    if not cdb[1] & 0x08:  # DBD clear: one short block descriptor (SBC-3 §6.4.2)
-        bd = min(lu.num_blocks, 0xFFFFFFFF).to_bytes(4, "big") + b"\0" + lu.block_size.to_bytes(3, "big")
-    hdr = bytes([3 + len(bd) + len(pages), 0, _device_specific(ctx), len(bd)])
-    return data_in(hdr + bd + pages, allocation_length(cdb))
-
-
-async def mode_sense_10(ctx: Ctx) -> ScsiResult:
-    cdb = ctx.cdb
-    lu = ctx.need_lu()
-    pages = _mode_pages(ctx)
-    bd = b""
-    longlba = bool(cdb[1] & 0x10)
-    if not cdb[1] & 0x08:
-        if longlba:
-            bd = lu.num_blocks.to_bytes(8, "big") + bytes(4) + lu.block_size.to_bytes(4, "big")
-        else:
-            bd = min(lu.num_blocks, 0xFFFFFFFF).to_bytes(4, "big") + b"\0" + lu.block_size.to_bytes(3, "big")
-    hdr = struct.pack(">HBBBBH", 6 + len(bd) + len(pages), 0, _device_specific(ctx), 0x01 if bd and longlba else 0,
-                      0, len(bd))
-    return data_in(hdr + bd + pages, allocation_length(cdb))
+async def mode_sense(ctx: Ctx) -> ScsiResult:
+    """MODE SENSE(6)/(10): header, optional block descriptor, pages; cut to ALLOCATION LENGTH."""
+    cdb = ModeSenseCdb.parse(ctx.cdb)
+    pages = mode_pages(ctx, cdb)
+    long_lba = cdb.ten and cdb.llbaa
+    bd = b"" if cdb.dbd else block_descriptor(ctx, long_lba)
+    dsp = device_specific_parameter(ctx)
+    if cdb.ten:
+        # MODE DATA LENGTH excludes itself (2 bytes): 6 more header bytes.
+        hdr = MODE_HEADER_10.pack(6 + len(bd) + len(pages), 0, dsp, 0x01 if bd and long_lba else 0, len(bd))
+    else:
+        hdr = MODE_HEADER_6.pack(3 + len(bd) + len(pages), 0, dsp, len(bd))
+    return data_in(hdr + bd + pages, cdb.allocation_length)
