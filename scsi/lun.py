@@ -5,8 +5,15 @@ NOT_SUPPORTED = -1
 """A LUN we cannot address: the device server answers LOGICAL UNIT NOT SUPPORTED."""
 
 
-def decode_lun(field: bytes) -> int:
-    """LUN number from the 8-byte field; :data:`NOT_SUPPORTED` for other methods or levels."""
+def decode_lun(field: bytes | bytearray | memoryview) -> int:
+    """LUN number from the 8-byte field; :data:`NOT_SUPPORTED` for other methods or levels.
+
+    Peripheral device addressing (method 00b) with BUS IDENTIFIER 0, and flat
+    space addressing (01b), single level (the next six bytes zero): SAM-5 §4.7.
+    Logical unit addressing (10b), extended addressing (11b) and multi-level
+    LUNs are not served: the device server answers LOGICAL UNIT NOT SUPPORTED.
+    ``ValueError`` only when the field is not 8 bytes.
+    """
     if len(field) != 8:
         raise ValueError("a LUN field is 8 bytes")
     if any(field[2:]):
@@ -21,7 +28,9 @@ def decode_lun(field: bytes) -> int:
 
 def encode_lun(lun: int) -> bytes:
     """Peripheral addressing below 256, flat space addressing up to 16383 (as Linux expects)."""
-    if 0 <= lun < 256:
+    if lun < 0:
+        raise ValueError(f"LUN {lun} is negative")
+    if lun < 256:
         return bytes([0, lun]) + bytes(6)
     if lun < 16384:
         return bytes([0x40 | (lun >> 8), lun & 0xFF]) + bytes(6)
