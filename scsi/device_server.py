@@ -52,12 +52,14 @@ class CommandSpec:
     keeps_ua: bool = False
     """Neither reports nor clears a pending unit attention (SAM-5 §5.14)."""
     data_out: bool = False
-    """Takes Data-Out (write-type): a VolumeError is a WRITE ERROR, residuals count against Data-Out."""
+    """Takes Data-Out (write-type): residuals count against the Data-Out length."""
     writes: bool = False
     """Changes the medium (read-only LUs, and later replication ordering)."""
     conflicts_with_reservation: bool = True
     """Fails with RESERVATION CONFLICT for a nexus another holds a reservation against (SPC-4 §5.9.1,
     table 53); used once PERSISTENT RESERVE exists."""
+    medium_error: Asc = Asc.UNRECOVERED_READ_ERROR
+    """ASC/ASCQ of the MEDIUM ERROR a VolumeError becomes: WRITE ERROR for commands that store data."""
     allowed_without_medium: bool = False
     """Runs while the medium is absent (after START STOP UNIT eject on a removable LU, once that
     exists; until then every LU always has its medium)."""
@@ -82,12 +84,18 @@ COMMANDS: dict[int, CommandSpec] = {
     Opcode.READ_10: CommandSpec("READ(10)", sbc.read),
     Opcode.READ_12: CommandSpec("READ(12)", sbc.read),
     Opcode.READ_16: CommandSpec("READ(16)", sbc.read),
-    Opcode.WRITE_6: CommandSpec("WRITE(6)", sbc.write, data_out=True, writes=True),
-    Opcode.WRITE_10: CommandSpec("WRITE(10)", sbc.write, data_out=True, writes=True),
-    Opcode.WRITE_12: CommandSpec("WRITE(12)", sbc.write, data_out=True, writes=True),
-    Opcode.WRITE_16: CommandSpec("WRITE(16)", sbc.write, data_out=True, writes=True),
-    Opcode.SYNCHRONIZE_CACHE_10: CommandSpec("SYNCHRONIZE CACHE(10)", sbc.synchronize_cache),
-    Opcode.SYNCHRONIZE_CACHE_16: CommandSpec("SYNCHRONIZE CACHE(16)", sbc.synchronize_cache),
+    Opcode.WRITE_6: CommandSpec("WRITE(6)", sbc.write, data_out=True, writes=True,
+                                 medium_error=Asc.WRITE_ERROR),
+    Opcode.WRITE_10: CommandSpec("WRITE(10)", sbc.write, data_out=True, writes=True,
+                                 medium_error=Asc.WRITE_ERROR),
+    Opcode.WRITE_12: CommandSpec("WRITE(12)", sbc.write, data_out=True, writes=True,
+                                 medium_error=Asc.WRITE_ERROR),
+    Opcode.WRITE_16: CommandSpec("WRITE(16)", sbc.write, data_out=True, writes=True,
+                                 medium_error=Asc.WRITE_ERROR),
+    Opcode.SYNCHRONIZE_CACHE_10: CommandSpec("SYNCHRONIZE CACHE(10)", sbc.synchronize_cache,
+                                               medium_error=Asc.WRITE_ERROR),
+    Opcode.SYNCHRONIZE_CACHE_16: CommandSpec("SYNCHRONIZE CACHE(16)", sbc.synchronize_cache,
+                                               medium_error=Asc.WRITE_ERROR),
 }
 """Opcode → command: the device server's dispatch table.  Later commands are new rows."""
 
@@ -194,9 +202,8 @@ class DeviceServer:
         except ScsiError as exc:
             return ScsiResult(status=ScsiStatus.CHECK_CONDITION, sense=exc.sense(descriptor))
         except VolumeError as exc:
-            writes = spec is not None and spec.data_out
             self.log.error("volume_error", lun=task.lun, cdb=cdb[:16].hex(), error=str(exc))
-            asc = Asc.WRITE_ERROR if writes else Asc.UNRECOVERED_READ_ERROR
+            asc = spec.medium_error if spec is not None else Asc.UNRECOVERED_READ_ERROR
             return ScsiResult(status=ScsiStatus.CHECK_CONDITION,
                               sense=build_sense(SenseKey.MEDIUM_ERROR, asc, descriptor=descriptor),
-                              transfer_length=None, data_out_direction=writes)
+                              data_out_direction=spec is not None and spec.data_out)
