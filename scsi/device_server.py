@@ -93,9 +93,9 @@ COMMANDS: dict[int, CommandSpec] = {
     Opcode.WRITE_16: CommandSpec("WRITE(16)", sbc.write, data_out=True, writes=True,
                                  medium_error=Asc.WRITE_ERROR),
     Opcode.SYNCHRONIZE_CACHE_10: CommandSpec("SYNCHRONIZE CACHE(10)", sbc.synchronize_cache,
-                                               medium_error=Asc.WRITE_ERROR),
+                                             medium_error=Asc.WRITE_ERROR),
     Opcode.SYNCHRONIZE_CACHE_16: CommandSpec("SYNCHRONIZE CACHE(16)", sbc.synchronize_cache,
-                                               medium_error=Asc.WRITE_ERROR),
+                                             medium_error=Asc.WRITE_ERROR),
 }
 """Opcode → command: the device server's dispatch table.  Later commands are new rows."""
 
