@@ -144,11 +144,12 @@ class DeviceServer:
             lu.nexus_removed(nexus)
 
     def lun_reset(self, lun: int, nexus: Nexus) -> bool:
-        """LOGICAL UNIT RESET (SAM-5 §7.8): False when there is no such LU.
+        """LOGICAL UNIT RESET task management function (SAM-5 clause 7): False when there is no such LU.
 
-        The reset establishes a unit attention with 29h/03h BUS DEVICE RESET
-        FUNCTION OCCURRED for every I_T nexus known to the LU, the issuer's
-        included (SAM-5 §6.3.3: "for all I_T nexuses"), replacing older UAs.
+        The logical unit reset (SAM-5 §6.3, "logical unit reset") establishes a
+        unit attention with 29h/03h BUS DEVICE RESET FUNCTION OCCURRED for every
+        I_T nexus known to the LU, the issuer's included, replacing older UAs
+        (the reset clears the conditions they reported).
         """
         lu = self._luns.get(lun)
         if lu is None:

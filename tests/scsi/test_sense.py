@@ -10,11 +10,12 @@ from sanlab.scsi.sense import (Asc, FieldPointer, ScsiError, SenseKey, build_sen
 
 
 def test_asc_values_and_aliases() -> None:
-    assert Asc.LBA_OUT_OF_RANGE == 0x2100
-    assert Asc.INVALID_FIELD_IN_CDB == 0x2400
-    assert Asc.POWER_ON_RESET_OCCURRED is Asc.POWER_ON_RESET_OR_BUS_DEVICE_RESET_OCCURRED
-    assert Asc.BUS_DEVICE_RESET_FUNCTION_OCCURRED == 0x2903
-    assert SenseKey.MISCOMPARE == 0xE and SenseKey.VOLUME_OVERFLOW == 0xD
+    assert int(Asc.LBA_OUT_OF_RANGE) == 0x2100
+    assert int(Asc.INVALID_FIELD_IN_CDB) == 0x2400
+    assert Asc(0x2900).name == "POWER_ON_RESET_OCCURRED"
+    assert Asc["POWER_ON_RESET_OR_BUS_DEVICE_RESET_OCCURRED"] == Asc(0x2900)  # SPC-3 name kept as an alias
+    assert int(Asc.BUS_DEVICE_RESET_FUNCTION_OCCURRED) == 0x2903
+    assert int(SenseKey.MISCOMPARE) == 0xE and int(SenseKey.VOLUME_OVERFLOW) == 0xD
 
 
 def test_fixed_format_exact_bytes() -> None:
