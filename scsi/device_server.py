@@ -100,6 +100,25 @@ COMMANDS: dict[int, CommandSpec] = {
 """Opcode → command: the device server's dispatch table.  Later commands are new rows."""
 
 
+def register(table: dict[int, CommandSpec]) -> None:
+    """Add a command family's rows to :data:`COMMANDS` (one call per module, at import).
+
+    Opcodes that dispatch on a SERVICE ACTION merge their service-action tables,
+    so e.g. READ CAPACITY(16) and GET LBA STATUS can live in different modules.
+    """
+    for opcode, spec in table.items():
+        have = COMMANDS.get(opcode)
+        if have is None:
+            COMMANDS[opcode] = spec
+        elif have.handler is None and spec.handler is None:
+            clash = set(have.service_actions) & set(spec.service_actions)
+            if clash:
+                raise ValueError(f"opcode {opcode:02x}: service actions {sorted(clash)} registered twice")
+            have.service_actions.update(spec.service_actions)
+        else:
+            raise ValueError(f"opcode {opcode:02x} registered twice")
+
+
 def lookup(cdb: bytes) -> CommandSpec:
     """The table row for ``cdb``, resolving service actions (SPC-4 §4.2.5.3)."""
     spec = COMMANDS.get(cdb[0])
