@@ -685,3 +685,36 @@ class RaidVolume:
 
     async def close(self) -> None:
         await self.group.close()
+
+
+def open_group(name: str, level: int, drive_paths: list[str], drive_size: int, stripe_size: int,
+               meta_dir: str) -> RaidGroup:
+    """Open (or, the first time, create) a named RAID group whose description lives in ``meta_dir``.
+
+    The first start creates the drive files and writes ``raid-<name>.json``.  Later
+    starts open the drives without creating them: a drive file that has gone
+    missing is a failed member (the group runs degraded), never a blank one.
+    """
+    import json
+    meta_path = os.path.join(meta_dir, f"raid-{name}.json")
+    want = {"name": name, "level": int(level), "drives": list(drive_paths), "drive_size": drive_size,
+            "stripe_size": stripe_size}
+    exists = os.path.exists(meta_path)
+    if exists:
+        with open(meta_path) as f:
+            have = json.load(f)
+        if have != want:
+            raise VolumeError(f"RAID group {name}: the configuration differs from {meta_path} "
+                              f"(on disk {have}, configured {want})")
+    for p in drive_paths:
+        os.makedirs(os.path.dirname(p) or ".", exist_ok=True)
+    drives = [Drive(p, drive_size, create=not exists) for p in drive_paths]
+    group = RaidGroup(level, drives, stripe_size, os.path.join(meta_dir, f"raid-{name}.bitmap"))
+    if not exists:
+        tmp = meta_path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(want, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, meta_path)
+    return group

@@ -13,11 +13,12 @@ import structlog
 
 from sanlab.scsi.device_server import DeviceServer
 from sanlab.scsi.lu import LogicalUnit, LuConfig
-from sanlab.storage.volume import FileVolume
+from sanlab.storage.raid import RaidGroup, RaidVolume, open_group
+from sanlab.storage.volume import FileVolume, Volume, VolumeError
 from sanlab.target.chap import ChapCredentials
 from sanlab.target.login import TargetAuth
 from sanlab.target.server import IscsiServer, ServerSettings, Target
-from sanlab.tools.config import ArrayConfig, ConfigError, TargetConfig, load_config, parse_portal
+from sanlab.tools.config import LunConfig, ArrayConfig, ConfigError, TargetConfig, load_config, parse_portal
 from sanlab.tools.logging import setup_logging
 
 log = structlog.get_logger("sanlab.tools.cli")
@@ -48,18 +49,42 @@ def _incoming(tc: TargetConfig) -> Callable[[str, str], bytes | None] | None:
     return lookup
 
 
-def build_server(cfg: ArrayConfig) -> IscsiServer:
+def open_raid_groups(cfg: ArrayConfig) -> dict[str, RaidGroup]:
+    """Open (create on first start) every configured RAID group."""
+    cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    groups = {}
+    for rg in cfg.raid_groups:
+        groups[rg.name] = open_group(rg.name, rg.level, [str(p) for p in rg.drives], rg.drive_size,
+                                     rg.stripe_size, str(cfg.data_dir))
+        log.info("raid_group_ready", name=rg.name, level=rg.level, drives=len(rg.drives),
+                 capacity=groups[rg.name].capacity, degraded=groups[rg.name].degraded)
+    return groups
+
+
+def _lun_volume(lc: LunConfig, groups: dict[str, RaidGroup]) -> Volume:
+    if lc.raid_group is not None:
+        vol = RaidVolume(groups[lc.raid_group], lc.block_size)
+        if lc.size and lc.size // lc.block_size > vol.num_blocks:
+            raise ValueError(f"LUN {lc.lun}: {lc.size} bytes do not fit RAID group {lc.raid_group}")
+        return vol
+    lc.file.parent.mkdir(parents=True, exist_ok=True)
+    return FileVolume(str(lc.file), lc.size, lc.block_size, readonly=lc.readonly)
+
+
+def build_server(cfg: ArrayConfig, groups: dict[str, RaidGroup] | None = None) -> IscsiServer:
     """Wire volumes, logical units, device servers and the iSCSI front end from a config."""
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    if groups is None:
+        groups = open_raid_groups(cfg)
     targets = []
     for tc in cfg.targets:
         luns: dict[int, LogicalUnit] = {}
         for lc in tc.luns:
-            lc.file.parent.mkdir(parents=True, exist_ok=True)
-            vol = FileVolume(str(lc.file), lc.size, lc.block_size, readonly=lc.readonly)
+            vol = _lun_volume(lc, groups)
             lu_cfg = LuConfig.for_lun(tc.name, lc.lun, readonly=lc.readonly, thin=lc.thin, removable=lc.removable)
             luns[lc.lun] = LogicalUnit(vol, lu_cfg)
-            log.info("lun_ready", target=tc.name, lun=lc.lun, file=str(lc.file), size=lc.size,
+            log.info("lun_ready", target=tc.name, lun=lc.lun, raid_group=lc.raid_group,
+                     file=None if lc.raid_group else str(lc.file), size=vol.num_blocks * vol.block_size,
                      block_size=lc.block_size)
         auth = TargetAuth(
             name=tc.name, alias=tc.alias,
@@ -75,7 +100,12 @@ def build_server(cfg: ArrayConfig) -> IscsiServer:
 
 
 async def _serve(cfg: ArrayConfig) -> int:
-    server = build_server(cfg)
+    groups = open_raid_groups(cfg)
+    for name, g in groups.items():
+        fixed = await g.recover()  # parity of regions a crash left dirty (write-intent bitmap)
+        if fixed:
+            log.warning("raid_parity_resynced", group=name, stripes=fixed)
+    server = build_server(cfg, groups)
     try:
         await server.start()
     except OSError as exc:
@@ -113,7 +143,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         runner = asyncio.run
     try:
         return runner(_serve(cfg))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, VolumeError) as exc:
         print(f"sanlab: {exc}", file=sys.stderr)
         return 1
 

@@ -81,6 +81,19 @@ class LunConfig:
     readonly: bool = False
     thin: bool = True
     removable: bool = False
+    raid_group: str | None = None
+    """Serve this RAID group (by name) instead of a file; ``size`` 0 means the whole group."""
+
+
+@dataclass(slots=True)
+class RaidGroupConfig:
+    """A RAID group built from drive files (created when missing on first start)."""
+
+    name: str
+    level: int
+    drives: list[Path]
+    drive_size: int
+    stripe_size: int = 64 * 1024
 
 
 @dataclass(slots=True)
@@ -115,6 +128,7 @@ class ArrayConfig:
     server: ServerConfig
     targets: list[TargetConfig]
     source: str = "<default>"
+    raid_groups: list[RaidGroupConfig] = field(default_factory=list)
 
 
 def parse_size(value: object, source: str, key: str) -> int:
@@ -226,20 +240,58 @@ def _lun(data: object, source: str, path: str, data_dir: Path, target: str) -> L
     lun = t.get("lun", int, required=True)
     if not 0 <= lun <= 16383:
         raise ConfigError(source, f"{path}.lun", "LUN must be 0..16383")
-    size = parse_size(t.raw("size") if "size" in t.data else "1GiB", source, f"{path}.size")
+    raid_group = t.get("raid_group", str, None)
+    if raid_group is not None and "size" not in t.data:
+        size = 0  # the whole group, known once it is built
+    else:
+        size = parse_size(t.raw("size") if "size" in t.data else "1GiB", source, f"{path}.size")
     bs = t.get("block_size", int, 512)
     if bs not in (512, 4096):
         raise ConfigError(source, f"{path}.block_size", "must be 512 or 4096")
     if size % bs:
         raise ConfigError(source, f"{path}.size", f"{size} is not a multiple of the block size {bs}")
+    if raid_group is not None and "file" in t.data:
+        raise ConfigError(source, f"{path}.file", "a LUN is either a file or a raid_group, not both")
     default_file = f"{target.split(':')[-1]}-lun{lun}.img"
     file = Path(t.get("file", str, default_file))
     if not file.is_absolute():
         file = data_dir / file
     cfg = LunConfig(lun=lun, size=size, file=file, block_size=bs, readonly=t.get("readonly", bool, False),
-                    thin=t.get("thin", bool, True), removable=t.get("removable", bool, False))
+                    thin=t.get("thin", bool, True), removable=t.get("removable", bool, False),
+                    raid_group=raid_group)
     t.finish()
     return cfg
+
+
+_RAID_LEVELS = {0: 1, 1: 2, 5: 3, 6: 4, 10: 4}
+
+
+def _raid_group(data: object, source: str, path: str, data_dir: Path) -> RaidGroupConfig:
+    t = _Table(data, source, path)
+    name = t.get("name", str, required=True)
+    level = t.get("level", int, required=True)
+    if level not in _RAID_LEVELS:
+        raise ConfigError(source, f"{path}.level", "must be 0, 1, 5, 6 or 10")
+    drives = t.get("drives", list, required=True)
+    if len(drives) < _RAID_LEVELS[level] or (level == 10 and len(drives) % 2):
+        raise ConfigError(source, f"{path}.drives",
+                          f"RAID {level} needs at least {_RAID_LEVELS[level]} drives" + (" (an even number)"
+                                                                                         if level == 10 else ""))
+    paths = []
+    for i, d in enumerate(drives):
+        if not isinstance(d, str):
+            raise ConfigError(source, f"{path}.drives[{i}]", "a drive is a file path")
+        p = Path(d)
+        paths.append(p if p.is_absolute() else data_dir / p)
+    if len(set(paths)) != len(paths):
+        raise ConfigError(source, f"{path}.drives", "a drive appears twice")
+    drive_size = parse_size(t.raw("drive_size") if "drive_size" in t.data else "256MiB", source,
+                            f"{path}.drive_size")
+    stripe = parse_size(t.raw("stripe_size") if "stripe_size" in t.data else "64KiB", source, f"{path}.stripe_size")
+    if stripe % 512 or stripe > drive_size:
+        raise ConfigError(source, f"{path}.stripe_size", "must be a multiple of 512 and fit on a drive")
+    t.finish()
+    return RaidGroupConfig(name, level, paths, drive_size, stripe)
 
 
 def load_config(path: str | Path | None, data_dir: str | Path | None = None) -> ArrayConfig:
@@ -319,10 +371,21 @@ def parse_config(doc: dict[str, Any], source: str = "<config>", data_dir: str | 
             tc.luns.append(lc)
         t.finish()
         targets.append(tc)
+    groups: list[RaidGroupConfig] = []
+    for i, rg in enumerate(top.get("raid_groups", list, [])):
+        g = _raid_group(rg, source, f"raid_groups[{i}]", ddir)
+        if any(x.name == g.name for x in groups):
+            raise ConfigError(source, f"raid_groups[{i}].name", f"duplicate RAID group {g.name}")
+        groups.append(g)
+    names_rg = {g.name for g in groups}
+    for i, tc in enumerate(targets):
+        for j, lc in enumerate(tc.luns):
+            if lc.raid_group is not None and lc.raid_group not in names_rg:
+                raise ConfigError(source, f"targets[{i}].luns[{j}].raid_group", f"no RAID group {lc.raid_group}")
     top.finish()
     if not targets:
         raise ConfigError(source, "targets", "at least one [[targets]] table")
-    return ArrayConfig(data_dir=ddir, server=server, targets=targets, source=source)
+    return ArrayConfig(data_dir=ddir, server=server, targets=targets, source=source, raid_groups=groups)
 
 
 def default_config(data_dir: Path) -> ArrayConfig:

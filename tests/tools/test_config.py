@@ -97,3 +97,40 @@ def test_missing_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize("text,n", [("1GiB", 1 << 30), ("512M", 512 << 20), ("4096", 4096), (10, 10), ("2T", 2 << 40)])
 def test_parse_size(text: object, n: int) -> None:
     assert parse_size(text, "s", "k") == n
+
+
+def test_raid_group_config(tmp_path: Path) -> None:
+    cfg = _load(tmp_path, """
+data_dir = "dd"
+[[raid_groups]]
+name = "rg0"
+level = 6
+drives = ["a.img", "b.img", "c.img", "/abs/d.img"]
+drive_size = "32MiB"
+[[targets]]
+name = "iqn.2026-11.org.sanlab:t1"
+[[targets.luns]]
+lun = 0
+raid_group = "rg0"
+""")
+    (rg,) = cfg.raid_groups  # type: ignore[attr-defined]
+    assert (rg.level, rg.drive_size, rg.stripe_size) == (6, 32 << 20, 64 << 10)
+    assert rg.drives[0] == Path("dd") / "a.img" and rg.drives[3] == Path("/abs/d.img")
+    assert cfg.targets[0].luns[0].raid_group == "rg0" and cfg.targets[0].luns[0].size == 0  # type: ignore
+
+
+@pytest.mark.parametrize("text,key", [
+    ("[[raid_groups]]\nname='r'\nlevel=5\ndrives=['a','b']\n", "raid_groups[0].drives"),
+    ("[[raid_groups]]\nname='r'\nlevel=4\ndrives=['a','b','c']\n", "raid_groups[0].level"),
+    ("[[raid_groups]]\nname='r'\nlevel=10\ndrives=['a','b','c','d','e']\n", "raid_groups[0].drives"),
+])
+def test_raid_group_errors(tmp_path: Path, text: str, key: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        _load(tmp_path, text + "[[targets]]\nname='iqn.2026-11.x:a'\n")
+    assert exc.value.key == key
+
+
+def test_lun_on_unknown_group(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as exc:
+        _load(tmp_path, "[[targets]]\nname='iqn.2026-11.x:a'\n[[targets.luns]]\nlun=0\nraid_group='nope'\n")
+    assert exc.value.key == "targets[0].luns[0].raid_group"
