@@ -1,0 +1,180 @@
+"""Virtual volumes and their mapping tables (seed 002, FIG. 4-5; 7th-9th embodiments).
+
+* **V/R table** (T1, FIG. 4(a)): per virtual volume number #V, the real volume,
+  the start address allocated in it, the size, and the *multiple
+  virtualization* flag — set when more than one virtual volume is allocated
+  on overlapping addresses of the same real volume.
+* **LU/V table** (T2, FIG. 4(b)): per LU, the virtual volume, the start
+  address in it and the size — an LU may expose a part of a virtual volume.
+
+Addresses here are logical blocks of the real volume.  :meth:`MappingTables.lu_volume`
+turns an LU row into a :class:`~sanlab.storage.volume.Volume` whose block
+addresses are converted through both tables (the conversions of FIG. 5:
+LU# → V#, then V address → real address).  A real volume can itself be the
+volume of another LU, which stacks one virtual volume on another.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sanlab.storage.volume import Volume, VolumeError
+
+
+@dataclass(frozen=True, slots=True)
+class VRRow:
+    """V/R table row: virtual volume #V is ``size`` blocks of ``real`` starting at ``real_start``."""
+
+    vvol: int
+    real: str
+    real_start: int
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class LuVRow:
+    """LU/V table row: the LU shows ``size`` blocks of virtual volume ``vvol`` from ``vstart``."""
+
+    lu: str
+    vvol: int
+    vstart: int
+    size: int
+
+
+class WindowVolume:
+    """``size`` blocks of ``base`` starting at block ``start`` (one address conversion)."""
+
+    def __init__(self, base: Volume, start: int, size: int) -> None:
+        if start < 0 or size <= 0 or start + size > base.num_blocks:
+            raise VolumeError(f"window {start}+{size} outside a volume of {base.num_blocks} blocks")
+        self.base = base
+        self.start = start
+        self._size = size
+
+    @property
+    def block_size(self) -> int:
+        return self.base.block_size
+
+    @property
+    def num_blocks(self) -> int:
+        return self._size
+
+    def _check(self, lba: int, n: int) -> None:
+        if lba < 0 or n < 0 or lba + n > self._size:
+            raise VolumeError(f"range {lba}+{n} outside volume of {self._size} blocks")
+
+    async def read(self, lba: int, nblocks: int) -> bytes:
+        self._check(lba, nblocks)
+        return await self.base.read(self.start + lba, nblocks)
+
+    async def write(self, lba: int, data: bytes | bytearray | memoryview, fua: bool = False) -> None:
+        if len(data) % self.block_size:
+            raise VolumeError(f"write of {len(data)} bytes is not whole blocks")
+        self._check(lba, len(data) // self.block_size)
+        await self.base.write(self.start + lba, data, fua)
+
+    async def flush(self) -> None:
+        await self.base.flush()
+
+    async def close(self) -> None:
+        # The base volume is shared (other virtual volumes map it): flush, never close it here.
+        await self.base.flush()
+
+
+class MappingTables:
+    """The V/R and LU/V tables with their consistency rules."""
+
+    def __init__(self) -> None:
+        self.real: dict[str, Volume] = {}
+        self.vr: dict[int, VRRow] = {}
+        self.luv: dict[str, LuVRow] = {}
+
+    # --- real volumes ------------------------------------------------------------------
+
+    def add_real(self, name: str, volume: Volume) -> None:
+        if name in self.real:
+            raise ValueError(f"real volume {name} already exists")
+        self.real[name] = volume
+
+    # --- V/R (T1) --------------------------------------------------------------------------
+
+    def map_virtual(self, row: VRRow) -> None:
+        """Allocate virtual volume #V on a range of a real volume (or of another LU: stacking)."""
+        if row.vvol in self.vr:
+            raise ValueError(f"virtual volume #{row.vvol} already mapped")
+        base = self._real_or_lu(row.real)
+        if row.real_start < 0 or row.size <= 0 or row.real_start + row.size > base.num_blocks:
+            raise ValueError(f"#{row.vvol}: {row.real_start}+{row.size} outside {row.real} "
+                             f"({base.num_blocks} blocks)")
+        if row.real in self.luv and self._depends_on(row.real, row.vvol):
+            raise ValueError(f"#{row.vvol} on {row.real} would map a volume onto itself")
+        self.vr[row.vvol] = row
+
+    def unmap_virtual(self, vvol: int) -> None:
+        users = [r.lu for r in self.luv.values() if r.vvol == vvol]
+        if users:
+            raise ValueError(f"virtual volume #{vvol} is used by LU {', '.join(users)}")
+        self.vr.pop(vvol)
+
+    def multiple_virtualization(self, vvol: int) -> bool:
+        """True when another virtual volume is allocated on overlapping blocks of the same real volume."""
+        me = self.vr[vvol]
+        return any(o.vvol != vvol and o.real == me.real and o.real_start < me.real_start + me.size
+                   and me.real_start < o.real_start + o.size for o in self.vr.values())
+
+    # --- LU/V (T2) --------------------------------------------------------------------------
+
+    def map_lu(self, row: LuVRow) -> None:
+        if row.lu in self.luv or row.lu in self.real:
+            raise ValueError(f"LU {row.lu} already exists")
+        v = self.vr.get(row.vvol)
+        if v is None:
+            raise ValueError(f"no virtual volume #{row.vvol}")
+        if row.vstart < 0 or row.size <= 0 or row.vstart + row.size > v.size:
+            raise ValueError(f"LU {row.lu}: {row.vstart}+{row.size} outside #{row.vvol} ({v.size} blocks)")
+        self.luv[row.lu] = row
+
+    def unmap_lu(self, lu: str) -> None:
+        users = [v.vvol for v in self.vr.values() if v.real == lu]
+        if users:
+            raise ValueError(f"LU {lu} carries virtual volumes {users}")
+        self.luv.pop(lu)
+
+    # --- conversion --------------------------------------------------------------------------
+
+    def _real_or_lu(self, name: str) -> Volume:
+        if name in self.real:
+            return self.real[name]
+        if name in self.luv:
+            return self.lu_volume(name)
+        raise ValueError(f"no real volume or LU {name}")
+
+    def _depends_on(self, lu: str, vvol: int) -> bool:
+        seen = set()
+        name = lu
+        while name in self.luv and name not in seen:
+            seen.add(name)
+            v = self.luv[name].vvol
+            if v == vvol:
+                return True
+            name = self.vr[v].real
+        return False
+
+    def virtual_volume(self, vvol: int) -> Volume:
+        row = self.vr[vvol]
+        return WindowVolume(self._real_or_lu(row.real), row.real_start, row.size)
+
+    def lu_volume(self, lu: str) -> Volume:
+        """The LU as a volume: LU block → virtual block (T2) → real block (T1)."""
+        row = self.luv[lu]
+        return WindowVolume(self.virtual_volume(row.vvol), row.vstart, row.size)
+
+    def resolve(self, lu: str, lba: int) -> tuple[str, int]:
+        """(real volume name, block) that LU block ``lba`` lands on, following stacked LUs."""
+        name, block = lu, lba
+        while name in self.luv:
+            r = self.luv[name]
+            if not 0 <= block < r.size:
+                raise VolumeError(f"block {block} outside LU {name}")
+            v = self.vr[r.vvol]
+            name, block = v.real, v.real_start + r.vstart + block
+        return name, block
