@@ -4,17 +4,53 @@ Every backing store — a plain file, a RAID group, a virtual volume, an externa
 LUN on a peer array, a replication wrapper — implements this protocol, so the
 SCSI device server never knows which one it talks to.  A write is complete (and
 may be acknowledged to the host) only when :meth:`Volume.write` returns.
+
+Besides READ/WRITE the protocol carries the block-level operations of logical
+block provisioning and atomic read-modify-write (SBC-3 §4.7, §5.2):
+:meth:`~Volume.unmap`, :meth:`~Volume.write_same`, :meth:`~Volume.get_lba_status`
+and :meth:`~Volume.compare_and_write`.  A store that cannot do them natively
+inherits :class:`EmulatedBlockOps`, which builds them on ``read``/``write``.
+
+Atomicity (COMPARE AND WRITE, SBC-3 §5.2): every volume serialises operations on
+*overlapping* block ranges with a :class:`RangeLock` — writes, WRITE SAME, UNMAP
+and COMPARE AND WRITE take their range exclusively, reads take it shared — so a
+compare-and-write's read, compare and write happen with no other write to the
+same blocks in between, and no read sees half of it.  Operations on disjoint
+ranges never wait for each other.
 """
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
+import errno
 import os
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Protocol, runtime_checkable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Callable, Protocol, runtime_checkable
+
+import structlog
+
+log = structlog.get_logger("sanlab.storage")
 
 
 class VolumeError(Exception):
     """An I/O failure of the backing store (becomes MEDIUM ERROR / HARDWARE ERROR)."""
+
+
+class ProvisioningStatus(IntEnum):
+    """PROVISIONING STATUS of an LBA status descriptor (SBC-3 §5.13.2, table 44)."""
+
+    MAPPED = 0
+    DEALLOCATED = 1
+    ANCHORED = 2
+
+
+LbaExtent = tuple[int, int, int]
+"""(first LBA, number of blocks, :class:`ProvisioningStatus`) — one GET LBA STATUS extent."""
 
 
 @runtime_checkable
@@ -31,12 +67,49 @@ class Volume(Protocol):
         """Capacity in logical blocks."""
         ...
 
+    @property
+    def thin(self) -> bool:
+        """Blocks can be deallocated (thin provisioned, SBC-3 §4.7.3): :meth:`unmap` frees space and
+        :meth:`get_lba_status` can report deallocated extents.  False: fully provisioned."""
+        ...
+
+    @property
+    def lbprz(self) -> bool:
+        """Deallocated (and unmapped) blocks read as zeros (LBPRZ, SBC-3 §5.16.2)."""
+        ...
+
     async def read(self, lba: int, nblocks: int) -> bytes:
         """Return ``nblocks`` blocks starting at ``lba``."""
         ...
 
     async def write(self, lba: int, data: bytes | bytearray | memoryview, fua: bool = False) -> None:
         """Write whole blocks at ``lba``; with ``fua`` the data is durable on return."""
+        ...
+
+    async def unmap(self, lba: int, nblocks: int) -> None:
+        """Unmap ``nblocks`` blocks at ``lba`` (SBC-3 §4.7.3.4): a thin volume deallocates what it
+        can; afterwards the blocks read as zeros when :attr:`lbprz`, whatever was deallocated."""
+        ...
+
+    async def write_same(self, lba: int, nblocks: int, block: bytes | bytearray | memoryview, *,
+                         unmap: bool = False, fua: bool = False) -> None:
+        """Write the one block ``block`` to each of ``nblocks`` blocks at ``lba`` (SBC-3 §5.42).
+
+        With ``unmap`` the volume may deallocate the blocks instead when reading them back would
+        still return ``block`` (a thin volume with :attr:`lbprz` and an all-zero block)."""
+        ...
+
+    async def get_lba_status(self, lba: int, max_ranges: int) -> list[LbaExtent]:
+        """Up to ``max_ranges`` extents from ``lba`` on, in order, with no gaps: the first starts at
+        ``lba`` exactly (SBC-3 §5.13).  A fully provisioned volume reports everything mapped."""
+        ...
+
+    async def compare_and_write(self, lba: int, verify: bytes | bytearray | memoryview,
+                                data: bytes | bytearray | memoryview, *, fua: bool = False) -> int | None:
+        """Atomically: if the blocks at ``lba`` equal ``verify``, write ``data`` there and return
+        None; else write nothing and return the byte offset of the first difference (SBC-3 §5.2).
+
+        Atomic against every other operation of this volume on the same blocks."""
         ...
 
     async def flush(self) -> None:
@@ -48,16 +121,198 @@ class Volume(Protocol):
         ...
 
 
+def first_mismatch(a: bytes | bytearray | memoryview, b: bytes | bytearray | memoryview) -> int | None:
+    """Offset of the first byte where ``a`` and ``b`` (same length) differ, or None when equal.
+
+    Done with C-speed operations only: the XOR of both as big integers has its
+    highest set bit in the first differing byte.
+    """
+    if a == b:
+        return None
+    x = int.from_bytes(a, "big") ^ int.from_bytes(b, "big")
+    return len(a) - (x.bit_length() + 7) // 8
+
+
+# --- range lock ------------------------------------------------------------------------------------
+
+
+@dataclass(eq=False, slots=True)
+class _Holder:
+    start: int
+    end: int
+    exclusive: bool
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class RangeLock:
+    """Reader/writer lock over block ranges, first come first served per overlap.
+
+    An operation waits for every *earlier* operation whose range overlaps its own,
+    unless both are shared (reads).  Waiting only on earlier arrivals makes the
+    waits a DAG: no deadlock, no starvation.  Arrival order is the order of
+    :meth:`hold` calls on the event loop, i.e. the order the commands reached the
+    volume.  The bookkeeping is a list scan; the in-flight count is bounded by the
+    initiators' queue depths, so that is cheap next to any I/O.
+    """
+
+    def __init__(self) -> None:
+        self._holders: list[_Holder] = []
+
+    @asynccontextmanager
+    async def hold(self, lba: int, nblocks: int, *, exclusive: bool = True) -> AsyncIterator[None]:
+        """Hold ``[lba, lba + nblocks)`` (shared when ``exclusive`` is False) for the ``async with`` body."""
+        me = _Holder(lba, lba + max(nblocks, 1), exclusive)
+        before = [h for h in self._holders
+                  if h.start < me.end and me.start < h.end and (exclusive or h.exclusive)]
+        self._holders.append(me)
+        try:
+            for h in before:
+                await h.done.wait()
+            yield
+        finally:
+            me.done.set()
+            self._holders.remove(me)
+
+    @property
+    def busy(self) -> int:
+        """Operations holding or waiting for a range (for tests and diagnostics)."""
+        return len(self._holders)
+
+
+# --- emulation on read/write -----------------------------------------------------------------------
+
+WRITE_SAME_CHUNK_BYTES = 1 << 20
+"""WRITE SAME and zero-filling write at most this much per call to the backing store."""
+
+
+class EmulatedBlockOps:
+    """The provisioning and compare-and-write operations built from ``read``/``write`` alone.
+
+    For volumes that cannot deallocate (RAID groups, external LUNs): ``thin`` is
+    False, UNMAP writes zeros, GET LBA STATUS reports everything mapped.  The
+    class that inherits this must provide ``read``/``write``/``block_size``/
+    ``num_blocks`` and take :attr:`range_lock` exclusively in its own ``write``
+    (and shared in ``read``): that is what makes :meth:`compare_and_write` atomic.
+    """
+
+    _range_lock: RangeLock | None = None
+
+    @property
+    def block_size(self) -> int:
+        """Provided by the volume class."""
+        raise NotImplementedError
+
+    @property
+    def num_blocks(self) -> int:
+        """Provided by the volume class."""
+        raise NotImplementedError
+
+    @property
+    def range_lock(self) -> RangeLock:
+        """The volume's range lock (created on first use)."""
+        if self._range_lock is None:
+            self._range_lock = RangeLock()
+        return self._range_lock
+
+    @property
+    def thin(self) -> bool:
+        """Emulated volumes are fully provisioned."""
+        return False
+
+    @property
+    def lbprz(self) -> bool:
+        """UNMAP writes zeros, so unmapped blocks do read as zeros."""
+        return True
+
+    async def _raw_read(self, lba: int, nblocks: int) -> bytes:
+        """Read without taking the range lock (the caller holds it)."""
+        raise NotImplementedError
+
+    async def _raw_write(self, lba: int, data: bytes | bytearray | memoryview, fua: bool) -> None:
+        """Write without taking the range lock (the caller holds it)."""
+        raise NotImplementedError
+
+    async def _fill(self, lba: int, nblocks: int, block: bytes | bytearray | memoryview, fua: bool) -> None:
+        per = max(1, WRITE_SAME_CHUNK_BYTES // self.block_size)
+        chunk = bytes(block) * min(per, nblocks)
+        done = 0
+        while done < nblocks:
+            n = min(per, nblocks - done)
+            await self._raw_write(lba + done, memoryview(chunk)[:n * self.block_size], fua)
+            done += n
+
+    async def unmap(self, lba: int, nblocks: int) -> None:
+        """Write zeros (LBPRZ holds, nothing is deallocated)."""
+        async with self.range_lock.hold(lba, nblocks):
+            await self._fill(lba, nblocks, bytes(self.block_size), False)
+
+    async def write_same(self, lba: int, nblocks: int, block: bytes | bytearray | memoryview, *,
+                         unmap: bool = False, fua: bool = False) -> None:
+        """``block`` written ``nblocks`` times (``unmap`` cannot deallocate here: ignored)."""
+        if len(block) != self.block_size:
+            raise VolumeError(f"WRITE SAME block of {len(block)} bytes, block size {self.block_size}")
+        async with self.range_lock.hold(lba, nblocks):
+            await self._fill(lba, nblocks, block, fua)
+
+    async def get_lba_status(self, lba: int, max_ranges: int) -> list[LbaExtent]:
+        """Everything from ``lba`` to the end is mapped."""
+        if not 0 <= lba < self.num_blocks:
+            raise VolumeError(f"LBA {lba} outside volume of {self.num_blocks} blocks")
+        return [(lba, self.num_blocks - lba, ProvisioningStatus.MAPPED)]
+
+    async def compare_and_write(self, lba: int, verify: bytes | bytearray | memoryview,
+                                data: bytes | bytearray | memoryview, *, fua: bool = False) -> int | None:
+        """Read, compare, write under the exclusive range lock."""
+        if len(verify) != len(data) or len(data) % self.block_size:
+            raise VolumeError("COMPARE AND WRITE buffers must be the same whole number of blocks")
+        n = len(data) // self.block_size
+        async with self.range_lock.hold(lba, n):
+            off = first_mismatch(await self._raw_read(lba, n), verify)
+            if off is None:
+                await self._raw_write(lba, data, fua)
+            return off
+
+
+# --- file-backed volume ----------------------------------------------------------------------------
+
 # One bounded pool for blocking file I/O (ARCHITECTURE.md convention 6: the
 # loop never waits on disk).  Two cores here: a few threads overlap fsync with
 # page-cache copies without thrashing.
 _IO_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="sanlab-io")
 
+FALLOC_FL_KEEP_SIZE = 0x01
+FALLOC_FL_PUNCH_HOLE = 0x02
+"""linux/falloc.h: deallocate a byte range (whole file-system blocks; partial ones are zeroed)."""
+
+
+def _libc_fallocate() -> Callable[[int, int, int, int], int] | None:
+    """libc's ``fallocate(2)`` wrapper, or None where there is none (Python has only posix_fallocate)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        fn = libc.fallocate
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    fn.restype = ctypes.c_int
+    call: Callable[[int, int, int, int], int] = fn
+    return call
+
+
+_FALLOCATE = _libc_fallocate()
+
 
 class FileVolume:
-    """A volume backed by one (sparse) file, created at ``size_bytes`` if missing."""
+    """A volume backed by one file, created at ``size_bytes`` if missing.
 
-    def __init__(self, path: str, size_bytes: int, block_size: int = 512, readonly: bool = False) -> None:
+    ``thin`` (the default): the file is sparse; UNMAP and WRITE SAME with UNMAP
+    punch holes (``FALLOC_FL_PUNCH_HOLE``), GET LBA STATUS reads the holes back
+    with ``SEEK_DATA``/``SEEK_HOLE``.  A hole reads as zeros, so LBPRZ holds.
+    Thick (``thin=False``): the whole file is allocated when the volume is opened
+    (``posix_fallocate``) and UNMAP only writes zeros, so it stays allocated.
+    """
+
+    def __init__(self, path: str, size_bytes: int, block_size: int = 512, readonly: bool = False,
+                 thin: bool = True) -> None:
         if block_size not in (512, 4096):
             raise ValueError(f"block size must be 512 or 4096, not {block_size}")
         if size_bytes <= 0 or size_bytes % block_size:
@@ -65,13 +320,21 @@ class FileVolume:
         self.path = path
         self._block_size = block_size
         self.readonly = readonly
+        self._thin = thin
         flags = os.O_RDONLY if readonly else os.O_RDWR | os.O_CREAT
         self._fd = os.open(path, flags, 0o600)
         st = os.fstat(self._fd)
         if st.st_size < size_bytes and not readonly:
             os.ftruncate(self._fd, size_bytes)  # sparse: no blocks allocated
+        if not thin and not readonly:
+            try:
+                os.posix_fallocate(self._fd, 0, size_bytes)
+            except OSError as exc:  # e.g. a file system without fallocate: stays sparse
+                log.warning("fallocate_failed", path=path, error=str(exc))
         self._num_blocks = size_bytes // block_size
         self._closed = False
+        self.range_lock = RangeLock()
+        """Serialises overlapping operations (module docstring: atomicity)."""
 
     @property
     def block_size(self) -> int:
@@ -81,9 +344,23 @@ class FileVolume:
     def num_blocks(self) -> int:
         return self._num_blocks
 
+    @property
+    def thin(self) -> bool:
+        return self._thin
+
+    @property
+    def lbprz(self) -> bool:
+        return True  # holes and the zeros UNMAP writes both read as zeros
+
     def _check(self, lba: int, nblocks: int) -> None:
         if lba < 0 or nblocks < 0 or lba + nblocks > self._num_blocks:
             raise VolumeError(f"range {lba}+{nblocks} outside volume of {self._num_blocks} blocks")
+
+    def _check_writable(self) -> None:
+        if self.readonly:
+            raise VolumeError("volume is read-only")
+
+    # --- blocking halves (run in the executor) -------------------------------------------------------
 
     def read_sync(self, lba: int, nblocks: int) -> bytes:
         self._check(lba, nblocks)
@@ -93,27 +370,146 @@ class FileVolume:
             data += bytes(want - len(data))
         return data
 
-    def write_sync(self, lba: int, data: bytes | bytearray | memoryview, fua: bool = False) -> None:
-        if self.readonly:
-            raise VolumeError("volume is read-only")
-        n = len(data)
-        if n % self._block_size:
-            raise VolumeError(f"write of {n} bytes is not whole blocks")
-        self._check(lba, n // self._block_size)
-        off = lba * self._block_size
+    def _pwrite_all(self, data: bytes | bytearray | memoryview, off: int) -> None:
         view = memoryview(data)
         while view:
             done = os.pwrite(self._fd, view, off)
             view = view[done:]
             off += done
+
+    def write_sync(self, lba: int, data: bytes | bytearray | memoryview, fua: bool = False) -> None:
+        self._check_writable()
+        n = len(data)
+        if n % self._block_size:
+            raise VolumeError(f"write of {n} bytes is not whole blocks")
+        self._check(lba, n // self._block_size)
+        self._pwrite_all(data, lba * self._block_size)
         if fua:
             os.fdatasync(self._fd)
 
+    def _fill_sync(self, lba: int, nblocks: int, block: bytes | bytearray | memoryview) -> None:
+        bs = self._block_size
+        per = max(1, WRITE_SAME_CHUNK_BYTES // bs)
+        chunk = bytes(block) * min(per, nblocks)
+        done = 0
+        while done < nblocks:
+            n = min(per, nblocks - done)
+            self._pwrite_all(memoryview(chunk)[:n * bs], (lba + done) * bs)
+            done += n
+
+    def _punch_sync(self, lba: int, nblocks: int) -> None:
+        """Deallocate (thin) or zero (thick, or no hole punching here) the blocks."""
+        if not nblocks:
+            return
+        bs = self._block_size
+        if self._thin and _FALLOCATE is not None:
+            rc = _FALLOCATE(self._fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, lba * bs, nblocks * bs)
+            if rc == 0:
+                return
+            err = ctypes.get_errno()
+            if err not in (errno.EOPNOTSUPP, errno.ENOSYS):
+                raise VolumeError(f"fallocate(PUNCH_HOLE) failed: {os.strerror(err)}")
+            log.warning("punch_hole_unsupported", path=self.path)
+        self._fill_sync(lba, nblocks, bytes(bs))
+
+    def unmap_sync(self, lba: int, nblocks: int) -> None:
+        self._check_writable()
+        self._check(lba, nblocks)
+        self._punch_sync(lba, nblocks)
+
+    def write_same_sync(self, lba: int, nblocks: int, block: bytes | bytearray | memoryview,
+                        unmap: bool = False, fua: bool = False) -> None:
+        self._check_writable()
+        if len(block) != self._block_size:
+            raise VolumeError(f"WRITE SAME block of {len(block)} bytes, block size {self._block_size}")
+        self._check(lba, nblocks)
+        # SBC-3 §4.7.3.4.3: an unmap request may deallocate only if the blocks then read back as
+        # the Data-Out block, i.e. here (LBPRZ) when that block is all zeros.
+        if unmap and self._thin and not any(block):
+            self._punch_sync(lba, nblocks)
+        else:
+            self._fill_sync(lba, nblocks, block)
+        if fua:
+            os.fdatasync(self._fd)
+
+    def lba_status_sync(self, lba: int, max_ranges: int) -> list[LbaExtent]:
+        """Extents from ``SEEK_DATA``/``SEEK_HOLE``: a block is deallocated only if wholly in a hole."""
+        if not 0 <= lba < self._num_blocks:
+            raise VolumeError(f"LBA {lba} outside volume of {self._num_blocks} blocks")
+        bs, end = self._block_size, self._num_blocks
+        if not self._thin:
+            return [(lba, end - lba, ProvisioningStatus.MAPPED)]
+        out: list[LbaExtent] = []
+        cur = lba
+        while cur < end:
+            off = cur * bs
+            try:
+                data = os.lseek(self._fd, off, os.SEEK_DATA)
+            except OSError as exc:
+                if exc.errno == errno.ENXIO:  # no data at or after off: a hole up to the end
+                    data = end * bs
+                elif exc.errno == errno.EINVAL:  # no SEEK_DATA here: report mapped
+                    data = off
+                else:
+                    raise VolumeError(f"lseek(SEEK_DATA) failed: {exc}") from exc
+            if data >= off + bs:
+                nxt, status = min(data // bs, end), ProvisioningStatus.DEALLOCATED
+            else:
+                try:
+                    hole = os.lseek(self._fd, max(data, off), os.SEEK_HOLE)
+                except OSError as exc:
+                    if exc.errno != errno.EINVAL:
+                        raise VolumeError(f"lseek(SEEK_HOLE) failed: {exc}") from exc
+                    hole = end * bs
+                nxt, status = min(max(-(-hole // bs), cur + 1), end), ProvisioningStatus.MAPPED
+            if out and out[-1][2] == status:
+                out[-1] = (out[-1][0], nxt - out[-1][0], status)
+            elif len(out) == max_ranges:
+                break
+            else:
+                out.append((cur, nxt - cur, status))
+            cur = nxt
+        return out
+
+    def compare_and_write_sync(self, lba: int, verify: bytes | bytearray | memoryview,
+                               data: bytes | bytearray | memoryview, fua: bool) -> int | None:
+        self._check_writable()
+        if len(verify) != len(data) or len(data) % self._block_size:
+            raise VolumeError("COMPARE AND WRITE buffers must be the same whole number of blocks")
+        off = first_mismatch(self.read_sync(lba, len(data) // self._block_size), verify)
+        if off is None:
+            self.write_sync(lba, data, fua)
+        return off
+
+    # --- the async protocol --------------------------------------------------------------------------
+
     async def read(self, lba: int, nblocks: int) -> bytes:
-        return await asyncio.get_running_loop().run_in_executor(_IO_POOL, self.read_sync, lba, nblocks)
+        async with self.range_lock.hold(lba, nblocks, exclusive=False):
+            return await asyncio.get_running_loop().run_in_executor(_IO_POOL, self.read_sync, lba, nblocks)
 
     async def write(self, lba: int, data: bytes | bytearray | memoryview, fua: bool = False) -> None:
-        await asyncio.get_running_loop().run_in_executor(_IO_POOL, self.write_sync, lba, data, fua)
+        async with self.range_lock.hold(lba, len(data) // self._block_size):
+            await asyncio.get_running_loop().run_in_executor(_IO_POOL, self.write_sync, lba, data, fua)
+
+    async def unmap(self, lba: int, nblocks: int) -> None:
+        async with self.range_lock.hold(lba, nblocks):
+            await asyncio.get_running_loop().run_in_executor(_IO_POOL, self.unmap_sync, lba, nblocks)
+
+    async def write_same(self, lba: int, nblocks: int, block: bytes | bytearray | memoryview, *,
+                         unmap: bool = False, fua: bool = False) -> None:
+        async with self.range_lock.hold(lba, nblocks):
+            await asyncio.get_running_loop().run_in_executor(_IO_POOL, self.write_same_sync, lba, nblocks,
+                                                             block, unmap, fua)
+
+    async def get_lba_status(self, lba: int, max_ranges: int) -> list[LbaExtent]:
+        return await asyncio.get_running_loop().run_in_executor(_IO_POOL, self.lba_status_sync, lba,
+                                                                max_ranges)
+
+    async def compare_and_write(self, lba: int, verify: bytes | bytearray | memoryview,
+                                data: bytes | bytearray | memoryview, *, fua: bool = False) -> int | None:
+        async with self.range_lock.hold(lba, len(data) // self._block_size):
+            return await asyncio.get_running_loop().run_in_executor(
+                _IO_POOL, self.compare_and_write_sync, lba, verify, data, fua)
 
     async def flush(self) -> None:
         if not self.readonly:

@@ -1,6 +1,7 @@
 """Volume conformance: every Volume implementation passes the same checks (ARCHITECTURE §11)."""
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 from typing import AsyncIterator, Callable
@@ -9,11 +10,60 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sanlab.storage.volume import FileVolume, Volume, VolumeError
+from sanlab.storage.volume import EmulatedBlockOps, FileVolume, RangeLock, Volume, VolumeError, first_mismatch
+
+
+class MemoryVolume(EmulatedBlockOps):
+    """An in-memory volume that gets the block operations from :class:`EmulatedBlockOps`."""
+
+    def __init__(self, size: int, block_size: int) -> None:
+        self._bs = block_size
+        self.buf = bytearray(size)
+
+    @property
+    def block_size(self) -> int:
+        return self._bs
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.buf) // self._bs
+
+    def _check(self, lba: int, n: int) -> None:
+        if lba < 0 or n < 0 or lba + n > self.num_blocks:
+            raise VolumeError("out of range")
+
+    async def _raw_read(self, lba: int, nblocks: int) -> bytes:
+        self._check(lba, nblocks)
+        await asyncio.sleep(0)  # let racing tasks interleave, as a real store would
+        return bytes(self.buf[lba * self._bs:(lba + nblocks) * self._bs])
+
+    async def _raw_write(self, lba: int, data: bytes | bytearray | memoryview, fua: bool) -> None:
+        if len(data) % self._bs:
+            raise VolumeError("partial block")
+        self._check(lba, len(data) // self._bs)
+        await asyncio.sleep(0)
+        self.buf[lba * self._bs:lba * self._bs + len(data)] = data
+
+    async def read(self, lba: int, nblocks: int) -> bytes:
+        async with self.range_lock.hold(lba, nblocks, exclusive=False):
+            return await self._raw_read(lba, nblocks)
+
+    async def write(self, lba: int, data: bytes | bytearray | memoryview, fua: bool = False) -> None:
+        async with self.range_lock.hold(lba, len(data) // self._bs):
+            await self._raw_write(lba, data, fua)
+
+    async def flush(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
 
 Factory = Callable[[Path, int, int], Volume]
 FACTORIES: dict[str, Factory] = {
     "file": lambda d, size, bs: FileVolume(str(d / "v.img"), size, bs),
+    "file-thick": lambda d, size, bs: FileVolume(str(d / "v.img"), size, bs, thin=False),
+    "memory": lambda d, size, bs: MemoryVolume(size, bs),
 }
 
 
@@ -85,3 +135,221 @@ def test_matches_flat_reference_model(tmp_path: Path, ops: list[tuple[int, int, 
         model[lba * 512:(lba + n) * 512] = data
     assert v.read_sync(0, v.num_blocks) == bytes(model)
     os.close(v._fd)
+
+
+# --- provisioning, WRITE SAME, COMPARE AND WRITE (shared conformance) -------------------------------
+
+
+FS_BLOCK = 4096
+"""Hole-punching granularity of the test file system (ext4/xfs/tmpfs)."""
+
+
+def blocks_allocated(vol: Volume) -> int:
+    assert isinstance(vol, FileVolume)
+    return os.fstat(vol._fd).st_blocks * 512
+
+
+async def test_unmap_reads_zeros_and_deallocates(volume: Volume) -> None:
+    await volume.write(0, os.urandom(64 * 512))
+    await volume.unmap(8, 16)
+    assert volume.lbprz
+    data = await volume.read(0, 64)
+    assert data[8 * 512:24 * 512] == bytes(16 * 512) and any(data[:8 * 512]) and any(data[24 * 512:])
+    status = await volume.get_lba_status(0, 8)
+    if volume.thin:
+        assert status == [(0, 8, 0), (8, 16, 1), (24, 40, 0), (64, 2048 - 64, 1)]
+    else:
+        assert status == [(0, 2048, 0)]
+    await volume.unmap(2047, 1)
+    await volume.unmap(0, 0)
+
+
+async def test_unmap_unaligned_zeroes_without_deallocating(volume: Volume) -> None:
+    await volume.write(0, b"\xee" * (16 * 512))
+    await volume.unmap(3, 2)  # inside one 4 KiB file-system block: zeroed, still mapped
+    data = await volume.read(0, 16)
+    assert data == b"\xee" * (3 * 512) + bytes(2 * 512) + b"\xee" * (11 * 512)
+    assert (await volume.get_lba_status(0, 4))[0] == (0, 16 if volume.thin else 2048, 0)
+
+
+async def test_get_lba_status_extents(volume: Volume) -> None:
+    # A fresh volume: one extent from the requested LBA to the end.
+    first = await volume.get_lba_status(5, 4)
+    assert first[0][0] == 5 and sum(n for _, n, _ in first) == 2048 - 5
+    if not volume.thin:
+        assert first == [(5, 2043, 0)]
+        return
+    assert first == [(5, 2043, 1)]
+    for lba in (16, 48, 80):
+        await volume.write(lba, bytes([1]) * (8 * 512))
+    status = await volume.get_lba_status(20, 64)
+    assert status == [(20, 4, 0), (24, 24, 1), (48, 8, 0), (56, 24, 1), (80, 8, 0), (88, 2048 - 88, 1)]
+    assert await volume.get_lba_status(20, 2) == status[:2]
+    assert await volume.get_lba_status(2047, 4) == [(2047, 1, 1)]
+    for lba in (2048, -1):
+        with pytest.raises(VolumeError):
+            await volume.get_lba_status(lba, 1)
+
+
+async def test_write_same(volume: Volume) -> None:
+    block = bytes(range(256)) * 2
+    await volume.write_same(10, 700, block)
+    assert await volume.read(10, 700) == block * 700
+    assert await volume.read(9, 1) == bytes(512) and await volume.read(710, 1) == bytes(512)
+    await volume.write_same(2047, 1, memoryview(block), fua=True)
+    assert await volume.read(2047, 1) == block
+    # UNMAP with a non-zero block must still leave the data readable: written, not deallocated.
+    await volume.write_same(100, 8, block, unmap=True)
+    assert await volume.read(100, 8) == block * 8
+    # UNMAP with zeros: deallocated on a thin volume, zeros either way.
+    await volume.write_same(0, 64, bytes(512), unmap=True)
+    assert await volume.read(0, 64) == bytes(64 * 512)
+    assert (await volume.get_lba_status(0, 1))[0] == ((0, 64, 1) if volume.thin else (0, 2048, 0))
+    with pytest.raises(VolumeError):
+        await volume.write_same(0, 1, bytes(100))
+    with pytest.raises(VolumeError):
+        await volume.write_same(2040, 9, block)
+
+
+async def test_compare_and_write(volume: Volume) -> None:
+    old, new = b"A" * 1024, b"B" * 1024
+    await volume.write(4, old)
+    assert await volume.compare_and_write(4, old, new) is None
+    assert await volume.read(4, 2) == new
+    wrong = bytearray(new)
+    wrong[700] ^= 1
+    assert await volume.compare_and_write(4, wrong, old, fua=True) == 700
+    assert await volume.read(4, 2) == new  # nothing written on a miscompare
+    assert await volume.compare_and_write(9, b"\x01" + bytes(511), old[:512]) == 0
+    with pytest.raises(VolumeError):
+        await volume.compare_and_write(2047, bytes(1024), bytes(1024))
+    with pytest.raises(VolumeError):
+        await volume.compare_and_write(0, bytes(512), bytes(1024))
+
+
+async def test_compare_and_write_is_atomic_against_racing_writers(volume: Volume) -> None:
+    """Lost updates would show: every increment is a read followed by a compare-and-write."""
+    lba, tasks, rounds = 40, 24, 6
+
+    async def increment() -> None:
+        for _ in range(rounds):
+            while True:
+                cur = await volume.read(lba, 2)
+                value = int.from_bytes(cur[:8], "big")
+                if await volume.compare_and_write(lba, cur, (value + 1).to_bytes(8, "big") * 128) is None:
+                    break
+
+    async def scribble() -> None:
+        # Plain writes to blocks overlapping the counter's range, that keep the counter intact:
+        # they rewrite the second block only, which overlaps every compare-and-write.
+        for _ in range(rounds * 4):
+            cur = await volume.read(lba, 2)
+            await volume.write(lba + 1, cur[512:])
+
+    await volume.write(lba, bytes(1024))
+    await asyncio.gather(*(increment() for _ in range(tasks)), scribble(), scribble())
+    assert int.from_bytes((await volume.read(lba, 1))[:8], "big") == tasks * rounds
+
+
+async def test_compare_and_write_never_torn(volume: Volume) -> None:
+    """A reader never sees half of a compare-and-write, a writer never lands inside one."""
+    n = 32
+    await volume.write(0, b"\x00" * (n * 512))
+    seen: list[bool] = []
+
+    async def flip(i: int) -> None:
+        a, b = bytes([i % 2]) * (n * 512), bytes([(i + 1) % 2]) * (n * 512)
+        await volume.compare_and_write(0, a, b)
+
+    async def look() -> None:
+        for _ in range(20):
+            data = await volume.read(0, n)
+            seen.append(len(set(data)) == 1)
+
+    await asyncio.gather(*(flip(i) for i in range(40)), look(), look(),
+                         *(volume.write(0, bytes([i % 2]) * (n * 512)) for i in range(10)))
+    assert all(seen) and len(set(await volume.read(0, n))) == 1
+
+
+async def test_new_operations_refuse_out_of_range_and_readonly(volume: Volume, tmp_path: Path) -> None:
+    for lba, n in [(2048, 1), (2047, 2), (-1, 1)]:
+        with pytest.raises(VolumeError):
+            await volume.unmap(lba, n)
+        with pytest.raises(VolumeError):
+            await volume.write_same(lba, n, bytes(512))
+    if isinstance(volume, FileVolume):
+        ro = FileVolume(volume.path, 1 << 20, 512, readonly=True)
+        for op in (ro.unmap(0, 1), ro.write_same(0, 1, bytes(512)),
+                   ro.compare_and_write(0, bytes(512), bytes(512))):
+            with pytest.raises(VolumeError):
+                await op
+        await ro.close()
+
+
+def test_thin_punches_holes_thick_stays_allocated(tmp_path: Path) -> None:
+    size = 4 << 20
+    thin = FileVolume(str(tmp_path / "thin.img"), size, 512)
+    thick = FileVolume(str(tmp_path / "thick.img"), size, 4096, thin=False)
+    assert (thin.thin, thick.thin) == (True, False)
+    assert blocks_allocated(thin) < FS_BLOCK * 4 and blocks_allocated(thick) >= size
+    thin.write_sync(0, os.urandom(size))
+    thick.write_sync(0, os.urandom(size))
+    thin.unmap_sync(0, size // 512)
+    thick.unmap_sync(0, size // 4096)
+    assert blocks_allocated(thin) < FS_BLOCK * 4 and blocks_allocated(thick) >= size
+    # The holes are where SEEK_HOLE finds them.
+    thin.write_sync(2048, bytes([7]) * 512 * 8)
+    assert os.lseek(thin._fd, 0, os.SEEK_DATA) == 2048 * 512
+    assert os.lseek(thin._fd, 2048 * 512, os.SEEK_HOLE) == 2056 * 512
+    assert thin.read_sync(0, size // 512) == bytes(2048 * 512) + bytes([7]) * 4096 + bytes(size - 2056 * 512)
+    for v in (thin, thick):
+        os.close(v._fd)
+
+
+def test_thick_volume_allocates_existing_sparse_file(tmp_path: Path) -> None:
+    path = tmp_path / "was-thin.img"
+    os.close(FileVolume(str(path), 1 << 20, 512)._fd)
+    assert path.stat().st_blocks * 512 < 1 << 20
+    os.close(FileVolume(str(path), 1 << 20, 512, thin=False)._fd)
+    assert path.stat().st_blocks * 512 >= 1 << 20
+
+
+@given(a=st.binary(min_size=1, max_size=64), pos=st.integers(0, 63), flip=st.integers(1, 255))
+def test_first_mismatch(a: bytes, pos: int, flip: int) -> None:
+    assert first_mismatch(a, a) is None
+    pos %= len(a)
+    b = bytearray(a)
+    b[pos] ^= flip
+    assert first_mismatch(a, b) == pos
+    b[-1] ^= 0x80
+    assert first_mismatch(a, b) == (pos if pos != len(a) - 1 or b[-1] != a[-1] else None)
+
+
+async def test_range_lock_orders_overlaps_only() -> None:
+    lock = RangeLock()
+    log: list[str] = []
+    gate = asyncio.Event()
+
+    async def op(name: str, lba: int, n: int, exclusive: bool, wait: bool = False) -> None:
+        async with lock.hold(lba, n, exclusive=exclusive):
+            log.append(f"+{name}")
+            if wait:
+                await gate.wait()
+            await asyncio.sleep(0)
+            log.append(f"-{name}")
+
+    first = asyncio.create_task(op("w1", 0, 10, True, wait=True))
+    await asyncio.sleep(0)
+    others = [asyncio.create_task(op("w2", 5, 10, True)),     # overlaps w1: waits
+              asyncio.create_task(op("r1", 9, 1, False)),      # reader overlapping w1: waits
+              asyncio.create_task(op("w3", 10, 5, True)),      # disjoint from w1, overlaps w2: after w2
+              asyncio.create_task(op("r2", 100, 1, False))]    # disjoint: runs now
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert "+r2" in log and "+w2" not in log and "+r1" not in log and "+w3" not in log
+    assert lock.busy == 4
+    gate.set()
+    await asyncio.gather(first, *others)
+    assert log.index("-w1") < log.index("+w2") < log.index("-w2") < log.index("+w3")
+    assert log.index("-w1") < log.index("+r1")
+    assert lock.busy == 0
