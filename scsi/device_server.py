@@ -150,6 +150,28 @@ class DeviceServer:
         """A logical unit exists at ``lun``."""
         return lun in self._luns
 
+    def add_lun(self, lun: int, lu: LogicalUnit) -> None:
+        """Export another logical unit while running (management command)."""
+        if lun in self._luns:
+            raise ValueError(f"LUN {lun} already exists on {self.target_name}")
+        nexuses = {nx for other in self._luns.values() for nx in other.nexuses}
+        for nx in nexuses:
+            lu.nexus_added(nx)
+        self._luns[lun] = lu
+        self._luns_changed(exclude=lun)
+
+    def remove_lun(self, lun: int) -> LogicalUnit:
+        """Stop exporting ``lun``; returns the logical unit (its volume stays open)."""
+        lu = self._luns.pop(lun)
+        self._luns_changed()
+        return lu
+
+    def _luns_changed(self, exclude: int | None = None) -> None:
+        # REPORTED LUNS DATA HAS CHANGED, through the other logical units (SPC-4 §6.33).
+        for n, other in self._luns.items():
+            if n != exclude:
+                other.add_ua(Asc.REPORTED_LUNS_DATA_HAS_CHANGED)
+
     # --- nexus and reset events ----------------------------------------------------------------------
 
     def nexus_added(self, nexus: Nexus) -> None:

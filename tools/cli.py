@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hmac
+import json
 import signal
 import sys
 from importlib import metadata
@@ -18,8 +19,10 @@ from sanlab.storage.volume import FileVolume, Volume, VolumeError
 from sanlab.target.chap import ChapCredentials
 from sanlab.target.login import TargetAuth
 from sanlab.target.server import IscsiServer, ServerSettings, Target
-from sanlab.tools.config import LunConfig, ArrayConfig, ConfigError, TargetConfig, load_config, parse_portal
+from sanlab.tools.config import LunConfig, ArrayConfig, ConfigError, TargetConfig, load_config, parse_portal, parse_size
+from sanlab.tools.admin import Admin, AdminError
 from sanlab.tools.logging import setup_logging
+from sanlab.tools.mgmt import SOCKET_NAME, MgmtServer, request
 
 log = structlog.get_logger("sanlab.tools.cli")
 
@@ -106,12 +109,19 @@ async def _serve(cfg: ArrayConfig) -> int:
         if fixed:
             log.warning("raid_parity_resynced", group=name, stripes=fixed)
     server = build_server(cfg, groups)
+    # The catalog's LUs are exported before the portals open, and the management socket is up by then.
+    admin = Admin(cfg.data_dir, {t.name: t.device_server for t in server.targets.values()})
+    await admin.load()
+    mgmt = MgmtServer(admin, cfg.data_dir / SOCKET_NAME)
+    await mgmt.start()
     try:
         await server.start()
     except OSError as exc:
         log.error("portal_bind_failed", error=str(exc), portals=[f"{h}:{p}" for h, p in cfg.server.portals])
+        await mgmt.stop()
         for t in server.targets.values():
             await t.device_server.close()
+        await admin.close()
         return 2
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -121,7 +131,81 @@ async def _serve(cfg: ArrayConfig) -> int:
              data_dir=str(cfg.data_dir), config=cfg.source)
     await stop.wait()
     log.info("shutdown_requested")
+    await mgmt.stop()
     await server.stop()
+    await admin.close()
+    return 0
+
+
+_LIST_ARGS = {"drives", "groups", "ldevs"}
+_INT_ARGS = {"level", "index", "vvol", "lun", "real_start", "vstart", "block_size"}
+_SIZE_ARGS = {"size", "drive_size", "stripe_size", "ldev_size"}
+
+
+def _admin_args(items: list[str]) -> dict[str, object]:
+    """``key=value`` words → request arguments (sizes accept units, lists are comma-separated)."""
+    out: dict[str, object] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.replace("-", "_")
+        if not sep or not key:
+            raise ConfigError("command line", item, "arguments are key=value")
+        if key in _LIST_ARGS:
+            out[key] = [v for v in value.split(",") if v]
+        elif key in _SIZE_ARGS:
+            out[key] = parse_size(value, "command line", key)
+        elif key in _INT_ARGS:
+            if not value.lstrip("-").isdigit():
+                raise ConfigError("command line", key, f"{value!r} is not a number")
+            out[key] = int(value)
+        else:
+            out[key] = value
+    return out
+
+
+def _print_show(view: dict[str, object]) -> None:
+    def table(title: str, rows: list[dict[str, object]], cols: list[str]) -> None:
+        print(f"{title}:")
+        if not rows:
+            print("  (none)")
+            return
+        widths = [max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in cols]
+        print("  " + "  ".join(c.upper().ljust(w) for c, w in zip(cols, widths)))
+        for r in rows:
+            print("  " + "  ".join(str(r.get(c, "")).ljust(w) for c, w in zip(cols, widths)))
+
+    groups = view["raid_groups"]
+    assert isinstance(groups, list)
+    rows = [dict(g, drives=" ".join(f"{d['index']}:{d['state']}" for d in g["drives"])) for g in groups]
+    print(f"LDEV size: {view['ldev_size']}")
+    table("RAID groups", rows, ["name", "level", "capacity", "ldevs", "ldevs_free", "degraded", "rebuild_progress",
+                                "drives"])
+    volumes = view["volumes"]
+    assert isinstance(volumes, list)
+    vols = [dict(v, ldevs=",".join(v["ldevs"])) for v in volumes]
+    table("Volumes", vols, ["name", "blocks", "block_size", "ldevs"])
+    table("V/R table", view["vr_table"], ["vvol", "real", "real_start", "size",  # type: ignore[arg-type]
+                                          "multiple_virtualization"])
+    table("LU/V table", view["luv_table"], ["lu", "vvol", "vstart", "size"])  # type: ignore[arg-type]
+    table("Exports", view["exports"], ["target", "lun", "lu"])  # type: ignore[arg-type]
+
+
+def cmd_admin(args: argparse.Namespace) -> int:
+    from pathlib import Path
+    data_dir = Path(args.data_dir or "sanlab-data")
+    try:
+        op = "show" if args.command == "show" else args.op.replace("-", "_")
+        reply = request(data_dir, op, _admin_args(getattr(args, "args", [])))
+    except (AdminError, ConfigError) as exc:
+        print(f"sanlab: {exc}", file=sys.stderr)
+        return 2
+    if not reply.get("ok"):
+        print(f"sanlab: {op}: {reply.get('error')}", file=sys.stderr)
+        return 1
+    if args.json or op != "show":
+        print(json.dumps(reply["result"], indent=2))
+    else:
+        _print_show(reply["result"])
     return 0
 
 
@@ -160,6 +244,19 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--log-format", choices=("json", "console"), default="console")
     s.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
     s.set_defaults(func=cmd_serve)
+    sh = sub.add_parser("show", help="the running array's RAID groups, volumes and mapping tables")
+    sh.add_argument("--data-dir", metavar="DIR", help="data directory of the running array (default ./sanlab-data)")
+    sh.add_argument("--json", action="store_true", help="machine-readable output")
+    sh.set_defaults(func=cmd_admin)
+    a = sub.add_parser("admin", help="a management operation on the running array",
+                       description="Operations: " + ", ".join(Admin.OPERATIONS) + ". Arguments are key=value, "
+                       "e.g. sanlab admin create-raid-group name=rg0 level=5 drives=d0.img,d1.img,d2.img "
+                       "drive_size=256MiB")
+    a.add_argument("op", help="operation, e.g. create-volume")
+    a.add_argument("args", nargs="*", help="key=value arguments")
+    a.add_argument("--data-dir", metavar="DIR", help="data directory of the running array (default ./sanlab-data)")
+    a.add_argument("--json", action="store_true", help="machine-readable output (always JSON for operations)")
+    a.set_defaults(func=cmd_admin)
     return p
 
 

@@ -1,0 +1,106 @@
+"""The array's catalog: every storage table in SQLite (ARCHITECTURE.md convention 7).
+
+RAID groups, LDEV assignments, logical volumes, the V/R table (virtual
+volumes), the LU/V table (LUs) and LU exports live here.  Each management
+operation is one transaction: it happens entirely or not at all, and a restart
+brings back exactly the committed state.  WAL mode keeps readers off the
+writer's back; ``synchronous=FULL`` makes a commit durable before it returns.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS raid_groups (
+    name TEXT PRIMARY KEY, level INTEGER NOT NULL, stripe_size INTEGER NOT NULL,
+    drive_size INTEGER NOT NULL, drives TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS volumes (
+    name TEXT PRIMARY KEY, block_size INTEGER NOT NULL, blocks INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS volume_ldevs (
+    volume TEXT NOT NULL REFERENCES volumes(name) ON DELETE CASCADE, seq INTEGER NOT NULL,
+    grp TEXT NOT NULL REFERENCES raid_groups(name), idx INTEGER NOT NULL,
+    PRIMARY KEY (volume, seq), UNIQUE (grp, idx));
+CREATE TABLE IF NOT EXISTS virtual_volumes (
+    vvol INTEGER PRIMARY KEY, real TEXT NOT NULL, real_start INTEGER NOT NULL, size INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS lus (
+    name TEXT PRIMARY KEY, vvol INTEGER NOT NULL REFERENCES virtual_volumes(vvol),
+    vstart INTEGER NOT NULL, size INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS exports (
+    target TEXT NOT NULL, lun INTEGER NOT NULL, lu TEXT NOT NULL REFERENCES lus(name),
+    PRIMARY KEY (target, lun));
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class GroupRow:
+    name: str
+    level: int
+    stripe_size: int
+    drive_size: int
+    drives: list[str]
+
+
+class Catalog:
+    """SQLite-backed tables of the storage configuration."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self.db = sqlite3.connect(self.path, isolation_level=None)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One all-or-nothing change (BEGIN IMMEDIATE … COMMIT, ROLLBACK on any exception)."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # --- meta ---------------------------------------------------------------------------------
+
+    def get_meta(self, key: str, default: str | None = None) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return str(row["value"]) if row else default
+
+    def set_meta(self, db: sqlite3.Connection, key: str, value: str) -> None:
+        db.execute("INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                   (key, value))
+
+    # --- reads ---------------------------------------------------------------------------------
+
+    def groups(self) -> list[GroupRow]:
+        return [GroupRow(r["name"], r["level"], r["stripe_size"], r["drive_size"], json.loads(r["drives"]))
+                for r in self.db.execute("SELECT * FROM raid_groups ORDER BY name")]
+
+    def volumes(self) -> list[dict[str, Any]]:
+        out = []
+        for r in self.db.execute("SELECT * FROM volumes ORDER BY name"):
+            ldevs = [(x["grp"], x["idx"]) for x in self.db.execute(
+                "SELECT grp, idx FROM volume_ldevs WHERE volume=? ORDER BY seq", (r["name"],))]
+            out.append({"name": r["name"], "block_size": r["block_size"], "blocks": r["blocks"], "ldevs": ldevs})
+        return out
+
+    def virtual_volumes(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.db.execute("SELECT * FROM virtual_volumes ORDER BY vvol")]
+
+    def lus(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.db.execute("SELECT * FROM lus ORDER BY name")]
+
+    def exports(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.db.execute("SELECT * FROM exports ORDER BY target, lun")]

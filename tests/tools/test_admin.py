@@ -1,0 +1,109 @@
+"""Management operations: catalog transactions, restart, the socket and the CLI on a running array."""
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from sanlab.tools.admin import Admin, AdminError
+from tests.conftest import TARGET, SanlabProcess, need, run
+
+MiB = 1 << 20
+
+
+async def _build(admin: Admin) -> None:
+    await admin.create_raid_group("rg5", 5, ["d/a.img", "d/b.img", "d/c.img"], 16 * MiB, 64 * 1024,
+                                  ldev_size=4 * MiB)
+    await admin.create_raid_group("rg1", 1, ["d/m0.img", "d/m1.img"], 16 * MiB, 64 * 1024)
+    await admin.create_volume("vol0", 24 * MiB)
+    await admin.create_vvol(1, "vol0", 0, 30000)
+    await admin.create_vvol(2, "vol0", 20000, 10000)
+    await admin.create_lu("lu-a", 1, 100, 20000)
+
+
+async def test_tables_persist_and_changes_are_all_or_nothing(tmp_path: Path) -> None:
+    admin = Admin(tmp_path)
+    await _build(admin)
+    view = admin.show()
+    assert [g["name"] for g in view["raid_groups"]] == ["rg1", "rg5"]
+    (vol,) = view["volumes"]
+    assert len(vol["ldevs"]) == 6 and {l.split(":")[0] for l in vol["ldevs"]} == {"rg1", "rg5"}
+    assert [r["multiple_virtualization"] for r in view["vr_table"]] == [True, True]
+    free_before = {g["name"]: g["ldevs_free"] for g in view["raid_groups"]}
+    with pytest.raises(AdminError):
+        await admin.create_volume("vol0", 4 * MiB)  # exists: nothing allocated
+    with pytest.raises(AdminError):
+        await admin.create_volume("vol1", 400 * MiB)  # too big: nothing allocated
+    with pytest.raises(AdminError):
+        await admin.create_vvol(3, "vol0", 49100, 100)  # past the end
+    with pytest.raises(AdminError):
+        await admin.delete_volume("vol0")  # carries virtual volumes
+    assert {g["name"]: g["ldevs_free"] for g in admin.show()["raid_groups"]} == free_before
+    lu = admin.tables.lu_volume("lu-a")
+    await lu.write(5, b"\x5a" * 512)
+    await admin.close()
+
+    again = Admin(tmp_path)
+    await again.load()
+    now = again.show()
+    for key in ("ldev_size", "volumes", "vr_table", "luv_table", "exports"):
+        assert now[key] == view[key], key
+    assert [(g["name"], g["ldevs_free"]) for g in now["raid_groups"]] == \
+        [(g["name"], g["ldevs_free"]) for g in view["raid_groups"]]
+    assert await again.tables.lu_volume("lu-a").read(5, 1) == b"\x5a" * 512
+    await again.close()
+
+
+@pytest.mark.integration
+def test_cli_on_a_running_array(sanlab_factory: Callable[..., SanlabProcess], tmp_path: Path) -> None:
+    sp = sanlab_factory(f'[[targets]]\nname = "{TARGET}"\n')
+    dd = str(sp.data_dir)
+
+    def admin(*words: str, ok: bool = True) -> dict[str, object]:
+        cp = subprocess.run([sys.executable, "-m", "sanlab.tools.cli", "admin", *words, "--data-dir", dd, "--json"],
+                            capture_output=True, text=True, timeout=120)
+        assert (cp.returncode == 0) == ok, cp.stdout + cp.stderr
+        return json.loads(cp.stdout) if ok else {"stderr": cp.stderr}
+
+    sock = sp.data_dir / "sanlab.sock"
+    assert stat.S_IMODE(os.stat(sock).st_mode) == 0o600
+    admin("create-raid-group", "name=rg0", "level=5", "drives=drives/d0.img,drives/d1.img,drives/d2.img,drives/d3.img",
+          "drive_size=16MiB", "stripe_size=16KiB", "ldev_size=4MiB")
+    admin("create-volume", "name=v0", "size=32MiB")
+    admin("create-vvol", "vvol=1", "real=v0", "real_start=0", f"size={32 * MiB // 512}")
+    admin("create-lu", "name=lu0", "vvol=1", "vstart=2048", f"size={16 * MiB // 512}")
+    admin("export", "lu=lu0", f"target={TARGET}", "lun=0")
+    err = admin("create-vvol", "vvol=1", "real=v0", "real_start=0", "size=1", ok=False)
+    assert "already mapped" in str(err["stderr"])
+
+    src = tmp_path / "src.img"
+    src.write_bytes(os.urandom(16 * MiB))
+    run([need("qemu-img"), "convert", "-n", "-f", "raw", "-O", "raw", str(src), sp.url()], timeout=300)
+
+    shown = subprocess.run([sys.executable, "-m", "sanlab.tools.cli", "show", "--data-dir", dd],
+                           capture_output=True, text=True, timeout=60).stdout
+    assert "V/R table" in shown and "LU/V table" in shown and "lu0" in shown and "rg0" in shown
+
+    # Lose a drive, then rebuild onto a new one while the LU stays online.
+    admin("fail-drive", "group=rg0", "index=2")
+    admin("replace-drive", "group=rg0", "index=2", "path=drives/new2.img")
+    out1 = tmp_path / "during.img"
+    run([need("qemu-img"), "dd", "-f", "raw", "-O", "raw", "bs=1M", "count=16", f"if={sp.url()}", f"of={out1}"])
+    assert out1.read_bytes() == src.read_bytes()
+    assert admin("wait-rebuild", "group=rg0")["degraded"] is False
+    view = admin("show")
+    assert [d["state"] for d in view["raid_groups"][0]["drives"]] == ["online"] * 4  # type: ignore[index]
+
+    # The catalog brings everything back after a restart; the old drive file is no longer needed.
+    assert sp.stop() == 0
+    os.unlink(sp.data_dir / "drives" / "d2.img")
+    sp2 = sanlab_factory(f'[[targets]]\nname = "{TARGET}"\n', port=sp.port, extra=["--data-dir", dd])
+    out2 = tmp_path / "after.img"
+    run([need("qemu-img"), "dd", "-f", "raw", "-O", "raw", "bs=1M", "count=16", f"if={sp2.url()}", f"of={out2}"])
+    assert out2.read_bytes() == src.read_bytes()

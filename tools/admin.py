@@ -1,0 +1,352 @@
+"""Management operations of a running array, in one place (SPEC §3; issue: storage virtualization).
+
+The management socket (``tools/mgmt.py``) and, later, the in-band command
+device call these methods; each changes the catalog in one transaction and the
+running objects (RAID groups, LDEV allocator, mapping tables, exported LUNs)
+only after the commit succeeded, so a failure leaves both as they were.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from sanlab.scsi.device_server import DeviceServer
+from sanlab.scsi.lu import LogicalUnit, LuConfig
+from sanlab.storage.catalog import Catalog
+from sanlab.storage.ldev import Ldev, LdevAllocator, LogicalVolume
+from sanlab.storage.raid import Drive, RaidGroup, RaidLevel, open_group
+from sanlab.storage.volume import VolumeError
+from sanlab.storage.vvol import LuVRow, MappingTables, VRRow
+
+log = structlog.get_logger("sanlab.admin")
+
+DEFAULT_LDEV_SIZE = 8 << 20
+
+
+class AdminError(Exception):
+    """A management request that cannot be carried out; the message says why."""
+
+
+class Admin:
+    """The array's storage objects and the operations on them."""
+
+    def __init__(self, data_dir: Path, device_servers: dict[str, DeviceServer] | None = None) -> None:
+        self.data_dir = data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.catalog = Catalog(data_dir / "catalog.db")
+        self.device_servers = device_servers or {}
+        self.groups: dict[str, RaidGroup] = {}
+        self.allocator = LdevAllocator(int(self.catalog.get_meta("ldev_size") or DEFAULT_LDEV_SIZE))
+        self.tables = MappingTables()
+        self.volumes: dict[str, LogicalVolume] = {}
+        self._rebuilds: dict[str, asyncio.Task[None]] = {}
+
+    # --- startup --------------------------------------------------------------------------------
+
+    async def load(self) -> None:
+        """Rebuild the running objects from the catalog (after a restart)."""
+        for g in self.catalog.groups():
+            group = open_group(g.name, g.level, g.drives, g.drive_size, g.stripe_size, str(self.data_dir))
+            fixed = await group.recover()
+            if fixed:
+                log.warning("raid_parity_resynced", group=g.name, stripes=fixed)
+            self.groups[g.name] = group
+            self.allocator.add_group(g.name, group.capacity)
+        for v in self.catalog.volumes():
+            ldevs = [self.allocator.ldev(grp, idx) for grp, idx in v["ldevs"]]
+            self.allocator.mark_used(ldevs)
+            self._open_volume(v["name"], ldevs, v["block_size"], v["blocks"])
+        for r in self.catalog.virtual_volumes():
+            self.tables.map_virtual(VRRow(r["vvol"], r["real"], r["real_start"], r["size"]))
+        for r in self.catalog.lus():
+            self.tables.map_lu(LuVRow(r["name"], r["vvol"], r["vstart"], r["size"]))
+        for e in self.catalog.exports():
+            ds = self.device_servers.get(e["target"])
+            if ds is None:
+                log.warning("export_target_missing", target=e["target"], lun=e["lun"], lu=e["lu"])
+                continue
+            ds.add_lun(e["lun"], self._logical_unit(e["lu"], e["target"], e["lun"]))
+
+    def _open_volume(self, name: str, ldevs: list[Ldev], block_size: int, blocks: int) -> LogicalVolume:
+        vol = LogicalVolume(ldevs, dict(self.groups), block_size, blocks * block_size)
+        self.volumes[name] = vol
+        self.tables.add_real(name, vol)
+        return vol
+
+    def _logical_unit(self, lu: str, target: str, lun: int) -> LogicalUnit:
+        return LogicalUnit(self.tables.lu_volume(lu), LuConfig.for_lun(target, lun))
+
+    # --- RAID groups and drives ---------------------------------------------------------------------
+
+    async def create_raid_group(self, name: str, level: int, drives: list[str], drive_size: int,
+                                stripe_size: int = 64 * 1024, ldev_size: int | None = None) -> dict[str, Any]:
+        if name in self.groups:
+            raise AdminError(f"RAID group {name} exists")
+        try:
+            RaidLevel(level)
+        except ValueError:
+            raise AdminError(f"RAID level {level} is not one of 0, 1, 5, 6, 10") from None
+        paths = [p if os.path.isabs(p) else str(self.data_dir / p) for p in drives]
+        if any(os.path.exists(p) for p in paths):
+            raise AdminError("drive files already exist: " + ", ".join(p for p in paths if os.path.exists(p)))
+        with self.catalog.transaction() as db:
+            if ldev_size is not None:
+                if self.groups or self.catalog.get_meta("ldev_size"):
+                    raise AdminError("the LDEV size is set once, with the first RAID group")
+                self.catalog.set_meta(db, "ldev_size", str(ldev_size))
+            db.execute("INSERT INTO raid_groups VALUES (?, ?, ?, ?, ?)",
+                       (name, level, stripe_size, drive_size, json.dumps(paths)))
+            try:
+                group = open_group(name, level, paths, drive_size, stripe_size, str(self.data_dir))
+            except (ValueError, VolumeError, OSError) as exc:
+                raise AdminError(f"cannot build RAID group {name}: {exc}") from exc
+        if ldev_size is not None:
+            self.allocator = LdevAllocator(ldev_size)
+        self.groups[name] = group
+        count = self.allocator.add_group(name, group.capacity)
+        log.info("raid_group_created", name=name, level=level, drives=len(paths), ldevs=count)
+        return {"name": name, "capacity": group.capacity, "ldevs": count}
+
+    def _group(self, name: str) -> RaidGroup:
+        g = self.groups.get(name)
+        if g is None:
+            raise AdminError(f"no RAID group {name}")
+        return g
+
+    async def delete_raid_group(self, name: str) -> dict[str, Any]:
+        group = self._group(name)
+        if len(self.allocator.free(name)) != group.capacity // self.allocator.ldev_size:
+            raise AdminError(f"RAID group {name} still holds LDEVs of volumes")
+        with self.catalog.transaction() as db:
+            db.execute("DELETE FROM raid_groups WHERE name=?", (name,))
+        await group.close()
+        del self.groups[name]
+        self.allocator = self._rebuild_allocator()
+        os.unlink(self.data_dir / f"raid-{name}.json")
+        return {"deleted": name}
+
+    def _rebuild_allocator(self) -> LdevAllocator:
+        a = LdevAllocator(self.allocator.ldev_size)
+        for n, g in self.groups.items():
+            a.add_group(n, g.capacity)
+        for v in self.volumes.values():
+            a.mark_used(v.ldevs)
+        return a
+
+    async def fail_drive(self, group: str, index: int) -> dict[str, Any]:
+        g = self._group(group)
+        if not 0 <= index < len(g.drives):
+            raise AdminError(f"RAID group {group} has no drive {index}")
+        if sum(not d.readable for d in g.drives) >= g.redundancy and g.drives[index].readable:
+            raise AdminError(f"failing drive {index} would lose data of RAID group {group}")
+        g.fail_drive(index)
+        log.warning("drive_failed", group=group, index=index)
+        return {"group": group, "drive": index, "state": "failed"}
+
+    async def replace_drive(self, group: str, index: int, path: str) -> dict[str, Any]:
+        """Rebuild member ``index`` onto a new drive file, in the background."""
+        g = self._group(group)
+        if group in self._rebuilds and not self._rebuilds[group].done():
+            raise AdminError(f"RAID group {group} is already rebuilding")
+        if g.drives[index].readable:
+            raise AdminError(f"drive {index} of {group} is online; fail it first")
+        full = path if os.path.isabs(path) else str(self.data_dir / path)
+        if os.path.exists(full):
+            raise AdminError(f"{full} exists")
+        rows = {r.name: r for r in self.catalog.groups()}
+        drives = list(rows[group].drives)
+        drives[index] = full
+        new = Drive(full, g.layout.drive_size)
+        with self.catalog.transaction() as db:
+            db.execute("UPDATE raid_groups SET drives=? WHERE name=?", (json.dumps(drives), group))
+            meta = self.data_dir / f"raid-{group}.json"
+            desc = json.loads(meta.read_text())
+            desc["drives"] = drives
+            tmp = meta.with_suffix(".tmp")
+            tmp.write_text(json.dumps(desc))
+            os.replace(tmp, meta)
+
+        async def run() -> None:
+            try:
+                await g.rebuild(index, new)
+                log.info("rebuild_done", group=group, drive=index)
+            except Exception:  # noqa: BLE001 - reported through show(), never lost
+                log.exception("rebuild_failed", group=group, drive=index)
+
+        self._rebuilds[group] = asyncio.create_task(run())
+        return {"group": group, "drive": index, "state": "rebuilding"}
+
+    async def wait_rebuild(self, group: str) -> dict[str, Any]:
+        t = self._rebuilds.get(group)
+        if t is not None:
+            await t
+        return {"group": group, "degraded": self._group(group).degraded}
+
+    async def scrub(self, group: str) -> dict[str, Any]:
+        return {"group": group, "repaired_stripes": await self._group(group).scrub(repair=True)}
+
+    # --- volumes, virtual volumes, LUs ------------------------------------------------------------------
+
+    async def create_volume(self, name: str, size: int, block_size: int = 512, groups: list[str] | None = None,
+                            ldevs: list[str] | None = None) -> dict[str, Any]:
+        if name in self.volumes or name in self.tables.real or name in self.tables.luv:
+            raise AdminError(f"volume {name} exists")
+        if size <= 0 or size % block_size:
+            raise AdminError(f"size {size} is not a positive multiple of {block_size}")
+        try:
+            if ldevs:
+                chosen = []
+                for ref in ldevs:
+                    grp, _, idx = ref.partition(":")
+                    chosen.append(self.allocator.ldev(grp, int(idx)))
+                if sum(d.size for d in chosen) < size:
+                    raise AdminError(f"{len(chosen)} LDEVs hold less than {size} bytes")
+                self.allocator.mark_used(chosen)
+            else:
+                chosen = self.allocator.allocate(size, groups)
+        except VolumeError as exc:
+            raise AdminError(str(exc)) from None
+        try:
+            with self.catalog.transaction() as db:
+                db.execute("INSERT INTO volumes VALUES (?, ?, ?)", (name, block_size, size // block_size))
+                db.executemany("INSERT INTO volume_ldevs VALUES (?, ?, ?, ?)",
+                               [(name, i, d.group, d.index) for i, d in enumerate(chosen)])
+        except BaseException:
+            self.allocator.release(chosen)
+            raise
+        self._open_volume(name, chosen, block_size, size // block_size)
+        return {"name": name, "ldevs": [d.ldev_id for d in chosen]}
+
+    async def delete_volume(self, name: str) -> dict[str, Any]:
+        vol = self.volumes.get(name)
+        if vol is None:
+            raise AdminError(f"no volume {name}")
+        users = [v.vvol for v in self.tables.vr.values() if v.real == name]
+        if users:
+            raise AdminError(f"volume {name} carries virtual volumes {users}")
+        with self.catalog.transaction() as db:
+            db.execute("DELETE FROM volumes WHERE name=?", (name,))
+        del self.volumes[name]
+        del self.tables.real[name]
+        self.allocator.release(vol.ldevs)
+        return {"deleted": name}
+
+    async def create_vvol(self, vvol: int, real: str, real_start: int, size: int) -> dict[str, Any]:
+        try:
+            self.tables.map_virtual(VRRow(vvol, real, real_start, size))
+        except ValueError as exc:
+            raise AdminError(str(exc)) from None
+        try:
+            with self.catalog.transaction() as db:
+                db.execute("INSERT INTO virtual_volumes VALUES (?, ?, ?, ?)", (vvol, real, real_start, size))
+        except BaseException:
+            del self.tables.vr[vvol]
+            raise
+        return {"vvol": vvol, "multiple_virtualization": self.tables.multiple_virtualization(vvol)}
+
+    async def delete_vvol(self, vvol: int) -> dict[str, Any]:
+        try:
+            row = self.tables.vr[vvol]
+            self.tables.unmap_virtual(vvol)
+        except (KeyError, ValueError) as exc:
+            raise AdminError(f"cannot delete virtual volume #{vvol}: {exc}") from None
+        try:
+            with self.catalog.transaction() as db:
+                db.execute("DELETE FROM virtual_volumes WHERE vvol=?", (vvol,))
+        except BaseException:
+            self.tables.vr[vvol] = row
+            raise
+        return {"deleted": vvol}
+
+    async def create_lu(self, name: str, vvol: int, vstart: int, size: int) -> dict[str, Any]:
+        try:
+            self.tables.map_lu(LuVRow(name, vvol, vstart, size))
+        except ValueError as exc:
+            raise AdminError(str(exc)) from None
+        try:
+            with self.catalog.transaction() as db:
+                db.execute("INSERT INTO lus VALUES (?, ?, ?, ?)", (name, vvol, vstart, size))
+        except BaseException:
+            del self.tables.luv[name]
+            raise
+        return {"lu": name}
+
+    async def delete_lu(self, name: str) -> dict[str, Any]:
+        if any(e["lu"] == name for e in self.catalog.exports()):
+            raise AdminError(f"LU {name} is exported; unexport it first")
+        try:
+            row = self.tables.luv[name]
+            self.tables.unmap_lu(name)
+        except (KeyError, ValueError) as exc:
+            raise AdminError(f"cannot delete LU {name}: {exc}") from None
+        try:
+            with self.catalog.transaction() as db:
+                db.execute("DELETE FROM lus WHERE name=?", (name,))
+        except BaseException:
+            self.tables.luv[name] = row
+            raise
+        return {"deleted": name}
+
+    async def export(self, lu: str, target: str, lun: int) -> dict[str, Any]:
+        ds = self.device_servers.get(target)
+        if ds is None:
+            raise AdminError(f"no target {target}")
+        if lu not in self.tables.luv:
+            raise AdminError(f"no LU {lu}")
+        if ds.has_lun(lun):
+            raise AdminError(f"{target} already has LUN {lun}")
+        with self.catalog.transaction() as db:
+            db.execute("INSERT INTO exports VALUES (?, ?, ?)", (target, lun, lu))
+        ds.add_lun(lun, self._logical_unit(lu, target, lun))
+        return {"target": target, "lun": lun, "lu": lu}
+
+    async def unexport(self, target: str, lun: int) -> dict[str, Any]:
+        ds = self.device_servers.get(target)
+        if ds is None or not any(e["target"] == target and e["lun"] == lun for e in self.catalog.exports()):
+            raise AdminError(f"{target} LUN {lun} is not an export of the catalog")
+        with self.catalog.transaction() as db:
+            db.execute("DELETE FROM exports WHERE target=? AND lun=?", (target, lun))
+        lu = ds.remove_lun(lun)
+        await lu.volume.flush()
+        return {"target": target, "lun": lun}
+
+    # --- views ----------------------------------------------------------------------------------------
+
+    def show(self) -> dict[str, Any]:
+        """Every table in the array's own terms."""
+        groups = []
+        for name, g in sorted(self.groups.items()):
+            groups.append({
+                "name": name, "level": int(g.level), "stripe_size": g.layout.chunk, "capacity": g.capacity,
+                "degraded": g.degraded, "rebuild_progress": g.rebuild_progress,
+                "drives": [{"index": i, "path": d.path, "state": d.state.value} for i, d in enumerate(g.drives)],
+                "ldevs": g.capacity // self.allocator.ldev_size, "ldevs_free": len(self.allocator.free(name))})
+        return {
+            "ldev_size": self.allocator.ldev_size,
+            "raid_groups": groups,
+            "volumes": [{"name": n, "blocks": v.num_blocks, "block_size": v.block_size,
+                         "ldevs": [d.ldev_id for d in v.ldevs]} for n, v in sorted(self.volumes.items())],
+            "vr_table": [{"vvol": r.vvol, "real": r.real, "real_start": r.real_start, "size": r.size,
+                          "multiple_virtualization": self.tables.multiple_virtualization(r.vvol)}
+                         for r in sorted(self.tables.vr.values(), key=lambda r: r.vvol)],
+            "luv_table": [{"lu": r.lu, "vvol": r.vvol, "vstart": r.vstart, "size": r.size}
+                          for r in sorted(self.tables.luv.values(), key=lambda r: r.lu)],
+            "exports": self.catalog.exports(),
+        }
+
+    async def close(self) -> None:
+        for t in self._rebuilds.values():
+            t.cancel()
+        for g in self.groups.values():
+            await g.close()
+        self.catalog.close()
+
+    OPERATIONS = ("create_raid_group", "delete_raid_group", "fail_drive", "replace_drive", "wait_rebuild", "scrub",
+                  "create_volume", "delete_volume", "create_vvol", "delete_vvol", "create_lu", "delete_lu",
+                  "export", "unexport", "show")
+    """What the management socket may call."""
