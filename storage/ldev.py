@@ -12,7 +12,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import Protocol
 
-from sanlab.storage.volume import VolumeError
+from sanlab.storage.volume import EmulatedBlockOps, VolumeError
 
 
 class ByteStore(Protocol):
@@ -95,7 +95,7 @@ class LdevAllocator:
         return out
 
 
-class LogicalVolume:
+class LogicalVolume(EmulatedBlockOps):
     """An ordered list of LDEVs as one volume of logical blocks."""
 
     def __init__(self, ldevs: list[Ldev], groups: dict[str, ByteStore], block_size: int = 512,
@@ -137,6 +137,14 @@ class LogicalVolume:
             raise VolumeError(f"range {lba}+{n} outside volume of {self._num_blocks} blocks")
 
     async def read(self, lba: int, nblocks: int) -> bytes:
+        async with self.range_lock.hold(lba, nblocks, exclusive=False):
+            return await self._raw_read(lba, nblocks)
+
+    async def write(self, lba: int, data: bytes | bytearray | memoryview, fua: bool = False) -> None:
+        async with self.range_lock.hold(lba, len(data) // self._block_size):
+            await self._raw_write(lba, data, fua)
+
+    async def _raw_read(self, lba: int, nblocks: int) -> bytes:
         self._check(lba, nblocks)
         bs = self._block_size
         out = bytearray(nblocks * bs)
@@ -146,7 +154,7 @@ class LogicalVolume:
             out[roff:roff + n] = chunk
         return bytes(out)
 
-    async def write(self, lba: int, data: bytes | bytearray | memoryview, fua: bool = False) -> None:
+    async def _raw_write(self, lba: int, data: bytes | bytearray | memoryview, fua: bool) -> None:
         bs = self._block_size
         if len(data) % bs:
             raise VolumeError(f"write of {len(data)} bytes is not whole blocks")

@@ -40,7 +40,7 @@ from typing import Callable, Iterator, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from sanlab.storage.volume import VolumeError
+from sanlab.storage.volume import EmulatedBlockOps, VolumeError
 
 Bytes = npt.NDArray[np.uint8]
 _T = TypeVar("_T")
@@ -648,8 +648,12 @@ class RaidGroup:
             d.close()
 
 
-class RaidVolume:
-    """A RAID group seen as a :class:`~sanlab.storage.volume.Volume` of logical blocks."""
+class RaidVolume(EmulatedBlockOps):
+    """A RAID group seen as a :class:`~sanlab.storage.volume.Volume` of logical blocks.
+
+    UNMAP, WRITE SAME and COMPARE AND WRITE are the emulated ones (a RAID group
+    cannot deallocate); the range lock makes COMPARE AND WRITE atomic.
+    """
 
     def __init__(self, group: RaidGroup, block_size: int = 512) -> None:
         self.group = group
@@ -668,17 +672,25 @@ class RaidVolume:
         if lba < 0 or n < 0 or lba + n > self._num_blocks:
             raise VolumeError(f"range {lba}+{n} outside volume of {self._num_blocks} blocks")
 
-    async def read(self, lba: int, nblocks: int) -> bytes:
+    async def _raw_read(self, lba: int, nblocks: int) -> bytes:
         self._check(lba, nblocks)
         return await self.group.read(lba * self._block_size, nblocks * self._block_size)
 
-    async def write(self, lba: int, data: bytes | bytearray | memoryview, fua: bool = False) -> None:
+    async def _raw_write(self, lba: int, data: bytes | bytearray | memoryview, fua: bool) -> None:
         if len(data) % self._block_size:
             raise VolumeError(f"write of {len(data)} bytes is not whole blocks")
         self._check(lba, len(data) // self._block_size)
         await self.group.write(lba * self._block_size, data)
         if fua:
             await self.group.flush()
+
+    async def read(self, lba: int, nblocks: int) -> bytes:
+        async with self.range_lock.hold(lba, nblocks, exclusive=False):
+            return await self._raw_read(lba, nblocks)
+
+    async def write(self, lba: int, data: bytes | bytearray | memoryview, fua: bool = False) -> None:
+        async with self.range_lock.hold(lba, len(data) // self._block_size):
+            await self._raw_write(lba, data, fua)
 
     async def flush(self) -> None:
         await self.group.flush()

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sanlab.storage.volume import Volume, VolumeError
+from sanlab.storage.volume import LbaExtent, Volume, VolumeError
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +71,38 @@ class WindowVolume:
             raise VolumeError(f"write of {len(data)} bytes is not whole blocks")
         self._check(lba, len(data) // self.block_size)
         await self.base.write(self.start + lba, data, fua)
+
+    @property
+    def thin(self) -> bool:
+        return self.base.thin
+
+    @property
+    def lbprz(self) -> bool:
+        return self.base.lbprz
+
+    async def unmap(self, lba: int, nblocks: int) -> None:
+        self._check(lba, nblocks)
+        await self.base.unmap(self.start + lba, nblocks)
+
+    async def write_same(self, lba: int, nblocks: int, block: bytes | bytearray | memoryview, *,
+                         unmap: bool = False, fua: bool = False) -> None:
+        self._check(lba, nblocks)
+        await self.base.write_same(self.start + lba, nblocks, block, unmap=unmap, fua=fua)
+
+    async def get_lba_status(self, lba: int, max_ranges: int) -> list[LbaExtent]:
+        self._check(lba, 1)
+        out = []
+        for first, count, status in await self.base.get_lba_status(self.start + lba, max_ranges):
+            first -= self.start
+            count = min(count, self._size - first)
+            if count > 0:
+                out.append((first, count, status))
+        return out
+
+    async def compare_and_write(self, lba: int, verify: bytes | bytearray | memoryview,
+                                data: bytes | bytearray | memoryview, *, fua: bool = False) -> int | None:
+        self._check(lba, len(data) // self.block_size)
+        return await self.base.compare_and_write(self.start + lba, verify, data, fua=fua)
 
     async def flush(self) -> None:
         await self.base.flush()

@@ -60,10 +60,39 @@ class MemoryVolume(EmulatedBlockOps):
 
 
 Factory = Callable[[Path, int, int], Volume]
+def _raid5(d: Path, size: int, bs: int) -> Volume:
+    from sanlab.storage.raid import Drive, RaidGroup, RaidVolume
+    # 4 drives of size/3 each: 3 data chunks per stripe hold exactly ``size`` bytes.
+    drives = [Drive(str(d / f"r{i}.img"), size // 3 + 65536) for i in range(4)]
+    vol = RaidVolume(RaidGroup(5, drives, 4096, str(d / "wil.bitmap")), bs)
+    vol._num_blocks = size // bs  # the conformance suite expects exactly ``size``
+    return vol
+
+
+def _logical(d: Path, size: int, bs: int) -> Volume:
+    from sanlab.storage.ldev import LdevAllocator, LogicalVolume
+    from sanlab.storage.raid import Drive, RaidGroup
+    groups = {"a": RaidGroup(1, [Drive(str(d / f"a{i}.img"), size) for i in range(2)], 4096),
+              "b": RaidGroup(0, [Drive(str(d / f"b{i}.img"), size // 2) for i in range(2)], 4096)}
+    alloc = LdevAllocator(size // 4)
+    for name, g in groups.items():
+        alloc.add_group(name, g.capacity)
+    return LogicalVolume(alloc.allocate(size), groups, bs, size)  # type: ignore[arg-type]
+
+
+def _window(d: Path, size: int, bs: int) -> Volume:
+    from sanlab.storage.vvol import WindowVolume
+    base = FileVolume(str(d / "base.img"), size + 64 * bs, bs)
+    return WindowVolume(base, 64, size // bs)
+
+
 FACTORIES: dict[str, Factory] = {
     "file": lambda d, size, bs: FileVolume(str(d / "v.img"), size, bs),
     "file-thick": lambda d, size, bs: FileVolume(str(d / "v.img"), size, bs, thin=False),
     "memory": lambda d, size, bs: MemoryVolume(size, bs),
+    "raid5": lambda d, size, bs: _raid5(d, size, bs),
+    "logical": lambda d, size, bs: _logical(d, size, bs),
+    "window": lambda d, size, bs: _window(d, size, bs),
 }
 
 
