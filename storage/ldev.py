@@ -9,8 +9,9 @@ groups, seen as one :class:`~sanlab.storage.volume.Volume`.
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Callable, Protocol
 
 from sanlab.storage.volume import EmulatedBlockOps, VolumeError
 
@@ -95,8 +96,38 @@ class LdevAllocator:
         return out
 
 
+@dataclass(slots=True)
+class LdevStats:
+    """Access counters of one LDEV of a volume (seed 004, 4th embodiment: the basis of rearrangement)."""
+
+    reads: int = 0
+    writes: int = 0
+    read_bytes: int = 0
+    write_bytes: int = 0
+    sequential_reads: int = 0
+    sequential_writes: int = 0
+    busy: float = 0.0
+    """Seconds spent with the LDEV's group on this LDEV's behalf (utilization numerator)."""
+    last_end: int = -1
+
+    @property
+    def random_reads(self) -> int:
+        return self.reads - self.sequential_reads
+
+    @property
+    def random_writes(self) -> int:
+        return self.writes - self.sequential_writes
+
+
 class LogicalVolume(EmulatedBlockOps):
-    """An ordered list of LDEVs as one volume of logical blocks."""
+    """An ordered list of LDEVs as one volume of logical blocks.
+
+    An LDEV can be *rearranged* onto another LDEV (another RAID group) while
+    hosts keep reading and writing: a copy pointer advances through it, and every
+    access is routed by the pointer — below it to the new LDEV, above it to the
+    old.  Each step of the copy holds the range lock on the blocks it moves, so
+    no host I/O to those blocks is in flight while they change place.
+    """
 
     def __init__(self, ldevs: list[Ldev], groups: dict[str, ByteStore], block_size: int = 512,
                  size: int | None = None) -> None:
@@ -110,6 +141,9 @@ class LogicalVolume(EmulatedBlockOps):
         self.groups = groups
         self._block_size = block_size
         self._num_blocks = size // block_size
+        self.moving: dict[int, tuple[Ldev, int]] = {}
+        """LDEV index → (destination LDEV, copy pointer in bytes) while rearranging."""
+        self.stats: list[LdevStats] = [LdevStats() for _ in ldevs]
 
     @property
     def block_size(self) -> int:
@@ -120,7 +154,10 @@ class LogicalVolume(EmulatedBlockOps):
         return self._num_blocks
 
     def extents(self, offset: int, length: int) -> list[tuple[Ldev, int, int, int]]:
-        """(LDEV, offset in LDEV, length, offset in request) covering a byte range of the volume."""
+        """(LDEV, offset in LDEV, length, offset in request) covering a byte range of the volume.
+
+        An LDEV being rearranged is split at its copy pointer (call with the range lock held).
+        """
         out = []
         done = 0
         size = self.ldevs[0].size
@@ -128,9 +165,34 @@ class LogicalVolume(EmulatedBlockOps):
             pos = offset + done
             i, within = divmod(pos, size)
             n = min(size - within, length - done)
-            out.append((self.ldevs[i], within, n, done))
+            ldev = self.ldevs[i]
+            move = self.moving.get(i)
+            if move is not None:
+                dest, pointer = move
+                if within < pointer:
+                    ldev, n = dest, min(n, pointer - within)
+                else:
+                    n = min(n, size - within)
+            out.append((ldev, within, n, done))
             done += n
         return out
+
+    def _account(self, offset: int, length: int, write: bool, seconds: float) -> None:
+        size = self.ldevs[0].size
+        first, last = offset // size, (offset + length - 1) // size
+        for i in range(first, last + 1):
+            st = self.stats[i]
+            seq = st.last_end == offset
+            if write:
+                st.writes += 1
+                st.write_bytes += length
+                st.sequential_writes += seq
+            else:
+                st.reads += 1
+                st.read_bytes += length
+                st.sequential_reads += seq
+            st.busy += seconds / (last - first + 1)
+            st.last_end = offset + length
 
     def _check(self, lba: int, n: int) -> None:
         if lba < 0 or n < 0 or lba + n > self._num_blocks:
@@ -149,9 +211,12 @@ class LogicalVolume(EmulatedBlockOps):
         bs = self._block_size
         out = bytearray(nblocks * bs)
         parts = self.extents(lba * bs, nblocks * bs)
+        t0 = time.monotonic()
         chunks = await asyncio.gather(*(self.groups[d.group].read(d.offset + off, n) for d, off, n, _ in parts))
         for (_, _, n, roff), chunk in zip(parts, chunks):
             out[roff:roff + n] = chunk
+        if nblocks:
+            self._account(lba * bs, nblocks * bs, False, time.monotonic() - t0)
         return bytes(out)
 
     async def _raw_write(self, lba: int, data: bytes | bytearray | memoryview, fua: bool) -> None:
@@ -161,10 +226,42 @@ class LogicalVolume(EmulatedBlockOps):
         self._check(lba, len(data) // bs)
         view = memoryview(data)
         parts = self.extents(lba * bs, len(view))
+        t0 = time.monotonic()
         await asyncio.gather(*(self.groups[d.group].write(d.offset + off, view[roff:roff + n])
                                for d, off, n, roff in parts))
         if fua:
             await self.flush()
+        if len(view):
+            self._account(lba * bs, len(view), True, time.monotonic() - t0)
+
+    async def rearrange(self, index: int, dest: Ldev, step: int = 1 << 20,
+                        progress: Callable[[float], None] | None = None) -> Ldev:
+        """Move LDEV ``index`` onto ``dest`` online; returns the old LDEV (free once this returns)."""
+        if index in self.moving:
+            raise VolumeError(f"LDEV {index} of this volume is already moving")
+        old = self.ldevs[index]
+        if dest.size != old.size:
+            raise VolumeError("LDEVs of different sizes")
+        bs = self._block_size
+        step -= step % bs
+        self.moving[index] = (dest, 0)
+        try:
+            pointer = 0
+            while pointer < old.size:
+                n = min(step, old.size - pointer)
+                first = (index * old.size + pointer) // bs
+                async with self.range_lock.hold(first, n // bs):
+                    data = await self.groups[old.group].read(old.offset + pointer, n)
+                    await self.groups[dest.group].write(dest.offset + pointer, data)
+                    pointer += n
+                    self.moving[index] = (dest, pointer)
+                if progress is not None:
+                    progress(pointer / old.size)
+            await self.groups[dest.group].flush()
+            self.ldevs[index] = dest
+        finally:
+            self.moving.pop(index, None)
+        return old
 
     async def flush(self) -> None:
         for name in sorted({d.group for d in self.ldevs}):

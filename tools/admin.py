@@ -20,6 +20,7 @@ from sanlab.scsi.lu import LogicalUnit, LuConfig
 from sanlab.storage.catalog import Catalog
 from sanlab.storage.ldev import Ldev, LdevAllocator, LogicalVolume
 from sanlab.storage.raid import Drive, RaidGroup, RaidLevel, open_group
+from sanlab.storage.tiering import GroupInfo, LdevLoad, plan_moves
 from sanlab.storage.volume import VolumeError
 from sanlab.storage.vvol import LuVRow, MappingTables, VRRow
 
@@ -45,6 +46,8 @@ class Admin:
         self.tables = MappingTables()
         self.volumes: dict[str, LogicalVolume] = {}
         self._rebuilds: dict[str, asyncio.Task[None]] = {}
+        self._last_stats: dict[tuple[str, int], tuple[int, int, float]] = {}
+        self._tiering: asyncio.Task[None] | None = None
 
     # --- startup --------------------------------------------------------------------------------
 
@@ -315,6 +318,80 @@ class Admin:
         await lu.volume.flush()
         return {"target": target, "lun": lun}
 
+    # --- rearrangement ----------------------------------------------------------------------------------
+
+    async def rearrange(self, volume: str, index: int, group: str | None = None,
+                        ldev: str | None = None) -> dict[str, Any]:
+        """Move LDEV ``index`` of ``volume`` onto another RAID group (or a designated LDEV), online."""
+        vol = self.volumes.get(volume)
+        if vol is None:
+            raise AdminError(f"no volume {volume}")
+        if not 0 <= index < len(vol.ldevs):
+            raise AdminError(f"volume {volume} has no LDEV {index}")
+        try:
+            if ldev is not None:
+                grp, _, idx = ldev.partition(":")
+                dest = self.allocator.ldev(grp, int(idx))
+                self.allocator.mark_used([dest])
+            else:
+                if group is None or group not in self.groups:
+                    raise AdminError(f"no RAID group {group}")
+                dest = self.allocator.allocate(self.allocator.ldev_size, [group])[0]
+        except VolumeError as exc:
+            raise AdminError(str(exc)) from None
+        try:
+            old = await vol.rearrange(index, dest)
+        except BaseException:
+            self.allocator.release([dest])
+            raise
+        with self.catalog.transaction() as db:
+            db.execute("UPDATE volume_ldevs SET grp=?, idx=? WHERE volume=? AND seq=?",
+                       (dest.group, dest.index, volume, index))
+        self.allocator.release([old])
+        log.info("ldev_rearranged", volume=volume, index=index, source=old.ldev_id, dest=dest.ldev_id)
+        return {"volume": volume, "index": index, "from": old.ldev_id, "to": dest.ldev_id}
+
+    def ldev_loads(self, seconds: float) -> list[LdevLoad]:
+        """Rates since the previous call (the statistics are cumulative counters)."""
+        now: dict[tuple[str, int], tuple[int, int, float]] = {}
+        loads = []
+        for name, vol in self.volumes.items():
+            for i, st in enumerate(vol.stats):
+                seq = st.sequential_reads + st.sequential_writes
+                rnd = st.reads + st.writes - seq
+                now[(name, i)] = (rnd, seq, st.busy)
+                r0, s0, b0 = self._last_stats.get((name, i), (0, 0, 0.0))
+                loads.append(LdevLoad(name, i, vol.ldevs[i].group, (rnd - r0) / seconds, (seq - s0) / seconds,
+                                      (st.busy - b0) / seconds))
+        self._last_stats = now
+        return loads
+
+    async def tiering_round(self, seconds: float = 1.0) -> dict[str, Any]:
+        """Sample the statistics, plan and carry out the moves the policy proposes."""
+        loads = self.ldev_loads(seconds)
+        groups = [GroupInfo(n, int(g.level), len(self.allocator.free(n))) for n, g in self.groups.items()]
+        done = []
+        for m in plan_moves(loads, groups):
+            done.append(await self.rearrange(m.volume, m.index, group=m.dest) | {"reason": m.reason})
+        return {"moves": done}
+
+    async def auto_tiering(self, enable: bool = True, interval: float = 60.0) -> dict[str, Any]:
+        """Run :meth:`tiering_round` every ``interval`` seconds (or stop doing so)."""
+        if self._tiering is not None:
+            self._tiering.cancel()
+            self._tiering = None
+        if enable:
+            async def loop() -> None:
+                self.ldev_loads(interval)
+                while True:
+                    await asyncio.sleep(interval)
+                    try:
+                        await self.tiering_round(interval)
+                    except Exception:  # noqa: BLE001 - logged; the next round tries again
+                        log.exception("tiering_round_failed")
+            self._tiering = asyncio.create_task(loop())
+        return {"auto_tiering": enable, "interval": interval}
+
     # --- views ----------------------------------------------------------------------------------------
 
     def show(self) -> dict[str, Any]:
@@ -330,7 +407,11 @@ class Admin:
             "ldev_size": self.allocator.ldev_size,
             "raid_groups": groups,
             "volumes": [{"name": n, "blocks": v.num_blocks, "block_size": v.block_size,
-                         "ldevs": [d.ldev_id for d in v.ldevs]} for n, v in sorted(self.volumes.items())],
+                         "ldevs": [d.ldev_id for d in v.ldevs],
+                         "moving": {i: {"to": d.ldev_id, "copied": p} for i, (d, p) in v.moving.items()},
+                         "ldev_stats": [{"reads": st.reads, "writes": st.writes, "random": st.random_reads
+                                         + st.random_writes, "busy": round(st.busy, 3)} for st in v.stats]}
+                        for n, v in sorted(self.volumes.items())],
             "vr_table": [{"vvol": r.vvol, "real": r.real, "real_start": r.real_start, "size": r.size,
                           "multiple_virtualization": self.tables.multiple_virtualization(r.vvol)}
                          for r in sorted(self.tables.vr.values(), key=lambda r: r.vvol)],
@@ -340,6 +421,8 @@ class Admin:
         }
 
     async def close(self) -> None:
+        if self._tiering is not None:
+            self._tiering.cancel()
         for t in self._rebuilds.values():
             t.cancel()
         for g in self.groups.values():
@@ -348,5 +431,5 @@ class Admin:
 
     OPERATIONS = ("create_raid_group", "delete_raid_group", "fail_drive", "replace_drive", "wait_rebuild", "scrub",
                   "create_volume", "delete_volume", "create_vvol", "delete_vvol", "create_lu", "delete_lu",
-                  "export", "unexport", "show")
+                  "export", "unexport", "rearrange", "tiering_round", "auto_tiering", "show")
     """What the management socket may call."""

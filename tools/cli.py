@@ -71,7 +71,7 @@ def _lun_volume(lc: LunConfig, groups: dict[str, RaidGroup]) -> Volume:
             raise ValueError(f"LUN {lc.lun}: {lc.size} bytes do not fit RAID group {lc.raid_group}")
         return vol
     lc.file.parent.mkdir(parents=True, exist_ok=True)
-    return FileVolume(str(lc.file), lc.size, lc.block_size, readonly=lc.readonly)
+    return FileVolume(str(lc.file), lc.size, lc.block_size, readonly=lc.readonly, thin=lc.thin)
 
 
 def build_server(cfg: ArrayConfig, groups: dict[str, RaidGroup] | None = None) -> IscsiServer:
@@ -139,6 +139,8 @@ async def _serve(cfg: ArrayConfig) -> int:
 
 _LIST_ARGS = {"drives", "groups", "ldevs"}
 _INT_ARGS = {"level", "index", "vvol", "lun", "real_start", "vstart", "block_size"}
+_FLOAT_ARGS = {"seconds", "interval"}
+_BOOL_ARGS = {"enable"}
 _SIZE_ARGS = {"size", "drive_size", "stripe_size", "ldev_size"}
 
 
@@ -154,6 +156,15 @@ def _admin_args(items: list[str]) -> dict[str, object]:
             out[key] = [v for v in value.split(",") if v]
         elif key in _SIZE_ARGS:
             out[key] = parse_size(value, "command line", key)
+        elif key in _FLOAT_ARGS:
+            try:
+                out[key] = float(value)
+            except ValueError:
+                raise ConfigError("command line", key, f"{value!r} is not a number") from None
+        elif key in _BOOL_ARGS:
+            if value not in ("yes", "no", "true", "false", "on", "off"):
+                raise ConfigError("command line", key, "yes or no")
+            out[key] = value in ("yes", "true", "on")
         elif key in _INT_ARGS:
             if not value.lstrip("-").isdigit():
                 raise ConfigError("command line", key, f"{value!r} is not a number")
