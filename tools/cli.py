@@ -14,9 +14,11 @@ import structlog
 
 from sanlab.scsi.device_server import DeviceServer
 from sanlab.scsi.lu import LogicalUnit, LuConfig
+from sanlab.storage.external import ExternalVolume, LockMode, stable_isid
 from sanlab.storage.raid import RaidGroup, RaidVolume, open_group
 from sanlab.storage.volume import FileVolume, Volume, VolumeError
 from sanlab.target.chap import ChapCredentials
+from sanlab.target.initiator import InitiatorConfig, IscsiError, IscsiSession
 from sanlab.target.login import TargetAuth
 from sanlab.target.server import IscsiServer, ServerSettings, Target
 from sanlab.tools.config import LunConfig, ArrayConfig, ConfigError, TargetConfig, load_config, parse_portal, parse_size
@@ -64,7 +66,30 @@ def open_raid_groups(cfg: ArrayConfig) -> dict[str, RaidGroup]:
     return groups
 
 
-def _lun_volume(lc: LunConfig, groups: dict[str, RaidGroup]) -> Volume:
+async def open_external_volumes(cfg: ArrayConfig) -> dict[str, ExternalVolume]:
+    """Log in to every peer LUN configured as an external volume."""
+    out: dict[str, ExternalVolume] = {}
+    for ec in cfg.external_volumes:
+        chap = ChapCredentials(ec.chap.username, ec.chap.secret.encode()) if ec.chap else None
+        icfg = InitiatorConfig(initiator_name=cfg.initiator_name, isid=stable_isid(cfg.initiator_name, ec.name),
+                               chap=chap, command_timeout=ec.timeout, login_timeout=ec.timeout,
+                               nop_interval=5.0, nop_timeout=ec.timeout, reconnect=True)
+        session = IscsiSession(ec.portal[0], ec.portal[1], ec.target, icfg)
+        vol = ExternalVolume(ec.name, session, ec.lun, lock=LockMode(ec.lock), errors=(IscsiError, OSError))
+        try:
+            await vol.open()
+        except VolumeError as exc:
+            raise VolumeError(f"external volume {ec.name} ({ec.portal[0]}:{ec.portal[1]} {ec.target} "
+                              f"LUN {ec.lun}): {exc}") from None
+        out[ec.name] = vol
+    return out
+
+
+def _lun_volume(lc: LunConfig, groups: dict[str, RaidGroup],
+                externals: dict[str, ExternalVolume] | None = None) -> Volume:
+    if lc.external is not None:
+        assert externals is not None
+        return externals[lc.external]
     if lc.raid_group is not None:
         vol = RaidVolume(groups[lc.raid_group], lc.block_size)
         if lc.size and lc.size // lc.block_size > vol.num_blocks:
@@ -74,7 +99,8 @@ def _lun_volume(lc: LunConfig, groups: dict[str, RaidGroup]) -> Volume:
     return FileVolume(str(lc.file), lc.size, lc.block_size, readonly=lc.readonly, thin=lc.thin)
 
 
-def build_server(cfg: ArrayConfig, groups: dict[str, RaidGroup] | None = None) -> IscsiServer:
+def build_server(cfg: ArrayConfig, groups: dict[str, RaidGroup] | None = None,
+                 externals: dict[str, ExternalVolume] | None = None) -> IscsiServer:
     """Wire volumes, logical units, device servers and the iSCSI front end from a config."""
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
     if groups is None:
@@ -83,11 +109,11 @@ def build_server(cfg: ArrayConfig, groups: dict[str, RaidGroup] | None = None) -
     for tc in cfg.targets:
         luns: dict[int, LogicalUnit] = {}
         for lc in tc.luns:
-            vol = _lun_volume(lc, groups)
+            vol = _lun_volume(lc, groups, externals)
             lu_cfg = LuConfig.for_lun(tc.name, lc.lun, readonly=lc.readonly, thin=lc.thin, removable=lc.removable)
             luns[lc.lun] = LogicalUnit(vol, lu_cfg)
-            log.info("lun_ready", target=tc.name, lun=lc.lun, raid_group=lc.raid_group,
-                     file=None if lc.raid_group else str(lc.file), size=vol.num_blocks * vol.block_size,
+            log.info("lun_ready", target=tc.name, lun=lc.lun, raid_group=lc.raid_group, external=lc.external,
+                     file=None if lc.raid_group or lc.external else str(lc.file), size=vol.num_blocks * vol.block_size,
                      block_size=lc.block_size)
         auth = TargetAuth(
             name=tc.name, alias=tc.alias,
@@ -108,7 +134,8 @@ async def _serve(cfg: ArrayConfig) -> int:
         fixed = await g.recover()  # parity of regions a crash left dirty (write-intent bitmap)
         if fixed:
             log.warning("raid_parity_resynced", group=name, stripes=fixed)
-    server = build_server(cfg, groups)
+    externals = await open_external_volumes(cfg)
+    server = build_server(cfg, groups, externals)
     # The catalog's LUs are exported before the portals open, and the management socket is up by then.
     admin = Admin(cfg.data_dir, {t.name: t.device_server for t in server.targets.values()})
     await admin.load()

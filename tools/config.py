@@ -83,6 +83,21 @@ class LunConfig:
     removable: bool = False
     raid_group: str | None = None
     """Serve this RAID group (by name) instead of a file; ``size`` 0 means the whole group."""
+    external: str | None = None
+    """Serve this external volume (by name): a LUN of a peer array."""
+
+
+@dataclass(slots=True)
+class ExternalVolumeConfig:
+    """A LUN of another iSCSI target used as a volume of this array."""
+
+    name: str
+    portal: tuple[str, int]
+    target: str
+    lun: int = 0
+    chap: ChapSecret | None = None
+    lock: str = "off"
+    timeout: float = 10.0
 
 
 @dataclass(slots=True)
@@ -129,6 +144,9 @@ class ArrayConfig:
     targets: list[TargetConfig]
     source: str = "<default>"
     raid_groups: list[RaidGroupConfig] = field(default_factory=list)
+    external_volumes: list[ExternalVolumeConfig] = field(default_factory=list)
+    initiator_name: str = "iqn.2026-11.org.sanlab:array"
+    """The name this array uses when it logs in to peers."""
 
 
 def parse_size(value: object, source: str, key: str) -> int:
@@ -241,7 +259,10 @@ def _lun(data: object, source: str, path: str, data_dir: Path, target: str) -> L
     if not 0 <= lun <= 16383:
         raise ConfigError(source, f"{path}.lun", "LUN must be 0..16383")
     raid_group = t.get("raid_group", str, None)
-    if raid_group is not None and "size" not in t.data:
+    external = t.get("external", str, None)
+    if raid_group is not None and external is not None:
+        raise ConfigError(source, f"{path}.external", "a LUN is one of file, raid_group or external")
+    if (raid_group is not None or external is not None) and "size" not in t.data:
         size = 0  # the whole group, known once it is built
     else:
         size = parse_size(t.raw("size") if "size" in t.data else "1GiB", source, f"{path}.size")
@@ -250,17 +271,43 @@ def _lun(data: object, source: str, path: str, data_dir: Path, target: str) -> L
         raise ConfigError(source, f"{path}.block_size", "must be 512 or 4096")
     if size % bs:
         raise ConfigError(source, f"{path}.size", f"{size} is not a multiple of the block size {bs}")
-    if raid_group is not None and "file" in t.data:
-        raise ConfigError(source, f"{path}.file", "a LUN is either a file or a raid_group, not both")
+    if (raid_group is not None or external is not None) and "file" in t.data:
+        raise ConfigError(source, f"{path}.file", "a LUN is one of file, raid_group or external")
     default_file = f"{target.split(':')[-1]}-lun{lun}.img"
     file = Path(t.get("file", str, default_file))
     if not file.is_absolute():
         file = data_dir / file
     cfg = LunConfig(lun=lun, size=size, file=file, block_size=bs, readonly=t.get("readonly", bool, False),
                     thin=t.get("thin", bool, True), removable=t.get("removable", bool, False),
-                    raid_group=raid_group)
+                    raid_group=raid_group, external=external)
     t.finish()
     return cfg
+
+
+_LOCK_MODES = ("off", "per-request", "held")
+
+
+def _external(data: object, source: str, path: str) -> ExternalVolumeConfig:
+    t = _Table(data, source, path)
+    name = t.get("name", str, required=True)
+    portal = parse_portal(t.get("portal", str, required=True), source, f"{path}.portal")
+    target = t.get("target", str, required=True)
+    if not _NAME_RE.match(target):
+        raise ConfigError(source, f"{path}.target", f"{target!r} is not an iSCSI name")
+    lun = t.get("lun", int, 0)
+    lock = t.get("lock", str, "off")
+    if lock not in _LOCK_MODES:
+        raise ConfigError(source, f"{path}.lock", f"one of {', '.join(_LOCK_MODES)}")
+    timeout = t.get("timeout", (int, float), 10.0)
+    if not 0 < timeout <= 600:
+        raise ConfigError(source, f"{path}.timeout", "seconds, 0 < timeout <= 600")
+    chap = None
+    if "chap" in t.data:
+        ct = _Table(t.raw("chap"), source, f"{path}.chap")
+        chap = ChapSecret(ct.get("username", str, required=True), _secret(ct, source, f"{path}.chap"))
+        ct.finish()
+    t.finish()
+    return ExternalVolumeConfig(name, portal, target, lun, chap, lock, float(timeout))
 
 
 _RAID_LEVELS = {0: 1, 1: 2, 5: 3, 6: 4, 10: 4}
@@ -377,6 +424,20 @@ def parse_config(doc: dict[str, Any], source: str = "<config>", data_dir: str | 
         if any(x.name == g.name for x in groups):
             raise ConfigError(source, f"raid_groups[{i}].name", f"duplicate RAID group {g.name}")
         groups.append(g)
+    externals: list[ExternalVolumeConfig] = []
+    for i, ev in enumerate(top.get("external_volumes", list, [])):
+        e = _external(ev, source, f"external_volumes[{i}]")
+        if any(x.name == e.name for x in externals):
+            raise ConfigError(source, f"external_volumes[{i}].name", f"duplicate external volume {e.name}")
+        externals.append(e)
+    names_ev = {e.name for e in externals}
+    for i, tc in enumerate(targets):
+        for j, lc in enumerate(tc.luns):
+            if lc.external is not None and lc.external not in names_ev:
+                raise ConfigError(source, f"targets[{i}].luns[{j}].external", f"no external volume {lc.external}")
+    initiator_name = top.get("initiator_name", str, "iqn.2026-11.org.sanlab:array")
+    if not _NAME_RE.match(initiator_name):
+        raise ConfigError(source, "initiator_name", f"{initiator_name!r} is not an iSCSI name")
     names_rg = {g.name for g in groups}
     for i, tc in enumerate(targets):
         for j, lc in enumerate(tc.luns):
@@ -385,7 +446,8 @@ def parse_config(doc: dict[str, Any], source: str = "<config>", data_dir: str | 
     top.finish()
     if not targets:
         raise ConfigError(source, "targets", "at least one [[targets]] table")
-    return ArrayConfig(data_dir=ddir, server=server, targets=targets, source=source, raid_groups=groups)
+    return ArrayConfig(data_dir=ddir, server=server, targets=targets, source=source, raid_groups=groups,
+                       external_volumes=externals, initiator_name=initiator_name)
 
 
 def default_config(data_dir: Path) -> ArrayConfig:

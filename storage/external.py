@@ -1,0 +1,196 @@
+"""External volumes: a LUN of another iSCSI target used as this array's real volume.
+
+Seed 000 (claims 1-16) and seed 002 (storage control device 40): the array
+reaches the peer as an initiator (:mod:`sanlab.target.initiator`), and reads
+and writes pass through.  Failures are bounded in time: every command has a
+timeout, after which the host's command fails (a :class:`VolumeError`, which
+the device server turns into CHECK CONDITION) instead of hanging; the session
+reconnects in the background and service resumes when the peer is back.
+
+Reserve-based locking (seed 000, claims 14-15): while the array serves a host
+request from the external volume it can hold an SPC-2 reservation on the peer
+LUN so that a second host logged in to the peer directly gets RESERVATION
+CONFLICT.  Modes: ``off``; ``per-request`` — RESERVE when the first request
+starts, RELEASE when the last in flight ends; ``held`` — reserved from open to
+close.  The array's ISID is derived from its name and the volume, so after a
+restart the same I_T nexus logs in again: the peer's session reinstatement (or
+I_T nexus loss) drops a stale reservation, never leaving a lock behind.
+"""
+from __future__ import annotations
+
+import asyncio
+import enum
+import hashlib
+from typing import Any, Awaitable, Protocol
+
+import structlog
+
+from sanlab.storage.volume import EmulatedBlockOps, VolumeError
+
+log = structlog.get_logger("sanlab.storage.external")
+
+
+RESERVATION_CONFLICT = 0x18
+
+
+class PeerResult(Protocol):
+    status: int
+
+    def check(self) -> Any: ...
+
+
+class PeerLun(Protocol):
+    """What the volume needs from the initiator session (``sanlab.target.initiator.IscsiSession``).
+
+    Injected by the caller so that ``storage`` does not import ``target``
+    (ARCHITECTURE.md import direction).
+    """
+
+    async def connect(self) -> None: ...
+
+    async def logout(self) -> None: ...
+
+    async def clear_unit_attentions(self, lun: int, limit: int = 10) -> None: ...
+
+    async def read_capacity16(self, lun: int) -> tuple[int, int]: ...
+
+    async def read16(self, lun: int, lba: int, blocks: int, block_size: int) -> bytes: ...
+
+    async def write16(self, lun: int, lba: int, data: bytes | bytearray | memoryview, block_size: int,
+                      fua: bool = False) -> None: ...
+
+    async def synchronize_cache16(self, lun: int) -> None: ...
+
+    async def reserve6(self, lun: int) -> Any: ...
+
+    async def release6(self, lun: int) -> Any: ...
+
+
+def stable_isid(initiator_name: str, volume: str) -> int:
+    """A random-type ISID (RFC 7143 §11.12.5, type 10b) that stays the same across restarts."""
+    return (0x80 << 40) | int.from_bytes(hashlib.sha256(f"{initiator_name}/{volume}".encode()).digest()[:3],
+                                         "big") << 16
+
+
+class LockMode(enum.Enum):
+    OFF = "off"
+    PER_REQUEST = "per-request"
+    HELD = "held"
+
+
+class ExternalVolume(EmulatedBlockOps):
+    """A peer array's LUN as a volume."""
+
+    def __init__(self, name: str, session: PeerLun, lun: int, *, lock: LockMode = LockMode.OFF,
+                 errors: tuple[type[BaseException], ...] = (Exception,)) -> None:
+        self.name = name
+        self.lun = lun
+        self.lock = lock
+        self.session = session
+        self.errors = errors
+        """Exceptions of the session that mean the command failed (they become VolumeError)."""
+        self._block_size = 512
+        self._num_blocks = 0
+        self._active = 0
+        self._reserve_lock = asyncio.Lock()
+        self._reserved = False
+        self.log = log.bind(volume=name, lun=lun)
+
+    async def open(self) -> None:
+        """Log in, learn the geometry, take the lock in ``held`` mode."""
+        await self._call(self.session.connect())
+        await self._call(self.session.clear_unit_attentions(self.lun))
+        self._num_blocks, self._block_size = await self._call(self.session.read_capacity16(self.lun))
+        if self.lock is LockMode.HELD:
+            await self._reserve()
+        self.log.info("external_volume_open", blocks=self._num_blocks, block_size=self._block_size,
+                      lock=self.lock.value)
+
+    @property
+    def block_size(self) -> int:
+        return self._block_size
+
+    @property
+    def num_blocks(self) -> int:
+        return self._num_blocks
+
+    # --- locking ---------------------------------------------------------------------------------
+
+    async def _reserve(self) -> None:
+        r = await self._call(self.session.reserve6(self.lun))
+        if r.status == RESERVATION_CONFLICT:
+            raise VolumeError(f"external volume {self.name}: the peer LUN is reserved by someone else")
+        r.check()
+        self._reserved = True
+
+    async def _release(self) -> None:
+        if self._reserved:
+            self._reserved = False
+            (await self._call(self.session.release6(self.lun))).check()
+
+    async def _enter(self) -> None:
+        if self.lock is not LockMode.PER_REQUEST:
+            return
+        async with self._reserve_lock:
+            if self._active == 0 or not self._reserved:
+                await self._reserve()
+            self._active += 1
+
+    async def _leave(self) -> None:
+        if self.lock is not LockMode.PER_REQUEST:
+            return
+        async with self._reserve_lock:
+            self._active -= 1
+            if self._active == 0:
+                await self._release()
+
+    # --- I/O -------------------------------------------------------------------------------------------
+
+    async def _call(self, aw: Awaitable[Any]) -> Any:
+        try:
+            return await aw
+        except VolumeError:
+            raise
+        except asyncio.TimeoutError as exc:
+            raise VolumeError(f"external volume {self.name}: peer did not answer ({exc})") from None
+        except self.errors as exc:
+            raise VolumeError(f"external volume {self.name}: {exc}") from None
+
+    async def _raw_read(self, lba: int, nblocks: int) -> bytes:
+        await self._call(self._enter())
+        try:
+            data = await self._call(self.session.read16(self.lun, lba, nblocks, self._block_size))
+        finally:
+            await self._call(self._leave())
+        assert isinstance(data, bytes)
+        return data
+
+    async def _raw_write(self, lba: int, data: bytes | bytearray | memoryview, fua: bool) -> None:
+        await self._call(self._enter())
+        try:
+            await self._call(self.session.write16(self.lun, lba, data, self._block_size, fua=fua))
+        finally:
+            await self._call(self._leave())
+
+    async def read(self, lba: int, nblocks: int) -> bytes:
+        if lba < 0 or nblocks < 0 or lba + nblocks > self._num_blocks:
+            raise VolumeError(f"range {lba}+{nblocks} outside volume of {self._num_blocks} blocks")
+        async with self.range_lock.hold(lba, nblocks, exclusive=False):
+            return await self._raw_read(lba, nblocks)
+
+    async def write(self, lba: int, data: bytes | bytearray | memoryview, fua: bool = False) -> None:
+        n = len(data) // self._block_size
+        if len(data) % self._block_size or lba < 0 or lba + n > self._num_blocks:
+            raise VolumeError(f"write of {len(data)} bytes at {lba} does not fit the external volume")
+        async with self.range_lock.hold(lba, n):
+            await self._raw_write(lba, data, fua)
+
+    async def flush(self) -> None:
+        await self._call(self.session.synchronize_cache16(self.lun))
+
+    async def close(self) -> None:
+        try:
+            await self._release()
+        except VolumeError as exc:
+            self.log.warning("external_release_failed", error=str(exc))
+        await self.session.logout()

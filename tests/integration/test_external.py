@@ -1,0 +1,94 @@
+"""Two real arrays: A serves B's LUN as an external volume (SPEC §3, seeds 000/002)."""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from sanlab.target.initiator import InitiatorConfig, IscsiSession
+from tests.conftest import SanlabProcess, need, run
+
+pytestmark = pytest.mark.integration
+
+B_TARGET = "iqn.2026-11.org.sanlab:array-b"
+A_TARGET = "iqn.2026-11.org.sanlab:array-a"
+B_CONFIG = f"""
+[[targets]]
+name = "{B_TARGET}"
+[[targets.luns]]
+lun = 0
+size = "32MiB"
+"""
+
+
+def a_config(b: SanlabProcess, lock: str = "off", timeout: int = 3) -> str:
+    return f"""
+initiator_name = "iqn.2026-11.org.sanlab:array-a"
+[[external_volumes]]
+name = "b0"
+portal = "{b.portal}"
+target = "{B_TARGET}"
+lun = 0
+lock = "{lock}"
+timeout = {timeout}
+[[targets]]
+name = "{A_TARGET}"
+[[targets.luns]]
+lun = 0
+external = "b0"
+"""
+
+
+def test_reads_and_writes_pass_through(sanlab_factory: Callable[..., SanlabProcess], tmp_path: Path) -> None:
+    b = sanlab_factory(B_CONFIG, host="127.0.0.2")
+    a = sanlab_factory(a_config(b), host="127.0.0.1")
+    # A reports its own identity, not B's.
+    inq_a = run([need("iscsi-inq"), "-e", "1", "-c", "131", a.url(target=A_TARGET)]).stdout
+    inq_b = run([need("iscsi-inq"), "-e", "1", "-c", "131", b.url(target=B_TARGET)]).stdout
+    assert inq_a != inq_b
+    src = tmp_path / "via-a.img"
+    src.write_bytes(os.urandom(8 << 20))
+    run([need("qemu-img"), "convert", "-n", "-f", "raw", "-O", "raw", str(src), a.url(target=A_TARGET)])
+    out = tmp_path / "from-b.img"
+    run([need("qemu-img"), "dd", "-f", "raw", "-O", "raw", "bs=1M", "count=8", f"if={b.url(target=B_TARGET)}",
+         f"of={out}"])
+    assert out.read_bytes() == src.read_bytes()
+    # And the other way round.
+    src2 = tmp_path / "via-b.img"
+    src2.write_bytes(os.urandom(4 << 20))
+    run([need("qemu-img"), "convert", "-n", "-f", "raw", "-O", "raw", str(src2), b.url(target=B_TARGET)])
+    out2 = tmp_path / "from-a.img"
+    run([need("qemu-img"), "dd", "-f", "raw", "-O", "raw", "bs=1M", "count=4", f"if={a.url(target=A_TARGET)}",
+         f"of={out2}"])
+    assert out2.read_bytes() == src2.read_bytes()
+
+
+async def test_peer_loss_fails_in_bounded_time_and_service_resumes(
+        sanlab_factory: Callable[..., SanlabProcess]) -> None:
+    b = sanlab_factory(B_CONFIG, host="127.0.0.2")
+    a = sanlab_factory(a_config(b, timeout=2), host="127.0.0.1")
+    cfg = InitiatorConfig(initiator_name="iqn.2026-11.test:host", nop_interval=0, reconnect=False,
+                          command_timeout=60)
+    async with IscsiSession(a.host, a.port, A_TARGET, cfg) as host:
+        await host.clear_unit_attentions(0)
+        await host.write16(0, 100, b"\x33" * 4096, 512)
+        b.stop(signal.SIGKILL)
+        t0 = time.monotonic()
+        r = await host.execute(0, bytes([0x88, 0]) + (100).to_bytes(8, "big") + (8).to_bytes(4, "big") + b"\0\0",
+                               read_length=4096)
+        waited = time.monotonic() - t0
+        assert r.status == 2 and r.sense is not None, r  # CHECK CONDITION, not a hang
+        assert waited < 30, waited
+        sanlab_factory(B_CONFIG, host="127.0.0.2", port=b.port, extra=["--data-dir", str(b.data_dir)])
+        for _ in range(100):
+            r = await host.execute(0, bytes([0x88, 0]) + (100).to_bytes(8, "big") + (8).to_bytes(4, "big")
+                                   + b"\0\0", read_length=4096)
+            if r.status == 0:
+                break
+            await asyncio.sleep(0.2)
+        assert r.status == 0 and r.data == b"\x33" * 4096
