@@ -21,7 +21,8 @@ from sanlab.storage.catalog import Catalog
 from sanlab.storage.ldev import Ldev, LdevAllocator, LogicalVolume
 from sanlab.storage.raid import Drive, RaidGroup, RaidLevel, open_group
 from sanlab.storage.tiering import GroupInfo, LdevLoad, plan_moves
-from sanlab.storage.volume import VolumeError
+from sanlab.storage.migrate import MigratingVolume
+from sanlab.storage.volume import Volume, VolumeError
 from sanlab.storage.vvol import LuVRow, MappingTables, VRRow
 
 log = structlog.get_logger("sanlab.admin")
@@ -36,7 +37,8 @@ class AdminError(Exception):
 class Admin:
     """The array's storage objects and the operations on them."""
 
-    def __init__(self, data_dir: Path, device_servers: dict[str, DeviceServer] | None = None) -> None:
+    def __init__(self, data_dir: Path, device_servers: dict[str, DeviceServer] | None = None,
+                 externals: dict[str, Volume] | None = None) -> None:
         self.data_dir = data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
         self.catalog = Catalog(data_dir / "catalog.db")
@@ -46,6 +48,9 @@ class Admin:
         self.tables = MappingTables()
         self.volumes: dict[str, LogicalVolume] = {}
         self._rebuilds: dict[str, asyncio.Task[None]] = {}
+        self.externals = dict(externals or {})
+        """External volumes (configured peers' LUNs), usable as migration sources."""
+        self.migrations: dict[str, MigratingVolume] = {}
         self._last_stats: dict[tuple[str, int], tuple[int, int, float]] = {}
         self._tiering: asyncio.Task[None] | None = None
 
@@ -64,6 +69,9 @@ class Admin:
             ldevs = [self.allocator.ldev(grp, idx) for grp, idx in v["ldevs"]]
             self.allocator.mark_used(ldevs)
             self._open_volume(v["name"], ldevs, v["block_size"], v["blocks"])
+        for m in self.catalog.migrations():
+            if m["state"] != "detached":
+                self._start_migration(m["dest"], m["source"], m["start"], m["end_block"], m["chunk"])
         for r in self.catalog.virtual_volumes():
             self.tables.map_virtual(VRRow(r["vvol"], r["real"], r["real_start"], r["size"]))
         for r in self.catalog.lus():
@@ -379,6 +387,8 @@ class Admin:
         """Run :meth:`tiering_round` every ``interval`` seconds (or stop doing so)."""
         if self._tiering is not None:
             self._tiering.cancel()
+        for mv in self.migrations.values():
+            await mv.stop_background()
             self._tiering = None
         if enable:
             async def loop() -> None:
@@ -391,6 +401,65 @@ class Admin:
                         log.exception("tiering_round_failed")
             self._tiering = asyncio.create_task(loop())
         return {"auto_tiering": enable, "interval": interval}
+
+    # --- migratory copy ---------------------------------------------------------------------------------
+
+    def _source(self, name: str) -> Volume:
+        if name in self.externals:
+            return self.externals[name]
+        if name in self.volumes:
+            return self.volumes[name]
+        raise AdminError(f"no external volume or volume {name} to migrate from")
+
+    def _start_migration(self, dest: str, source: str, start: int, end: int, chunk: int) -> MigratingVolume:
+        mv = MigratingVolume(dest, self._source(source), self.volumes[dest],
+                             str(self.data_dir / f"migrate-{dest}.json"), start=start, end=end, chunk_blocks=chunk)
+        self.migrations[dest] = mv
+        self.tables.real[dest] = mv
+        if not mv.simplex:
+            mv.start_background()
+        return mv
+
+    async def migrate_start(self, source: str, dest: str, start: int = 0, end: int | None = None,
+                            chunk: int = 2048) -> dict[str, Any]:
+        """Take ``source`` over into volume ``dest``: hosts use ``dest`` at once, the copy runs behind."""
+        if dest not in self.volumes:
+            raise AdminError(f"no volume {dest}")
+        if dest in self.migrations:
+            raise AdminError(f"volume {dest} is already a migration destination")
+        if any(v.real == dest for v in self.tables.vr.values()):
+            raise AdminError(f"volume {dest} is already mapped by virtual volumes; migrate into a fresh volume")
+        src = self._source(source)
+        end = src.num_blocks if end is None else end
+        if src.num_blocks > self.volumes[dest].num_blocks:
+            raise AdminError(f"{source} ({src.num_blocks} blocks) is larger than {dest}")
+        try:
+            mv = self._start_migration(dest, source, start, end, chunk)
+        except VolumeError as exc:
+            raise AdminError(str(exc)) from None
+        with self.catalog.transaction() as db:
+            db.execute("INSERT INTO migrations VALUES (?, ?, ?, ?, ?, 'copying')", (dest, source, start, end, chunk))
+        return mv.describe()
+
+    async def migrate_status(self) -> list[dict[str, Any]]:
+        out = [mv.describe() | {"source": r["source"]} for r in self.catalog.migrations()
+               if (mv := self.migrations.get(r["dest"])) is not None]
+        out += [{"volume": r["dest"], "source": r["source"], "state": "detached", "progress": 1.0}
+                for r in self.catalog.migrations() if r["state"] == "detached"]
+        return out
+
+    async def migrate_detach(self, dest: str) -> dict[str, Any]:
+        """Forget the source of a finished (simplex) whole-volume migration."""
+        mv = self.migrations.get(dest)
+        if mv is None:
+            raise AdminError(f"no migration into {dest}")
+        if not mv.simplex:
+            raise AdminError(f"migration into {dest} is not finished")
+        if mv.start != 0 or mv.end < mv.source.num_blocks:
+            raise AdminError("a partial-area migration keeps using its source outside the range")
+        with self.catalog.transaction() as db:
+            db.execute("UPDATE migrations SET state='detached' WHERE dest=?", (dest,))
+        return {"volume": dest, "state": "detached"}
 
     # --- views ----------------------------------------------------------------------------------------
 
@@ -423,6 +492,8 @@ class Admin:
     async def close(self) -> None:
         if self._tiering is not None:
             self._tiering.cancel()
+        for mv in self.migrations.values():
+            await mv.stop_background()
         for t in self._rebuilds.values():
             t.cancel()
         for g in self.groups.values():
@@ -431,5 +502,6 @@ class Admin:
 
     OPERATIONS = ("create_raid_group", "delete_raid_group", "fail_drive", "replace_drive", "wait_rebuild", "scrub",
                   "create_volume", "delete_volume", "create_vvol", "delete_vvol", "create_lu", "delete_lu",
-                  "export", "unexport", "rearrange", "tiering_round", "auto_tiering", "show")
+                  "export", "unexport", "rearrange", "tiering_round", "auto_tiering", "migrate_start",
+                  "migrate_status", "migrate_detach", "show")
     """What the management socket may call."""

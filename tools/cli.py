@@ -137,7 +137,8 @@ async def _serve(cfg: ArrayConfig) -> int:
     externals = await open_external_volumes(cfg)
     server = build_server(cfg, groups, externals)
     # The catalog's LUs are exported before the portals open, and the management socket is up by then.
-    admin = Admin(cfg.data_dir, {t.name: t.device_server for t in server.targets.values()})
+    admin = Admin(cfg.data_dir, {t.name: t.device_server for t in server.targets.values()},
+                  externals=dict(externals))
     await admin.load()
     mgmt = MgmtServer(admin, cfg.data_dir / SOCKET_NAME)
     await mgmt.start()
@@ -165,7 +166,7 @@ async def _serve(cfg: ArrayConfig) -> int:
 
 
 _LIST_ARGS = {"drives", "groups", "ldevs"}
-_INT_ARGS = {"level", "index", "vvol", "lun", "real_start", "vstart", "block_size"}
+_INT_ARGS = {"level", "index", "vvol", "lun", "real_start", "vstart", "block_size", "start", "end", "chunk"}
 _FLOAT_ARGS = {"seconds", "interval"}
 _BOOL_ARGS = {"enable"}
 _SIZE_ARGS = {"size", "drive_size", "stripe_size", "ldev_size"}
@@ -226,6 +227,50 @@ def _print_show(view: dict[str, object]) -> None:
                                           "multiple_virtualization"])
     table("LU/V table", view["luv_table"], ["lu", "vvol", "vstart", "size"])  # type: ignore[arg-type]
     table("Exports", view["exports"], ["target", "lun", "lu"])  # type: ignore[arg-type]
+
+
+def _bar(fraction: float, width: int = 30) -> str:
+    full = int(fraction * width)
+    return "[" + "#" * full + "." * (width - full) + f"] {fraction * 100:5.1f}%"
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+    import time as _time
+    data_dir = Path(args.data_dir or "sanlab-data")
+    try:
+        if args.action == "start":
+            req: dict[str, object] = {"source": args.source, "dest": args.dest}
+            if args.range:
+                a, _, b = args.range.partition(":")
+                if not (a.isdigit() and b.isdigit()):
+                    raise ConfigError("command line", "--range", "START:END in blocks")
+                req.update(start=int(a), end=int(b))
+            reply = request(data_dir, "migrate_start", req)
+            if not reply.get("ok"):
+                print(f"sanlab: migrate start: {reply.get('error')}", file=sys.stderr)
+                return 1
+            print(json.dumps(reply["result"], indent=2))
+            return 0
+        while True:
+            reply = request(data_dir, "migrate_status")
+            if not reply.get("ok"):
+                print(f"sanlab: migrate status: {reply.get('error')}", file=sys.stderr)
+                return 1
+            rows = reply["result"]
+            if args.json:
+                print(json.dumps(rows, indent=2))
+            else:
+                for r in rows:
+                    rate = r.get("rate_bytes_per_s", 0) / (1 << 20)
+                    print(f"{r['volume']:<16} {r['state']:<9} {_bar(float(r['progress']))} {rate:8.1f} MiB/s"
+                          f"  from {r['source']}")
+            if not args.watch or all(r["state"] != "copying" for r in rows):
+                return 0
+            _time.sleep(1.0)
+    except (AdminError, ConfigError) as exc:
+        print(f"sanlab: {exc}", file=sys.stderr)
+        return 2
 
 
 def cmd_admin(args: argparse.Namespace) -> int:
@@ -295,6 +340,18 @@ def make_parser() -> argparse.ArgumentParser:
     a.add_argument("--data-dir", metavar="DIR", help="data directory of the running array (default ./sanlab-data)")
     a.add_argument("--json", action="store_true", help="machine-readable output (always JSON for operations)")
     a.set_defaults(func=cmd_admin)
+    m = sub.add_parser("migrate", help="migratory copy of a volume from another array")
+    msub = m.add_subparsers(dest="action", required=True)
+    ms = msub.add_parser("start", help="take SRC (an external volume) over into volume DST; DST serves at once")
+    ms.add_argument("source", metavar="SRC")
+    ms.add_argument("dest", metavar="DST")
+    ms.add_argument("--range", metavar="START:END", help="migrate only these blocks")
+    mt = msub.add_parser("status", help="progress and rate of migrations")
+    mt.add_argument("--watch", action="store_true", help="refresh until every migration is simplex")
+    mt.add_argument("--json", action="store_true")
+    for sp in (ms, mt):
+        sp.add_argument("--data-dir", metavar="DIR", help="data directory of the running array")
+    m.set_defaults(func=cmd_migrate)
     return p
 
 

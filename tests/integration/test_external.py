@@ -92,3 +92,50 @@ async def test_peer_loss_fails_in_bounded_time_and_service_resumes(
                 break
             await asyncio.sleep(0.2)
         assert r.status == 0 and r.data == b"\x33" * 4096
+
+
+def test_migratory_copy_under_host_writes(sanlab_factory: Callable[..., SanlabProcess], tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    b = sanlab_factory(B_CONFIG, host="127.0.0.2")
+    old = tmp_path / "old.img"
+    old.write_bytes(os.urandom(32 << 20))
+    run([need("qemu-img"), "convert", "-n", "-f", "raw", "-O", "raw", str(old), b.url(target=B_TARGET)])
+    a_cfg = a_config(b).split("[[targets.luns]]")[0]  # A's target starts without LUNs
+    a = sanlab_factory(a_cfg, host="127.0.0.1")
+    dd = str(a.data_dir)
+
+    def sanlab(*words: str) -> str:
+        cp = subprocess.run([sys.executable, "-m", "sanlab.tools.cli", *words, "--data-dir", dd],
+                            capture_output=True, text=True, timeout=300)
+        assert cp.returncode == 0, cp.stdout + cp.stderr
+        return cp.stdout
+
+    sanlab("admin", "create-raid-group", "name=rg", "level=1", "drives=m0.img,m1.img", "drive_size=40MiB",
+           "ldev_size=8MiB")
+    sanlab("admin", "create-volume", "name=v", "size=32MiB")
+    sanlab("migrate", "start", "b0", "v")
+    sanlab("admin", "create-vvol", "vvol=1", "real=v", "real_start=0", f"size={(32 << 20) // 512}")
+    sanlab("admin", "create-lu", "name=lu", "vvol=1", "vstart=0", f"size={(32 << 20) // 512}")
+    sanlab("admin", "export", "lu=lu", f"target={A_TARGET}", "lun=0")
+    # The new LU is online at once: the host writes its first 4 MiB while the copy runs.
+    new = tmp_path / "new.img"
+    new.write_bytes(os.urandom(4 << 20))
+    run([need("qemu-img"), "convert", "-n", "-f", "raw", "-O", "raw", str(new), a.url(target=A_TARGET)])
+    out = sanlab("migrate", "status", "--watch")
+    assert "simplex" in out and "100.0%" in out
+    status = json.loads(sanlab("migrate", "status", "--json"))
+    assert status[0]["state"] == "simplex"
+    expected = new.read_bytes() + old.read_bytes()[4 << 20:]
+    got = tmp_path / "got.img"
+    run([need("qemu-img"), "dd", "-f", "raw", "-O", "raw", "bs=1M", "count=32", f"if={a.url(target=A_TARGET)}",
+         f"of={got}"])
+    assert got.read_bytes() == expected
+    # The old array was never written: the host's writes landed on the new one.
+    from_b = tmp_path / "b.img"
+    run([need("qemu-img"), "dd", "-f", "raw", "-O", "raw", "bs=1M", "count=32", f"if={b.url(target=B_TARGET)}",
+         f"of={from_b}"])
+    assert from_b.read_bytes() == old.read_bytes()
+    sanlab("admin", "migrate-detach", "dest=v")

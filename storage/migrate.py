@@ -1,0 +1,250 @@
+"""Migratory copy: take a volume over from another array while hosts use it (seed 004, 2nd/6th embodiments).
+
+A :class:`MigratingVolume` stands in front of the destination volume.  For
+the migrated range, a *copied* bitmap (one bit per chunk) says where the data
+is: copied chunks are served from the destination; a host read of a chunk not
+yet copied fetches it from the source on demand (and keeps it); a host write to
+such a chunk first completes the chunk from the source, lands locally, and the
+chunk is marked copied — durably, before the write is acknowledged — so the
+background copy can never overwrite it.  The background copy walks a copy
+pointer through the range, skipping copied chunks.  Outside the range (partial
+migration) I/O passes through to the source.
+
+The bitmap persists in a file (temp file, fsync, rename), so a restart resumes
+where the copy was; a bit is only ever set after its chunk's data is flushed on
+the destination.  When every chunk is copied the pair is *simplex*: the
+source is no longer read and can be detached.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from sanlab.storage.volume import EmulatedBlockOps, Volume, VolumeError
+
+log = structlog.get_logger("sanlab.storage.migrate")
+
+
+@dataclass(slots=True)
+class MigrationStatus:
+    state: str
+    """``copying`` or ``simplex``."""
+    copied_chunks: int
+    total_chunks: int
+    copy_pointer: int
+    """Next chunk the background copy looks at."""
+    rate_bytes_per_s: float
+
+
+class MigratingVolume(EmulatedBlockOps):
+    """The destination volume as hosts see it during (and after) a migratory copy."""
+
+    def __init__(self, name: str, source: Volume, dest: Volume, state_path: str, *, start: int = 0,
+                 end: int | None = None, chunk_blocks: int = 2048) -> None:
+        if source.block_size != dest.block_size:
+            raise VolumeError("source and destination block sizes differ")
+        end = source.num_blocks if end is None else end
+        if not 0 <= start < end <= min(source.num_blocks, dest.num_blocks):
+            raise VolumeError(f"migration range {start}:{end} does not fit source and destination")
+        self.name = name
+        self.source = source
+        self.dest = dest
+        self.start, self.end = start, end
+        self.chunk = chunk_blocks
+        self.state_path = state_path
+        self.total = -(-(end - start) // chunk_blocks)
+        self.copied = bytearray(self.total)
+        self.pointer = 0
+        self._bytes_copied = 0
+        self._t0 = time.monotonic()
+        self._task: asyncio.Task[None] | None = None
+        self._load()
+
+    # --- persistence --------------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        if not os.path.exists(self.state_path):
+            return
+        with open(self.state_path) as f:
+            st = json.load(f)
+        if (st["start"], st["end"], st["chunk"]) != (self.start, self.end, self.chunk):
+            raise VolumeError(f"migration state {self.state_path} is for another range")
+        self.copied = bytearray(bytes.fromhex(st["copied"]))
+        self.pointer = st["pointer"]
+
+    def _save(self) -> None:
+        tmp = self.state_path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump({"start": self.start, "end": self.end, "chunk": self.chunk, "pointer": self.pointer,
+                       "copied": self.copied.hex()}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.state_path)
+
+    async def _persist(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self._save)
+
+    # --- geometry ------------------------------------------------------------------------------------
+
+    @property
+    def block_size(self) -> int:
+        return self.dest.block_size
+
+    @property
+    def num_blocks(self) -> int:
+        return self.source.num_blocks
+
+    @property
+    def simplex(self) -> bool:
+        return all(self.copied)
+
+    def status(self) -> MigrationStatus:
+        elapsed = max(time.monotonic() - self._t0, 1e-6)
+        return MigrationStatus("simplex" if self.simplex else "copying", sum(self.copied), self.total,
+                               self.pointer, self._bytes_copied / elapsed)
+
+    def _chunk_range(self, c: int) -> tuple[int, int]:
+        first = self.start + c * self.chunk
+        return first, min(self.chunk, self.end - first)
+
+    # --- copying ------------------------------------------------------------------------------------
+
+    async def _copy_chunk(self, c: int) -> None:
+        """Bring chunk ``c`` over (caller holds its range lock)."""
+        if self.copied[c]:
+            return
+        first, n = self._chunk_range(c)
+        data = await self.source.read(first, n)
+        await self.dest.write(first, data)
+        await self.dest.flush()
+        self.copied[c] = 1
+        self._bytes_copied += len(data)
+
+    async def run(self, persist_every: int = 16) -> None:
+        """The background copy, from the copy pointer to the end."""
+        since = 0
+        while self.pointer < self.total:
+            c = self.pointer
+            first, n = self._chunk_range(c)
+            if not self.copied[c]:
+                async with self.range_lock.hold(first, n):
+                    await self._copy_chunk(c)
+                since += 1
+            self.pointer = c + 1
+            if since >= persist_every:
+                await self._persist()
+                since = 0
+            await asyncio.sleep(0)  # let host I/O in between chunks
+        await self._persist()
+        log.info("migration_simplex", volume=self.name, chunks=self.total)
+
+    def start_background(self) -> asyncio.Task[None]:
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self.run())
+        return self._task
+
+    async def stop_background(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            await self._persist()
+
+    # --- host I/O --------------------------------------------------------------------------------------
+
+    def _segments(self, lba: int, n: int) -> list[tuple[int | None, int, int]]:
+        """(chunk or None for pass-through, first block, blocks) covering [lba, lba+n)."""
+        out: list[tuple[int | None, int, int]] = []
+        pos, end = lba, lba + n
+        while pos < end:
+            if pos < self.start:
+                m = min(end, self.start) - pos
+                out.append((None, pos, m))
+            elif pos >= self.end:
+                out.append((None, pos, end - pos))
+                m = end - pos
+            else:
+                c = (pos - self.start) // self.chunk
+                cfirst, cn = self._chunk_range(c)
+                m = min(end, cfirst + cn) - pos
+                out.append((c, pos, m))
+            pos += m
+        return out
+
+    def _check(self, lba: int, n: int) -> None:
+        if lba < 0 or n < 0 or lba + n > self.num_blocks:
+            raise VolumeError(f"range {lba}+{n} outside volume of {self.num_blocks} blocks")
+
+    async def _raw_read(self, lba: int, nblocks: int) -> bytes:
+        self._check(lba, nblocks)
+        out = bytearray()
+        for c, first, n in self._segments(lba, nblocks):
+            if c is None:
+                out += await self.source.read(first, n)
+            else:
+                if not self.copied[c]:
+                    await self._copy_chunk(c)  # on demand; kept, so the next read is local
+                    await self._persist()
+                out += await self.dest.read(first, n)
+        return bytes(out)
+
+    async def _raw_write(self, lba: int, data: bytes | bytearray | memoryview, fua: bool) -> None:
+        bs = self.block_size
+        if len(data) % bs:
+            raise VolumeError(f"write of {len(data)} bytes is not whole blocks")
+        self._check(lba, len(data) // bs)
+        view = memoryview(data)
+        newly = False
+        for c, first, n in self._segments(lba, len(data) // bs):
+            part = view[(first - lba) * bs:(first - lba + n) * bs]
+            if c is None:
+                await self.source.write(first, part, fua)
+                continue
+            if not self.copied[c]:
+                cfirst, cn = self._chunk_range(c)
+                if (first, n) != (cfirst, cn):
+                    await self._copy_chunk(c)  # complete the chunk before part of it is overwritten
+                else:
+                    await self.dest.write(first, part)
+                    await self.dest.flush()
+                    self.copied[c] = 1
+                    newly = True
+                    continue
+                newly = True
+            await self.dest.write(first, part, fua)
+        if newly:
+            # The chunk is now the destination's: the background copy must never see it as uncopied,
+            # even after a crash, so the bitmap is durable before the host hears GOOD.
+            await self._persist()
+
+    async def read(self, lba: int, nblocks: int) -> bytes:
+        # Exclusive: a read may copy a chunk on demand.
+        async with self.range_lock.hold(lba, nblocks):
+            return await self._raw_read(lba, nblocks)
+
+    async def write(self, lba: int, data: bytes | bytearray | memoryview, fua: bool = False) -> None:
+        async with self.range_lock.hold(lba, len(data) // self.block_size):
+            await self._raw_write(lba, data, fua)
+
+    async def flush(self) -> None:
+        await self.dest.flush()
+        if self.start > 0 or self.end < self.source.num_blocks:
+            await self.source.flush()
+
+    async def close(self) -> None:
+        await self.stop_background()
+        await self.flush()
+
+    def describe(self) -> dict[str, Any]:
+        st = self.status()
+        return {"volume": self.name, "state": st.state, "copied_chunks": st.copied_chunks,
+                "total_chunks": st.total_chunks, "progress": st.copied_chunks / st.total_chunks,
+                "rate_bytes_per_s": round(st.rate_bytes_per_s), "range": [self.start, self.end]}
