@@ -64,6 +64,7 @@ class MigratingVolume(EmulatedBlockOps):
         self._bytes_copied = 0
         self._t0 = time.monotonic()
         self._task: asyncio.Task[None] | None = None
+        self._persist_lock = asyncio.Lock()
         self._load()
 
     # --- persistence --------------------------------------------------------------------------------
@@ -88,7 +89,9 @@ class MigratingVolume(EmulatedBlockOps):
         os.replace(tmp, self.state_path)
 
     async def _persist(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(None, self._save)
+        # One writer at a time: the background copy and host writes both persist the bitmap.
+        async with self._persist_lock:
+            await asyncio.get_running_loop().run_in_executor(None, self._save)
 
     # --- geometry ------------------------------------------------------------------------------------
 
