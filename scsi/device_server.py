@@ -249,3 +249,8 @@ class DeviceServer:
             return ScsiResult(status=ScsiStatus.CHECK_CONDITION,
                               sense=build_sense(SenseKey.MEDIUM_ERROR, asc, descriptor=descriptor),
                               data_out_direction=spec is not None and spec.data_out)
+
+
+# Command families in their own modules register themselves (register() above) when imported; the
+# import sits here, after CommandSpec and register exist, because those modules import them.
+from sanlab.scsi import compare, provisioning, verify  # noqa: E402,F401

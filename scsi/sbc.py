@@ -11,7 +11,7 @@ from sanlab.scsi.cdb import TRANSFER_LENGTH_OFFSET, ReadCapacityCdb, ReadWriteCd
 from sanlab.scsi.context import Ctx, data_in
 from sanlab.scsi.lu import LogicalUnit
 from sanlab.scsi.sense import Asc, ScsiError, SenseKey, invalid_field
-from sanlab.scsi.spc import max_transfer_blocks
+from sanlab.scsi.spc import lbprz, max_transfer_blocks, thin_provisioned
 from sanlab.scsi.task import ScsiResult
 
 READ_CAPACITY_10_DATA = struct.Struct(">II")
@@ -51,12 +51,23 @@ async def read_capacity_10(ctx: Ctx) -> ScsiResult:
     return ScsiResult(data_in=data, transfer_length=len(data))
 
 
+LBPME = 0x8000
+"""Byte 14 bit 7 of the READ CAPACITY(16) data, in the 16-bit word with LOWEST ALIGNED LBA."""
+LBPRZ_BIT = 0x4000
+
+
 async def read_capacity_16(ctx: Ctx) -> ScsiResult:
     """READ CAPACITY(16) (SBC-3 §5.16): no protection information, one logical block per physical
-    block, LBPME=0 until UNMAP exists; cut to the ALLOCATION LENGTH."""
+    block; LBPME and LBPRZ on a thin LU (SBC-3 §4.7); cut to the ALLOCATION LENGTH.
+
+    LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT stays 0 even for 512-byte blocks on a 4 KiB file
+    system: GET LBA STATUS reports extents to the logical block, and the unmap granularity is in
+    the Block Limits VPD page (OPTIMAL UNMAP GRANULARITY) instead.
+    """
     lu = ctx.need_lu()
     cdb = ReadCapacityCdb.parse(ctx.cdb)
-    data = READ_CAPACITY_16_DATA.pack(lu.num_blocks - 1, lu.block_size, 0, 0, 0)
+    lbp = (LBPME if thin_provisioned(lu) else 0) | (LBPRZ_BIT if lbprz(lu) else 0)
+    data = READ_CAPACITY_16_DATA.pack(lu.num_blocks - 1, lu.block_size, 0, 0, lbp)
     return data_in(data, cdb.allocation_length)
 
 

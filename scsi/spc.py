@@ -11,6 +11,7 @@ from typing import Callable
 
 from sanlab.scsi.cdb import InquiryCdb, ModeSenseCdb, PageControl, ReportLunsCdb, RequestSenseCdb
 from sanlab.scsi.context import Ctx, data_in
+from sanlab.scsi.lu import LogicalUnit
 from sanlab.scsi.lun import encode_lun
 from sanlab.scsi.sense import Asc, ScsiError, SenseKey, build_sense, invalid_field
 from sanlab.scsi.task import ScsiResult
@@ -179,11 +180,51 @@ def max_transfer_blocks(block_size: int) -> int:
     return MAX_TRANSFER_BYTES // block_size
 
 
+# Limits of the commands that take block ranges (SBC-3 §6.6.3): the handlers enforce exactly these.
+MAX_COMPARE_AND_WRITE_BLOCKS = 255
+"""MAXIMUM COMPARE AND WRITE LENGTH: the largest the one-byte NUMBER OF LOGICAL BLOCKS can say."""
+MAX_UNMAP_LBA_COUNT = 1 << 20
+"""MAXIMUM UNMAP LBA COUNT: blocks one UNMAP may deallocate, over all its descriptors."""
+MAX_UNMAP_BLOCK_DESCRIPTORS = 256
+"""MAXIMUM UNMAP BLOCK DESCRIPTOR COUNT."""
+MAX_WRITE_SAME_BYTES = 64 << 20
+"""MAXIMUM WRITE SAME LENGTH in bytes (as much as one WRITE may carry), converted per block size."""
+UNMAP_GRANULARITY_BYTES = 4096
+"""OPTIMAL UNMAP GRANULARITY in bytes: the file-system block, the unit a hole can be punched in."""
+
+
+def max_write_same_blocks(block_size: int) -> int:
+    """MAXIMUM WRITE SAME LENGTH in logical blocks (SBC-3 §6.6.3)."""
+    return MAX_WRITE_SAME_BYTES // block_size
+
+
+def thin_provisioned(lu: LogicalUnit) -> bool:
+    """LBPME (SBC-3 §4.7.3): configured thin *and* on a volume that can deallocate.
+
+    A volume written against the original protocol (no ``thin`` property) counts as fully
+    provisioned.
+    """
+    return lu.config.thin and bool(getattr(lu.volume, "thin", False))
+
+
+def lbprz(lu: LogicalUnit) -> bool:
+    """LBPRZ: a thin LU whose deallocated blocks read as zeros (SBC-3 §5.16.2)."""
+    return thin_provisioned(lu) and bool(getattr(lu.volume, "lbprz", False))
+
+
 def vpd_block_limits(ctx: Ctx) -> bytes:
-    """B0h: transfer limits; the UNMAP/WRITE SAME fields stay 0 until those commands exist."""
-    bs = ctx.need_lu().block_size
-    return _vpd(0xB0, BLOCK_LIMITS.pack(0, 0, 1, max_transfer_blocks(bs), OPTIMAL_TRANSFER_BYTES // bs,
-                                        0, 0, 0, 0, 0, 0))
+    """B0h: WSNZ=0 (WRITE SAME with zero blocks runs to the last LBA), the COMPARE AND WRITE, transfer
+    and WRITE SAME limits; the UNMAP limits only on a thin LU (zero means no UNMAP, SBC-3 §6.6.3)."""
+    lu = ctx.need_lu()
+    bs = lu.block_size
+    if thin_provisioned(lu):
+        unmap_lbas, unmap_descriptors = MAX_UNMAP_LBA_COUNT, MAX_UNMAP_BLOCK_DESCRIPTORS
+        granularity, alignment = max(1, UNMAP_GRANULARITY_BYTES // bs), 0x80000000  # UGAVALID, LBA 0
+    else:
+        unmap_lbas = unmap_descriptors = granularity = alignment = 0
+    return _vpd(0xB0, BLOCK_LIMITS.pack(0, MAX_COMPARE_AND_WRITE_BLOCKS, 1, max_transfer_blocks(bs),
+                                        OPTIMAL_TRANSFER_BYTES // bs, 0, unmap_lbas, unmap_descriptors,
+                                        granularity, alignment, max_write_same_blocks(bs)))
 
 
 BLOCK_DEVICE_CHARACTERISTICS = struct.Struct(">HBB56x")
@@ -203,11 +244,18 @@ PROVISIONING_FULL = 0x0
 LBPRZ = 0x04
 
 
+LBPU, LBPWS, LBPWS10 = 0x80, 0x40, 0x20
+
+
 def vpd_logical_block_provisioning(ctx: Ctx) -> bytes:
-    """B2h: no unmap commands yet (LBPU/LBPWS 0); a thin LU says so and reads unwritten blocks as zero."""
-    thin = ctx.need_lu().config.thin
-    return _vpd(0xB2, LOGICAL_BLOCK_PROVISIONING.pack(0, LBPRZ if thin else 0,
-                                                      PROVISIONING_THIN if thin else PROVISIONING_FULL, 0))
+    """B2h (SBC-3 §6.6.4): a thin LU unmaps through UNMAP (LBPU) and WRITE SAME(16)/(10) with the UNMAP
+    bit (LBPWS/LBPWS10) and reads deallocated blocks as zero (LBPRZ); no anchored state (ANC_SUP=0),
+    no provisioning group descriptor (DP=0).  A fully provisioned LU reports none of it."""
+    lu = ctx.need_lu()
+    if not thin_provisioned(lu):
+        return _vpd(0xB2, LOGICAL_BLOCK_PROVISIONING.pack(0, 0, PROVISIONING_FULL, 0))
+    flags = LBPU | LBPWS | LBPWS10 | (LBPRZ if lbprz(lu) else 0)
+    return _vpd(0xB2, LOGICAL_BLOCK_PROVISIONING.pack(0, flags, PROVISIONING_THIN, 0))
 
 
 PageBuilder = Callable[[Ctx], bytes]

@@ -42,7 +42,7 @@ class VolumeError(Exception):
 
 
 class ProvisioningStatus(IntEnum):
-    """PROVISIONING STATUS of an LBA status descriptor (SBC-3 §5.13.2, table 44)."""
+    """PROVISIONING STATUS of an LBA status descriptor (SBC-3 §5.13)."""
 
     MAPPED = 0
     DEALLOCATED = 1
@@ -69,7 +69,7 @@ class Volume(Protocol):
 
     @property
     def thin(self) -> bool:
-        """Blocks can be deallocated (thin provisioned, SBC-3 §4.7.3): :meth:`unmap` frees space and
+        """Blocks can be deallocated (thin provisioned, SBC-3 §4.7): :meth:`unmap` frees space and
         :meth:`get_lba_status` can report deallocated extents.  False: fully provisioned."""
         ...
 
@@ -87,16 +87,17 @@ class Volume(Protocol):
         ...
 
     async def unmap(self, lba: int, nblocks: int) -> None:
-        """Unmap ``nblocks`` blocks at ``lba`` (SBC-3 §4.7.3.4): a thin volume deallocates what it
+        """Unmap ``nblocks`` blocks at ``lba`` (SBC-3 §4.7): a thin volume deallocates what it
         can; afterwards the blocks read as zeros when :attr:`lbprz`, whatever was deallocated."""
         ...
 
     async def write_same(self, lba: int, nblocks: int, block: bytes | bytearray | memoryview, *,
                          unmap: bool = False, fua: bool = False) -> None:
-        """Write the one block ``block`` to each of ``nblocks`` blocks at ``lba`` (SBC-3 §5.42).
+        """Write the one block ``block`` to each of ``nblocks`` blocks at ``lba`` (SBC-3, WRITE SAME).
 
-        With ``unmap`` the volume may deallocate the blocks instead when reading them back would
-        still return ``block`` (a thin volume with :attr:`lbprz` and an all-zero block)."""
+        With ``unmap`` a thin volume unmaps the blocks instead (they then read as deallocated
+        blocks do, zeros when :attr:`lbprz`, whatever ``block`` holds); a volume that cannot
+        deallocate writes ``block`` (SBC-3 §4.7)."""
         ...
 
     async def get_lba_status(self, lba: int, max_ranges: int) -> list[LbaExtent]:
@@ -248,7 +249,7 @@ class EmulatedBlockOps:
 
     async def write_same(self, lba: int, nblocks: int, block: bytes | bytearray | memoryview, *,
                          unmap: bool = False, fua: bool = False) -> None:
-        """``block`` written ``nblocks`` times (``unmap`` cannot deallocate here: ignored)."""
+        """``block`` written ``nblocks`` times (``unmap``: this volume cannot deallocate, so it writes)."""
         if len(block) != self.block_size:
             raise VolumeError(f"WRITE SAME block of {len(block)} bytes, block size {self.block_size}")
         async with self.range_lock.hold(lba, nblocks):
@@ -423,9 +424,10 @@ class FileVolume:
         if len(block) != self._block_size:
             raise VolumeError(f"WRITE SAME block of {len(block)} bytes, block size {self._block_size}")
         self._check(lba, nblocks)
-        # SBC-3 §4.7.3.4.3: an unmap request may deallocate only if the blocks then read back as
-        # the Data-Out block, i.e. here (LBPRZ) when that block is all zeros.
-        if unmap and self._thin and not any(block):
+        # SBC-3 §4.7: with the UNMAP bit a device server that can unmap does so, and the blocks
+        # read back as deallocated blocks do (zeros, LBPRZ) whatever the Data-Out block was; the
+        # block is written only by one that cannot (a thick volume).
+        if unmap and self._thin:
             self._punch_sync(lba, nblocks)
         else:
             self._fill_sync(lba, nblocks, block)
