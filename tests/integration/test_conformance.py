@@ -74,9 +74,27 @@ def run_suite(sp: SanlabProcess, suite: str) -> tuple[int, int, list[str], str]:
 EXPECTED_SKIPS = {"WriteVerify10Residuals", "WriteVerify12Residuals", "WriteVerify16Residuals", "BlockLimits"}
 
 
+RAID5_CONFIG = """
+[[raid_groups]]
+name = "rg0"
+level = 5
+stripe_size = "64KiB"
+drive_size = "48MiB"
+drives = ["drives/d0.img", "drives/d1.img", "drives/d2.img", "drives/d3.img"]
+[[targets]]
+name = "iqn.2026-11.org.sanlab:array0"
+[[targets.luns]]
+lun = 0
+raid_group = "rg0"
+"""
+
+BACKENDS = {"file": CONFIG, "raid5": RAID5_CONFIG}
+
+
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
 @pytest.mark.parametrize("suite", CORE_SUITES)
-def test_core_suite(sanlab_factory: Callable[..., SanlabProcess], suite: str) -> None:
-    sp = sanlab_factory(CONFIG)
+def test_core_suite(sanlab_factory: Callable[..., SanlabProcess], suite: str, backend: str) -> None:
+    sp = sanlab_factory(BACKENDS[backend])
     ran, failed, skipped, out = run_suite(sp, suite)
     print(f"{suite}: ran {ran}, failed {failed}, skipped {len(skipped)} {skipped}, "
           f"genuinely passed {ran - failed - len(skipped)}")
