@@ -68,7 +68,8 @@ async def test_read_capacity_16(run: Run) -> None:
     data = good(res)
     assert len(data) == 32 and res.transfer_length == 32
     assert data[:12] == struct.pack(">QI", BLOCKS - 1, 512)
-    assert data[12:] == bytes(20)  # no protection, 1 block per physical block, LBPME=0
+    # No protection, one logical block per physical block; a thin LU: LBPME and LBPRZ (SBC-3 §5.16.2).
+    assert data[12:14] == bytes(2) and data[14] == 0xC0 and data[15:] == bytes(17)
     res = await run(rc16(12))
     assert good(res) == struct.pack(">QI", BLOCKS - 1, 512) and res.transfer_length == 12
     assert good(await run(rc16(0))) == b""

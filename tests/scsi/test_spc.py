@@ -136,7 +136,7 @@ async def test_vpd_block_limits(run: Run) -> None:
     assert data[:4] == bytes([0, 0xB0, 0, 0x3C])
     max_len, opt_len = struct.unpack_from(">II", data, 8)
     assert max_len == (64 << 20) // 512 and opt_len == (1 << 20) // 512
-    assert struct.unpack_from(">II", data, 20) == (0, 0)  # MAXIMUM UNMAP LBA / DESCRIPTOR COUNT
+    assert struct.unpack_from(">II", data, 20) == (1 << 20, 256)  # MAXIMUM UNMAP LBA / DESCRIPTOR COUNT
 
 
 async def test_vpd_block_device_characteristics(run: Run) -> None:
@@ -146,7 +146,7 @@ async def test_vpd_block_device_characteristics(run: Run) -> None:
 
 async def test_vpd_logical_block_provisioning(run: Run, tmp_path: Path) -> None:
     thin = good(await run(inquiry(True, 0xB2)))
-    assert thin == bytes([0, 0xB2, 0, 4, 0, 0x04, 0x02, 0])  # LBPU=0, LBPRZ, thin provisioned
+    assert thin == bytes([0, 0xB2, 0, 4, 0, 0xE4, 0x02, 0])  # LBPU, LBPWS, LBPWS10, LBPRZ, thin provisioned
     server = await ready_server({0: make_lu(tmp_path, "full", thin=False)})
     full = good(await runner(server)(inquiry(True, 0xB2)))
     assert full == bytes([0, 0xB2, 0, 4, 0, 0, 0, 0])
