@@ -65,8 +65,13 @@ def test_raid5_lun_after_kill_9_mid_write(sanlab_factory: Callable[..., SanlabPr
     second.write_bytes(os.urandom(160 << 20))
     writer = subprocess.Popen([need("qemu-img"), "convert", "-n", "-f", "raw", "-O", "raw", "-W", str(second),
                                sp.url()], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(0.4)
-    assert writer.poll() is None, "the write finished before the kill; make it bigger"
+    # Kill once the write-intent bitmap shows stripes being written (not on a timer: CI load varies).
+    bitmap = sp.data_dir / "raid-rg0.bitmap"
+    deadline = time.monotonic() + 60
+    while not any(bitmap.read_bytes()):
+        assert writer.poll() is None, "the write finished before it was seen in progress; make it bigger"
+        assert time.monotonic() < deadline, "no write in progress after 60 s"
+        time.sleep(0.01)
     sp.stop(signal.SIGKILL)
     writer.kill()  # QEMU would retry the dead portal forever
     writer.wait(60)
