@@ -332,18 +332,22 @@ class RaidGroup:
 
     # --- crash recovery ------------------------------------------------------------------------
 
-    async def recover(self) -> int:
-        """Resynchronise the parity of every dirty region (after a crash); returns stripes fixed."""
+    async def recover(self) -> tuple[int, int]:
+        """Resynchronise the parity of every dirty region (after a crash).
+
+        Returns (dirty regions checked, stripes whose parity had to be rewritten).
+        """
         if self.bitmap is None:
-            return 0
+            return 0, 0
         fixed = 0
-        for region in self.bitmap.dirty():
+        dirty = self.bitmap.dirty()
+        for region in dirty:
             first = region * self.REGION_STRIPES
             for stripe in range(first, min(first + self.REGION_STRIPES, self.layout.stripes)):
                 async with self._lock(stripe):
                     fixed += await self._run(self._resync_stripe, stripe, True)
             self.bitmap.clear(region)
-        return fixed
+        return len(dirty), fixed
 
     # --- reads ----------------------------------------------------------------------------------
 

@@ -60,9 +60,9 @@ class Admin:
         """Rebuild the running objects from the catalog (after a restart)."""
         for g in self.catalog.groups():
             group = open_group(g.name, g.level, g.drives, g.drive_size, g.stripe_size, str(self.data_dir))
-            fixed = await group.recover()
-            if fixed:
-                log.warning("raid_parity_resynced", group=g.name, stripes=fixed)
+            regions, fixed = await group.recover()
+            if regions:
+                log.warning("raid_parity_resynced", group=g.name, regions=regions, repaired_stripes=fixed)
             self.groups[g.name] = group
             self.allocator.add_group(g.name, group.capacity)
         for v in self.catalog.volumes():

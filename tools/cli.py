@@ -131,9 +131,9 @@ def build_server(cfg: ArrayConfig, groups: dict[str, RaidGroup] | None = None,
 async def _serve(cfg: ArrayConfig) -> int:
     groups = open_raid_groups(cfg)
     for name, g in groups.items():
-        fixed = await g.recover()  # parity of regions a crash left dirty (write-intent bitmap)
-        if fixed:
-            log.warning("raid_parity_resynced", group=name, stripes=fixed)
+        regions, fixed = await g.recover()  # parity of regions a crash left dirty (write-intent bitmap)
+        if regions:
+            log.warning("raid_parity_resynced", group=name, regions=regions, repaired_stripes=fixed)
     externals = await open_external_volumes(cfg)
     server = build_server(cfg, groups, externals)
     # The catalog's LUs are exported before the portals open, and the management socket is up by then.

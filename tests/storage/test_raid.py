@@ -219,7 +219,8 @@ async def test_crash_mid_write_resyncs_dirty_regions(tmp_path: Path) -> None:
     drives = [Drive(str(tmp_path / f"d{i}.img"), DRIVE) for i in range(4)]
     g2 = RaidGroup(RaidLevel.RAID5, drives, CHUNK, str(tmp_path / "wil.bitmap"))
     assert g2.bitmap is not None and g2.bitmap.dirty() == [0]
-    assert await g2.recover() >= 1
+    regions, repaired = await g2.recover()
+    assert regions == 1 and repaired >= 1
     assert g2.bitmap.dirty() == []
     assert await g2.scrub(repair=False) == 0
     # Parity now matches the data: losing any drive still reads back what is on the data drives.
