@@ -212,9 +212,12 @@ class DeviceServer:
         self.log.info("target_reset", cold=cold, initiator=nexus.initiator_port)
 
     async def close(self) -> None:
-        """Flush and close every volume."""
-        for lu in self._luns.values():
-            await lu.volume.close()
+        """Flush and close every volume; one volume's failure (a peer gone) does not stop the others."""
+        for lun, lu in self._luns.items():
+            try:
+                await lu.volume.close()
+            except VolumeError as exc:
+                self.log.error("volume_close_failed", lun=lun, error=str(exc))
 
     # --- execution -------------------------------------------------------------------------------------
 

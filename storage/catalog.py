@@ -31,6 +31,9 @@ CREATE TABLE IF NOT EXISTS virtual_volumes (
 CREATE TABLE IF NOT EXISTS lus (
     name TEXT PRIMARY KEY, vvol INTEGER NOT NULL REFERENCES virtual_volumes(vvol),
     vstart INTEGER NOT NULL, size INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS externals (
+    name TEXT PRIMARY KEY, host TEXT NOT NULL, port INTEGER NOT NULL, target TEXT NOT NULL,
+    lun INTEGER NOT NULL, lock TEXT NOT NULL, timeout REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS migrations (
     dest TEXT PRIMARY KEY REFERENCES volumes(name), source TEXT NOT NULL, start INTEGER NOT NULL,
     end_block INTEGER NOT NULL, chunk INTEGER NOT NULL, state TEXT NOT NULL);
@@ -104,6 +107,9 @@ class Catalog:
 
     def lus(self) -> list[dict[str, Any]]:
         return [dict(r) for r in self.db.execute("SELECT * FROM lus ORDER BY name")]
+
+    def externals(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.db.execute("SELECT * FROM externals ORDER BY name")]
 
     def migrations(self) -> list[dict[str, Any]]:
         return [dict(r) for r in self.db.execute("SELECT * FROM migrations ORDER BY dest")]

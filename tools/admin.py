@@ -18,12 +18,15 @@ import structlog
 from sanlab.scsi.device_server import DeviceServer
 from sanlab.scsi.lu import LogicalUnit, LuConfig
 from sanlab.storage.catalog import Catalog
+from sanlab.storage.external import ExternalVolume, LockMode, stable_isid
 from sanlab.storage.ldev import Ldev, LdevAllocator, LogicalVolume
 from sanlab.storage.raid import Drive, RaidGroup, RaidLevel, open_group
 from sanlab.storage.tiering import GroupInfo, LdevLoad, plan_moves
 from sanlab.storage.migrate import MigratingVolume
 from sanlab.storage.volume import Volume, VolumeError
 from sanlab.storage.vvol import LuVRow, MappingTables, VRRow
+from sanlab.target.chap import ChapCredentials
+from sanlab.target.initiator import InitiatorConfig, IscsiError, IscsiSession
 
 log = structlog.get_logger("sanlab.admin")
 
@@ -34,11 +37,30 @@ class AdminError(Exception):
     """A management request that cannot be carried out; the message says why."""
 
 
+async def connect_external(initiator_name: str, name: str, portal: tuple[str, int], target: str, lun: int, *,
+                           chap: ChapCredentials | None = None, lock: str = "off",
+                           timeout: float = 10.0) -> ExternalVolume:
+    """Log in to a peer's LUN and open it as an external volume (config and run-time alike)."""
+    icfg = InitiatorConfig(initiator_name=initiator_name, isid=stable_isid(initiator_name, name), chap=chap,
+                           command_timeout=timeout, login_timeout=timeout, nop_interval=5.0, nop_timeout=timeout,
+                           reconnect=True)
+    session = IscsiSession(portal[0], portal[1], target, icfg)
+    try:
+        vol = ExternalVolume(name, session, lun, lock=LockMode(lock), errors=(IscsiError, OSError))
+        await vol.open()
+    except (VolumeError, ValueError) as exc:
+        await session.close()
+        raise VolumeError(f"external volume {name} ({portal[0]}:{portal[1]} {target} LUN {lun}): {exc}") from None
+    return vol
+
+
 class Admin:
     """The array's storage objects and the operations on them."""
 
     def __init__(self, data_dir: Path, device_servers: dict[str, DeviceServer] | None = None,
-                 externals: dict[str, Volume] | None = None) -> None:
+                 externals: dict[str, Volume] | None = None,
+                 initiator_name: str = "iqn.2026-11.org.sanlab:array") -> None:
+        self.initiator_name = initiator_name
         self.data_dir = data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
         self.catalog = Catalog(data_dir / "catalog.db")
@@ -51,6 +73,8 @@ class Admin:
         self.externals = dict(externals or {})
         """External volumes (configured peers' LUNs), usable as migration sources."""
         self.migrations: dict[str, MigratingVolume] = {}
+        for name, vol in self.externals.items():
+            self.tables.add_real(name, vol)  # configured externals can carry virtual volumes too
         self._last_stats: dict[tuple[str, int], tuple[int, int, float]] = {}
         self._tiering: asyncio.Task[None] | None = None
 
@@ -58,6 +82,15 @@ class Admin:
 
     async def load(self) -> None:
         """Rebuild the running objects from the catalog (after a restart)."""
+        for e in self.catalog.externals():
+            try:
+                vol = await connect_external(self.initiator_name, e["name"], (e["host"], e["port"]), e["target"],
+                                             e["lun"], lock=e["lock"], timeout=e["timeout"])
+            except VolumeError as exc:
+                log.error("external_volume_unavailable", name=e["name"], error=str(exc))
+                continue
+            self.externals[e["name"]] = vol
+            self.tables.add_real(e["name"], vol)
         for g in self.catalog.groups():
             group = open_group(g.name, g.level, g.drives, g.drive_size, g.stripe_size, str(self.data_dir))
             regions, fixed = await group.recover()
@@ -389,6 +422,10 @@ class Admin:
             self._tiering.cancel()
         for mv in self.migrations.values():
             await mv.stop_background()
+        for name in [e["name"] for e in self.catalog.externals()]:
+            vol = self.externals.pop(name, None)
+            if vol is not None:
+                await vol.close()
             self._tiering = None
         if enable:
             async def loop() -> None:
@@ -401,6 +438,49 @@ class Admin:
                         log.exception("tiering_round_failed")
             self._tiering = asyncio.create_task(loop())
         return {"auto_tiering": enable, "interval": interval}
+
+    # --- external volumes -------------------------------------------------------------------------------
+
+    async def add_external(self, name: str, portal: str, target: str, lun: int = 0, lock: str = "off",
+                           timeout: float = 10.0) -> dict[str, Any]:
+        """Map a peer array's LUN as a real volume of this array (no CHAP at run time yet)."""
+        if name in self.externals or name in self.tables.real or name in self.tables.luv:
+            raise AdminError(f"a volume called {name} exists")
+        host, _, port = portal.rpartition(":")
+        if not host or not port.isdigit():
+            raise AdminError(f"portal {portal!r} is not HOST:PORT")
+        if lock not in ("off", "per-request", "held"):
+            raise AdminError("lock is off, per-request or held")
+        try:
+            vol = await connect_external(self.initiator_name, name, (host.strip("[]"), int(port)), target, lun,
+                                         lock=lock, timeout=timeout)
+        except VolumeError as exc:
+            raise AdminError(str(exc)) from None
+        try:
+            with self.catalog.transaction() as db:
+                db.execute("INSERT INTO externals VALUES (?, ?, ?, ?, ?, ?, ?)",
+                           (name, host.strip("[]"), int(port), target, lun, lock, timeout))
+        except BaseException:
+            await vol.close()
+            raise
+        self.externals[name] = vol
+        self.tables.add_real(name, vol)
+        return {"name": name, "blocks": vol.num_blocks, "block_size": vol.block_size}
+
+    async def remove_external(self, name: str) -> dict[str, Any]:
+        vol = self.externals.get(name)
+        if vol is None or not any(e["name"] == name for e in self.catalog.externals()):
+            raise AdminError(f"no run-time external volume {name}")
+        if any(v.real == name for v in self.tables.vr.values()):
+            raise AdminError(f"external volume {name} carries virtual volumes")
+        if any(r["source"] == name for r in self.catalog.migrations() if r["state"] != "detached"):
+            raise AdminError(f"external volume {name} is a migration source")
+        with self.catalog.transaction() as db:
+            db.execute("DELETE FROM externals WHERE name=?", (name,))
+        del self.externals[name]
+        self.tables.real.pop(name, None)
+        await vol.close()
+        return {"removed": name}
 
     # --- migratory copy ---------------------------------------------------------------------------------
 
@@ -487,6 +567,8 @@ class Admin:
             "luv_table": [{"lu": r.lu, "vvol": r.vvol, "vstart": r.vstart, "size": r.size}
                           for r in sorted(self.tables.luv.values(), key=lambda r: r.lu)],
             "exports": self.catalog.exports(),
+            "external_volumes": [{"name": n, "blocks": v.num_blocks, "block_size": v.block_size}
+                                 for n, v in sorted(self.externals.items())],
         }
 
     async def close(self) -> None:
@@ -494,6 +576,10 @@ class Admin:
             self._tiering.cancel()
         for mv in self.migrations.values():
             await mv.stop_background()
+        for name in [e["name"] for e in self.catalog.externals()]:
+            vol = self.externals.pop(name, None)
+            if vol is not None:
+                await vol.close()
         for t in self._rebuilds.values():
             t.cancel()
         for g in self.groups.values():
@@ -503,5 +589,5 @@ class Admin:
     OPERATIONS = ("create_raid_group", "delete_raid_group", "fail_drive", "replace_drive", "wait_rebuild", "scrub",
                   "create_volume", "delete_volume", "create_vvol", "delete_vvol", "create_lu", "delete_lu",
                   "export", "unexport", "rearrange", "tiering_round", "auto_tiering", "migrate_start",
-                  "migrate_status", "migrate_detach", "show")
+                  "migrate_status", "migrate_detach", "add_external", "remove_external", "show")
     """What the management socket may call."""

@@ -14,15 +14,14 @@ import structlog
 
 from sanlab.scsi.device_server import DeviceServer
 from sanlab.scsi.lu import LogicalUnit, LuConfig
-from sanlab.storage.external import ExternalVolume, LockMode, stable_isid
+from sanlab.storage.external import ExternalVolume
 from sanlab.storage.raid import RaidGroup, RaidVolume, open_group
 from sanlab.storage.volume import FileVolume, Volume, VolumeError
 from sanlab.target.chap import ChapCredentials
-from sanlab.target.initiator import InitiatorConfig, IscsiError, IscsiSession
 from sanlab.target.login import TargetAuth
 from sanlab.target.server import IscsiServer, ServerSettings, Target
 from sanlab.tools.config import LunConfig, ArrayConfig, ConfigError, TargetConfig, load_config, parse_portal, parse_size
-from sanlab.tools.admin import Admin, AdminError
+from sanlab.tools.admin import Admin, AdminError, connect_external
 from sanlab.tools.logging import setup_logging
 from sanlab.tools.mgmt import SOCKET_NAME, MgmtServer, request
 
@@ -71,17 +70,8 @@ async def open_external_volumes(cfg: ArrayConfig) -> dict[str, ExternalVolume]:
     out: dict[str, ExternalVolume] = {}
     for ec in cfg.external_volumes:
         chap = ChapCredentials(ec.chap.username, ec.chap.secret.encode()) if ec.chap else None
-        icfg = InitiatorConfig(initiator_name=cfg.initiator_name, isid=stable_isid(cfg.initiator_name, ec.name),
-                               chap=chap, command_timeout=ec.timeout, login_timeout=ec.timeout,
-                               nop_interval=5.0, nop_timeout=ec.timeout, reconnect=True)
-        session = IscsiSession(ec.portal[0], ec.portal[1], ec.target, icfg)
-        vol = ExternalVolume(ec.name, session, ec.lun, lock=LockMode(ec.lock), errors=(IscsiError, OSError))
-        try:
-            await vol.open()
-        except VolumeError as exc:
-            raise VolumeError(f"external volume {ec.name} ({ec.portal[0]}:{ec.portal[1]} {ec.target} "
-                              f"LUN {ec.lun}): {exc}") from None
-        out[ec.name] = vol
+        out[ec.name] = await connect_external(cfg.initiator_name, ec.name, ec.portal, ec.target, ec.lun, chap=chap,
+                                             lock=ec.lock, timeout=ec.timeout)
     return out
 
 
@@ -138,7 +128,7 @@ async def _serve(cfg: ArrayConfig) -> int:
     server = build_server(cfg, groups, externals)
     # The catalog's LUs are exported before the portals open, and the management socket is up by then.
     admin = Admin(cfg.data_dir, {t.name: t.device_server for t in server.targets.values()},
-                  externals=dict(externals))
+                  externals=dict(externals), initiator_name=cfg.initiator_name)
     await admin.load()
     mgmt = MgmtServer(admin, cfg.data_dir / SOCKET_NAME)
     await mgmt.start()
@@ -167,7 +157,7 @@ async def _serve(cfg: ArrayConfig) -> int:
 
 _LIST_ARGS = {"drives", "groups", "ldevs"}
 _INT_ARGS = {"level", "index", "vvol", "lun", "real_start", "vstart", "block_size", "start", "end", "chunk"}
-_FLOAT_ARGS = {"seconds", "interval"}
+_FLOAT_ARGS = {"seconds", "interval", "timeout"}
 _BOOL_ARGS = {"enable"}
 _SIZE_ARGS = {"size", "drive_size", "stripe_size", "ldev_size"}
 

@@ -139,3 +139,40 @@ def test_migratory_copy_under_host_writes(sanlab_factory: Callable[..., SanlabPr
          f"of={from_b}"])
     assert from_b.read_bytes() == old.read_bytes()
     sanlab("admin", "migrate-detach", "dest=v")
+
+
+def test_external_volume_added_at_run_time(sanlab_factory: Callable[..., SanlabProcess], tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    b = sanlab_factory(B_CONFIG, host="127.0.0.2")
+    a = sanlab_factory(f'initiator_name = "iqn.2026-11.org.sanlab:array-a"\n[[targets]]\nname = "{A_TARGET}"\n',
+                       host="127.0.0.1")
+    dd = str(a.data_dir)
+
+    def admin(*words: str) -> str:
+        cp = subprocess.run([sys.executable, "-m", "sanlab.tools.cli", "admin", *words, "--data-dir", dd, "--json"],
+                            capture_output=True, text=True, timeout=120)
+        assert cp.returncode == 0, cp.stdout + cp.stderr
+        return cp.stdout
+
+    admin("add-external", "name=bx", f"portal={b.portal}", f"target={B_TARGET}", "lun=0", "timeout=5")
+    blocks = (32 << 20) // 512
+    admin("create-vvol", "vvol=5", "real=bx", "real_start=0", f"size={blocks}")
+    admin("create-lu", "name=lux", "vvol=5", "vstart=0", f"size={blocks}")
+    admin("export", "lu=lux", f"target={A_TARGET}", "lun=3")
+    src = tmp_path / "x.img"
+    src.write_bytes(os.urandom(2 << 20))
+    run([need("qemu-img"), "convert", "-n", "-f", "raw", "-O", "raw", str(src), a.url(3, target=A_TARGET)])
+    out = tmp_path / "b.img"
+    run([need("qemu-img"), "dd", "-f", "raw", "-O", "raw", "bs=1M", "count=2", f"if={b.url(target=B_TARGET)}",
+         f"of={out}"])
+    assert out.read_bytes() == src.read_bytes()
+    # After a restart the catalog logs in to the peer again and the LU is back.
+    assert a.stop() == 0
+    a2 = sanlab_factory(f'initiator_name = "iqn.2026-11.org.sanlab:array-a"\n[[targets]]\nname = "{A_TARGET}"\n',
+                        host="127.0.0.1", port=a.port, extra=["--data-dir", dd])
+    out2 = tmp_path / "a.img"
+    run([need("qemu-img"), "dd", "-f", "raw", "-O", "raw", "bs=1M", "count=2", f"if={a2.url(3, target=A_TARGET)}",
+         f"of={out2}"])
+    assert out2.read_bytes() == src.read_bytes()
