@@ -79,6 +79,7 @@ class _Conn:
         self.result = result
         self.running: dict[int, asyncio.Task[None]] = {}
         self.closed = asyncio.Event()
+        self.flush_scheduled = False
         self.header_digest = result.params.header_digest
         self.data_digest = result.params.data_digest
 
@@ -351,6 +352,14 @@ class IscsiServer:
             elif isinstance(ev, Close):
                 self._flush(c)
                 self._close_conn(c, ev.reason)
+        # Coalesce: every response produced in this loop iteration goes out in one writelines
+        # (one send) instead of one per completed command.
+        if not c.flush_scheduled:
+            c.flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._scheduled_flush, c)
+
+    def _scheduled_flush(self, c: _Conn) -> None:
+        c.flush_scheduled = False
         self._flush(c)
 
     def _flush(self, c: _Conn) -> None:
