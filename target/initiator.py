@@ -122,6 +122,7 @@ class _Cmd:
     data_out: memoryview
     read_buf: bytearray
     read_got: int = 0
+    cmdsn: int = 0
 
 
 class IscsiSession:
@@ -302,7 +303,7 @@ class IscsiSession:
         itt = self._next_itt()
         fut: asyncio.Future[CommandResult] = asyncio.get_running_loop().create_future()
         out = memoryview(bytes(data_out) if not isinstance(data_out, (bytes, memoryview)) else data_out)
-        cmd = _Cmd(itt, fut, out, bytearray(read_length))
+        cmd = _Cmd(itt, fut, out, bytearray(read_length), cmdsn=self.cmdsn)
         self._cmds[itt] = cmd
         edtl = len(out) if len(out) else read_length
         imm = min(len(out), p.first_burst_length, p.max_recv_data_segment_length_target) if p.immediate_data else 0
@@ -326,7 +327,7 @@ class IscsiSession:
         try:
             return await asyncio.wait_for(asyncio.shield(fut), timeout or self.config.command_timeout)
         except asyncio.TimeoutError:
-            await self._abort(itt, lun)
+            await self._abort(itt, lun, cmd.cmdsn)
             raise CommandTimeout(f"command 0x{cdb[0]:02x} (ITT {itt}) timed out") from None
         finally:
             self._cmds.pop(itt, None)
@@ -348,19 +349,24 @@ class IscsiSession:
             off += n
         return pdus
 
-    async def _abort(self, itt: int, lun: int) -> None:
+    async def _abort(self, itt: int, lun: int, cmdsn: int) -> None:
         try:
-            await self.task_management(TmfFunction.ABORT_TASK, lun, itt)
+            await self.task_management(TmfFunction.ABORT_TASK, lun, itt, cmdsn)
         except IscsiError as exc:
             self.log.warning("abort_failed", itt=itt, error=str(exc))
 
-    async def task_management(self, function: TmfFunction, lun: int = 0, referenced_itt: int = RESERVED_TAG) -> int:
-        """Send a TMF; return its response code (RFC 7143 §11.6.1)."""
+    async def task_management(self, function: TmfFunction, lun: int = 0, referenced_itt: int = RESERVED_TAG,
+                              refcmdsn: int | None = None) -> int:
+        """Send a TMF; return its response code (RFC 7143 §11.6.1).
+
+        For ABORT TASK, RefCmdSN is the CmdSN of the task to abort (§11.5.4): the target uses it
+        to recognise a task it has not received yet.
+        """
         itt = self._next_itt()
         fut = self._expect(itt)
         self._send(TaskMgmtRequest(immediate=True, function=function, lun=encode_lun(lun), initiator_task_tag=itt,
                                    referenced_task_tag=referenced_itt, cmdsn=self.cmdsn, expstatsn=self.expstatsn,
-                                   refcmdsn=self.cmdsn))
+                                   refcmdsn=self.cmdsn if refcmdsn is None else refcmdsn))
         resp = await asyncio.wait_for(fut, self.config.command_timeout)
         assert isinstance(resp, TaskMgmtResponse)
         return resp.response

@@ -373,6 +373,7 @@ class IscsiServer:
 
     def _close_conn(self, c: _Conn, reason: str) -> None:
         if not c.writer.is_closing():
+            self._flush(c)  # what the connection still had to say (a TMF response, a Reject) goes first
             c.conn.log.info("connection_closing", reason=reason)
             c.writer.close()
         c.conn.closed = True
