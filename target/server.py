@@ -395,6 +395,9 @@ class IscsiServer:
             c.running.pop(ev.itt, None)
         c.conn.complete(ev.itt, result)
         self._process(c)
+        if not c.running:
+            # Nothing else in flight (queue depth 1): answer now rather than one loop turn later.
+            self._flush(c)
         if c.writer.transport.get_write_buffer_size() > (4 << 20):
             await self._drain(c)
 
