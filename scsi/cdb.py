@@ -45,6 +45,7 @@ class Opcode(IntEnum):
     READ_BUFFER = 0x3C
     WRITE_SAME_10 = 0x41
     UNMAP = 0x42
+    SANITIZE = 0x48
     LOG_SELECT = 0x4C
     LOG_SENSE = 0x4D
     MODE_SELECT_10 = 0x55
@@ -66,6 +67,7 @@ class Opcode(IntEnum):
     PRE_FETCH_16 = 0x90
     SYNCHRONIZE_CACHE_16 = 0x91
     WRITE_SAME_16 = 0x93
+    WRITE_ATOMIC_16 = 0x9C
     SERVICE_ACTION_IN_16 = 0x9E
     SERVICE_ACTION_OUT_16 = 0x9F
     REPORT_LUNS = 0xA0
@@ -77,6 +79,7 @@ class Opcode(IntEnum):
     WRITE_12 = 0xAA
     WRITE_AND_VERIFY_12 = 0xAE
     VERIFY_12 = 0xAF
+    READ_DEFECT_DATA_12 = 0xB7
     SECURITY_PROTOCOL_OUT = 0xB5
 
 

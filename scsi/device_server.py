@@ -61,8 +61,16 @@ class CommandSpec:
     medium_error: Asc = Asc.UNRECOVERED_READ_ERROR
     """ASC/ASCQ of the MEDIUM ERROR a VolumeError becomes: WRITE ERROR for commands that store data."""
     allowed_without_medium: bool = False
-    """Runs while the medium is absent (after START STOP UNIT eject on a removable LU, once that
-    exists; until then every LU always has its medium)."""
+    """Runs while the medium is absent (after START STOP UNIT ejected it from a removable LU);
+    every other command gets NOT READY / MEDIUM NOT PRESENT (SBC-3 §4.2.2)."""
+    cdb_usage: bytes | None = None
+    """CDB USAGE DATA for REPORT SUPPORTED OPERATION CODES (SPC-4 §6.35.3): a bit set for each CDB bit
+    the device server looks at.  None: derived from the CDB length (every field may be used)."""
+    timeout: int = 30
+    """RECOMMENDED COMMAND TIMEOUT in seconds for the command timeouts descriptor (SPC-4 §6.35.4)."""
+    available: Callable[[LogicalUnit], bool] | None = None
+    """Supported on this LU only when this says so (e.g. SANITIZE BLOCK ERASE needs a thin LU); REPORT
+    SUPPORTED OPERATION CODES leaves the command out elsewhere.  None: always."""
 
 
 COMMANDS: dict[int, CommandSpec] = {
@@ -117,6 +125,23 @@ def register(table: dict[int, CommandSpec]) -> None:
             have.service_actions.update(spec.service_actions)
         else:
             raise ValueError(f"opcode {opcode:02x} registered twice")
+
+
+def check_lu_state(spec: CommandSpec, lu: LogicalUnit) -> None:
+    """The logical unit's state may refuse the command before its handler runs.
+
+    While a SANITIZE runs only INQUIRY, REPORT LUNS and REQUEST SENSE get through (SBC-3 §4.11,
+    §5.19: NOT READY / LOGICAL UNIT NOT READY, SANITIZE IN PROGRESS); without a medium only the
+    commands marked ``allowed_without_medium`` run (SBC-3 §4.2.2: NOT READY / MEDIUM NOT PRESENT);
+    a software write protected LU (Control mode page SWP, SPC-4 §7.5.8) refuses commands that write
+    the medium with DATA PROTECT / LOGICAL UNIT SOFTWARE WRITE PROTECTED.
+    """
+    if lu.sanitizing and not spec.any_lun:
+        raise ScsiError(SenseKey.NOT_READY, Asc.SANITIZE_IN_PROGRESS)
+    if not lu.medium_present and not spec.allowed_without_medium:
+        raise ScsiError(SenseKey.NOT_READY, Asc.MEDIUM_NOT_PRESENT)
+    if spec.writes and lu.swp:
+        raise ScsiError(SenseKey.DATA_PROTECT, Asc.LOGICAL_UNIT_SOFTWARE_WRITE_PROTECTED)
 
 
 def lookup(cdb: bytes) -> CommandSpec:
@@ -196,6 +221,7 @@ class DeviceServer:
         if lu is None:
             return False
         lu.reset_ua(Asc.BUS_DEVICE_RESET_FUNCTION_OCCURRED)
+        lu.reset()
         self.log.info("lun_reset", lun=lun, initiator=nexus.initiator_port)
         return True
 
@@ -209,6 +235,7 @@ class DeviceServer:
         asc = Asc.POWER_ON_OCCURRED if cold else Asc.BUS_DEVICE_RESET_FUNCTION_OCCURRED
         for lu in self._luns.values():
             lu.reset_ua(asc)
+            lu.reset()
         self.log.info("target_reset", cold=cold, initiator=nexus.initiator_port)
 
     async def close(self) -> None:
@@ -241,6 +268,8 @@ class DeviceServer:
                                       sense=build_sense(SenseKey.UNIT_ATTENTION, ua, descriptor=descriptor))
             spec = lookup(cdb)
             assert spec.handler is not None
+            if lu is not None:
+                check_lu_state(spec, lu)
             if not isinstance(task.cdb, bytes):
                 task = replace(task, cdb=cdb)
             return await spec.handler(Ctx(self, task, lu))
@@ -257,3 +286,4 @@ class DeviceServer:
 # Command families in their own modules register themselves (register() above) when imported; the
 # import sits here, after CommandSpec and register exist, because those modules import them.
 from sanlab.scsi import compare, provisioning, verify  # noqa: E402,F401
+from sanlab.scsi import copy, medium, mode, rsoc, sanitize  # noqa: E402,F401

@@ -98,6 +98,18 @@ class LogicalUnit:
         """Identity and properties."""
         self.d_sense = False
         """Control mode page D_SENSE: descriptor-format sense when set (SPC-4 §7.5.8)."""
+        self.swp = False
+        """Control mode page SWP: software write protect, writes fail 27h/02h (SPC-4 §7.5.8)."""
+        self.wce = True
+        """Caching mode page WCE: False makes every write write-through (SBC-3 §6.4.5)."""
+        self.medium_present = True
+        """False after START STOP UNIT ejected the medium of a removable LU (SBC-3 §5.25)."""
+        self.prevent: set[Nexus] = set()
+        """I_T nexuses holding PREVENT ALLOW MEDIUM REMOVAL prevent (SBC-3 §5.14)."""
+        self.sanitizing = False
+        """A SANITIZE is running: media access gets NOT READY 04h/1Bh (SBC-3 §4.11)."""
+        self.copy_results: dict[tuple[Nexus, int], bytes] = {}
+        """(nexus, LIST IDENTIFIER) → COPY STATUS data held for RECEIVE COPY RESULTS (SPC-4 §6.18.2)."""
         self._ua: dict[Nexus, deque[int]] = {}
         self._sense: dict[Nexus, bytes] = {}
         self.write_lock = asyncio.Lock()
@@ -121,9 +133,16 @@ class LogicalUnit:
         self._sense.pop(nexus, None)
 
     def nexus_removed(self, nexus: Nexus) -> None:
-        """Forget everything kept for ``nexus``."""
+        """Forget everything kept for ``nexus``, its medium removal prevention included (SBC-3 §5.14)."""
         self._ua.pop(nexus, None)
         self._sense.pop(nexus, None)
+        self.prevent.discard(nexus)
+        for key in [k for k in self.copy_results if k[0] == nexus]:
+            del self.copy_results[key]
+
+    def reset(self) -> None:
+        """A logical unit reset or a hard reset ends medium removal prevention (SBC-3 §5.14)."""
+        self.prevent.clear()
 
     @property
     def nexuses(self) -> list[Nexus]:

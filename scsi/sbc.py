@@ -102,7 +102,8 @@ async def write(ctx: Ctx) -> ScsiResult:
     length = rw.transfer_length * bs
     got = min(len(ctx.task.data_out), length) // bs
     if got:
-        await lu.volume.write(rw.lba, memoryview(ctx.task.data_out)[:got * bs], fua=rw.fua)
+        # WCE=0 in the Caching mode page: every write is written through (SBC-3 §6.4.5).
+        await lu.volume.write(rw.lba, memoryview(ctx.task.data_out)[:got * bs], fua=rw.fua or not lu.wce)
     return ScsiResult(transfer_length=length, data_out_direction=True)
 
 

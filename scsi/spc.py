@@ -231,9 +231,17 @@ BLOCK_DEVICE_CHARACTERISTICS = struct.Struct(">HBB56x")
 """B1h payload (SBC-3 §6.6.2): MEDIUM ROTATION RATE, PRODUCT TYPE, WABEREQ|WACEREQ|NOMINAL FORM FACTOR."""
 
 
+WABEREQ_GOOD = 0x40
+"""WABEREQ 01b: a read of a block erased by SANITIZE BLOCK ERASE completes GOOD (SBC-3 §6.6.2)."""
+
+
 def vpd_block_device_characteristics(ctx: Ctx) -> bytes:
-    """B1h: MEDIUM ROTATION RATE 0001h (non-rotating medium), form factor not reported."""
-    return _vpd(0xB1, BLOCK_DEVICE_CHARACTERISTICS.pack(1, 0, 0))
+    """B1h: MEDIUM ROTATION RATE 0001h (non-rotating medium), form factor not reported; WABEREQ 01b where
+    SANITIZE BLOCK ERASE is offered (a thin LU reading deallocated blocks as zeros), WACEREQ 00b (no
+    CRYPTOGRAPHIC ERASE)."""
+    lu = ctx.need_lu()
+    wabereq = WABEREQ_GOOD if thin_provisioned(lu) and lbprz(lu) else 0
+    return _vpd(0xB1, BLOCK_DEVICE_CHARACTERISTICS.pack(1, 0, wabereq))
 
 
 LOGICAL_BLOCK_PROVISIONING = struct.Struct(">BBBB")
@@ -302,7 +310,8 @@ async def report_luns(ctx: Ctx) -> ScsiResult:
 
 
 async def test_unit_ready(ctx: Ctx) -> ScsiResult:
-    """TEST UNIT READY (SPC-4 §6.47): the medium is always ready once the UA checks passed."""
+    """TEST UNIT READY (SPC-4 §6.47): ready once the UA, sanitize and medium checks of the device
+    server passed."""
     return ScsiResult()
 
 
@@ -329,26 +338,57 @@ async def request_sense(ctx: Ctx) -> ScsiResult:
 # --- MODE SENSE (SPC-4 §6.11-6.12, pages §7.5, SBC-3 §6.4) ------------------------------------------
 
 
+WCE = 0x04
+"""Caching page byte 2: WRITE CACHE ENABLE (SBC-3 §6.4.5)."""
+D_SENSE = 0x04
+"""Control page byte 2: descriptor format sense data (SPC-4 §7.5.8)."""
+SWP = 0x08
+"""Control page byte 4: software write protect (SPC-4 §7.5.8)."""
+
+
+def _read_write_error_recovery_page(ctx: Ctx, pc: PageControl) -> bytes:
+    """01h Read-Write Error Recovery (SBC-3 §6.4.7): no retries to report, no automatic reallocation
+    (the backing store hides its own), nothing changeable."""
+    p = bytearray(12)
+    p[0], p[1] = 0x01, 0x0A
+    return bytes(p)
+
+
 def _caching_page(ctx: Ctx, pc: PageControl) -> bytes:
-    """08h Caching (SBC-3 §6.4.5): WCE=1 — writes complete into the page cache and are made durable
-    by SYNCHRONIZE CACHE or FUA; RCD=0.  Nothing is changeable without MODE SELECT."""
+    """08h Caching (SBC-3 §6.4.5): WCE — with WCE=1 writes complete into the page cache and are made
+    durable by SYNCHRONIZE CACHE or FUA; MODE SELECT may clear it, then every write is written through.
+    RCD=0.  WCE is the one changeable field."""
     p = bytearray(20)
     p[0], p[1] = 0x08, 0x12
-    if pc != PageControl.CHANGEABLE:
-        p[2] = 0x04  # WCE
+    if pc == PageControl.CURRENT:
+        p[2] = WCE if ctx.need_lu().wce else 0
+    else:
+        p[2] = WCE  # default: write cache enabled; changeable: the WCE bit
     return bytes(p)
 
 
 def _control_page(ctx: Ctx, pc: PageControl) -> bytes:
-    """0Ah Control (SPC-4 §7.5.8): TST 000b (one task set for all nexuses), D_SENSE from the LU,
-    QUEUE ALGORITHM MODIFIER 1 (unrestricted reordering), QErr 00b, TAS 0, busy timeout unlimited."""
+    """0Ah Control (SPC-4 §7.5.8): TST 000b (one task set for all nexuses), D_SENSE and SWP from the
+    LU, QUEUE ALGORITHM MODIFIER 1 (unrestricted reordering), QErr 00b, TAS 0, busy timeout unlimited.
+    D_SENSE and SWP are changeable."""
     p = bytearray(12)
     p[0], p[1] = 0x0A, 0x0A
-    if pc != PageControl.CHANGEABLE:
+    if pc == PageControl.CHANGEABLE:
+        p[2], p[4] = D_SENSE, SWP
+        return bytes(p)
+    p[3] = 0x10
+    p[8:10] = b"\xff\xff"
+    if pc == PageControl.CURRENT:
         lu = ctx.need_lu()
-        p[2] = 0x04 if (lu.d_sense and pc == PageControl.CURRENT) else 0
-        p[3] = 0x10
-        p[8:10] = b"\xff\xff"
+        p[2] = D_SENSE if lu.d_sense else 0
+        p[4] = SWP if lu.swp else 0
+    return bytes(p)
+
+
+def _power_condition_page(ctx: Ctx, pc: PageControl) -> bytes:
+    """1Ah Power Condition (SPC-4 §7.5.13): no idle or standby timers (a virtual disk has no spindle)."""
+    p = bytearray(40)
+    p[0], p[1] = 0x1A, 0x26
     return bytes(p)
 
 
@@ -364,8 +404,10 @@ def _informational_exceptions_page(ctx: Ctx, pc: PageControl) -> bytes:
 ModePageBuilder = Callable[[Ctx, PageControl], bytes]
 
 MODE_PAGES: dict[int, ModePageBuilder] = {
+    0x01: _read_write_error_recovery_page,
     0x08: _caching_page,
     0x0A: _control_page,
+    0x1A: _power_condition_page,
     0x1C: _informational_exceptions_page,
 }
 """Mode page code → builder (subpage 0 only)."""
@@ -401,8 +443,10 @@ LONG_BLOCK_DESCRIPTOR = struct.Struct(">Q4xI")
 
 
 def device_specific_parameter(ctx: Ctx) -> int:
-    """WP when read-only; DPOFUA: DPO and FUA are supported (SBC-3 §6.4.1)."""
-    return (WP if ctx.need_lu().config.readonly else 0) | DPOFUA
+    """WP when read-only or software write protected (SWP); DPOFUA: DPO and FUA are supported
+    (SBC-3 §6.4.1)."""
+    lu = ctx.need_lu()
+    return (WP if lu.config.readonly or lu.swp else 0) | DPOFUA
 
 
 def block_descriptor(ctx: Ctx, long_lba: bool) -> bytes:

@@ -248,25 +248,27 @@ def mode_sense10(page: int = 0x3F, pc: int = 0, dbd: bool = False, llbaa: bool =
 
 async def test_mode_sense_6_all_pages(run: Run) -> None:
     data = good(await run(mode_sense6()))
-    assert data[0] == len(data) - 1 == 3 + 8 + 20 + 12 + 12
+    assert data[0] == len(data) - 1 == 3 + 8 + 12 + 20 + 12 + 40 + 12
     assert data[1] == 0 and data[2] == 0x10 and data[3] == 8  # DPOFUA, one short block descriptor
     assert data[4:12] == BLOCKS.to_bytes(4, "big") + b"\0" + (512).to_bytes(3, "big")
     pages = data[12:]
-    assert pages[0:2] == b"\x08\x12" and pages[2] & 0x04  # caching, WCE
-    assert pages[20:22] == b"\x0a\x0a" and pages[22] & 0x04 == 0  # control, D_SENSE 0
-    assert pages[32:34] == b"\x1c\x0a"
+    assert pages[0:2] == b"\x01\x0a"  # read-write error recovery
+    assert pages[12:14] == b"\x08\x12" and pages[14] & 0x04  # caching, WCE
+    assert pages[32:34] == b"\x0a\x0a" and pages[34] & 0x04 == 0 and pages[36] & 0x08 == 0  # control
+    assert pages[44:46] == b"\x1a\x26"  # power condition
+    assert pages[84:86] == b"\x1c\x0a"
 
 
 async def test_mode_sense_6_single_page_dbd_and_truncation(run: Run) -> None:
     data = good(await run(mode_sense6(0x08, dbd=True)))
     assert data[:4] == bytes([3 + 20, 0, 0x10, 0]) and data[4] == 0x08 and len(data) == 24
     res = await run(mode_sense6(alloc=4))
-    assert len(good(res)) == 4 and res.transfer_length == 4 and res.data_in[0] == 55
+    assert len(good(res)) == 4 and res.transfer_length == 4 and res.data_in[0] == 107
 
 
 async def test_mode_sense_page_control(run: Run) -> None:
     changeable = good(await run(mode_sense6(0x08, pc=1, dbd=True)))
-    assert changeable[4:6] == b"\x08\x12" and changeable[6:] == bytes(18)
+    assert changeable[4:6] == b"\x08\x12" and changeable[6:] == b"\x04" + bytes(17)  # WCE only
     default = good(await run(mode_sense6(0x0A, pc=2, dbd=True)))
     assert default[4:6] == b"\x0a\x0a"
     res = await run(mode_sense6(0x08, pc=3))
@@ -278,7 +280,7 @@ async def test_mode_sense_invalid_page(run: Run) -> None:
     check(res, 5, 0x2400)
     assert parse_sense(res.sense).sks == bytes([0xCD, 0, 2])
     check(await run(mode_sense6(0x08, sub=0x01)), 5, 0x2400)
-    assert good(await run(mode_sense6(0x3F, sub=0xFF)))[0] == 55
+    assert good(await run(mode_sense6(0x3F, sub=0xFF)))[0] == 107
 
 
 async def test_mode_sense_write_protect(tmp_path: Path) -> None:
@@ -289,7 +291,7 @@ async def test_mode_sense_write_protect(tmp_path: Path) -> None:
 
 async def test_mode_sense_10_lengths(run: Run) -> None:
     data = good(await run(mode_sense10()))
-    assert int.from_bytes(data[0:2], "big") == len(data) - 2 == 6 + 8 + 44
+    assert int.from_bytes(data[0:2], "big") == len(data) - 2 == 6 + 8 + 96
     assert data[3] == 0x10 and data[4] == 0 and int.from_bytes(data[6:8], "big") == 8
     long = good(await run(mode_sense10(llbaa=True)))
     assert long[4] == 0x01 and int.from_bytes(long[6:8], "big") == 16
