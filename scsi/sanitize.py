@@ -107,7 +107,9 @@ async def _overwrite(lu: LogicalUnit, block: bytes, count: int, invert: bool) ->
         flip = invert and (count - 1 - n) % 2 == 1
         data = inverted if flip else block
         for lba in range(0, lu.num_blocks, step):
-            await lu.volume.write_same(lba, min(step, lu.num_blocks - lba), data)
+            # FUA: a pass is on the medium before the next starts; page-cache copies of the old
+            # data being overwritten is not sanitizing anything.
+            await lu.volume.write_same(lba, min(step, lu.num_blocks - lba), data, fua=True)
 
 
 async def _block_erase(lu: LogicalUnit) -> None:
