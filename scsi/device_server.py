@@ -9,7 +9,8 @@ order (ARCHITECTURE.md convention 2):
 2. CDB length and CONTROL byte (NACA=1 → INVALID FIELD IN CDB);
 3. unit attention for this I_T nexus (SAM-5 §5.14): reported and cleared by
    every command except INQUIRY, REPORT LUNS and REQUEST SENSE;
-4. (later: reservation conflict, medium present);
+4. reservation conflict (:func:`sanlab.scsi.reservations.conflicts`, SPC-4 §5.9.1): RESERVATION
+   CONFLICT status for a command the reservations in force do not let this I_T nexus run;
 5. the command table: unknown opcode → INVALID COMMAND OPERATION CODE, unknown
    service action → INVALID FIELD IN CDB pointing at byte 1.
 
@@ -20,6 +21,7 @@ CONDITION here with sense in the LU's format (D_SENSE).  A
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Awaitable, Callable
 
 import structlog
@@ -160,10 +162,15 @@ def lookup(cdb: bytes) -> CommandSpec:
 class DeviceServer:
     """The logical units behind one target and the rules for reaching them."""
 
-    def __init__(self, target_name: str, luns: dict[int, LogicalUnit]) -> None:
+    def __init__(self, target_name: str, luns: dict[int, LogicalUnit], state_dir: Path | None = None) -> None:
         self.target_name = target_name
         """iSCSI name of the target this device server belongs to."""
         self._luns = dict(luns)
+        self.state_dir = state_dir
+        """Directory for state that survives a restart (APTPL persistent reservations); None: none does."""
+        self.on_abort: Callable[[int, list[Nexus]], Awaitable[None]] | None = None
+        """Set by the transport: abort the tasks of these I_T nexuses on this LUN (PREEMPT AND ABORT,
+        SPC-4 §5.9.11.5); returns once they have ended."""
         self.log = log.bind(target=target_name)
 
     @property
@@ -208,6 +215,7 @@ class DeviceServer:
         """The I_T nexus is gone: drop its unit attentions and sense."""
         for lu in self._luns.values():
             lu.nexus_removed(nexus)
+            reservations.nexus_lost(lu, nexus)
 
     def lun_reset(self, lun: int, nexus: Nexus) -> bool:
         """LOGICAL UNIT RESET task management function (SAM-5 clause 7): False when there is no such LU.
@@ -221,6 +229,7 @@ class DeviceServer:
         if lu is None:
             return False
         lu.reset_ua(Asc.BUS_DEVICE_RESET_FUNCTION_OCCURRED)
+        reservations.reset(lu)
         lu.reset()
         self.log.info("lun_reset", lun=lun, initiator=nexus.initiator_port)
         return True
@@ -235,6 +244,7 @@ class DeviceServer:
         asc = Asc.POWER_ON_OCCURRED if cold else Asc.BUS_DEVICE_RESET_FUNCTION_OCCURRED
         for lu in self._luns.values():
             lu.reset_ua(asc)
+            reservations.reset(lu, power_on=cold)
             lu.reset()
         self.log.info("target_reset", cold=cold, initiator=nexus.initiator_port)
 
@@ -268,6 +278,8 @@ class DeviceServer:
                                       sense=build_sense(SenseKey.UNIT_ATTENTION, ua, descriptor=descriptor))
             spec = lookup(cdb)
             assert spec.handler is not None
+            if lu is not None and reservations.conflicts(self, lu, task.nexus, cdb, spec):
+                return ScsiResult(status=ScsiStatus.RESERVATION_CONFLICT)
             if lu is not None:
                 check_lu_state(spec, lu)
             if not isinstance(task.cdb, bytes):
@@ -286,4 +298,5 @@ class DeviceServer:
 # Command families in their own modules register themselves (register() above) when imported; the
 # import sits here, after CommandSpec and register exist, because those modules import them.
 from sanlab.scsi import compare, provisioning, verify  # noqa: E402,F401
+from sanlab.scsi import reservations  # noqa: E402
 from sanlab.scsi import copy, medium, mode, rsoc, sanitize  # noqa: E402,F401

@@ -11,6 +11,7 @@ is logged and closes that connection only.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import socket
 import time
@@ -108,6 +109,8 @@ class IscsiServer:
         self._tmf_tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
         self.bound: list[tuple[str, int]] = []
+        for t in self.targets.values():
+            t.device_server.on_abort = functools.partial(self._abort_nexus_tasks, t)
 
     # --- LoginDirectory --------------------------------------------------------
 
@@ -441,6 +444,19 @@ class IscsiServer:
         except Exception:  # noqa: BLE001
             c.conn.log.exception("tmf_failed", itt=ev.itt)
             self._close_conn(c, "tmf failure")
+
+    async def _abort_nexus_tasks(self, target: Target, lun: int, nexuses: list[Nexus]) -> None:
+        """PREEMPT AND ABORT (SPC-4 §5.9.11.5): the preempted I_T nexuses' tasks on ``lun`` are aborted,
+        as for CLEAR TASK SET from their own sessions; returns when the executing ones have ended."""
+        waits = []
+        for o in list(self._sessions.values()):
+            if o.target is target and o.conn.nexus in nexuses:
+                for itt in o.conn.abort_lun_tasks(lun):
+                    if itt in o.running:
+                        waits.append(o.running[itt])
+                self._process(o)
+        if waits:
+            await asyncio.wait(waits)
 
     @property
     def session_count(self) -> int:

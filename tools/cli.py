@@ -111,7 +111,7 @@ def build_server(cfg: ArrayConfig, groups: dict[str, RaidGroup] | None = None,
             incoming=_incoming(tc),
             outgoing=ChapCredentials(tc.mutual_chap.username, tc.mutual_chap.secret.encode())
             if tc.mutual_chap else None)
-        targets.append(Target(auth=auth, device_server=DeviceServer(tc.name, luns)))
+        targets.append(Target(auth=auth, device_server=DeviceServer(tc.name, luns, state_dir=cfg.data_dir)))
     s = cfg.server
     settings = ServerSettings(cmd_window=s.cmd_window, nop_interval=s.nop_interval, nop_timeout=s.nop_timeout,
                               tpgt=s.tpgt)
