@@ -596,6 +596,8 @@ class IscsiSession:
         """TEST UNIT READY until no unit attention is pending (a fresh nexus starts with one)."""
         for _ in range(limit):
             r = await self.test_unit_ready(lun)
+            if r.status == RESERVATION_CONFLICT:
+                return  # UAs are reported before conflicts (SAM-5), so none is left; another holds the LU
             if r.status != CHECK_CONDITION or r.sense is None or r.sense.key != 0x6:
                 r.check()
                 return

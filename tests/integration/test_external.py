@@ -176,3 +176,38 @@ def test_external_volume_added_at_run_time(sanlab_factory: Callable[..., SanlabP
     run([need("qemu-img"), "dd", "-f", "raw", "-O", "raw", "bs=1M", "count=2", f"if={a2.url(3, target=A_TARGET)}",
          f"of={out2}"])
     assert out2.read_bytes() == src.read_bytes()
+
+
+@pytest.mark.parametrize("lock", ["held", "per-request"])
+async def test_reserve_based_locking(sanlab_factory: Callable[..., SanlabProcess], lock: str) -> None:
+    b = sanlab_factory(B_CONFIG, host="127.0.0.2")
+    a = sanlab_factory(a_config(b, lock=lock), host="127.0.0.1")
+    other_cfg = InitiatorConfig(initiator_name="iqn.2026-11.test:second-host", nop_interval=0, reconnect=False)
+    host_cfg = InitiatorConfig(initiator_name="iqn.2026-11.test:host", nop_interval=0, reconnect=False)
+    async with IscsiSession(b.host, b.port, B_TARGET, other_cfg) as other, \
+            IscsiSession(a.host, a.port, A_TARGET, host_cfg) as host:
+        await other.clear_unit_attentions(0)
+        await host.clear_unit_attentions(0)
+        write = bytes([0x8A, 0]) + (7).to_bytes(8, "big") + (1).to_bytes(4, "big") + b"\0\0"
+        if lock == "held":
+            # While A has the external volume mapped, B refuses a second host (seed 000, claim 14).
+            r = await other.execute(0, write, data_out=b"\x01" * 512)
+            assert r.status == 0x18, r  # RESERVATION CONFLICT
+            r = await other.execute(0, bytes([0x88, 0]) + (7).to_bytes(8, "big") + (1).to_bytes(4, "big") + b"\0\0",
+                                    read_length=512)
+            assert r.status == 0x18, r  # an SPC-2 reservation keeps readers out too
+            await host.write16(0, 7, b"\x02" * 512, 512)
+            assert await host.read16(0, 7, 1, 512) == b"\x02" * 512
+        else:
+            # Per request: A holds the reservation only while it serves a request.
+            await host.write16(0, 7, b"\x02" * 512, 512)
+            r = await other.execute(0, write, data_out=b"\x01" * 512)
+            assert r.status == 0, r
+            assert await other.read16(0, 7, 1, 512) == b"\x01" * 512
+    # A's shutdown releases the lock: no stale reservation on B.
+    assert a.stop() == 0
+    async with IscsiSession(b.host, b.port, B_TARGET, other_cfg) as other:
+        await other.clear_unit_attentions(0)
+        r = await other.execute(0, bytes([0x8A, 0]) + (8).to_bytes(8, "big") + (1).to_bytes(4, "big") + b"\0\0",
+                                data_out=b"\x03" * 512)
+        assert r.status == 0, r
