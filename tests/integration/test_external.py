@@ -211,3 +211,48 @@ async def test_reserve_based_locking(sanlab_factory: Callable[..., SanlabProcess
         r = await other.execute(0, bytes([0x8A, 0]) + (8).to_bytes(8, "big") + (1).to_bytes(4, "big") + b"\0\0",
                                 data_out=b"\x03" * 512)
         assert r.status == 0, r
+
+
+async def test_no_stale_lock_after_kill_9(sanlab_factory: Callable[..., SanlabProcess]) -> None:
+    b = sanlab_factory(B_CONFIG, host="127.0.0.2")
+    a = sanlab_factory(a_config(b, lock="held"), host="127.0.0.1")
+    cfg = InitiatorConfig(initiator_name="iqn.2026-11.test:second-host", nop_interval=0, reconnect=False)
+    write = bytes([0x8A, 0]) + (9).to_bytes(8, "big") + (1).to_bytes(4, "big") + b"\0\0"
+    async with IscsiSession(b.host, b.port, B_TARGET, cfg) as other:
+        await other.clear_unit_attentions(0)
+        assert (await other.execute(0, write, data_out=bytes(512))).status == 0x18
+        a.stop(signal.SIGKILL)  # A dies holding the reservation
+        # B sees the I_T nexus go (connection loss) and the SPC-2 reservation with it.
+        for _ in range(50):
+            r = await other.execute(0, write, data_out=bytes(512))
+            if r.status == 0:
+                break
+            await asyncio.sleep(0.1)
+        assert r.status == 0, r
+    # A restarted takes the lock again under the same I_T nexus (stable ISID).
+    a2 = sanlab_factory(a_config(b, lock="held"), host="127.0.0.1", port=a.port, extra=["--data-dir", str(a.data_dir)])
+    async with IscsiSession(b.host, b.port, B_TARGET, cfg) as other:
+        await other.clear_unit_attentions(0)
+        assert (await other.execute(0, write, data_out=bytes(512))).status == 0x18
+    assert a2.stop() == 0
+
+
+async def test_initiator_scsi_helpers_against_sanlab(sanlab_factory: Callable[..., SanlabProcess]) -> None:
+    b = sanlab_factory(B_CONFIG + "\n[server]\nnop_interval = 1\nnop_timeout = 2\n", host="127.0.0.2")
+    cfg = InitiatorConfig(initiator_name="iqn.2026-11.test:helpers", nop_interval=0, reconnect=False)
+    async with IscsiSession(b.host, b.port, B_TARGET, cfg) as s:
+        await s.clear_unit_attentions(0)
+        await asyncio.sleep(3.5)  # idle past nop_timeout: the target pinged and we answered
+        assert (await s.test_unit_ready(0)).status == 0
+        # PERSISTENT RESERVE OUT REGISTER, then IN READ KEYS.
+        (await s.persistent_reserve_out(0, 0x00, 0, key=0, sa_key=0xABCDEF)).check()
+        keys = (await s.persistent_reserve_in(0, 0x00)).check().data
+        assert int.from_bytes(keys[4:8], "big") == 8 and keys[8:16] == (0xABCDEF).to_bytes(8, "big")
+        await s.write16(0, 50, b"\x11" * 512, 512)
+        r = await s.compare_and_write(0, 50, b"\x11" * 512, b"\x22" * 512, 512)
+        assert r.status == 0 and await s.read16(0, 50, 1, 512) == b"\x22" * 512
+        r = await s.compare_and_write(0, 50, b"\x11" * 512, b"\x33" * 512, 512)
+        assert r.status == 2 and r.sense is not None and r.sense.key == 0xE  # MISCOMPARE
+        assert (await s.unmap(0, [(50, 1)])).status == 0
+        assert await s.read16(0, 50, 1, 512) == bytes(512)
+        assert (await s.reserve6(0)).status == 0x18  # RESERVE(6) while registrations exist (SPC-4 §5.9.3)
