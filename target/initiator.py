@@ -297,7 +297,14 @@ class IscsiSession:
                       read_length: int = 0, timeout: float | None = None) -> CommandResult:
         """Run one SCSI command; the result is returned whatever its status (see ``check``)."""
         if not self._connected.is_set():
-            await asyncio.wait_for(self._connected.wait(), self.config.login_timeout)
+            # Down: fail at once without reconnect; with it, wait for the session to come back
+            # for at most the command's own timeout (a bounded failure, never a hang).
+            if not self.config.reconnect or self._closing or self.target_name is None:
+                raise ConnectionLost("not connected")
+            try:
+                await asyncio.wait_for(self._connected.wait(), timeout or self.config.command_timeout)
+            except asyncio.TimeoutError:
+                raise ConnectionLost("not connected (reconnecting)") from None
         await self._wait_window()
         p = self.params
         itt = self._next_itt()

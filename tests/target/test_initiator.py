@@ -219,3 +219,25 @@ async def test_interop_with_tgtd(tgtd: Tgtd) -> None:
         await asyncio.gather(*(s.write16(1, i * 256, data[i * 131072:(i + 1) * 131072], 512) for i in range(8)))
         assert await s.read16(1, 0, 2048, 512) == data
     assert tgtd.img.read_bytes()[:1 << 20] == data
+
+
+async def test_keepalive_notices_a_frozen_target(sanlab_factory: Callable[..., SanlabProcess]) -> None:
+    sp = sanlab_factory(CONFIG)
+    c = cfg(nop_interval=0.5, nop_timeout=1.0)
+    s = IscsiSession(sp.host, sp.port, TARGET, c)
+    await s.connect()
+    await s.clear_unit_attentions(0)
+    await asyncio.sleep(1.5)  # idle: our NOP-Out pings are answered, the session stays up
+    assert s._connected.is_set()
+    sp.proc.send_signal(signal.SIGSTOP)  # the target stops answering but the TCP connection stays open
+    try:
+        for _ in range(50):
+            await asyncio.sleep(0.1)
+            if not s._connected.is_set():
+                break
+        assert not s._connected.is_set(), "a silent target must be detected by the NOP-Out keepalive"
+        with pytest.raises((ConnectionLost, CommandTimeout)):
+            await s.execute(0, bytes(6), timeout=1)
+    finally:
+        sp.proc.send_signal(signal.SIGCONT)
+        await s.close()
