@@ -70,6 +70,9 @@ class CommandSpec:
     the device server looks at.  None: derived from the CDB length (every field may be used)."""
     timeout: int = 30
     """RECOMMENDED COMMAND TIMEOUT in seconds for the command timeouts descriptor (SPC-4 §6.35.4)."""
+    detach_on_abort: bool = False
+    """The command's work goes on without it (SANITIZE, SBC-3 §4.11.3): aborting the command (ABORT
+    TASK, a reset, the connection's end) ends it at once instead of waiting for the work."""
     available: Callable[[LogicalUnit], bool] | None = None
     """Supported on this LU only when this says so (e.g. SANITIZE BLOCK ERASE needs a thin LU); REPORT
     SUPPORTED OPERATION CODES leaves the command out elsewhere.  None: always."""
@@ -177,6 +180,13 @@ class DeviceServer:
     def luns(self) -> dict[int, LogicalUnit]:
         """LUN → logical unit."""
         return self._luns
+
+    def detaches_on_abort(self, cdb: bytes) -> bool:
+        """Whether an abort may end this command without waiting for its work (see CommandSpec)."""
+        try:
+            return lookup(bytes(cdb)).detach_on_abort
+        except ScsiError:
+            return False
 
     def has_lun(self, lun: int) -> bool:
         """A logical unit exists at ``lun``."""

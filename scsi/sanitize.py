@@ -206,10 +206,10 @@ COMMANDS: dict[int, CommandSpec] = {
     Opcode.SANITIZE: CommandSpec("SANITIZE", service_actions={
         SanitizeServiceAction.OVERWRITE: CommandSpec(
             "SANITIZE OVERWRITE", overwrite, data_out=True, writes=True, medium_error=Asc.WRITE_ERROR,
-            timeout=3600, cdb_usage=_SANITIZE_USAGE[:1] + bytes([0x81]) + _SANITIZE_USAGE[2:]),
+            timeout=3600, detach_on_abort=True, cdb_usage=_SANITIZE_USAGE[:1] + bytes([0x81]) + _SANITIZE_USAGE[2:]),
         SanitizeServiceAction.BLOCK_ERASE: CommandSpec(
             "SANITIZE BLOCK ERASE", block_erase, data_out=True, writes=True, medium_error=Asc.WRITE_ERROR,
-            timeout=600, available=can_block_erase,
+            timeout=600, available=can_block_erase, detach_on_abort=True,
             cdb_usage=_SANITIZE_USAGE[:1] + bytes([0x82]) + _SANITIZE_USAGE[2:]),
         SanitizeServiceAction.EXIT_FAILURE_MODE: CommandSpec(
             "SANITIZE EXIT FAILURE MODE", exit_failure_mode, data_out=True, writes=True,

@@ -81,6 +81,8 @@ class _Conn:
         self.running: dict[int, asyncio.Task[None]] = {}
         self.closed = asyncio.Event()
         self.flush_scheduled = False
+        self.detachable: set[int] = set()
+        """ITTs of running commands whose work continues without them (SANITIZE): an abort cancels them."""
         self.header_digest = result.params.header_digest
         self.data_digest = result.params.data_digest
 
@@ -347,6 +349,8 @@ class IscsiServer:
             if isinstance(ev, Execute):
                 task = asyncio.create_task(self._execute(c, ev))
                 c.running[ev.itt] = task
+                if c.target is not None and c.target.device_server.detaches_on_abort(ev.task.cdb):
+                    c.detachable.add(ev.itt)
             elif isinstance(ev, TaskManagement):
                 # Keep a reference: the loop holds tasks only weakly.
                 tmf = asyncio.create_task(self._tmf(c, ev))
@@ -388,7 +392,10 @@ class IscsiServer:
                 raise RuntimeError("SCSI command without a target")
             result = await ds.execute(ev.task)
         except asyncio.CancelledError:
-            raise
+            if ev.itt not in c.detachable:
+                raise
+            # Aborted: the command ends here, its work (shielded in the device server) goes on.
+            result = ScsiResult(status=ScsiStatus.TASK_ABORTED)
         except Exception:  # noqa: BLE001 - the device server must not crash the connection
             c.conn.log.exception("scsi_execute_failed", itt=ev.itt, cdb=bytes(ev.task.cdb).hex())
             # HARDWARE ERROR, INTERNAL TARGET FAILURE (44h/00h)
@@ -396,6 +403,7 @@ class IscsiServer:
                                 sense=build_sense(SenseKey.HARDWARE_ERROR, 0x4400, descriptor=False))
         finally:
             c.running.pop(ev.itt, None)
+            c.detachable.discard(ev.itt)
         c.conn.complete(ev.itt, result)
         self._process(c)
         if not c.running:
@@ -404,31 +412,38 @@ class IscsiServer:
         if c.writer.transport.get_write_buffer_size() > (4 << 20):
             await self._drain(c)
 
+    @staticmethod
+    async def _end_tasks(ends: list[tuple[_Conn, int]]) -> None:
+        """Wait for aborted commands to end; those whose work goes on without them are cancelled."""
+        tasks = []
+        for o, itt in ends:
+            t = o.running.get(itt)
+            if t is None or t.done():
+                continue
+            if itt in o.detachable:
+                t.cancel()
+            tasks.append(t)
+        if tasks:
+            await asyncio.wait(tasks)
+
     async def _drain_running(self, c: _Conn) -> None:
-        running = [t for t in c.running.values() if not t.done()]
-        if running:
-            await asyncio.wait(running)
+        await self._end_tasks([(c, itt) for itt in list(c.running)])
 
     async def _tmf(self, c: _Conn, ev: TaskManagement) -> None:
         try:
-            waits = [c.running[i] for i in ev.referenced_itts if i in c.running]
+            ends = [(c, i) for i in ev.referenced_itts]
             fn = ev.function
             ds = c.target.device_server if c.target else None
             others = [o for o in self._sessions.values() if o is not c and o.target is c.target]
             if fn in (TmfFunction.CLEAR_TASK_SET, TmfFunction.LOGICAL_UNIT_RESET):
                 for o in others:
-                    for itt in o.conn.abort_lun_tasks(ev.lun):
-                        if itt in o.running:
-                            waits.append(o.running[itt])
+                    ends += [(o, itt) for itt in o.conn.abort_lun_tasks(ev.lun)]
                     self._process(o)
             elif fn in (TmfFunction.TARGET_WARM_RESET, TmfFunction.TARGET_COLD_RESET):
                 for o in others:
-                    for itt in o.conn.abort_lun_tasks(None):
-                        if itt in o.running:
-                            waits.append(o.running[itt])
+                    ends += [(o, itt) for itt in o.conn.abort_lun_tasks(None)]
                     self._process(o)
-            if waits:
-                await asyncio.wait(waits)
+            await self._end_tasks(ends)
             if ds is not None:
                 if fn == TmfFunction.LOGICAL_UNIT_RESET:
                     ds.lun_reset(ev.lun, c.conn.nexus)
@@ -448,15 +463,12 @@ class IscsiServer:
     async def _abort_nexus_tasks(self, target: Target, lun: int, nexuses: list[Nexus]) -> None:
         """PREEMPT AND ABORT (SPC-4 §5.9.11.5): the preempted I_T nexuses' tasks on ``lun`` are aborted,
         as for CLEAR TASK SET from their own sessions; returns when the executing ones have ended."""
-        waits = []
+        ends: list[tuple[_Conn, int]] = []
         for o in list(self._sessions.values()):
             if o.target is target and o.conn.nexus in nexuses:
-                for itt in o.conn.abort_lun_tasks(lun):
-                    if itt in o.running:
-                        waits.append(o.running[itt])
+                ends += [(o, itt) for itt in o.conn.abort_lun_tasks(lun)]
                 self._process(o)
-        if waits:
-            await asyncio.wait(waits)
+        await self._end_tasks(ends)
 
     @property
     def session_count(self) -> int:
