@@ -78,6 +78,17 @@ def gf_mul(data: Bytes, c: int) -> Bytes:
     return out.astype(np.uint8)
 
 
+def syndromes(chunks: list[Bytes], with_q: bool) -> tuple[Bytes, Bytes | None]:
+    """P = ⊕ Dᵢ and (RAID 6) Q = ⊕ gⁱ·Dᵢ of a stripe's data chunks."""
+    p = np.zeros_like(chunks[0])
+    q = np.zeros_like(chunks[0]) if with_q else None
+    for i, c in enumerate(chunks):
+        p ^= c
+        if q is not None:
+            q ^= gf_mul(c, gf_pow2(i))
+    return p, q
+
+
 def gf_pow2(i: int) -> int:
     """gⁱ with g = 2."""
     return int(GF_EXP[i % 255])
@@ -541,12 +552,7 @@ class RaidGroup:
     def _write_parity_and_data(self, stripe: int, lo: int, chunks: list[Bytes], which: set[int]) -> None:
         lay = self.layout
         base = stripe * lay.chunk + lo
-        p = np.zeros_like(chunks[0])
-        q = np.zeros_like(chunks[0]) if self.level is RaidLevel.RAID6 else None
-        for i, c in enumerate(chunks):
-            p ^= c
-            if q is not None:
-                q ^= gf_mul(c, gf_pow2(i))
+        p, q = syndromes(chunks, self.level is RaidLevel.RAID6)
         for i in which:
             self._write_member(lay.data_drives(stripe, i)[0], chunks[i].tobytes(), base)
         par = lay.parity_drives(stripe)
@@ -562,12 +568,7 @@ class RaidGroup:
         if not lay.parity_drives(stripe) or self.degraded:
             return 0
         chunks = self._reconstruct(stripe, 0, lay.chunk)
-        p = np.zeros_like(chunks[0])
-        q = np.zeros_like(chunks[0]) if self.level is RaidLevel.RAID6 else None
-        for i, c in enumerate(chunks):
-            p ^= c
-            if q is not None:
-                q ^= gf_mul(c, gf_pow2(i))
+        p, q = syndromes(chunks, self.level is RaidLevel.RAID6)
         par = lay.parity_drives(stripe)
         base = stripe * lay.chunk
         bad = self._read_member(par[0], base, lay.chunk)
@@ -630,12 +631,8 @@ class RaidGroup:
         chunks = self._reconstruct(stripe, 0, lay.chunk)
         par = lay.parity_drives(stripe)
         if index in par:
-            p = np.zeros_like(chunks[0])
-            q = np.zeros_like(chunks[0])
-            for i, c in enumerate(chunks):
-                p ^= c
-                q ^= gf_mul(c, gf_pow2(i))
-            target.pwrite((p if index == par[0] else q).tobytes(), base)
+            p, q = syndromes(chunks, len(par) > 1)
+            target.pwrite((p if index == par[0] or q is None else q).tobytes(), base)
         else:
             i = next(i for i in range(lay.data_chunks) if lay.data_drives(stripe, i)[0] == index)
             target.pwrite(chunks[i].tobytes(), base)
