@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from sanlab.scsi.cdb import Opcode, ReadWriteCdb
 from sanlab.scsi.context import Ctx
 from sanlab.scsi.lu import LogicalUnit
-from sanlab.scsi.sbc import check_range, check_transfer_length
+from sanlab.scsi.sbc import check_range, check_transfer_length, received_blocks
 from sanlab.scsi.sense import Asc, ScsiError, SenseKey, invalid_field
 from sanlab.scsi.spc import MAX_COMPARE_AND_WRITE_BLOCKS
 from sanlab.scsi.task import ScsiResult
@@ -106,11 +106,9 @@ async def orwrite(ctx: Ctx) -> ScsiResult:
     check_writable(lu)
     check_range(lu, rw.lba, rw.transfer_length)
     check_transfer_length(ctx.cdb, lu, rw.transfer_length)
-    bs = lu.block_size
-    length = rw.transfer_length * bs
-    got = min(len(ctx.task.data_out), length) // bs
+    length, mask = received_blocks(ctx, lu, rw.transfer_length)
+    got = len(mask) // lu.block_size
     if got:
-        mask = memoryview(ctx.task.data_out)[:got * bs]
         while True:
             old = await lu.volume.read(rw.lba, got)
             if await lu.volume.compare_and_write(rw.lba, old, bitwise_or(old, mask), fua=rw.fua) is None:

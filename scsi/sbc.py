@@ -98,13 +98,24 @@ async def write(ctx: Ctx) -> ScsiResult:
     if lu.config.readonly:
         raise ScsiError(SenseKey.DATA_PROTECT, Asc.WRITE_PROTECTED)
     _check_rw(ctx, lu, rw)
-    bs = lu.block_size
-    length = rw.transfer_length * bs
-    got = min(len(ctx.task.data_out), length) // bs
-    if got:
+    length, data = received_blocks(ctx, lu, rw.transfer_length)
+    if data:
         # WCE=0 in the Caching mode page: every write is written through (SBC-3 §6.4.5).
-        await lu.volume.write(rw.lba, memoryview(ctx.task.data_out)[:got * bs], fua=rw.fua or not lu.wce)
+        await lu.volume.write(rw.lba, data, fua=rw.fua or not lu.wce)
     return ScsiResult(transfer_length=length, data_out_direction=True)
+
+
+def received_blocks(ctx: Ctx, lu: LogicalUnit, blocks: int) -> tuple[int, memoryview]:
+    """(bytes the CDB asks for, the whole blocks of Data-Out that arrived).
+
+    The initiator may send less than the CDB asks (iSCSI EDTL < transfer length):
+    only whole received blocks are used and the transport reports the rest as a
+    residual (RFC 7143 §11.4.5.1).  The view may be empty.
+    """
+    bs = lu.block_size
+    length = blocks * bs
+    got = min(len(ctx.task.data_out), length) // bs
+    return length, memoryview(ctx.task.data_out)[:got * bs]
 
 
 async def synchronize_cache(ctx: Ctx) -> ScsiResult:

@@ -16,7 +16,7 @@ from sanlab.scsi.cdb import Opcode, ReadWriteCdb
 from sanlab.scsi.compare import check_writable, miscompare
 from sanlab.scsi.context import Ctx
 from sanlab.scsi.lu import LogicalUnit
-from sanlab.scsi.sbc import check_range, check_transfer_length
+from sanlab.scsi.sbc import check_range, check_transfer_length, received_blocks
 from sanlab.scsi.sense import Asc, invalid_field
 from sanlab.scsi.spc import max_transfer_blocks
 from sanlab.scsi.task import ScsiResult
@@ -110,11 +110,9 @@ async def write_and_verify(ctx: Ctx) -> ScsiResult:
     check_writable(lu)
     check_range(lu, rw.lba, rw.transfer_length)
     check_transfer_length(ctx.cdb, lu, rw.transfer_length)
-    bs = lu.block_size
-    length = rw.transfer_length * bs
-    got = min(len(ctx.task.data_out), length) // bs
+    length, data = received_blocks(ctx, lu, rw.transfer_length)
+    got = len(data) // lu.block_size
     if got:
-        data = memoryview(ctx.task.data_out)[:got * bs]
         await lu.volume.write(rw.lba, data, fua=True)
         await verify_medium(lu, rw.lba, got, data if ctx.cdb[1] & 0x02 else None)
     return ScsiResult(transfer_length=length, data_out_direction=True)

@@ -392,15 +392,19 @@ class IscsiSession:
         """Close the session cleanly (Logout, reason close session)."""
         self._closing = True
         if self._writer is not None and not self._writer.is_closing():
-            itt = self._next_itt()
-            fut = self._expect(itt)
-            try:
-                self._send(LogoutRequest(immediate=True, reason=LogoutReason.CLOSE_SESSION, initiator_task_tag=itt,
-                                         cmdsn=self.cmdsn, expstatsn=self.expstatsn))
-                await asyncio.wait_for(fut, 5.0)
-            except (IscsiError, asyncio.TimeoutError, ConnectionError):
-                pass
+            await self._send_logout()
         await self.close()
+
+    async def _send_logout(self) -> None:
+        """Logout (close session) and wait up to 5 s for the answer; failures only end it sooner."""
+        itt = self._next_itt()
+        fut = self._expect(itt)
+        try:
+            self._send(LogoutRequest(immediate=True, reason=LogoutReason.CLOSE_SESSION, initiator_task_tag=itt,
+                                     cmdsn=self.cmdsn, expstatsn=self.expstatsn))
+            await asyncio.wait_for(fut, 5.0)
+        except (IscsiError, asyncio.TimeoutError, ConnectionError):
+            pass
 
     async def close(self) -> None:
         """Drop the connection without a logout."""
@@ -529,14 +533,7 @@ class IscsiSession:
         while self._cmds:
             await asyncio.sleep(0.01)
         keep = self.config.reconnect
-        itt = self._next_itt()
-        fut = self._expect(itt)
-        try:
-            self._send(LogoutRequest(immediate=True, reason=LogoutReason.CLOSE_SESSION, initiator_task_tag=itt,
-                                     cmdsn=self.cmdsn, expstatsn=self.expstatsn))
-            await asyncio.wait_for(fut, 5.0)
-        except (IscsiError, asyncio.TimeoutError, ConnectionError):
-            pass
+        await self._send_logout()
         if not keep:
             self._closing = True
 

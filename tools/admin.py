@@ -11,7 +11,7 @@ import asyncio
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import structlog
 
@@ -124,6 +124,15 @@ class Admin:
 
     def _logical_unit(self, lu: str, target: str, lun: int) -> LogicalUnit:
         return LogicalUnit(self.tables.lu_volume(lu), LuConfig.for_lun(target, lun))
+
+    def _persist(self, sql: str, params: tuple[Any, ...], undo: Callable[[], object]) -> None:
+        """One catalog statement in its own transaction; on failure the running change is undone."""
+        try:
+            with self.catalog.transaction() as db:
+                db.execute(sql, params)
+        except BaseException:
+            undo()
+            raise
 
     # --- RAID groups and drives ---------------------------------------------------------------------
 
@@ -285,12 +294,8 @@ class Admin:
             self.tables.map_virtual(VRRow(vvol, real, real_start, size))
         except ValueError as exc:
             raise AdminError(str(exc)) from None
-        try:
-            with self.catalog.transaction() as db:
-                db.execute("INSERT INTO virtual_volumes VALUES (?, ?, ?, ?)", (vvol, real, real_start, size))
-        except BaseException:
-            del self.tables.vr[vvol]
-            raise
+        self._persist("INSERT INTO virtual_volumes VALUES (?, ?, ?, ?)", (vvol, real, real_start, size),
+                      lambda: self.tables.vr.pop(vvol, None))
         return {"vvol": vvol, "multiple_virtualization": self.tables.multiple_virtualization(vvol)}
 
     async def delete_vvol(self, vvol: int) -> dict[str, Any]:
@@ -299,12 +304,8 @@ class Admin:
             self.tables.unmap_virtual(vvol)
         except (KeyError, ValueError) as exc:
             raise AdminError(f"cannot delete virtual volume #{vvol}: {exc}") from None
-        try:
-            with self.catalog.transaction() as db:
-                db.execute("DELETE FROM virtual_volumes WHERE vvol=?", (vvol,))
-        except BaseException:
-            self.tables.vr[vvol] = row
-            raise
+        self._persist("DELETE FROM virtual_volumes WHERE vvol=?", (vvol,),
+                      lambda: self.tables.vr.__setitem__(vvol, row))
         return {"deleted": vvol}
 
     async def create_lu(self, name: str, vvol: int, vstart: int, size: int) -> dict[str, Any]:
@@ -312,12 +313,8 @@ class Admin:
             self.tables.map_lu(LuVRow(name, vvol, vstart, size))
         except ValueError as exc:
             raise AdminError(str(exc)) from None
-        try:
-            with self.catalog.transaction() as db:
-                db.execute("INSERT INTO lus VALUES (?, ?, ?, ?)", (name, vvol, vstart, size))
-        except BaseException:
-            del self.tables.luv[name]
-            raise
+        self._persist("INSERT INTO lus VALUES (?, ?, ?, ?)", (name, vvol, vstart, size),
+                      lambda: self.tables.luv.pop(name, None))
         return {"lu": name}
 
     async def delete_lu(self, name: str) -> dict[str, Any]:
@@ -328,12 +325,7 @@ class Admin:
             self.tables.unmap_lu(name)
         except (KeyError, ValueError) as exc:
             raise AdminError(f"cannot delete LU {name}: {exc}") from None
-        try:
-            with self.catalog.transaction() as db:
-                db.execute("DELETE FROM lus WHERE name=?", (name,))
-        except BaseException:
-            self.tables.luv[name] = row
-            raise
+        self._persist("DELETE FROM lus WHERE name=?", (name,), lambda: self.tables.luv.__setitem__(name, row))
         return {"deleted": name}
 
     async def export(self, lu: str, target: str, lun: int) -> dict[str, Any]:

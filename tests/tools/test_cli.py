@@ -53,7 +53,7 @@ def test_serve_without_arguments(tmp_path: Path) -> None:
     import time
     with socket.socket() as s:
         if s.connect_ex(("127.0.0.1", 3260)) == 0:
-            pytest.skip("something else listens on port 3260")
+            pytest.fail("port 3260 is already taken on 127.0.0.1: the default `sanlab serve` cannot be checked; stop whatever listens there (another sanlab serve or tgtd)")
     proc = subprocess.Popen([sys.executable, "-m", "sanlab.tools.cli", "serve"], cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
