@@ -77,15 +77,19 @@ class LuConfig:
     """Thin provisioned (Logical Block Provisioning VPD page reports it)."""
     removable: bool = False
     """RMB in standard INQUIRY data."""
+    sanitize_rate: int = 0
+    """Bytes per second a SANITIZE pass may write (0: as fast as the volume takes them).  A real array
+    paces background media work so the other LUs on the same drives keep their service; a sanitize
+    that takes a realistic time also lets initiators see SANITIZE IN PROGRESS (SBC-3 §4.11)."""
 
     @classmethod
     def for_lun(cls, target_name: str, lun: int, *, readonly: bool = False, thin: bool = True,
-                removable: bool = False) -> LuConfig:
+                removable: bool = False, sanitize_rate: int = 0) -> LuConfig:
         """Stable identity derived from the target name and LUN."""
         # The serial is the next 64 bits of the same hash the NAA name uses: both stay stable.
         h = hashlib.sha256(f"{target_name}\0{lun}".encode()).digest()
         return cls(target_name, lun, naa6_designator(target_name, lun), h[13:21].hex().upper(),
-                   readonly=readonly, thin=thin, removable=removable)
+                   readonly=readonly, thin=thin, removable=removable, sanitize_rate=sanitize_rate)
 
 
 class LogicalUnit:

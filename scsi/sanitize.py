@@ -103,13 +103,23 @@ async def _overwrite(lu: LogicalUnit, block: bytes, count: int, invert: bool) ->
     inverted, the last pass writing it as given (SBC-3 §5.19.3)."""
     inverted = bytes(b ^ 0xFF for b in block)
     step = max(1, CHUNK_BYTES // lu.block_size)
+    loop = asyncio.get_running_loop()
+    rate = lu.config.sanitize_rate
+    written = 0
+    started = loop.time()
     for n in range(count):
         flip = invert and (count - 1 - n) % 2 == 1
         data = inverted if flip else block
         for lba in range(0, lu.num_blocks, step):
+            blocks = min(step, lu.num_blocks - lba)
             # FUA: a pass is on the medium before the next starts; page-cache copies of the old
             # data being overwritten is not sanitizing anything.
-            await lu.volume.write_same(lba, min(step, lu.num_blocks - lba), data, fua=True)
+            await lu.volume.write_same(lba, blocks, data, fua=True)
+            written += blocks * lu.block_size
+            if rate:
+                ahead = started + written / rate - loop.time()
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
 
 
 async def _block_erase(lu: LogicalUnit) -> None:

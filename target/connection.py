@@ -146,7 +146,7 @@ class TargetConnection:
         now: float,
         cmd_window: int = 128,
         nop_interval: float = 30.0,
-        nop_timeout: float = 15.0,
+        nop_timeout: float = 60.0,
         send_targets: Callable[[str], list[tuple[str, str]]] | None = None,
         lun_exists: Callable[[int], bool] | None = None,
         max_task_buffer: int = MAX_TASK_BUFFER,

@@ -57,7 +57,10 @@ class ServerSettings:
 
     cmd_window: int = 128
     nop_interval: float = 30.0
-    nop_timeout: float = 15.0
+    # A minute: single-threaded initiators (libiscsi's sync API, its conformance suite's sleep(60)
+    # waits) read the socket only when they send; dropping them would cost a UA and any SPC-2
+    # reservation they hold, while a really dead host is still found within 90 s.
+    nop_timeout: float = 60.0
     tpgt: int = 1
     local_keys: dict[str, str] = field(default_factory=lambda: dict(TARGET_DEFAULTS))
     discovery_auth: TargetAuth = field(default_factory=lambda: TargetAuth(name=""))

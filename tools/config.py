@@ -81,6 +81,8 @@ class LunConfig:
     readonly: bool = False
     thin: bool = True
     removable: bool = False
+    sanitize_rate: int = 0
+    """Bytes per second for SANITIZE passes (0: unpaced)."""
     raid_group: str | None = None
     """Serve this RAID group (by name) instead of a file; ``size`` 0 means the whole group."""
     external: str | None = None
@@ -130,7 +132,7 @@ class ServerConfig:
 
     portals: list[tuple[str, int]] = field(default_factory=lambda: [DEFAULT_PORTAL])
     nop_interval: float = 30.0
-    nop_timeout: float = 15.0
+    nop_timeout: float = 60.0
     cmd_window: int = 128
     tpgt: int = 1
 
@@ -279,6 +281,8 @@ def _lun(data: object, source: str, path: str, data_dir: Path, target: str) -> L
         file = data_dir / file
     cfg = LunConfig(lun=lun, size=size, file=file, block_size=bs, readonly=t.get("readonly", bool, False),
                     thin=t.get("thin", bool, True), removable=t.get("removable", bool, False),
+                    sanitize_rate=parse_size(t.raw("sanitize_rate"), source, f"{path}.sanitize_rate")
+                    if "sanitize_rate" in t.data else 0,
                     raid_group=raid_group, external=external)
     t.finish()
     return cfg

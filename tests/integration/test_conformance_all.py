@@ -56,28 +56,49 @@ def by_suite(out: str) -> tuple[list[str], list[str]]:
     return failed, skipped
 
 
-KNOWN_FAILURES = {
-    # The test expects an OVERWRITE of the whole LUN to still run 3 s after it starts and to survive
-    # ABORT TASK, LU/target resets and a reconnect; our overwrite of a 128 MiB LUN is done long
-    # before that, and with an 8 GiB LUN the check after the reconnect still fails (open issue).
+MULTIPATH_ONLY_FAILURES = {
+    # libiscsi's own ordering: with two URLs, Sanitize.Reservations takes a RESERVE(6) on the second
+    # path (mp_sds[1], which mpath_sd2_put leaves logged in) and never releases it, so the SANITIZE
+    # that Sanitize.Reset sends next rightly gets RESERVATION CONFLICT and never starts.  With one
+    # URL the second path is logged out after Sanitize.Reservations (I_T nexus loss releases the
+    # reservation, SPC-2 §5.5.1), and test_sanitize_suite_single_path below requires Reset to pass.
     "Sanitize.Reset",
 }
-"""Failures understood and tracked (closing note); anything else fails this test."""
+"""Failures of the two-URL run that the suite itself causes; each is rerun on one path and must pass there."""
 
 
-def test_all_suites(sanlab_factory: Callable[..., SanlabProcess]) -> None:
-    sp = sanlab_factory(conformance_config())
-    url = sp.url()
-    cp = run([need("iscsi-test-cu"), "-d", "-S", "-t", "ALL", url, url], timeout=3600, check=False)
+def run_suite(url_args: list[str], test: str, *flags: str) -> tuple[int, list[str], list[str], str]:
+    """(ran, failed names, skipped names, output) of ``iscsi-test-cu -d -S [FLAGS] -t TEST URL…``."""
+    cp = run([need("iscsi-test-cu"), "-d", "-S", *flags, "-t", test, *url_args], timeout=3600, check=False)
     out = cp.stdout + cp.stderr
     m = re.search(r"^\s*tests\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)", out, re.MULTILINE)
     assert m, f"no CUnit summary:\n{out[-3000:]}"
     ran, failed = int(m.group(2)), int(m.group(4))
     failed_names, skipped = by_suite(out)
-    print(f"ALL: ran {ran}, failed {failed}, skipped {len(skipped)}, "
-          f"genuinely passed {ran - failed - len(skipped)}")
-    print("failed:", " ".join(failed_names))
-    print("skipped:", " ".join(skipped))
     assert ran > 0, out[-3000:]
     assert failed == len(failed_names), f"CUnit counted {failed} failures, parsed {failed_names}"
-    assert set(failed_names) <= KNOWN_FAILURES, f"failed: {failed_names}\n{out[-8000:]}"
+    return ran, failed_names, skipped, out
+
+
+def test_all_suites(sanlab_factory: Callable[..., SanlabProcess]) -> None:
+    sp = sanlab_factory(conformance_config())
+    url = sp.url()
+    ran, failed_names, skipped, out = run_suite([url, url], "ALL")
+    print(f"ALL: ran {ran}, failed {len(failed_names)}, skipped {len(skipped)}, "
+          f"genuinely passed {ran - len(failed_names) - len(skipped)}")
+    print("failed:", " ".join(failed_names))
+    print("skipped:", " ".join(skipped))
+    assert set(failed_names) <= MULTIPATH_ONLY_FAILURES, f"failed: {failed_names}\n{out[-8000:]}"
+
+
+def test_sanitize_suite_single_path(sanlab_factory: Callable[..., SanlabProcess]) -> None:
+    """The Sanitize suite on one URL, where its second path is its own short session: every test,
+    Reset included (OVERWRITE still in progress 3 s in and after ABORT TASK, resets and a reconnect)."""
+    sp = sanlab_factory(conformance_config())
+    ran, failed_names, skipped, out = run_suite([sp.url()], "SCSI.Sanitize", "-V")
+    print(f"Sanitize (one path): ran {ran}, failed {len(failed_names)}, skipped {len(skipped)}")
+    assert not failed_names, f"failed: {failed_names}\n{out[-8000:]}"
+    assert "Sanitize.Reset" not in skipped
+    # The whole OVERWRITE was seen running: SANITIZE IN PROGRESS before the resets and after the reconnect.
+    reset = out[out.index("Test SANITIZE with Task/Lun/Target/Session reset"):]
+    assert reset.count("[OK] TESTUNITREADY returned CHECK_CONDITION NOT READY(0x02) SANITIZE_IN_PROGRESS") == 2
