@@ -309,4 +309,4 @@ class DeviceServer:
 # import sits here, after CommandSpec and register exist, because those modules import them.
 from sanlab.scsi import compare, provisioning, verify  # noqa: E402,F401
 from sanlab.scsi import reservations  # noqa: E402
-from sanlab.scsi import copy, medium, mode, rsoc, sanitize  # noqa: E402,F401
+from sanlab.scsi import atomic, copy, medium, mode, rsoc, sanitize  # noqa: E402,F401

@@ -15,6 +15,7 @@ from sanlab.scsi.lu import LogicalUnit
 from sanlab.scsi.lun import encode_lun
 from sanlab.scsi.sense import Asc, ScsiError, SenseKey, build_sense, invalid_field
 from sanlab.scsi.task import ScsiResult
+from sanlab.storage.atomic import AtomicWriter
 
 PERIPHERAL_DISK = 0x00
 """PERIPHERAL DEVICE TYPE 00h: direct access block device (SPC-4 table 141)."""
@@ -168,11 +169,13 @@ def vpd_extended_inquiry(ctx: Ctx) -> bytes:
     return _vpd(0x86, EXTENDED_INQUIRY.pack(0, 0x07, 0x01, 0, 0))
 
 
-BLOCK_LIMITS = struct.Struct(">BBHIIIIIIIQ20x")
+BLOCK_LIMITS = struct.Struct(">BBHIIIIIIIQIIIII")
 """B0h payload (SBC-3 §6.6.3, table 191): WSNZ, MAXIMUM COMPARE AND WRITE LENGTH, OPTIMAL TRANSFER
 LENGTH GRANULARITY, MAXIMUM TRANSFER LENGTH, OPTIMAL TRANSFER LENGTH, MAXIMUM PREFETCH LENGTH,
 MAXIMUM UNMAP LBA COUNT, MAXIMUM UNMAP BLOCK DESCRIPTOR COUNT, OPTIMAL UNMAP GRANULARITY,
-UGAVALID|UNMAP GRANULARITY ALIGNMENT, MAXIMUM WRITE SAME LENGTH, reserved; 3Ch bytes."""
+UGAVALID|UNMAP GRANULARITY ALIGNMENT, MAXIMUM WRITE SAME LENGTH, then (SBC-4 §6.6.4) MAXIMUM ATOMIC
+TRANSFER LENGTH, ATOMIC ALIGNMENT, ATOMIC TRANSFER LENGTH GRANULARITY, MAXIMUM ATOMIC TRANSFER LENGTH
+WITH ATOMIC BOUNDARY, MAXIMUM ATOMIC BOUNDARY SIZE; 3Ch bytes."""
 
 
 def max_transfer_blocks(block_size: int) -> int:
@@ -212,6 +215,12 @@ def lbprz(lu: LogicalUnit) -> bool:
     return thin_provisioned(lu) and bool(getattr(lu.volume, "lbprz", False))
 
 
+def atomic_max_blocks(lu: LogicalUnit) -> int:
+    """MAXIMUM ATOMIC TRANSFER LENGTH (SBC-4 §6.6.4): 0 when the LU's volume has no atomic writes."""
+    vol = lu.volume
+    return vol.atomic_max_blocks if isinstance(vol, AtomicWriter) else 0
+
+
 def vpd_block_limits(ctx: Ctx) -> bytes:
     """B0h: WSNZ=0 (WRITE SAME with zero blocks runs to the last LBA), the COMPARE AND WRITE, transfer
     and WRITE SAME limits; the UNMAP limits only on a thin LU (zero means no UNMAP, SBC-3 §6.6.3)."""
@@ -222,9 +231,12 @@ def vpd_block_limits(ctx: Ctx) -> bytes:
         granularity, alignment = max(1, UNMAP_GRANULARITY_BYTES // bs), 0x80000000  # UGAVALID, LBA 0
     else:
         unmap_lbas = unmap_descriptors = granularity = alignment = 0
+    # Atomic writes (scsi/atomic.py): any alignment and granularity; no atomic boundaries.
+    atomic = atomic_max_blocks(lu)
     return _vpd(0xB0, BLOCK_LIMITS.pack(0, MAX_COMPARE_AND_WRITE_BLOCKS, 1, max_transfer_blocks(bs),
                                         OPTIMAL_TRANSFER_BYTES // bs, 0, unmap_lbas, unmap_descriptors,
-                                        granularity, alignment, max_write_same_blocks(bs)))
+                                        granularity, alignment, max_write_same_blocks(bs),
+                                        atomic, 0, 0, 0, 0))
 
 
 BLOCK_DEVICE_CHARACTERISTICS = struct.Struct(">HBB56x")

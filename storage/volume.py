@@ -35,6 +35,8 @@ from typing import Callable, Protocol, runtime_checkable
 
 import structlog
 
+from sanlab.storage.atomic import MAX_ATOMIC_BYTES, AtomicJournal
+
 log = structlog.get_logger("sanlab.storage")
 
 
@@ -284,9 +286,9 @@ _IO_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="sanlab-io")
 _RWF_NOWAIT: int = getattr(os, "RWF_NOWAIT", 0)
 INLINE_WRITE_MAX = 128 * 1024
 """Largest buffered write done on the event loop when RWF_NOWAIT writes are unsupported."""
+"""Linux ≥ 4.14: fail with EAGAIN instead of waiting for the disk (0 where unsupported)."""
 INLINE_WRITE_BUDGET = 0.002
 """An inline write slower than this means the page cache is throttling: use the pool for a second."""
-"""Linux ≥ 4.14: fail with EAGAIN instead of waiting for the disk (0 where unsupported)."""
 
 FALLOC_FL_KEEP_SIZE = 0x01
 FALLOC_FL_PUNCH_HOLE = 0x02
@@ -317,6 +319,9 @@ class FileVolume:
     with ``SEEK_DATA``/``SEEK_HOLE``.  A hole reads as zeros, so LBPRZ holds.
     Thick (``thin=False``): the whole file is allocated when the volume is opened
     (``posix_fallocate``) and UNMAP only writes zeros, so it stays allocated.
+
+    Atomic writes (:class:`~storage.atomic.AtomicWriter`) go through a one-slot journal beside
+    the file (``<path>.atomic``); a record a crash left there is applied when the volume opens.
     """
 
     def __init__(self, path: str, size_bytes: int, block_size: int = 512, readonly: bool = False,
@@ -345,6 +350,28 @@ class FileVolume:
         """Serialises overlapping operations (module docstring: atomicity)."""
         self._nowait_write_ok = True
         self._inline_writes_paused_until = 0.0
+        self._journal = AtomicJournal(path + ".atomic")
+        self._journal_turn = asyncio.Lock()
+        """One atomic write at a time uses the one journal slot."""
+        if not readonly:
+            self._recover_atomic()
+
+    def _recover_atomic(self) -> None:
+        """Finish an atomic write a crash interrupted after its record was durable (storage/atomic.py)."""
+        pending = self._journal.pending()
+        if pending is None:
+            return
+        lba, data = pending
+        if len(data) % self._block_size or lba + len(data) // self._block_size > self._num_blocks:
+            log.error("atomic_journal_foreign", path=self._journal.path, lba=lba, length=len(data))
+            return
+        log.info("atomic_write_replayed", path=self.path, lba=lba, blocks=len(data) // self._block_size)
+        self.write_sync(lba, data, fua=True)
+        self._journal.clear()
+
+    @property
+    def atomic_max_blocks(self) -> int:
+        return MAX_ATOMIC_BYTES // self._block_size  # a read-only volume refuses them as any write
 
     @property
     def block_size(self) -> int:
@@ -482,6 +509,16 @@ class FileVolume:
             cur = nxt
         return out
 
+    def write_atomic_sync(self, lba: int, data: bytes | bytearray | memoryview) -> None:
+        """Journal, apply, clear (storage/atomic.py); every step durable before the next."""
+        self._check_writable()
+        if len(data) % self._block_size or len(data) > MAX_ATOMIC_BYTES:
+            raise VolumeError(f"atomic write of {len(data)} bytes: whole blocks up to {MAX_ATOMIC_BYTES}")
+        self._check(lba, len(data) // self._block_size)
+        self._journal.record(lba, data)
+        self.write_sync(lba, data, fua=True)
+        self._journal.clear()
+
     def compare_and_write_sync(self, lba: int, verify: bytes | bytearray | memoryview,
                                data: bytes | bytearray | memoryview, fua: bool) -> int | None:
         self._check_writable()
@@ -582,6 +619,10 @@ class FileVolume:
             return await asyncio.get_running_loop().run_in_executor(
                 _IO_POOL, self.compare_and_write_sync, lba, verify, data, fua)
 
+    async def write_atomic(self, lba: int, data: bytes | bytearray | memoryview) -> None:
+        async with self.range_lock.hold(lba, len(data) // self._block_size), self._journal_turn:
+            await asyncio.get_running_loop().run_in_executor(_IO_POOL, self.write_atomic_sync, lba, data)
+
     async def flush(self) -> None:
         if not self.readonly:
             await asyncio.get_running_loop().run_in_executor(_IO_POOL, os.fdatasync, self._fd)
@@ -591,4 +632,5 @@ class FileVolume:
             return
         await self.flush()
         os.close(self._fd)
+        self._journal.close()
         self._closed = True

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sanlab.storage.atomic import AtomicWriter
 from sanlab.storage.volume import LbaExtent, Volume, VolumeError
 
 
@@ -103,6 +104,17 @@ class WindowVolume:
                                 data: bytes | bytearray | memoryview, *, fua: bool = False) -> int | None:
         self._check(lba, len(data) // self.block_size)
         return await self.base.compare_and_write(self.start + lba, verify, data, fua=fua)
+
+    @property
+    def atomic_max_blocks(self) -> int:
+        """The base's atomic writes, where it has them (storage/atomic.py)."""
+        return self.base.atomic_max_blocks if isinstance(self.base, AtomicWriter) else 0
+
+    async def write_atomic(self, lba: int, data: bytes | bytearray | memoryview) -> None:
+        if not isinstance(self.base, AtomicWriter):
+            raise VolumeError("the base volume has no atomic writes")
+        self._check(lba, len(data) // self.block_size)
+        await self.base.write_atomic(self.start + lba, data)
 
     async def flush(self) -> None:
         await self.base.flush()
