@@ -77,6 +77,11 @@ class LuConfig:
     """Thin provisioned (Logical Block Provisioning VPD page reports it)."""
     removable: bool = False
     """RMB in standard INQUIRY data."""
+    physical_block_size: int = 0
+    """Bytes per physical block, a power-of-two multiple of the logical block (0: the same).  READ
+    CAPACITY(16) reports the ratio (LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT): e.g. 4096 on a
+    512-byte LU says what a 512e disk says, that writes of less than 4 KiB cost a read-modify-write
+    (the backing file system's page) and UNMAP of part of one can only zero it."""
     sanitize_rate: int = 0
     """Bytes per second a SANITIZE pass may write (0: as fast as the volume takes them).  A real array
     paces background media work so the other LUs on the same drives keep their service; a sanitize
@@ -84,12 +89,13 @@ class LuConfig:
 
     @classmethod
     def for_lun(cls, target_name: str, lun: int, *, readonly: bool = False, thin: bool = True,
-                removable: bool = False, sanitize_rate: int = 0) -> LuConfig:
+                removable: bool = False, sanitize_rate: int = 0, physical_block_size: int = 0) -> LuConfig:
         """Stable identity derived from the target name and LUN."""
         # The serial is the next 64 bits of the same hash the NAA name uses: both stay stable.
         h = hashlib.sha256(f"{target_name}\0{lun}".encode()).digest()
         return cls(target_name, lun, naa6_designator(target_name, lun), h[13:21].hex().upper(),
-                   readonly=readonly, thin=thin, removable=removable, sanitize_rate=sanitize_rate)
+                   readonly=readonly, thin=thin, removable=removable, sanitize_rate=sanitize_rate,
+                   physical_block_size=physical_block_size)
 
 
 class LogicalUnit:

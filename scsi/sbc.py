@@ -57,17 +57,18 @@ LBPRZ_BIT = 0x4000
 
 
 async def read_capacity_16(ctx: Ctx) -> ScsiResult:
-    """READ CAPACITY(16) (SBC-3 §5.16): no protection information, one logical block per physical
-    block; LBPME and LBPRZ on a thin LU (SBC-3 §4.7); cut to the ALLOCATION LENGTH.
+    """READ CAPACITY(16) (SBC-3 §5.16): no protection information; LBPME and LBPRZ on a thin LU
+    (SBC-3 §4.7); cut to the ALLOCATION LENGTH.
 
-    LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT stays 0 even for 512-byte blocks on a 4 KiB file
-    system: GET LBA STATUS reports extents to the logical block, and the unmap granularity is in
-    the Block Limits VPD page (OPTIMAL UNMAP GRANULARITY) instead.
+    LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT from the LU's configured physical block (0 unless
+    it says otherwise: GET LBA STATUS reports extents to the logical block and the unmap
+    granularity is in the Block Limits page); LOWEST ALIGNED LBA 0.
     """
     lu = ctx.need_lu()
     cdb = ReadCapacityCdb.parse(ctx.cdb)
     lbp = (LBPME if thin_provisioned(lu) else 0) | (LBPRZ_BIT if lbprz(lu) else 0)
-    data = READ_CAPACITY_16_DATA.pack(lu.num_blocks - 1, lu.block_size, 0, 0, lbp)
+    per_physical = max(1, lu.config.physical_block_size // lu.block_size)
+    data = READ_CAPACITY_16_DATA.pack(lu.num_blocks - 1, lu.block_size, 0, per_physical.bit_length() - 1, lbp)
     return data_in(data, cdb.allocation_length)
 
 

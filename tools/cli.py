@@ -101,7 +101,8 @@ def build_server(cfg: ArrayConfig, groups: dict[str, RaidGroup] | None = None,
         for lc in tc.luns:
             vol = _lun_volume(lc, groups, externals)
             lu_cfg = LuConfig.for_lun(tc.name, lc.lun, readonly=lc.readonly, thin=lc.thin, removable=lc.removable,
-                                       sanitize_rate=lc.sanitize_rate)
+                                       sanitize_rate=lc.sanitize_rate,
+                                       physical_block_size=lc.physical_block_size)
             luns[lc.lun] = LogicalUnit(vol, lu_cfg)
             log.info("lun_ready", target=tc.name, lun=lc.lun, raid_group=lc.raid_group, external=lc.external,
                      file=None if lc.raid_group or lc.external else str(lc.file), size=vol.num_blocks * vol.block_size,

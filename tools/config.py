@@ -83,6 +83,8 @@ class LunConfig:
     removable: bool = False
     sanitize_rate: int = 0
     """Bytes per second for SANITIZE passes (0: unpaced)."""
+    physical_block_size: int = 0
+    """Reported physical block in bytes (0: the logical block size)."""
     raid_group: str | None = None
     """Serve this RAID group (by name) instead of a file; ``size`` 0 means the whole group."""
     external: str | None = None
@@ -275,6 +277,11 @@ def _lun(data: object, source: str, path: str, data_dir: Path, target: str) -> L
         raise ConfigError(source, f"{path}.size", f"{size} is not a multiple of the block size {bs}")
     if (raid_group is not None or external is not None) and "file" in t.data:
         raise ConfigError(source, f"{path}.file", "a LUN is one of file, raid_group or external")
+    pbs = parse_size(t.raw("physical_block_size"), source, f"{path}.physical_block_size") \
+        if "physical_block_size" in t.data else 0
+    if pbs and (pbs % bs or (pbs // bs) & (pbs // bs - 1) or pbs // bs > 1 << 15):
+        raise ConfigError(source, f"{path}.physical_block_size",
+                          f"must be the block size {bs} times a power of two (up to 2^15)")
     default_file = f"{target.split(':')[-1]}-lun{lun}.img"
     file = Path(t.get("file", str, default_file))
     if not file.is_absolute():
@@ -282,7 +289,7 @@ def _lun(data: object, source: str, path: str, data_dir: Path, target: str) -> L
     cfg = LunConfig(lun=lun, size=size, file=file, block_size=bs, readonly=t.get("readonly", bool, False),
                     thin=t.get("thin", bool, True), removable=t.get("removable", bool, False),
                     sanitize_rate=parse_size(t.raw("sanitize_rate"), source, f"{path}.sanitize_rate")
-                    if "sanitize_rate" in t.data else 0,
+                    if "sanitize_rate" in t.data else 0, physical_block_size=pbs,
                     raid_group=raid_group, external=external)
     t.finish()
     return cfg

@@ -102,3 +102,35 @@ def test_sanitize_suite_single_path(sanlab_factory: Callable[..., SanlabProcess]
     # The whole OVERWRITE was seen running: SANITIZE IN PROGRESS before the resets and after the reconnect.
     reset = out[out.index("Test SANITIZE with Task/Lun/Target/Session reset"):]
     assert reset.count("[OK] TESTUNITREADY returned CHECK_CONDITION NOT READY(0x02) SANITIZE_IN_PROGRESS") == 2
+
+
+LBPPB_TESTS = ["SCSI.WriteSame10", "SCSI.WriteSame16", "SCSI.CompareAndWrite"]
+"""Suites whose UnmapUnaligned / InvalidDataOutSize tests run only when LBPPB > 1.  Not the whole ALL
+run: GetLBAStatus.UnmapSingle expects, after querying LBA i+1, a first descriptor at LBA i+LBPPB — a
+descriptor that does not contain the LBA asked for (SBC-3 §5.13.2), right only when LBPPB is 1."""
+
+
+def test_lbppb_suites_on_a_512e_lun(sanlab_factory: Callable[..., SanlabProcess]) -> None:
+    sp = sanlab_factory(conformance_config())
+    url = sp.url(lun=1)
+    for suite in LBPPB_TESTS:
+        ran, failed_names, skipped, out = run_suite([url, url], suite)
+        print(f"{suite} (LBPPB 8): ran {ran}, failed {len(failed_names)}, skipped {skipped}")
+        assert not failed_names, f"failed: {failed_names}\n{out[-8000:]}"
+        assert not [t for t in skipped if "Unaligned" in t or "InvalidDataOutSize" in t], skipped
+
+
+def test_readonly_suite(tmp_path: Path, sanlab_factory: Callable[..., SanlabProcess]) -> None:
+    """SCSI.ReadOnly on lab/examples/readonly.toml's write-protected LUN (its file made first: a
+    read-only LUN is never created)."""
+    image = tmp_path / "readonly-lun0.img"
+    with open(image, "wb") as f:
+        f.truncate(64 << 20)
+    text = (REPO / "lab" / "examples" / "readonly.toml").read_text()
+    text = re.sub(r"^data_dir\s*=.*$", "", text, flags=re.MULTILINE)
+    text = re.sub(r"^\[server\]\s*\nportals\s*=.*$", "", text, flags=re.MULTILINE)
+    text = text.replace('file = "readonly-lun0.img"', f'file = "{image}"')
+    sp = sanlab_factory(text)
+    ran, failed_names, skipped, out = run_suite([sp.url()], "SCSI.ReadOnly")
+    print(f"ReadOnly: ran {ran}, failed {len(failed_names)}, skipped {skipped}")
+    assert not failed_names and not skipped, out[-8000:]

@@ -11,6 +11,7 @@ from sanlab.scsi.cdb import Opcode
 from sanlab.scsi.lu import LogicalUnit, LuConfig
 from sanlab.scsi.sense import parse_sense
 from sanlab.scsi.task import ScsiResult, ScsiStatus
+from sanlab.storage.volume import FileVolume
 from tests.scsi.helpers import (BLOCKS, TARGET, FakeVolume, Run, cdb6, cdb10, cdb12, cdb16, make_lu, ready_server,
                                 runner)
 
@@ -239,3 +240,13 @@ async def test_synchronize_cache_file_volume_durable(run: Run, lu: LogicalUnit) 
     with open(lu.volume.path, "rb") as f:  # type: ignore[attr-defined]
         assert f.read(512) == pattern(1, 3)
     assert os.path.getsize(lu.volume.path) == BLOCKS * 512  # type: ignore[attr-defined]
+
+
+async def test_read_capacity_16_reports_the_physical_block(tmp_path: Path) -> None:
+    """physical_block_size 4096 on a 512-byte LU: LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT 3 (512e)."""
+    for pbs, exponent in ((0, 0), (512, 0), (4096, 3)):
+        vol = FileVolume(str(tmp_path / f"p{pbs}.img"), 1 << 20, 512)
+        server = await ready_server({0: LogicalUnit(vol, LuConfig.for_lun(TARGET, 0, physical_block_size=pbs))})
+        res = await runner(server)(bytes([0x9E, 0x10]) + bytes(8) + (32).to_bytes(4, "big") + bytes(2))
+        assert res.status == ScsiStatus.GOOD
+        assert bytes(res.data_in)[13] & 0x0F == exponent and bytes(res.data_in)[14:16] == b"\xc0\x00"

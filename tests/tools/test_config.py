@@ -76,6 +76,10 @@ def test_full_config(tmp_path: Path) -> None:
      "targets[0].luns[0].size", "multiple of the block size"),
     ("[[targets]]\nname='iqn.2026-11.x:a'\n[[targets.luns]]\nlun=1\n[[targets.luns]]\nlun=1\n",
      "targets[0].luns[1].lun", "duplicate LUN"),
+    ("[[targets]]\nname='iqn.2026-11.x:a'\n[[targets.luns]]\nlun=0\nphysical_block_size=1536\n",
+     "targets[0].luns[0].physical_block_size", "times a power of two"),
+    ("[[targets]]\nname='iqn.2026-11.x:a'\n[[targets.luns]]\nlun=0\nsanitize_rate='fast'\n",
+     "targets[0].luns[0].sanitize_rate", "not a size"),
     ("x = [\n", "<syntax>", ""),
     ("", "targets", "at least one"),
 ])
