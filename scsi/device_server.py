@@ -269,7 +269,21 @@ class DeviceServer:
     # --- execution -------------------------------------------------------------------------------------
 
     async def execute(self, task: ScsiTask) -> ScsiResult:
-        """Run one command and return its status, data and sense."""
+        """Run one command and return its status, data and sense; it starts when its task attribute
+        lets it (scsi/task_set.py).  Called in command order."""
+        lu = self._luns.get(task.lun)
+        if lu is None:
+            return await self._execute(task)
+        ts = lu.task_set
+        if ts.start_now(task.attr):
+            try:
+                return await self._execute(task)
+            finally:
+                ts.stopped()
+        async with ts.enabled(task.attr):
+            return await self._execute(task)
+
+    async def _execute(self, task: ScsiTask) -> ScsiResult:
         cdb = bytes(task.cdb)
         lu = self._luns.get(task.lun)
         descriptor = bool(lu is not None and lu.d_sense)

@@ -16,6 +16,7 @@ from importlib import metadata
 
 from sanlab.scsi.sense import Asc
 from sanlab.scsi.task import Nexus
+from sanlab.scsi.task_set import TaskSet
 from sanlab.storage.volume import Volume
 
 SANLAB_COMPANY_ID = 0x5A4E4C
@@ -123,6 +124,8 @@ class LogicalUnit:
         self._ua: dict[Nexus, deque[int]] = {}
         self._sense: dict[Nexus, bytes] = {}
         self.write_lock = asyncio.Lock()
+        self.task_set = TaskSet()
+        """When each task may start by its attribute (SAM-5 §8.6)."""
         """Serialises read-modify-write commands (COMPARE AND WRITE) against writes they race."""
 
     @property
