@@ -208,6 +208,24 @@ class DeviceServer:
         self._luns_changed()
         return lu
 
+    async def resize_lun(self, lun: int, num_blocks: int) -> bool:
+        """Grow LUN ``lun`` to ``num_blocks`` blocks while hosts use it (management command).
+
+        Every I_T nexus then gets UNIT ATTENTION / CAPACITY DATA HAS CHANGED (2Ah/09h) on that
+        LUN and READ CAPACITY reports the new size (:meth:`LogicalUnit.grow`).  False when the
+        LUN already had that capacity (nothing changed, no unit attention).  KeyError: no such
+        LUN; ValueError / VolumeError: the volume refused (shrinking, read-only, cannot grow).
+        """
+        lu = self._luns.get(lun)
+        if lu is None:
+            raise KeyError(f"{self.target_name} has no LUN {lun}")
+        old = lu.num_blocks
+        changed = await lu.grow(num_blocks)
+        if changed:
+            self.log.info("lun_capacity_changed", lun=lun, old_blocks=old, blocks=lu.num_blocks,
+                          block_size=lu.block_size, nexuses=len(lu.nexuses))
+        return changed
+
     def _luns_changed(self, exclude: int | None = None) -> None:
         # REPORTED LUNS DATA HAS CHANGED, through the other logical units (SPC-4 §6.33).
         for n, other in self._luns.items():

@@ -17,7 +17,7 @@ from importlib import metadata
 from sanlab.scsi.sense import Asc
 from sanlab.scsi.task import Nexus
 from sanlab.scsi.task_set import TaskSet
-from sanlab.storage.volume import Volume
+from sanlab.storage.volume import Volume, grow_volume
 
 SANLAB_COMPANY_ID = 0x5A4E4C
 """24-bit IEEE COMPANY ID field of our NAA 6h names (the bytes "ZNL").
@@ -137,6 +137,24 @@ class LogicalUnit:
     def num_blocks(self) -> int:
         """Capacity in logical blocks."""
         return self.volume.num_blocks
+
+    async def grow(self, num_blocks: int) -> bool:
+        """Grow the LU to ``num_blocks`` logical blocks; False when it already had that many.
+
+        The capacity is part of what initiators cache (READ CAPACITY data, SBC-3 §5.15/§5.16):
+        after a change the device server establishes a unit attention CAPACITY DATA HAS CHANGED
+        (2Ah/09h) for every I_T nexus it knows (SBC-3 §4.5; SAM-5 §5.14) — the change came from the
+        administrator, not through any nexus, so none is left out.  The volume's capacity and the
+        unit attention change in the same event-loop step, so no command sees one without the
+        other.  Refusals (shrinking: ValueError; a volume that cannot grow or is read-only:
+        VolumeError) leave the LU unchanged.
+        """
+        old = self.num_blocks
+        await grow_volume(self.volume, num_blocks)
+        if self.num_blocks == old:
+            return False
+        self.add_ua(Asc.CAPACITY_DATA_HAS_CHANGED)
+        return True
 
     # --- unit attentions (SAM-5 §5.14, per I_T nexus) ----------------------------------------------
 

@@ -125,6 +125,31 @@ class Volume(Protocol):
         ...
 
 
+@runtime_checkable
+class Resizable(Protocol):
+    """A volume whose capacity can grow while hosts use it (optional beside :class:`Volume`).
+
+    Growing keeps every existing block where it is and adds zero-filled blocks at the end, so
+    data already written stays valid; shrinking is never offered (it would cut off blocks a host
+    file system may hold).  The caller (the logical unit) reports the change to the initiators.
+    """
+
+    async def grow(self, num_blocks: int) -> None:
+        """Make the volume ``num_blocks`` blocks long; the new blocks read as zeros.
+
+        ``num_blocks`` equal to the current capacity changes nothing; smaller raises ValueError.
+        Once this returns the new capacity is durable (it survives a crash) and I/O may use it."""
+        ...
+
+
+async def grow_volume(volume: Volume, num_blocks: int) -> None:
+    """Grow ``volume`` to ``num_blocks`` blocks, or say why it cannot (:class:`VolumeError`)."""
+    if not isinstance(volume, Resizable):
+        # Refusing loudly: a caller that went on would report a capacity the volume does not have.
+        raise VolumeError(f"a {type(volume).__name__} cannot change its capacity")
+    await volume.grow(num_blocks)
+
+
 def first_mismatch(a: bytes | bytearray | memoryview, b: bytes | bytearray | memoryview) -> int | None:
     """Offset of the first byte where ``a`` and ``b`` (same length) differ, or None when equal.
 
@@ -322,6 +347,10 @@ class FileVolume:
 
     Atomic writes (:class:`~storage.atomic.AtomicWriter`) go through a one-slot journal beside
     the file (``<path>.atomic``); a record a crash left there is applied when the volume opens.
+
+    The volume can grow while in use (:class:`Resizable`): the file is extended, sparse when thin,
+    allocated when thick.  A file longer than ``size_bytes`` keeps its length, but the volume is
+    ``size_bytes`` long: the caller decides which size wins (``tools/cli.py`` lets the file win).
     """
 
     def __init__(self, path: str, size_bytes: int, block_size: int = 512, readonly: bool = False,
@@ -353,6 +382,8 @@ class FileVolume:
         self._journal = AtomicJournal(path + ".atomic")
         self._journal_turn = asyncio.Lock()
         """One atomic write at a time uses the one journal slot."""
+        self._grow_turn = asyncio.Lock()
+        """One capacity change at a time: each starts from the capacity the previous one left."""
         if not readonly:
             self._recover_atomic()
 
@@ -509,6 +540,52 @@ class FileVolume:
             cur = nxt
         return out
 
+    def _grow_needed(self, num_blocks: int) -> bool:
+        """Whether growing to ``num_blocks`` changes anything; refuses what it must not do."""
+        self._check_writable()
+        if num_blocks < self._num_blocks:
+            raise ValueError(f"{self.path}: {num_blocks} blocks is less than the volume's {self._num_blocks}: a "
+                             "volume only grows (shrinking would cut off blocks hosts may hold data in)")
+        return num_blocks > self._num_blocks
+
+    def _extend_sync(self, num_blocks: int) -> None:
+        """Extend the backing file from the current capacity to ``num_blocks`` blocks.
+
+        Thin: the file is extended sparse (``ftruncate``), so the new blocks are holes that read
+        as zeros and GET LBA STATUS reports them deallocated.  Thick: the new range is allocated
+        (``posix_fallocate``) as the whole file was at open, so writes there cannot run out of
+        space.  Either way the file is ``fsync``'d before the capacity is reported: a crash after
+        hosts saw the new capacity must not bring back the old size.  On failure the file keeps
+        its old length.  Does not change :attr:`num_blocks` (the caller does, see :meth:`grow`).
+        """
+        old, bs = self._num_blocks, self._block_size
+        old_bytes, new_bytes = old * bs, num_blocks * bs
+        file_size = os.fstat(self._fd).st_size
+        if file_size > old_bytes:
+            # Bytes past the old end were never part of the volume (e.g. a partial last block of an
+            # image file): the new blocks must read as zeros like the rest of a fresh area (LBPRZ).
+            self._punch_sync(old, min(-(-file_size // bs), num_blocks) - old)
+        try:
+            if file_size < new_bytes:
+                os.ftruncate(self._fd, new_bytes)  # sparse: no blocks allocated
+            if not self._thin:
+                os.posix_fallocate(self._fd, old_bytes, new_bytes - old_bytes)
+            os.fsync(self._fd)  # the new length is metadata that fdatasync need not write
+        except OSError as exc:
+            # Unlike open (which logs and stays sparse), a thick volume that cannot get its space
+            # refuses to grow: accepting would promise capacity that ENOSPC could take back later.
+            try:
+                os.ftruncate(self._fd, max(file_size, old_bytes))
+            except OSError as undo:
+                log.error("grow_undo_failed", path=self.path, error=str(undo))
+            raise VolumeError(f"{self.path}: cannot grow to {new_bytes} bytes: {exc.strerror or exc}") from exc
+
+    def grow_sync(self, num_blocks: int) -> None:
+        """Blocking :meth:`grow` (for callers without an event loop)."""
+        if self._grow_needed(num_blocks):
+            self._extend_sync(num_blocks)
+            self._num_blocks = num_blocks
+
     def write_atomic_sync(self, lba: int, data: bytes | bytearray | memoryview) -> None:
         """Journal, apply, clear (storage/atomic.py); every step durable before the next."""
         self._check_writable()
@@ -622,6 +699,16 @@ class FileVolume:
     async def write_atomic(self, lba: int, data: bytes | bytearray | memoryview) -> None:
         async with self.range_lock.hold(lba, len(data) // self._block_size), self._journal_turn:
             await asyncio.get_running_loop().run_in_executor(_IO_POOL, self.write_atomic_sync, lba, data)
+
+    async def grow(self, num_blocks: int) -> None:
+        """Grow to ``num_blocks`` blocks (:class:`Resizable`; the file work is :meth:`_extend_sync`)."""
+        async with self._grow_turn:
+            if not self._grow_needed(num_blocks):
+                return
+            await asyncio.get_running_loop().run_in_executor(_IO_POOL, self._extend_sync, num_blocks)
+            # Set here, on the loop, not in the pool thread: the caller establishes the unit
+            # attention in the same loop step, so no command sees the new capacity before it.
+            self._num_blocks = num_blocks
 
     async def flush(self) -> None:
         if not self.readonly:

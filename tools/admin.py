@@ -351,6 +351,41 @@ class Admin:
         await lu.volume.flush()
         return {"target": target, "lun": lun}
 
+    async def resize_lun(self, target: str, lun: int, size: int) -> dict[str, Any]:
+        """Grow LUN ``lun`` of ``target`` to ``size`` bytes while hosts are logged in.
+
+        Every I_T nexus gets UNIT ATTENTION / CAPACITY DATA HAS CHANGED and READ CAPACITY reports
+        the new size (SBC-3 §4.5; :meth:`DeviceServer.resize_lun`).  A file-backed LUN of the
+        config keeps it across restarts because the file's length wins over a smaller configured
+        ``size`` (tools/cli.py).  Shrinking is refused, as are volumes that cannot grow.
+        """
+        ds = self.device_servers.get(target)
+        if ds is None:
+            raise AdminError(f"no target {target}")
+        lu = ds.luns.get(lun)
+        if lu is None:
+            raise AdminError(f"{target} has no LUN {lun}")
+        name = f"{target} LUN {lun}"
+        export = next((e for e in self.catalog.exports() if e["target"] == target and e["lun"] == lun), None)
+        if export is not None:
+            # A catalog LU is a window on a virtual volume (LU/V table), which may overlap other
+            # virtual volumes (multiple virtualization): widening the window would show the host
+            # blocks it does not own instead of fresh zeros, so it is not offered.
+            row = self.tables.luv[export["lu"]]
+            raise AdminError(f"cannot resize {name}: it is catalog LU {row.lu}, a window of {row.size} blocks on "
+                             f"virtual volume #{row.vvol}; only file-backed LUNs of the config can grow")
+        bs = lu.block_size
+        if size % bs:
+            raise AdminError(f"cannot resize {name}: {size} bytes is not a whole number of {bs}-byte blocks")
+        old = lu.num_blocks * bs
+        try:
+            changed = await ds.resize_lun(lun, size // bs)
+        except (ValueError, VolumeError) as exc:
+            raise AdminError(f"cannot resize {name} from {old} to {size} bytes: {exc}") from None
+        log.info("lun_resized", target=target, lun=lun, old_size=old, size=size, changed=changed)
+        return {"target": target, "lun": lun, "old_size": old, "size": lu.num_blocks * bs,
+                "blocks": lu.num_blocks, "changed": changed}
+
     # --- rearrangement ----------------------------------------------------------------------------------
 
     async def rearrange(self, volume: str, index: int, group: str | None = None,
@@ -580,6 +615,6 @@ class Admin:
 
     OPERATIONS = ("create_raid_group", "delete_raid_group", "fail_drive", "replace_drive", "wait_rebuild", "scrub",
                   "create_volume", "delete_volume", "create_vvol", "delete_vvol", "create_lu", "delete_lu",
-                  "export", "unexport", "rearrange", "tiering_round", "auto_tiering", "migrate_start",
+                  "export", "unexport", "resize_lun", "rearrange", "tiering_round", "auto_tiering", "migrate_start",
                   "migrate_status", "migrate_detach", "add_external", "remove_external", "show")
     """What the management socket may call."""

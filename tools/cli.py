@@ -5,6 +5,7 @@ import argparse
 import asyncio
 import hmac
 import json
+import os
 import signal
 import sys
 from importlib import metadata
@@ -86,7 +87,27 @@ def _lun_volume(lc: LunConfig, groups: dict[str, RaidGroup],
             raise ValueError(f"LUN {lc.lun}: {lc.size} bytes do not fit RAID group {lc.raid_group}")
         return vol
     lc.file.parent.mkdir(parents=True, exist_ok=True)
-    return FileVolume(str(lc.file), lc.size, lc.block_size, readonly=lc.readonly, thin=lc.thin)
+    return FileVolume(str(lc.file), file_lun_size(lc), lc.block_size, readonly=lc.readonly, thin=lc.thin)
+
+
+def file_lun_size(lc: LunConfig) -> int:
+    """Bytes the file-backed LUN ``lc`` opens with: the configured ``size``, or the file's length
+    (whole blocks) when that is larger.
+
+    ``sanlab admin resize-lun`` grows a LUN by extending its file; letting the longer file win
+    keeps the new capacity across a restart without a second record of it, and a restart never
+    shrinks a LUN (that would cut off blocks hosts hold data in).  ``size`` is thus the size a
+    missing file is created with and the least the LUN has.
+    """
+    try:
+        length = os.stat(lc.file).st_size
+    except FileNotFoundError:
+        return lc.size
+    blocks = length // lc.block_size
+    if blocks * lc.block_size <= lc.size:
+        return lc.size
+    log.info("lun_size_from_file", file=str(lc.file), configured=lc.size, size=blocks * lc.block_size)
+    return blocks * lc.block_size
 
 
 def build_server(cfg: ArrayConfig, groups: dict[str, RaidGroup] | None = None,

@@ -60,6 +60,47 @@ async def test_tables_persist_and_changes_are_all_or_nothing(tmp_path: Path) -> 
     await again.close()
 
 
+async def test_resize_lun_through_the_management_socket_and_its_refusals(tmp_path: Path) -> None:
+    from sanlab.scsi.device_server import DeviceServer
+    from sanlab.scsi.lu import LogicalUnit, LuConfig
+    from sanlab.storage.volume import FileVolume
+    from sanlab.tools.mgmt import MgmtServer
+
+    img = tmp_path / "lun0.img"
+    ds = DeviceServer(TARGET, {0: LogicalUnit(FileVolume(str(img), 4 * MiB, 512), LuConfig.for_lun(TARGET, 0))})
+    admin = Admin(tmp_path / "data", {TARGET: ds})
+    mgmt = MgmtServer(admin, tmp_path / "data" / "sanlab.sock")
+
+    async def resize(**args: object) -> dict[str, object]:
+        return await mgmt.handle(json.dumps({"op": "resize_lun", "args": args}).encode())
+
+    assert await resize(target=TARGET, lun=0, size=8 * MiB) == {"ok": True, "result": {
+        "target": TARGET, "lun": 0, "old_size": 4 * MiB, "size": 8 * MiB, "blocks": 16384, "changed": True}}
+    assert img.stat().st_size == 8 * MiB and ds.luns[0].num_blocks == 16384
+    assert (await resize(target=TARGET, lun=0, size=8 * MiB))["result"]["changed"] is False  # type: ignore[index]
+    refusals = {
+        "only grows": dict(target=TARGET, lun=0, size=4 * MiB),  # shrinking
+        "not a whole number of 512-byte blocks": dict(target=TARGET, lun=0, size=16 * MiB + 100),
+        f"{TARGET} has no LUN 7": dict(target=TARGET, lun=7, size=16 * MiB),
+        "no target iqn.2026-11.org.sanlab:nope": dict(target="iqn.2026-11.org.sanlab:nope", lun=0, size=16 * MiB),
+    }
+    for why, args in refusals.items():
+        reply = await resize(**args)
+        assert reply["ok"] is False and why in str(reply["error"]), (why, reply)
+    assert img.stat().st_size == 8 * MiB and ds.luns[0].num_blocks == 16384  # no refusal changed anything
+    error = str((await resize(target=TARGET, lun=0, size=4 * MiB))["error"])
+    assert error.startswith(f"cannot resize {TARGET} LUN 0 from {8 * MiB} to {4 * MiB} bytes: "), error
+
+    # A catalog LU is a window on a virtual volume: it is not grown (it would show blocks it does not own).
+    await _build(admin)
+    await admin.export("lu-a", TARGET, 1)
+    reply = await resize(target=TARGET, lun=1, size=16 * MiB)
+    assert reply["ok"] is False and "catalog LU lu-a" in str(reply["error"]) and "#1" in str(reply["error"])
+    assert ds.luns[1].num_blocks == 20000
+    await ds.close()
+    await admin.close()
+
+
 @pytest.mark.integration
 def test_cli_on_a_running_array(sanlab_factory: Callable[..., SanlabProcess], tmp_path: Path) -> None:
     sp = sanlab_factory(f'[[targets]]\nname = "{TARGET}"\n')

@@ -29,6 +29,23 @@ def test_bad_portal_option(tmp_path: Path) -> None:
     assert cp.returncode == 2 and "--portal" in cp.stderr
 
 
+def test_a_file_longer_than_the_configured_size_wins(tmp_path: Path) -> None:
+    """What keeps a resize-lun across restarts: the LUN opens at the file's length when larger."""
+    from sanlab.tools.cli import file_lun_size
+    from sanlab.tools.config import LunConfig
+
+    lc = LunConfig(lun=0, size=4 << 20, file=tmp_path / "lun0.img")
+    assert file_lun_size(lc) == 4 << 20  # no file yet: the configured size
+    lc.file.write_bytes(bytes(1 << 20))
+    assert file_lun_size(lc) == 4 << 20  # a shorter file never shrinks the LUN
+    with open(lc.file, "r+b") as f:
+        f.truncate((8 << 20) + 100)  # grown, plus a partial block
+    assert file_lun_size(lc) == 8 << 20  # whole blocks of the longer file
+    lc.block_size = 4096
+    lc.size = 4 << 20
+    assert file_lun_size(lc) == 8 << 20
+
+
 def test_default_data_dir_and_sigterm_flushes(sanlab_factory: Callable[..., SanlabProcess], tmp_path: Path) -> None:
     sp = sanlab_factory("""
 [[targets]]
