@@ -17,7 +17,7 @@ from importlib import metadata
 from sanlab.scsi.sense import Asc
 from sanlab.scsi.task import Nexus
 from sanlab.scsi.task_set import TaskSet
-from sanlab.storage.volume import Volume, grow_volume
+from sanlab.storage.volume import NowaitIO, Volume, grow_volume
 
 SANLAB_COMPANY_ID = 0x5A4E4C
 """24-bit IEEE COMPANY ID field of our NAA 6h names (the bytes "ZNL").
@@ -105,6 +105,9 @@ class LogicalUnit:
     def __init__(self, volume: Volume, config: LuConfig) -> None:
         self.volume = volume
         """The backing store."""
+        self.nowait_volume: NowaitIO | None = volume if isinstance(volume, NowaitIO) else None
+        """The volume when it can finish some reads and writes without waiting (the fast path of
+        :meth:`~sanlab.scsi.device_server.DeviceServer.execute_nowait`)."""
         self.config = config
         """Identity and properties."""
         self.d_sense = False
@@ -124,6 +127,8 @@ class LogicalUnit:
         self._ua: dict[Nexus, deque[int]] = {}
         self._sense: dict[Nexus, bytes] = {}
         self.write_lock = asyncio.Lock()
+        self.reservations: object | None = None
+        """This LU's reservation state, kept by ``scsi/reservations.py`` (created on first use)."""
         self.task_set = TaskSet()
         """When each task may start by its attribute (SAM-5 §8.6)."""
         """Serialises read-modify-write commands (COMPARE AND WRITE) against writes they race."""

@@ -381,6 +381,7 @@ def state(server: DeviceServer, lu: LogicalUnit) -> LuReservations:
         st = LuReservations(lu.config.naa.hex(), store_for(server))
         st.power_on()
         _STATES[lu] = st
+        lu.reservations = st
         if st.registrations:
             log.info("persistent_reservations_restored", lu=st.lu_id, target=lu.config.target_name,
                      lun=lu.config.lun, registrations=len(st.registrations),
@@ -536,6 +537,16 @@ def access_of(cdb: bytes, spec: CommandSpec) -> Access:
     if rule is None:
         return EXCLUSIVE if spec.conflicts_with_reservation else ALLOWED
     return rule if isinstance(rule, Access) else rule(cdb)
+
+
+def held(server: DeviceServer, lu: LogicalUnit) -> bool:
+    """Some reservation (SPC-2 or persistent) is held on ``lu``: commands must be checked against it.
+    Asked for every READ/WRITE on the fast path, so the state is cached on the LU itself."""
+    st = lu.reservations
+    if st is None:
+        st = state(server, lu)
+    assert isinstance(st, LuReservations)
+    return st.spc2_holder is not None or st.reservation is not None
 
 
 def conflicts(server: DeviceServer, lu: LogicalUnit, nexus: Nexus, cdb: bytes, spec: CommandSpec) -> bool:

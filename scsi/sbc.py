@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import struct
 
-from sanlab.scsi.cdb import TRANSFER_LENGTH_OFFSET, ReadCapacityCdb, ReadWriteCdb, SynchronizeCacheCdb
+from sanlab.scsi.cdb import (
+    _RW10, _RW16, TRANSFER_LENGTH_OFFSET, Opcode, ReadCapacityCdb, ReadWriteCdb, SynchronizeCacheCdb,
+)
 from sanlab.scsi.context import Ctx, data_in
 from sanlab.scsi.lu import LogicalUnit
 from sanlab.scsi.sense import Asc, ScsiError, SenseKey, invalid_field
 from sanlab.scsi.spc import lbprz, max_transfer_blocks, thin_provisioned
-from sanlab.scsi.task import ScsiResult
+from sanlab.scsi.task import ScsiResult, ScsiTask
+from sanlab.storage.volume import NowaitIO
 
 READ_CAPACITY_10_DATA = struct.Struct(">II")
 """RETURNED LOGICAL BLOCK ADDRESS, LOGICAL BLOCK LENGTH IN BYTES (SBC-3 §5.15.2)."""
@@ -130,3 +133,54 @@ async def synchronize_cache(ctx: Ctx) -> ScsiResult:
     check_range(lu, cdb.lba, cdb.number_of_blocks)
     await lu.volume.flush()
     return ScsiResult()
+
+
+# --- fast path ---------------------------------------------------------------------------------------
+
+_FAST_RW: dict[int, tuple[struct.Struct, bool, bool]] = {
+    Opcode.READ_10: (_RW10, False, False), Opcode.WRITE_10: (_RW10, False, True),
+    Opcode.READ_16: (_RW16, True, False), Opcode.WRITE_16: (_RW16, True, True),
+}
+"""Opcode → (CDB layout, 16-byte form, writes) of the commands :func:`read_write_nowait` takes."""
+_FAST_FLAGS_READ = 0x18
+"""DPO and FUA: the only byte-1 bits a fast READ may carry (FUA: the page cache is the medium here)."""
+_FAST_FLAGS_WRITE = 0x10
+"""DPO: a FUA write must reach the disk before GOOD, which is a wait."""
+
+
+def read_write_nowait(lu: LogicalUnit, task: ScsiTask, volume: NowaitIO) -> ScsiResult | None:
+    """READ/WRITE(10)/(16) done on the spot, or None: then the full handler (:func:`read`,
+    :func:`write`) runs and gives the answer, sense data included.
+
+    Only the plain case is taken: no protection, RELADR, group number or CONTROL bits, a
+    transfer within range and limits, Data-Out exactly as long as the CDB says, a write-back
+    cache (WCE) and a volume that can finish without waiting.  The device server has already
+    established that no unit attention, reservation, task attribute or LU state stands in the
+    way (:meth:`~sanlab.scsi.device_server.DeviceServer.execute_nowait`).  Anything else — every
+    error included — is left to the handlers, so the answers stay theirs to the bit.
+    """
+    cdb = task.cdb
+    row = _FAST_RW.get(cdb[0])
+    if row is None:
+        return None
+    layout, long_form, writes = row
+    if len(cdb) < layout.size:
+        return None
+    if long_form:
+        _, flags, lba, blocks, group, control = layout.unpack_from(cdb)
+    else:
+        _, flags, lba, group, blocks, control = layout.unpack_from(cdb)
+    if (flags & ~(_FAST_FLAGS_WRITE if writes else _FAST_FLAGS_READ) or group or control or not blocks
+            or lba + blocks > lu.num_blocks or blocks > max_transfer_blocks(lu.block_size)):
+        return None
+    length = blocks * lu.block_size
+    if writes:
+        if not lu.wce or lu.config.readonly or len(task.data_out) != length:
+            return None
+        if not volume.write_nowait(lba, task.data_out):
+            return None
+        return ScsiResult(transfer_length=length, data_out_direction=True)
+    data = volume.read_nowait(lba, blocks)
+    if data is None:
+        return None
+    return ScsiResult(data_in=data, transfer_length=length)

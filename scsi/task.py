@@ -9,7 +9,7 @@ Transfer Length.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import IntEnum
 
 
@@ -94,5 +94,3 @@ class ScsiResult:
     for reads and 0 for commands that move no data."""
     data_out_direction: bool = False
     """True when ``transfer_length`` describes Data-Out (a write-type command)."""
-    extra: dict[str, object] = field(default_factory=dict)
-    """Diagnostics for logs only."""

@@ -36,6 +36,11 @@ class TaskSet:
     def running(self) -> int:
         return self._running
 
+    @property
+    def open(self) -> bool:
+        """No ORDERED task is pending: a SIMPLE task would start at once."""
+        return self._barrier is None
+
     def start_now(self, attr: TaskAttribute) -> bool:
         """The fast path: count the task as started and say True if it need not wait (a SIMPLE task
         with no ORDERED one pending, or HEAD OF QUEUE); the caller then calls :meth:`stopped`."""

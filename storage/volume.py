@@ -150,6 +150,22 @@ async def grow_volume(volume: Volume, num_blocks: int) -> None:
     await volume.grow(num_blocks)
 
 
+@runtime_checkable
+class NowaitIO(Protocol):
+    """A volume that can sometimes finish a read or write without waiting (optional beside
+    :class:`Volume`): the page-cache hit of a file volume.  The device server's fast path for
+    READ/WRITE calls these first and falls back to :meth:`Volume.read`/:meth:`Volume.write` on
+    None/False, so wrappers that do not offer them (RAID, replication) are never bypassed."""
+
+    def read_nowait(self, lba: int, nblocks: int) -> bytearray | None:
+        """The blocks, or None when getting them would wait."""
+        ...
+
+    def write_nowait(self, lba: int, data: bytes | bytearray | memoryview) -> bool:
+        """Write (not forced unit access) done, or False when it would wait."""
+        ...
+
+
 def first_mismatch(a: bytes | bytearray | memoryview, b: bytes | bytearray | memoryview) -> int | None:
     """Offset of the first byte where ``a`` and ``b`` (same length) differ, or None when equal.
 
@@ -201,6 +217,14 @@ class RangeLock:
         finally:
             me.done.set()
             self._holders.remove(me)
+
+    def would_wait(self, lba: int, nblocks: int, *, exclusive: bool = True) -> bool:
+        """Whether :meth:`hold` on this range would wait now.  An operation that then finishes
+        without yielding to the loop needs no holder of its own: nothing can overlap it meanwhile."""
+        if not self._holders:
+            return False
+        end = lba + max(nblocks, 1)
+        return any(h.start < end and lba < h.end and (exclusive or h.exclusive) for h in self._holders)
 
     @property
     def busy(self) -> int:
@@ -608,7 +632,7 @@ class FileVolume:
 
     # --- the async protocol --------------------------------------------------------------------------
 
-    def _read_nowait(self, lba: int, nblocks: int) -> bytes | None:
+    def _read_nowait(self, lba: int, nblocks: int) -> bytearray | None:
         """The data if it is all in the page cache (``preadv`` with RWF_NOWAIT), else None.
 
         Reading cached data on the event loop costs a memcpy; a thread hop costs far more
@@ -624,7 +648,7 @@ class FileVolume:
             if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL):
                 return None
             raise VolumeError(f"read failed: {exc}") from exc
-        return bytes(buf) if n == want else None
+        return buf if n == want else None
 
     def _write_nowait(self, lba: int, data: bytes | bytearray | memoryview) -> int:
         """Bytes written on the loop without waiting for the disk; the caller finishes the rest.
@@ -651,13 +675,31 @@ class FileVolume:
             self._inline_writes_paused_until = time.monotonic() + 1.0
         return len(data)
 
+    def read_nowait(self, lba: int, nblocks: int) -> bytearray | None:
+        """:meth:`read` finished without waiting, or None when it would wait (data not in the page
+        cache, an overlapping write in flight): then the caller uses :meth:`read`.  The command fast
+        path (``scsi/sbc.py``) lives on this; the range is checked by the caller."""
+        if not _RWF_NOWAIT or not nblocks or self.range_lock.would_wait(lba, nblocks, exclusive=False):
+            return None
+        return self._read_nowait(lba, nblocks)
+
+    def write_nowait(self, lba: int, data: bytes | bytearray | memoryview) -> bool:
+        """:meth:`write` (not FUA) finished without waiting; False when it would wait (an overlapping
+        operation in flight, dirty-page throttling, no RWF_NOWAIT), and then the caller uses
+        :meth:`write`, which may rewrite part of the range with the same bytes."""
+        bs = self._block_size
+        if (not _RWF_NOWAIT or not data or self.readonly or len(data) % bs
+                or self.range_lock.would_wait(lba, len(data) // bs)):
+            return False
+        return self._write_nowait(lba, data) == len(data)
+
     async def read(self, lba: int, nblocks: int) -> bytes:
         async with self.range_lock.hold(lba, nblocks, exclusive=False):
             if _RWF_NOWAIT and nblocks:
                 self._check(lba, nblocks)
                 data = self._read_nowait(lba, nblocks)
                 if data is not None:
-                    return data
+                    return bytes(data)
             return await asyncio.get_running_loop().run_in_executor(_IO_POOL, self.read_sync, lba, nblocks)
 
     async def write(self, lba: int, data: bytes | bytearray | memoryview, fua: bool = False) -> None:

@@ -49,6 +49,10 @@ _EDTL_TOO_LARGE_SENSE = bytes([0x70, 0, 0x05, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x0E, 
 # Sense for a command whose Data-Out broke DataSN/offset rules: ABORTED COMMAND, DATA PHASE ERROR.
 _DATA_PHASE_ERROR_SENSE = bytes([0x70, 0, 0x0B, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x4B, 0x00, 0, 0, 0, 0])
 
+_ATTRS = (TaskAttribute.UNTAGGED, TaskAttribute.SIMPLE, TaskAttribute.ORDERED, TaskAttribute.HEAD_OF_QUEUE,
+          TaskAttribute.ACA, TaskAttribute.SIMPLE, TaskAttribute.SIMPLE, TaskAttribute.SIMPLE)
+"""ATTR field (3 bits) → task attribute; the reserved values 5-7 are taken as SIMPLE."""
+
 MAX_TASK_BUFFER = 64 << 20
 """Largest write (EDTL) buffered for one task; beyond it the command is refused, not allocated."""
 
@@ -170,7 +174,9 @@ class TargetConnection:
         self._ttt_to_itt: dict[int, int] = {}
         self._next_ttt = 1
         self._aborted_cmdsns: set[int] = set()
-        self._finished_itts: dict[int, None] = {}
+        self._finished_itts: set[int] = set()
+        self._finished_itts_old: set[int] = set()
+        """ITTs of tasks ended here, newest generation and the one before (about 4096-8192 kept)."""
         self._text_pending: dict[int, tuple[bytes, int]] = {}  # ITT -> (remaining, TTT)
         self._text_in: dict[int, bytearray] = {}
         self._last_rx = now
@@ -403,8 +409,8 @@ class TargetConnection:
             read_len = cmd.bidi_read_edtl() or 0
         data = memoryview(task.buf) if task.buf is not None else b""
         self._events.append(Execute(task.itt, ScsiTask(
-            nexus=self.nexus, lun=task.lun, cdb=cmd.full_cdb(), attr=TaskAttribute(cmd.attr if cmd.attr <= 4 else 1),
-            data_out=data, expected_in_length=read_len, tag=task.itt, write_edtl=task.edtl)))
+            self.nexus, task.lun, cmd.full_cdb() if cmd.ahs else cmd.cdb, _ATTRS[cmd.attr], data, read_len,
+            task.itt, task.edtl)))
 
     # --- Data-Out ----------------------------------------------------------
 
@@ -412,7 +418,8 @@ class TargetConnection:
         pdu = DataOut.from_bhs(raw.bhs, raw.ahs, raw.data)
         task = self._tasks.get(pdu.initiator_task_tag)
         if task is None or task.state is not _TaskState.WAIT_DATA:
-            if pdu.initiator_task_tag in self._finished_itts:
+            itt = pdu.initiator_task_tag
+            if itt in self._finished_itts or itt in self._finished_itts_old:
                 return  # data for a task already aborted or failed: discard quietly
             raise ProtocolError(f"Data-Out for unknown ITT 0x{pdu.initiator_task_tag:08x}", None)
         n = len(pdu.data)
@@ -487,9 +494,11 @@ class TargetConnection:
         self._tasks.pop(task.itt, None)
         for ttt in task.r2ts:
             self._ttt_to_itt.pop(ttt, None)
-        self._finished_itts[task.itt] = None
-        if len(self._finished_itts) > 4096:
-            self._finished_itts.pop(next(iter(self._finished_itts)))
+        finished = self._finished_itts
+        finished.add(task.itt)
+        if len(finished) > 4096:
+            # A generation swap instead of evicting the oldest one by one: O(1) per task.
+            self._finished_itts_old, self._finished_itts = finished, set()
 
     # --- completion ----------------------------------------------------------
 
@@ -517,6 +526,16 @@ class TargetConnection:
             edtl = 0
         data = result.data_in
         send = min(len(data), edtl)
+        if (send and send == edtl and result.status == ScsiStatus.GOOD and not result.sense
+                and send <= p.max_recv_data_segment_length_initiator and send <= p.max_burst_length
+                and not (cmd.write or result.data_out_direction)
+                and (len(data) if result.transfer_length is None else result.transfer_length) == edtl):
+            # The plain read: all of it in one Data-In with the status collapsed into it (§11.7.4),
+            # no residual.  Same PDU the general loop below builds, without its bookkeeping.
+            self._out.append(DataIn(True, False, False, False, True, status, task.lun_field, itt, RESERVED_TAG,
+                                    self._next_statsn(), self.expcmdsn, self.maxcmdsn, 0, 0, 0, b"",
+                                    data if send == len(data) else memoryview(data)[:send]))
+            return
         # Residuals (§11.4.5): against the write EDTL for write-type commands, else the read EDTL.
         if result.data_out_direction or (cmd.write and not cmd.read):
             expected = task.edtl

@@ -850,7 +850,9 @@ class PduFramer:
     """
 
     def __init__(self, max_data_segment: int = 0xFFFFFF) -> None:
-        self._buf = bytearray()
+        self._buf: bytes | bytearray = b""
+        """Received bytes: the ``bytes`` object as it came while nothing else is pending (sliced
+        without a copy into a bytearray first), a bytearray once a partial PDU has to be kept."""
         self._pos = 0
         self.header_digest = False
         self.data_digest = False
@@ -858,8 +860,12 @@ class PduFramer:
 
     def feed(self, data: Buffer) -> None:
         """Append received bytes."""
-        if self._pos and self._pos == len(self._buf):
-            self._buf.clear()
+        if self._pos == len(self._buf):
+            self._buf = data if isinstance(data, bytes) else bytes(data)
+            self._pos = 0
+            return
+        if isinstance(self._buf, bytes):
+            self._buf = bytearray(memoryview(self._buf)[self._pos:])
             self._pos = 0
         self._buf += data
 
@@ -890,19 +896,24 @@ class PduFramer:
             got = bytes(buf[pos + hdr_len:pos + hdr_len + 4])
             if digest_bytes(memoryview(buf)[pos:pos + hdr_len]) != got:
                 raise ProtocolError("header digest error", None)
-        bhs = bytes(buf[pos:pos + BHS_LEN])
-        ahs = bytes(buf[pos + BHS_LEN:pos + hdr_len])
+        # Slices of a bytes buffer are bytes already (one copy); of a bytearray, converted.
+        frozen = isinstance(buf, bytes)
+        bhs = buf[pos:pos + BHS_LEN]
+        ahs = buf[pos + BHS_LEN:pos + hdr_len] if total_ahs else b""
         dstart = pos + hdr_len + hd
-        data = bytes(buf[dstart:dstart + dsl])
+        data = buf[dstart:dstart + dsl] if dsl else b""
+        if not frozen:
+            bhs, ahs, data = bytes(bhs), bytes(ahs), bytes(data)
         ok = True
         if dd:
             got = bytes(buf[dstart + data_len:dstart + data_len + 4])
             ok = digest_bytes(memoryview(buf)[dstart:dstart + data_len]) == got
         self._pos = pos + need
-        if self._pos > 1 << 20 and self._pos * 2 > len(buf):
+        if not frozen and self._pos > 1 << 20 and self._pos * 2 > len(buf):
+            assert isinstance(buf, bytearray)
             del buf[:self._pos]  # compact so the buffer never grows without bound
             self._pos = 0
-        return RawPdu(bhs, ahs, data, ok)
+        return RawPdu(bytes(bhs), bytes(ahs), data, ok)
 
     def __iter__(self) -> Iterator[RawPdu]:
         while (raw := self.next()) is not None:

@@ -16,7 +16,7 @@ import os
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Any, Coroutine, Generator, Iterable
 
 import structlog
 
@@ -79,6 +79,7 @@ class _Conn:
                  result: LoginResult) -> None:
         self.conn = conn
         self.writer = writer
+        self.transport: asyncio.WriteTransport = writer.transport
         self.target = target
         self.result = result
         self.running: dict[int, asyncio.Task[None]] = {}
@@ -88,10 +89,109 @@ class _Conn:
         """ITTs of running commands whose work continues without them (SANITIZE): an abort cancels them."""
         self.header_digest = result.params.header_digest
         self.data_digest = result.params.data_digest
+        self.receiving = False
+        """Inside a data_received call: responses wait for the end of the batch (one send for all)."""
+        self.processing = False
+        """Inside _process: a nested call leaves the new events to the running loop over them."""
+        self.write_paused = False
+        self.writable: asyncio.Future[None] | None = None
+        """Resolved when the transport's write buffer drains below its low-water mark again."""
+        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        """Resolved when the socket is gone (closed by either side)."""
 
     @property
     def key(self) -> tuple[str, int, str]:
         return (self.result.initiator_name, self.result.isid, self.target.name if self.target else "")
+
+
+_NOT_YET: Any = object()
+
+
+class _Continue(Coroutine[Any, Any, None]):
+    """A coroutine already started by hand (:meth:`IscsiServer._start`), as a coroutine a Task runs.
+
+    Python 3.12's eager tasks, for 3.11: a command runs synchronously up to its first real
+    suspension; only then does it become a Task.  The Task's first ``send`` gets the future the
+    command is waiting on; everything after, cancellation included, goes to the command itself.
+    """
+
+    __slots__ = ("_coro", "_first")
+
+    def __init__(self, coro: Coroutine[Any, Any, None], first: Any) -> None:
+        self._coro = coro
+        self._first = first
+
+    def send(self, value: Any) -> Any:
+        first = self._first
+        if first is not _NOT_YET:
+            self._first = _NOT_YET
+            return first
+        return self._coro.send(value)
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+        self._first = _NOT_YET
+        return self._coro.throw(typ if val is None else val)
+
+    def close(self) -> None:
+        self._coro.close()
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        value = self.send(None)
+        while True:
+            try:
+                sent = yield value
+            except BaseException as exc:  # noqa: BLE001 - forwarded as it came
+                try:
+                    value = self.throw(exc)
+                except StopIteration:
+                    return
+            else:
+                try:
+                    value = self.send(sent)
+                except StopIteration:
+                    return
+
+
+class _FullFeatureProtocol(asyncio.Protocol):
+    """The socket's protocol once login is over: bytes go straight to the framer and the state
+    machine in ``data_received``, with no reader task to wake per segment (bench/README.md)."""
+
+    def __init__(self, server: IscsiServer, c: _Conn, framer: PduFramer) -> None:
+        self.server = server
+        self.c = c
+        self.framer = framer
+
+    def data_received(self, data: bytes) -> None:
+        self.server._on_data(self.c, self.framer, data)
+
+    def eof_received(self) -> bool:
+        self.c.conn.log.info("connection_closed_by_initiator")
+        return False  # the transport closes itself
+
+    def pause_writing(self) -> None:
+        # The initiator is not reading its Data-In: stop reading new commands until it does.
+        c = self.c
+        c.write_paused = True
+        c.transport.pause_reading()  # type: ignore[attr-defined]
+
+    def resume_writing(self) -> None:
+        c = self.c
+        c.write_paused = False
+        if not c.transport.is_closing():
+            c.transport.resume_reading()  # type: ignore[attr-defined]
+        if c.writable is not None and not c.writable.done():
+            c.writable.set_result(None)
+        c.writable = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        c = self.c
+        if exc is not None:
+            c.conn.log.info("connection_lost", error=str(exc) or type(exc).__name__)
+        c.write_paused = False
+        if c.writable is not None and not c.writable.done():
+            c.writable.set_result(None)
+        if not c.lost.done():
+            c.lost.set_result(None)
 
 
 class IscsiServer:
@@ -320,13 +420,29 @@ class IscsiServer:
             self._process(c)
 
     async def _full_feature(self, c: _Conn, reader: asyncio.StreamReader, framer: PduFramer) -> None:
+        """Hand the socket to :class:`_FullFeatureProtocol` and wait until it is gone."""
+        transport = c.transport
+        # Bytes the stream reader already holds beyond the login belong to the framer.
+        buffered: bytearray = getattr(reader, "_buffer", bytearray())
+        leftover = bytes(buffered)
+        buffered.clear()
+        transport.set_protocol(_FullFeatureProtocol(self, c, framer))
+        if getattr(reader, "_paused", False):
+            transport.resume_reading()  # type: ignore[attr-defined]
+        if transport.is_closing():
+            return
+        self._on_data(c, framer, leftover)
+        await c.lost
+
+    def _on_data(self, c: _Conn, framer: PduFramer, data: bytes) -> None:
+        """Frame and run everything that arrived; the responses produced meanwhile go out in one send."""
         conn = c.conn
-        while not conn.closed:
-            data = await reader.read(1 << 20)
-            if not data:
-                conn.log.info("connection_closed_by_initiator")
-                return
-            framer.feed(data)
+        if conn.closed:
+            return
+        framer.feed(data)
+        now = time.monotonic()
+        c.receiving = True
+        try:
             while not conn.closed:
                 try:
                     raw = framer.next()
@@ -336,37 +452,66 @@ class IscsiServer:
                     return
                 if raw is None:
                     break
-                conn.receive(raw, time.monotonic())
+                conn.receive(raw, now)
                 self._process(c)
-            await self._drain(c)
+        finally:
+            c.receiving = False
+        self._flush(c)
 
     async def _drain(self, c: _Conn) -> None:
-        try:
-            await c.writer.drain()
-        except ConnectionError:
-            self._close_conn(c, "write failed")
+        """Wait while the transport's write buffer is above its high-water mark."""
+        if c.write_paused and not c.transport.is_closing():
+            if c.writable is None:
+                c.writable = asyncio.get_running_loop().create_future()
+            await c.writable
 
     def _process(self, c: _Conn) -> None:
         """Act on the connection's events and write its output."""
-        for ev in c.conn.take_events():
-            if isinstance(ev, Execute):
-                task = asyncio.create_task(self._execute(c, ev))
-                c.running[ev.itt] = task
-                if c.target is not None and c.target.device_server.detaches_on_abort(ev.task.cdb):
-                    c.detachable.add(ev.itt)
-            elif isinstance(ev, TaskManagement):
-                # Keep a reference: the loop holds tasks only weakly.
-                tmf = asyncio.create_task(self._tmf(c, ev))
-                self._tmf_tasks.add(tmf)
-                tmf.add_done_callback(self._tmf_tasks.discard)
-            elif isinstance(ev, Close):
-                self._flush(c)
-                self._close_conn(c, ev.reason)
+        if c.processing:
+            return  # the loop below picks up what this call would have handled
+        c.processing = True
+        try:
+            while events := c.conn.take_events():
+                for ev in events:
+                    if isinstance(ev, Execute):
+                        self._start(c, ev)
+                    elif isinstance(ev, TaskManagement):
+                        # Keep a reference: the loop holds tasks only weakly.
+                        tmf = asyncio.create_task(self._tmf(c, ev))
+                        self._tmf_tasks.add(tmf)
+                        tmf.add_done_callback(self._tmf_tasks.discard)
+                    elif isinstance(ev, Close):
+                        self._flush(c)
+                        self._close_conn(c, ev.reason)
+        finally:
+            c.processing = False
+        if c.receiving:
+            return  # _on_data flushes once the whole batch is done
         # Coalesce: every response produced in this loop iteration goes out in one writelines
         # (one send) instead of one per completed command.
         if not c.flush_scheduled:
             c.flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._scheduled_flush, c)
+
+    def _start(self, c: _Conn, ev: Execute) -> None:
+        """Run the command now, up to its first real wait; only a command that waits (for the thread
+        pool, a range lock, a peer) costs a Task.  Page-cache reads and writes finish right here,
+        without even a coroutine (DeviceServer.execute_nowait)."""
+        ds = c.target.device_server if c.target else None
+        if ds is not None:
+            result = ds.execute_nowait(ev.task)
+            if result is not None:
+                c.conn.complete(ev.itt, result)
+                return
+            if ds.detaches_on_abort(ev.task.cdb):
+                c.detachable.add(ev.itt)
+        coro = self._execute(c, ev)
+        try:
+            first = coro.send(None)
+        except StopIteration:
+            return
+        # _execute's own finally takes it out of c.running when it ends.
+        c.running[ev.itt] = asyncio.ensure_future(_Continue(coro, first))
 
     def _scheduled_flush(self, c: _Conn) -> None:
         c.flush_scheduled = False
@@ -374,19 +519,26 @@ class IscsiServer:
 
     def _flush(self, c: _Conn) -> None:
         out = c.conn.take_output()
-        if not out or c.writer.is_closing():
+        if not out or c.transport.is_closing():
             return
         bufs: list[bytes | bytearray | memoryview] = []
         for pdu in out:
             bufs.extend(encode(pdu, c.header_digest, c.data_digest))
-        c.writer.writelines(bufs)
+        c.transport.writelines(bufs)
 
     def _close_conn(self, c: _Conn, reason: str) -> None:
-        if not c.writer.is_closing():
+        if not c.transport.is_closing():
             self._flush(c)  # what the connection still had to say (a TMF response, a Reject) goes first
             c.conn.log.info("connection_closing", reason=reason)
-            c.writer.close()
+            c.transport.close()
         c.conn.closed = True
+        if not c.running:
+            # The I_T nexus ends with the connection, before anything else is read from any socket:
+            # an initiator that got its Logout Response may count on its SPC-2 reservation being gone
+            # (SPC-4 §5.9.4) in its very next command on another session.
+            self._unregister(c)
+        if not c.lost.done():
+            c.lost.set_result(None)
 
     async def _execute(self, c: _Conn, ev: Execute) -> None:
         ds = c.target.device_server if c.target else None
@@ -409,11 +561,9 @@ class IscsiServer:
             c.detachable.discard(ev.itt)
         c.conn.complete(ev.itt, result)
         self._process(c)
-        if not c.running:
+        if not c.running and not c.receiving:
             # Nothing else in flight (queue depth 1): answer now rather than one loop turn later.
             self._flush(c)
-        if c.writer.transport.get_write_buffer_size() > (4 << 20):
-            await self._drain(c)
 
     @staticmethod
     async def _end_tasks(ends: list[tuple[_Conn, int]]) -> None:

@@ -1,0 +1,182 @@
+"""DeviceServer.execute_nowait (the READ/WRITE fast path) against DeviceServer.execute.
+
+The fast path must never change an answer: wherever it answers, the full path on an identical
+LU answers the same (status, data, sense, residual basis) and leaves the same bytes on the
+medium; wherever a check of the full path could matter it declines (returns None).
+"""
+from __future__ import annotations
+
+import asyncio
+import random
+import struct
+from pathlib import Path
+
+import pytest
+
+from sanlab.scsi.cdb import Opcode
+from sanlab.scsi.device_server import DeviceServer
+from sanlab.scsi.lu import LogicalUnit
+from sanlab.scsi.task import ScsiStatus, ScsiTask, TaskAttribute
+from sanlab.storage.volume import FileVolume
+from tests.scsi.helpers import BLOCKS, NX, NX2, cdb10, cdb16, make_lu, ready_server
+
+FAST_OPS = (Opcode.READ_10, Opcode.WRITE_10, Opcode.READ_16, Opcode.WRITE_16)
+
+
+def volume(lu: LogicalUnit) -> FileVolume:
+    assert isinstance(lu.volume, FileVolume)
+    return lu.volume
+
+
+def fill(lu: LogicalUnit, seed: int) -> None:
+    volume(lu).write_sync(0, random.Random(seed).randbytes(BLOCKS * 512))
+
+
+def random_task(rng: random.Random) -> ScsiTask:
+    op = rng.choice(FAST_OPS)
+    if rng.random() < 0.5:  # a plain command, as hosts send most of the time
+        blocks = rng.randrange(1, 17)
+        lba = rng.randrange(BLOCKS - blocks + 1)
+        flags = rng.choice([0, 0x10, 0x08])
+        if op in (Opcode.WRITE_10, Opcode.WRITE_16):
+            data = rng.randbytes(blocks * 512)
+            cdb = cdb10(op, lba, blocks, flags) if op == Opcode.WRITE_10 else cdb16(op, lba, blocks, flags)
+            return ScsiTask(NX, 0, cdb, data_out=data, write_edtl=len(data))
+        cdb = cdb10(op, lba, blocks, flags) if op == Opcode.READ_10 else cdb16(op, lba, blocks, flags)
+        return ScsiTask(NX, 0, cdb, expected_in_length=blocks * 512)
+    flags = rng.choice([0, 0, 0, 0x08, 0x10, 0x18, 0x20, 0x40, 0x01, 0x02, 0x04])
+    lba = rng.choice([0, 1, rng.randrange(BLOCKS), BLOCKS - 1, BLOCKS - 8, BLOCKS, BLOCKS + 3, 1 << 31])
+    blocks = rng.choice([0, 1, 2, 8, rng.randrange(1, 64), 1 << 15])
+    if op in (Opcode.READ_10, Opcode.WRITE_10):
+        cdb = struct.pack(">BBIBHB", op, flags, lba & 0xFFFFFFFF, rng.choice([0, 0, 0, 1, 0x20]), blocks & 0xFFFF,
+                          rng.choice([0, 0, 0, 0x04, 0x01, 0x80]))
+    else:
+        cdb = struct.pack(">BBQIBB", op, flags, lba, blocks, rng.choice([0, 0, 0, 3]), rng.choice([0, 0, 0x04]))
+    data = b""
+    if op in (Opcode.WRITE_10, Opcode.WRITE_16) and blocks < 256:
+        n = blocks + rng.choice([0, 0, 0, -1, 1])
+        data = rng.randbytes(max(n, 0) * 512 + rng.choice([0, 0, 0, 100]))
+    return ScsiTask(NX, 0, cdb, data_out=data, expected_in_length=blocks * 512, write_edtl=len(data))
+
+
+async def test_fast_answers_equal_the_full_path(tmp_path: Path) -> None:
+    a, b = make_lu(tmp_path, "a", thin=False), make_lu(tmp_path, "b", thin=False)
+    fill(a, 7)
+    fill(b, 7)
+    fast, full = await ready_server({0: a}), await ready_server({0: b})
+    rng = random.Random(2026)
+    answered = declined = 0
+    for _ in range(3000):
+        task = random_task(rng)
+        got = fast.execute_nowait(task)
+        want = await full.execute(task)
+        if got is None:
+            declined += 1
+            got = await fast.execute(task)
+        else:
+            answered += 1
+        assert got == want, (task.cdb.hex(), len(task.data_out), got, want)
+    assert volume(a).read_sync(0, BLOCKS) == volume(b).read_sync(0, BLOCKS)
+    # Both paths were exercised: plain commands answered fast, odd ones declined.
+    assert answered > 500 and declined > 500, (answered, declined)
+    await fast.close()
+    await full.close()
+
+
+@pytest.fixture
+async def ds(tmp_path: Path) -> DeviceServer:
+    lu = make_lu(tmp_path, thin=False)
+    fill(lu, 1)
+    return await ready_server({0: lu}, NX, NX2)
+
+
+def read10(lba: int = 8, blocks: int = 2, nexus: object = NX, attr: TaskAttribute = TaskAttribute.SIMPLE) -> ScsiTask:
+    return ScsiTask(NX if nexus is NX else NX2, 0, cdb10(Opcode.READ_10, lba, blocks), attr=attr,
+                    expected_in_length=blocks * 512)
+
+
+def write10(lba: int = 8, blocks: int = 2, flags: int = 0) -> ScsiTask:
+    data = bytes([0x5A]) * (blocks * 512)
+    return ScsiTask(NX, 0, cdb10(Opcode.WRITE_10, lba, blocks, flags), data_out=data, write_edtl=len(data))
+
+
+async def test_plain_read_and_write_are_answered(ds: DeviceServer) -> None:
+    w = ds.execute_nowait(write10())
+    assert w is not None and w.status == ScsiStatus.GOOD and w.transfer_length == 1024 and w.data_out_direction
+    r = ds.execute_nowait(read10())
+    assert r is not None and r.status == ScsiStatus.GOOD and bytes(r.data_in) == bytes([0x5A]) * 1024
+    r16 = ds.execute_nowait(ScsiTask(NX, 0, cdb16(Opcode.READ_16, 8, 2)))
+    assert r16 is not None and r16.data_in == r.data_in
+
+
+async def test_declines_a_pending_unit_attention(ds: DeviceServer) -> None:
+    ds.luns[0].add_ua(0x2A09)  # CAPACITY DATA HAS CHANGED for every nexus
+    assert ds.execute_nowait(read10()) is None
+    res = await ds.execute(read10())
+    assert res.status == ScsiStatus.CHECK_CONDITION and res.sense[2] == 0x06 and res.sense[12:14] == b"\x2a\x09"
+    assert ds.execute_nowait(read10()) is not None  # reported, cleared: fast again
+
+
+async def test_declines_while_a_reservation_is_held(ds: DeviceServer) -> None:
+    reserve6 = bytes([Opcode.RESERVE_6, 0, 0, 0, 0, 0])
+    assert (await ds.execute(ScsiTask(NX2, 0, reserve6))).status == ScsiStatus.GOOD
+    assert ds.execute_nowait(read10()) is None
+    assert (await ds.execute(read10())).status == ScsiStatus.RESERVATION_CONFLICT
+    assert ds.execute_nowait(read10(nexus=NX2)) is None  # even the holder goes the full way
+    release6 = bytes([Opcode.RELEASE_6, 0, 0, 0, 0, 0])
+    assert (await ds.execute(ScsiTask(NX2, 0, release6))).status == ScsiStatus.GOOD
+    assert ds.execute_nowait(read10()) is not None
+
+
+async def test_declines_task_attributes_other_than_simple_and_a_pending_ordered_task(ds: DeviceServer) -> None:
+    assert ds.execute_nowait(read10(attr=TaskAttribute.ORDERED)) is None
+    assert ds.execute_nowait(read10(attr=TaskAttribute.HEAD_OF_QUEUE)) is None
+    ts = ds.luns[0].task_set
+    entered, leave = asyncio.Event(), asyncio.Event()
+
+    async def ordered() -> None:
+        async with ts.enabled(TaskAttribute.ORDERED):
+            entered.set()
+            await leave.wait()
+
+    holder = asyncio.create_task(ordered())
+    await entered.wait()
+    assert not ts.open
+    assert ds.execute_nowait(read10()) is None  # must start after the ORDERED task
+    leave.set()
+    await holder
+    assert ts.open and ds.execute_nowait(read10()) is not None
+
+
+async def test_declines_what_the_lu_state_refuses(ds: DeviceServer) -> None:
+    lu = ds.luns[0]
+    for attr, value in (("sanitizing", True), ("medium_present", False), ("swp", True)):
+        setattr(lu, attr, value)
+        assert ds.execute_nowait(write10()) is None, attr
+        assert (await ds.execute(write10())).status == ScsiStatus.CHECK_CONDITION, attr
+        setattr(lu, attr, not value)
+    lu.wce = False  # write-through: every write is forced to the medium, a wait
+    assert ds.execute_nowait(write10()) is None
+    lu.wce = True
+    assert ds.execute_nowait(write10(flags=0x08)) is None  # FUA
+
+
+async def test_declines_a_readonly_lu(tmp_path: Path) -> None:
+    make_lu(tmp_path, "ro").volume  # create the file
+    ro = make_lu(tmp_path, "ro", readonly=True)
+    server = await ready_server({0: ro})
+    assert server.execute_nowait(write10()) is None
+    res = await server.execute(write10())
+    assert res.status == ScsiStatus.CHECK_CONDITION and res.sense[2] == 0x07  # DATA PROTECT
+    assert server.execute_nowait(read10()) is not None
+
+
+async def test_declines_a_range_with_an_operation_in_flight(ds: DeviceServer) -> None:
+    vol = volume(ds.luns[0])
+    async with vol.range_lock.hold(8, 4):  # e.g. a COMPARE AND WRITE waiting for the thread pool
+        assert ds.execute_nowait(write10(lba=10, blocks=1)) is None
+        assert ds.execute_nowait(read10(lba=9, blocks=1)) is None
+        assert ds.execute_nowait(write10(lba=12, blocks=1)) is not None  # next to it, not over it
+    async with vol.range_lock.hold(8, 4, exclusive=False):  # a read in flight: reads share it
+        assert ds.execute_nowait(read10(lba=9, blocks=1)) is not None
+        assert ds.execute_nowait(write10(lba=9, blocks=1)) is None
