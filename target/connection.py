@@ -123,7 +123,8 @@ class _Task:
     lun: int
     cmd: ScsiCommand
     edtl: int
-    buf: bytearray | None
+    buf: bytearray | bytes | None
+    """Data-Out as it arrives; the immediate data itself when that is all of it (no copy)."""
     received: int = 0
     unsolicited_end: int = 0
     unsolicited_next: int = 0
@@ -238,7 +239,7 @@ class TargetConnection:
                 self._close(f"protocol error: {exc}")
 
     def _receive(self, raw: RawPdu) -> None:
-        op = raw.opcode
+        op = raw.bhs[0] & 0x3F
         if op == Opcode.SCSI_DATA_OUT:
             self._data_out(raw)
             return
@@ -258,10 +259,11 @@ class TargetConnection:
             if not raw.immediate:
                 self._consume_cmdsn(int.from_bytes(raw.bhs[24:28], "big"))
             return
-        if raw.immediate:
+        bhs = raw.bhs
+        if bhs[0] & 0x40:  # immediate delivery (I bit)
             self._dispatch(raw)
             return
-        cmdsn = int.from_bytes(raw.bhs[24:28], "big")
+        cmdsn = (bhs[24] << 24) | (bhs[25] << 16) | (bhs[26] << 8) | bhs[27]
         if cmdsn == self.expcmdsn:
             self.expcmdsn = sn_add(cmdsn, 1)
             self._dispatch(raw, cmdsn)
@@ -368,11 +370,14 @@ class TargetConnection:
             self._fail_task(_Task(itt=itt, cmdsn=pdu.cmdsn, lun_field=pdu.lun, lun=-1, cmd=pdu, edtl=0, buf=None),
                             _EDTL_TOO_LARGE_SENSE)
             return
+        whole = imm == wlen and pdu.final and isinstance(pdu.data, bytes)
         task = _Task(itt=itt, cmdsn=pdu.cmdsn, lun_field=pdu.lun, lun=lun, cmd=pdu, edtl=wlen,
-                     buf=bytearray(wlen) if wlen else None)
+                     buf=(pdu.data if whole else bytearray(wlen)) if wlen else None)
         if imm:
             assert task.buf is not None
-            task.buf[:imm] = pdu.data
+            if not whole:
+                assert isinstance(task.buf, bytearray)
+                task.buf[:imm] = pdu.data
             task.received = imm
         # Unsolicited region: immediate data plus, when F=0, Data-Out up to FirstBurstLength (§4.2.5.2).
         task.unsolicited_end = imm if pdu.final else min(p.first_burst_length, wlen)
@@ -466,7 +471,7 @@ class TargetConnection:
                     return
                 del task.r2ts[r2t.ttt]
                 self._ttt_to_itt.pop(r2t.ttt, None)
-        assert task.buf is not None
+        assert isinstance(task.buf, bytearray)  # Data-Out is only taken while some is still missing
         task.buf[off:off + n] = pdu.data
         task.received += n
         if pdu.target_transfer_tag != RESERVED_TAG and pdu.final:

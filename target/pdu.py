@@ -240,7 +240,8 @@ class ScsiCommand(Pdu):
     @classmethod
     def from_bhs(cls, b: Buffer, ahs: bytes, data: Buffer) -> "ScsiCommand":
         b0, b1, _, _, lun, itt, edtl, cmdsn, expstatsn, cdb = cls.LAYOUT.unpack_from(b)
-        return cls(bool(b0 & I_BIT), bool(b1 & F_BIT), bool(b1 & 0x40), bool(b1 & 0x20), b1 & 7,
+        # Comparisons rather than bool() calls: one of these per SCSI command.
+        return cls(b0 & I_BIT != 0, b1 & F_BIT != 0, b1 & 0x40 != 0, b1 & 0x20 != 0, b1 & 7,
                    lun, itt, edtl, cmdsn, expstatsn, cdb, ahs, data)
 
     def full_cdb(self) -> bytes:
@@ -821,15 +822,19 @@ def encode(pdu: Pdu, header_digest: bool = False, data_digest: bool = False) -> 
         raise ValueError("AHS must be padded to 4 bytes")
     if len(data) > 0xFFFFFF:
         raise ValueError("data segment longer than 2^24-1 bytes")
-    header = pdu.bhs() + ahs
+    header = pdu.bhs() + ahs if ahs else pdu.bhs()
     if header_digest:
         header += digest_bytes(header)
     if not data:
         return [header]
-    tail = bytes(pad_len(len(data)))
+    tail = _PADDING[-len(data) & 3]
     if data_digest:
         tail += digest_bytes(data, tail)
     return [header, data, tail] if tail else [header, data]
+
+
+_PADDING = (b"", bytes(1), bytes(2), bytes(3))
+"""Pad bytes by pad length (:func:`pad_len`), shared: :func:`encode` runs for every PDU sent."""
 
 
 def encode_bytes(pdu: Pdu, header_digest: bool = False, data_digest: bool = False) -> bytes:
@@ -882,13 +887,13 @@ class PduFramer:
         if avail < BHS_LEN:
             return None
         total_ahs = buf[pos + 4] * 4
-        dsl = int.from_bytes(buf[pos + 5:pos + 8], "big")
+        dsl = (buf[pos + 5] << 16) | (buf[pos + 6] << 8) | buf[pos + 7]
         if dsl > self.max_data_segment:
             raise ProtocolError(f"DataSegmentLength {dsl} exceeds {self.max_data_segment}", None)
         hdr_len = BHS_LEN + total_ahs
         hd = 4 if self.header_digest else 0
         dd = 4 if (self.data_digest and dsl) else 0
-        data_len = dsl + pad_len(dsl)
+        data_len = dsl + (-dsl & 3)  # pad_len, inline: this runs for every PDU
         need = hdr_len + hd + data_len + dd
         if avail < need:
             return None
@@ -913,7 +918,7 @@ class PduFramer:
             assert isinstance(buf, bytearray)
             del buf[:self._pos]  # compact so the buffer never grows without bound
             self._pos = 0
-        return RawPdu(bytes(bhs), bytes(ahs), data, ok)
+        return RawPdu(bhs, ahs, data, ok)  # type: ignore[arg-type]  # bytes on both branches above
 
     def __iter__(self) -> Iterator[RawPdu]:
         while (raw := self.next()) is not None:
