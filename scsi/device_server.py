@@ -20,6 +20,7 @@ CONDITION here with sense in the LU's format (D_SENSE).  A
 """
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Awaitable, Callable
@@ -286,10 +287,11 @@ class DeviceServer:
 
     # --- execution -------------------------------------------------------------------------------------
 
-    def execute_nowait(self, task: ScsiTask) -> ScsiResult | None:
-        """The answer to a plain READ/WRITE that can be given without waiting, or None: then
-        :meth:`execute` runs it.  Most of a host's commands are these; answering them here costs
-        no coroutine, no task and no thread (bench/README.md).
+    def execute_nowait(self, task: ScsiTask) -> ScsiResult | asyncio.Future[ScsiResult] | None:
+        """The answer to a plain READ/WRITE, or None: then :meth:`execute` runs it.  Most of a
+        host's commands are these; a page-cache hit is answered here and now (no coroutine, no
+        task, no thread), one that must wait for the disk gets a future of its answer (the thread
+        pool, still no coroutine) (bench/README.md).
 
         Taken only when none of the checks of :meth:`_execute` could change the outcome: the LU
         exists with its medium, is not sanitizing or software write protected, no unit attention
@@ -304,9 +306,34 @@ class DeviceServer:
                 or lu.swp or lu.pending_ua(task.nexus) or reservations.held(self, lu)):
             return None
         try:
-            return sbc.read_write_nowait(lu, task, lu.nowait_volume)
+            result = sbc.read_write_nowait(lu, task, lu.nowait_volume)
         except VolumeError:
             return None  # the full path tries again and reports it as a MEDIUM ERROR
+        if not isinstance(result, asyncio.Future):
+            return result
+        # Started and waiting: an ORDERED task arriving meanwhile must wait for it (SAM-5 §8.6).
+        ts = lu.task_set
+        ts.start_now(task.attr)
+        out: asyncio.Future[ScsiResult] = result.get_loop().create_future()
+        writes = task.cdb[0] in (Opcode.WRITE_10, Opcode.WRITE_16)
+
+        def done(f: asyncio.Future[ScsiResult]) -> None:
+            ts.stopped()
+            if f.cancelled():
+                out.cancel()
+            elif isinstance(exc := f.exception(), VolumeError):
+                # As _execute reports a VolumeError: MEDIUM ERROR, WRITE ERROR for a write.
+                self.log.error("volume_error", lun=task.lun, cdb=bytes(task.cdb[:16]).hex(), error=str(exc))
+                out.set_result(ScsiResult(status=ScsiStatus.CHECK_CONDITION, sense=build_sense(
+                    SenseKey.MEDIUM_ERROR, Asc.WRITE_ERROR if writes else Asc.UNRECOVERED_READ_ERROR,
+                    descriptor=lu.d_sense), data_out_direction=writes))
+            elif exc is not None:
+                out.set_exception(exc)
+            else:
+                out.set_result(f.result())
+
+        result.add_done_callback(done)
+        return out
 
     async def execute(self, task: ScsiTask) -> ScsiResult:
         """Run one command and return its status, data and sense; it starts when its task attribute

@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Callable, Protocol, runtime_checkable
+from typing import Callable, Protocol, TypeVar, runtime_checkable
 
 import structlog
 
@@ -150,6 +150,9 @@ async def grow_volume(volume: Volume, num_blocks: int) -> None:
     await volume.grow(num_blocks)
 
 
+T = TypeVar("T")
+
+
 @runtime_checkable
 class NowaitIO(Protocol):
     """A volume that can sometimes finish a read or write without waiting (optional beside
@@ -163,6 +166,15 @@ class NowaitIO(Protocol):
 
     def write_nowait(self, lba: int, data: bytes | bytearray | memoryview) -> bool:
         """Write (not forced unit access) done, or False when it would wait."""
+        ...
+
+    def read_pooled(self, lba: int, nblocks: int) -> asyncio.Future[bytes] | None:
+        """The read started where it may wait (a thread), holding its range until it ends; None
+        when it cannot start at once (an overlapping operation holds the range)."""
+        ...
+
+    def write_pooled(self, lba: int, data: bytes | bytearray | memoryview) -> asyncio.Future[None] | None:
+        """The write (not forced unit access) started where it may wait; None as for read_pooled."""
         ...
 
 
@@ -225,6 +237,18 @@ class RangeLock:
             return False
         end = lba + max(nblocks, 1)
         return any(h.start < end and lba < h.end and (exclusive or h.exclusive) for h in self._holders)
+
+    def take(self, lba: int, nblocks: int, *, exclusive: bool = True) -> _Holder:
+        """Hold the range at once, without an ``async with``: only when :meth:`would_wait` says
+        False.  The caller ends it with :meth:`give_back` (e.g. from a future's done callback)."""
+        me = _Holder(lba, lba + max(nblocks, 1), exclusive)
+        self._holders.append(me)
+        return me
+
+    def give_back(self, holder: _Holder) -> None:
+        """End a hold started by :meth:`take`."""
+        holder.done.set()
+        self._holders.remove(holder)
 
     @property
     def busy(self) -> int:
@@ -692,6 +716,27 @@ class FileVolume:
                 or self.range_lock.would_wait(lba, len(data) // bs)):
             return False
         return self._write_nowait(lba, data) == len(data)
+
+    def read_pooled(self, lba: int, nblocks: int) -> asyncio.Future[bytes] | None:
+        """:meth:`read` in the thread pool, started now, holding the range from now until it ends;
+        None when the range is held by an overlapping write (then :meth:`read` queues for it)."""
+        return self._pooled(lba, nblocks, False, self.read_sync, lba, nblocks)
+
+    def write_pooled(self, lba: int, data: bytes | bytearray | memoryview) -> asyncio.Future[None] | None:
+        """:meth:`write` (not FUA) in the thread pool, started now; None as for :meth:`read_pooled`."""
+        if self.readonly or len(data) % self._block_size:
+            return None
+        return self._pooled(lba, len(data) // self._block_size, True, self.write_sync, lba, data, False)
+
+    def _pooled(self, lba: int, nblocks: int, exclusive: bool, fn: Callable[..., T],
+                *args: object) -> asyncio.Future[T] | None:
+        lock = self.range_lock
+        if lock.would_wait(lba, nblocks, exclusive=exclusive):
+            return None
+        holder = lock.take(lba, nblocks, exclusive=exclusive)
+        fut = asyncio.get_running_loop().run_in_executor(_IO_POOL, fn, *args)
+        fut.add_done_callback(lambda _f: lock.give_back(holder))
+        return fut
 
     async def read(self, lba: int, nblocks: int) -> bytes:
         async with self.range_lock.hold(lba, nblocks, exclusive=False):

@@ -370,9 +370,12 @@ class TargetConnection:
             self._fail_task(_Task(itt=itt, cmdsn=pdu.cmdsn, lun_field=pdu.lun, lun=-1, cmd=pdu, edtl=0, buf=None),
                             _EDTL_TOO_LARGE_SENSE)
             return
-        whole = imm == wlen and pdu.final and isinstance(pdu.data, bytes)
-        task = _Task(itt=itt, cmdsn=pdu.cmdsn, lun_field=pdu.lun, lun=lun, cmd=pdu, edtl=wlen,
-                     buf=(pdu.data if whole else bytearray(wlen)) if wlen else None)
+        imm_data = pdu.data
+        whole = isinstance(imm_data, bytes) and imm == wlen and pdu.final
+        buf: bytearray | bytes | None = None
+        if wlen:
+            buf = imm_data if isinstance(imm_data, bytes) and whole else bytearray(wlen)
+        task = _Task(itt=itt, cmdsn=pdu.cmdsn, lun_field=pdu.lun, lun=lun, cmd=pdu, edtl=wlen, buf=buf)
         if imm:
             assert task.buf is not None
             if not whole:

@@ -82,7 +82,8 @@ class _Conn:
         self.transport: asyncio.WriteTransport = writer.transport
         self.target = target
         self.result = result
-        self.running: dict[int, asyncio.Task[None]] = {}
+        self.running: dict[int, asyncio.Future[Any]] = {}
+        """Commands waiting for something (a Task, or a fast-path command's future): ITT → it."""
         self.closed = asyncio.Event()
         self.flush_scheduled = False
         self.detachable: set[int] = set()
@@ -500,6 +501,11 @@ class IscsiServer:
         ds = c.target.device_server if c.target else None
         if ds is not None:
             result = ds.execute_nowait(ev.task)
+            if isinstance(result, asyncio.Future):
+                # Waiting for the disk in the thread pool: answered from the future's callback.
+                c.running[ev.itt] = result
+                result.add_done_callback(functools.partial(self._pooled_done, c, ev.itt))
+                return
             if result is not None:
                 c.conn.complete(ev.itt, result)
                 return
@@ -539,6 +545,24 @@ class IscsiServer:
             self._unregister(c)
         if not c.lost.done():
             c.lost.set_result(None)
+
+    def _pooled_done(self, c: _Conn, itt: int, fut: asyncio.Future[ScsiResult]) -> None:
+        """A fast-path command that waited in the thread pool has its answer (see _start)."""
+        if c.running.get(itt) is fut:
+            del c.running[itt]
+        if fut.cancelled():
+            return  # as a cancelled _execute: no answer (the connection is going away)
+        exc = fut.exception()
+        if exc is not None:
+            c.conn.log.error("scsi_execute_failed", itt=itt, error=repr(exc))
+            result = ScsiResult(status=ScsiStatus.CHECK_CONDITION,
+                                sense=build_sense(SenseKey.HARDWARE_ERROR, 0x4400, descriptor=False))
+        else:
+            result = fut.result()
+        c.conn.complete(itt, result)
+        self._process(c)
+        if not c.running and not c.receiving:
+            self._flush(c)  # nothing else in flight: answer now rather than one loop turn later
 
     async def _execute(self, c: _Conn, ev: Execute) -> None:
         ds = c.target.device_server if c.target else None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import random
 import struct
+import threading
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from sanlab.scsi.cdb import Opcode
 from sanlab.scsi.device_server import DeviceServer
 from sanlab.scsi.lu import LogicalUnit
 from sanlab.scsi.task import ScsiStatus, ScsiTask, TaskAttribute
-from sanlab.storage.volume import FileVolume
+from sanlab.storage.volume import FileVolume, VolumeError
 from tests.scsi.helpers import BLOCKS, NX, NX2, cdb10, cdb16, make_lu, ready_server
 
 FAST_OPS = (Opcode.READ_10, Opcode.WRITE_10, Opcode.READ_16, Opcode.WRITE_16)
@@ -59,10 +60,16 @@ def random_task(rng: random.Random) -> ScsiTask:
     return ScsiTask(NX, 0, cdb, data_out=data, expected_in_length=blocks * 512, write_edtl=len(data))
 
 
-async def test_fast_answers_equal_the_full_path(tmp_path: Path) -> None:
+@pytest.mark.parametrize("cache", ["hit", "miss"])
+async def test_fast_answers_equal_the_full_path(tmp_path: Path, cache: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """hit: the page cache has everything (answered at once); miss: every transfer would wait, so
+    the fast path starts it in the thread pool and answers through a future."""
     a, b = make_lu(tmp_path, "a", thin=False), make_lu(tmp_path, "b", thin=False)
     fill(a, 7)
     fill(b, 7)
+    if cache == "miss":
+        monkeypatch.setattr(volume(a), "read_nowait", lambda lba, n: None)
+        monkeypatch.setattr(volume(a), "write_nowait", lambda lba, data: False)
     fast, full = await ready_server({0: a}), await ready_server({0: b})
     rng = random.Random(2026)
     answered = declined = 0
@@ -75,6 +82,9 @@ async def test_fast_answers_equal_the_full_path(tmp_path: Path) -> None:
             got = await fast.execute(task)
         else:
             answered += 1
+            if cache == "miss":
+                assert isinstance(got, asyncio.Future)
+                got = await got
         assert got == want, (task.cdb.hex(), len(task.data_out), got, want)
     assert volume(a).read_sync(0, BLOCKS) == volume(b).read_sync(0, BLOCKS)
     # Both paths were exercised: plain commands answered fast, odd ones declined.
@@ -180,3 +190,53 @@ async def test_declines_a_range_with_an_operation_in_flight(ds: DeviceServer) ->
     async with vol.range_lock.hold(8, 4, exclusive=False):  # a read in flight: reads share it
         assert ds.execute_nowait(read10(lba=9, blocks=1)) is not None
         assert ds.execute_nowait(write10(lba=9, blocks=1)) is None
+
+
+async def test_a_read_waiting_for_the_disk_holds_its_place(ds: DeviceServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fast-path read started in the thread pool counts as running (an ORDERED task waits for it)
+    and holds its range shared (a write over it waits; COMPARE AND WRITE stays atomic)."""
+    lu = ds.luns[0]
+    vol = volume(lu)
+    monkeypatch.setattr(vol, "read_nowait", lambda lba, n: None)
+    gate = threading.Event()
+    real = vol.read_sync
+
+    def slow_read(lba: int, n: int) -> bytes:
+        gate.wait(5)
+        return real(lba, n)
+
+    monkeypatch.setattr(vol, "read_sync", slow_read)
+    pending = ds.execute_nowait(read10(lba=8, blocks=2))
+    assert isinstance(pending, asyncio.Future)
+    assert lu.task_set.running == 1
+    assert vol.range_lock.would_wait(9, 1, exclusive=True)
+    assert ds.execute_nowait(write10(lba=9, blocks=1)) is None  # queues behind the read instead
+    ordered = asyncio.create_task(ds.execute(ScsiTask(NX, 0, bytes(6), attr=TaskAttribute.ORDERED)))
+    await asyncio.sleep(0.05)
+    assert not ordered.done()
+    gate.set()
+    res = await pending
+    assert res.status == ScsiStatus.GOOD and bytes(res.data_in) == real(8, 2)
+    assert (await ordered).status == ScsiStatus.GOOD
+    assert lu.task_set.running == 0 and not vol.range_lock.busy
+
+
+async def test_a_disk_error_in_the_thread_pool_is_a_medium_error(ds: DeviceServer,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    vol = volume(ds.luns[0])
+    # Nothing in the page cache and writes throttled: both paths go to the thread pool.
+    monkeypatch.setattr(vol, "_read_nowait", lambda lba, n: None)
+    monkeypatch.setattr(vol, "_write_nowait", lambda lba, data: 0)
+
+    def fail(*_a: object) -> None:
+        raise VolumeError("injected EIO")
+
+    monkeypatch.setattr(vol, "read_sync", fail)
+    monkeypatch.setattr(vol, "write_sync", fail)
+    for task, asc in ((read10(), b"\x11\x00"), (write10(), b"\x0c\x00")):
+        pending = ds.execute_nowait(task)
+        assert isinstance(pending, asyncio.Future)
+        res = await pending
+        want = await ds.execute(task)  # the full path meets the same failure
+        assert res == want
+        assert res.status == ScsiStatus.CHECK_CONDITION and res.sense[2] == 0x03 and res.sense[12:14] == asc
