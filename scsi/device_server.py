@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 import structlog
 
@@ -309,30 +309,26 @@ class DeviceServer:
             result = sbc.read_write_nowait(lu, task, lu.nowait_volume)
         except VolumeError:
             return None  # the full path tries again and reports it as a MEDIUM ERROR
-        if not isinstance(result, asyncio.Future):
+        if not isinstance(result, sbc.Pending):
             return result
         # Started and waiting: an ORDERED task arriving meanwhile must wait for it (SAM-5 §8.6).
         ts = lu.task_set
         ts.start_now(task.attr)
-        out: asyncio.Future[ScsiResult] = result.get_loop().create_future()
-        writes = task.cdb[0] in (Opcode.WRITE_10, Opcode.WRITE_16)
+        out: asyncio.Future[ScsiResult] = result.io.get_loop().create_future()
 
-        def done(f: asyncio.Future[ScsiResult]) -> None:
+        def done(f: asyncio.Future[Any]) -> None:
             ts.stopped()
             if f.cancelled():
                 out.cancel()
             elif isinstance(exc := f.exception(), VolumeError):
-                # As _execute reports a VolumeError: MEDIUM ERROR, WRITE ERROR for a write.
-                self.log.error("volume_error", lun=task.lun, cdb=bytes(task.cdb[:16]).hex(), error=str(exc))
-                out.set_result(ScsiResult(status=ScsiStatus.CHECK_CONDITION, sense=build_sense(
-                    SenseKey.MEDIUM_ERROR, Asc.WRITE_ERROR if writes else Asc.UNRECOVERED_READ_ERROR,
-                    descriptor=lu.d_sense), data_out_direction=writes))
+                asc = Asc.WRITE_ERROR if result.writes else Asc.UNRECOVERED_READ_ERROR
+                out.set_result(self._medium_error(task, exc, asc, lu.d_sense, result.writes))
             elif exc is not None:
                 out.set_exception(exc)
             else:
-                out.set_result(f.result())
+                out.set_result(result.answer(f.result()))
 
-        result.add_done_callback(done)
+        result.io.add_done_callback(done)
         return out
 
     async def execute(self, task: ScsiTask) -> ScsiResult:
@@ -379,11 +375,17 @@ class DeviceServer:
         except ScsiError as exc:
             return ScsiResult(status=ScsiStatus.CHECK_CONDITION, sense=exc.sense(descriptor))
         except VolumeError as exc:
-            self.log.error("volume_error", lun=task.lun, cdb=cdb[:16].hex(), error=str(exc))
             asc = spec.medium_error if spec is not None else Asc.UNRECOVERED_READ_ERROR
-            return ScsiResult(status=ScsiStatus.CHECK_CONDITION,
-                              sense=build_sense(SenseKey.MEDIUM_ERROR, asc, descriptor=descriptor),
-                              data_out_direction=spec is not None and spec.data_out)
+            return self._medium_error(task, exc, asc, descriptor, spec is not None and spec.data_out)
+
+    def _medium_error(self, task: ScsiTask, exc: VolumeError, asc: Asc, descriptor: bool,
+                      data_out: bool) -> ScsiResult:
+        """The answer to a command whose volume I/O failed: MEDIUM ERROR with ``asc`` (UNRECOVERED
+        READ ERROR, or WRITE ERROR for commands that store data), logged."""
+        self.log.error("volume_error", lun=task.lun, cdb=bytes(task.cdb[:16]).hex(), error=str(exc))
+        return ScsiResult(status=ScsiStatus.CHECK_CONDITION,
+                          sense=build_sense(SenseKey.MEDIUM_ERROR, asc, descriptor=descriptor),
+                          data_out_direction=data_out)
 
 
 # Command families in their own modules register themselves (register() above) when imported; the

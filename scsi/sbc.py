@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
-from typing import Callable, TypeVar
+from typing import Any, Callable, NamedTuple
 
 from sanlab.scsi.cdb import (
     _RW10, _RW16, TRANSFER_LENGTH_OFFSET, Opcode, ReadCapacityCdb, ReadWriteCdb, SynchronizeCacheCdb,
@@ -18,8 +18,6 @@ from sanlab.scsi.sense import Asc, ScsiError, SenseKey, invalid_field
 from sanlab.scsi.spc import lbprz, max_transfer_blocks, thin_provisioned
 from sanlab.scsi.task import ScsiResult, ScsiTask
 from sanlab.storage.volume import NowaitIO
-
-T = TypeVar("T")
 
 READ_CAPACITY_10_DATA = struct.Struct(">II")
 """RETURNED LOGICAL BLOCK ADDRESS, LOGICAL BLOCK LENGTH IN BYTES (SBC-3 §5.15.2)."""
@@ -152,12 +150,21 @@ _FAST_FLAGS_WRITE = 0x10
 """DPO: a FUA write must reach the disk before GOOD, which is a wait."""
 
 
-def read_write_nowait(lu: LogicalUnit, task: ScsiTask,
-                      volume: NowaitIO) -> ScsiResult | asyncio.Future[ScsiResult] | None:
+class Pending(NamedTuple):
+    """A fast-path transfer that had to wait: started in the volume's thread pool."""
+
+    io: asyncio.Future[Any]
+    """The transfer; fails with its VolumeError."""
+    answer: Callable[[Any], ScsiResult]
+    """The command's answer from the transfer's result."""
+    writes: bool
+
+
+def read_write_nowait(lu: LogicalUnit, task: ScsiTask, volume: NowaitIO) -> ScsiResult | Pending | None:
     """READ/WRITE(10)/(16) done on the spot — or, when only the data transfer would wait (page
-    cache miss, dirty-page throttling), started in the volume's thread pool and answered by the
-    returned future — or None: then the full handler (:func:`read`, :func:`write`) runs and
-    gives the answer, sense data included.  The future fails with the VolumeError of the I/O.
+    cache miss, dirty-page throttling), started in the volume's thread pool (:class:`Pending`) —
+    or None: then the full handler (:func:`read`, :func:`write`) runs and gives the answer,
+    sense data included.
 
     Only the plain case is taken: no protection, RELADR, group number or CONTROL bits, a
     transfer within range and limits, Data-Out exactly as long as the CDB says, a write-back
@@ -187,28 +194,11 @@ def read_write_nowait(lu: LogicalUnit, task: ScsiTask,
         if volume.write_nowait(lba, task.data_out):
             return ScsiResult(transfer_length=length, data_out_direction=True)
         written = volume.write_pooled(lba, task.data_out)
-        return None if written is None else _then(written, lambda _: ScsiResult(transfer_length=length,
-                                                                                 data_out_direction=True))
+        return None if written is None else Pending(
+            written, lambda _: ScsiResult(transfer_length=length, data_out_direction=True), True)
     data = volume.read_nowait(lba, blocks)
     if data is not None:
         return ScsiResult(data_in=data, transfer_length=length)
     read = volume.read_pooled(lba, blocks)
-    return None if read is None else _then(read, lambda got: ScsiResult(data_in=got, transfer_length=length))
+    return None if read is None else Pending(read, lambda got: ScsiResult(data_in=got, transfer_length=length), False)
 
-
-def _then(fut: asyncio.Future[T], make: Callable[[T], ScsiResult]) -> asyncio.Future[ScsiResult]:
-    """A future of ``make(result)`` of ``fut``, failing as ``fut`` fails (no coroutine, no Task)."""
-    out: asyncio.Future[ScsiResult] = fut.get_loop().create_future()
-
-    def done(f: asyncio.Future[T]) -> None:
-        if out.done():
-            return
-        if f.cancelled():
-            out.cancel()
-        elif (exc := f.exception()) is not None:
-            out.set_exception(exc)
-        else:
-            out.set_result(make(f.result()))
-
-    fut.add_done_callback(done)
-    return out

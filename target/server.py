@@ -78,7 +78,6 @@ class _Conn:
     def __init__(self, conn: TargetConnection, writer: asyncio.StreamWriter, target: Target | None,
                  result: LoginResult) -> None:
         self.conn = conn
-        self.writer = writer
         self.transport: asyncio.WriteTransport = writer.transport
         self.target = target
         self.result = result
@@ -151,6 +150,13 @@ class _Continue(Coroutine[Any, Any, None]):
                     value = self.send(sent)
                 except StopIteration:
                     return
+
+
+def _internal_failure() -> ScsiResult:
+    """What a command gets when the device server itself failed: HARDWARE ERROR, INTERNAL TARGET
+    FAILURE (44h/00h, SPC-4 annex D)."""
+    return ScsiResult(status=ScsiStatus.CHECK_CONDITION,
+                      sense=build_sense(SenseKey.HARDWARE_ERROR, 0x4400, descriptor=False))
 
 
 class _FullFeatureProtocol(asyncio.Protocol):
@@ -555,14 +561,17 @@ class IscsiServer:
         exc = fut.exception()
         if exc is not None:
             c.conn.log.error("scsi_execute_failed", itt=itt, error=repr(exc))
-            result = ScsiResult(status=ScsiStatus.CHECK_CONDITION,
-                                sense=build_sense(SenseKey.HARDWARE_ERROR, 0x4400, descriptor=False))
+            self._finish(c, itt, _internal_failure())
         else:
-            result = fut.result()
+            self._finish(c, itt, fut.result())
+
+    def _finish(self, c: _Conn, itt: int, result: ScsiResult) -> None:
+        """Answer a command that ended after a wait (outside the batch it arrived in)."""
         c.conn.complete(itt, result)
         self._process(c)
         if not c.running and not c.receiving:
-            self._flush(c)  # nothing else in flight: answer now rather than one loop turn later
+            # Nothing else in flight (queue depth 1): answer now rather than one loop turn later.
+            self._flush(c)
 
     async def _execute(self, c: _Conn, ev: Execute) -> None:
         ds = c.target.device_server if c.target else None
@@ -577,17 +586,11 @@ class IscsiServer:
             result = ScsiResult(status=ScsiStatus.TASK_ABORTED)
         except Exception:  # noqa: BLE001 - the device server must not crash the connection
             c.conn.log.exception("scsi_execute_failed", itt=ev.itt, cdb=bytes(ev.task.cdb).hex())
-            # HARDWARE ERROR, INTERNAL TARGET FAILURE (44h/00h)
-            result = ScsiResult(status=ScsiStatus.CHECK_CONDITION,
-                                sense=build_sense(SenseKey.HARDWARE_ERROR, 0x4400, descriptor=False))
+            result = _internal_failure()
         finally:
             c.running.pop(ev.itt, None)
             c.detachable.discard(ev.itt)
-        c.conn.complete(ev.itt, result)
-        self._process(c)
-        if not c.running and not c.receiving:
-            # Nothing else in flight (queue depth 1): answer now rather than one loop turn later.
-            self._flush(c)
+        self._finish(c, ev.itt, result)
 
     @staticmethod
     async def _end_tasks(ends: list[tuple[_Conn, int]]) -> None:

@@ -84,6 +84,8 @@ async def test_fast_answers_equal_the_full_path(tmp_path: Path, cache: str, monk
             answered += 1
             if cache == "miss":
                 assert isinstance(got, asyncio.Future)
+            if isinstance(got, asyncio.Future):
+                # Also with a warm cache a write may wait: the page cache throttles dirty pages.
                 got = await got
         assert got == want, (task.cdb.hex(), len(task.data_out), got, want)
     assert volume(a).read_sync(0, BLOCKS) == volume(b).read_sync(0, BLOCKS)
