@@ -879,6 +879,17 @@ class PduFramer:
         """Bytes received but not yet framed."""
         return len(self._buf) - self._pos
 
+    @property
+    def pending_opcode(self) -> int | None:
+        """The opcode of the PDU being received once its first byte is in, before the rest.
+
+        Lets a receiver refuse a PDU it can never accept (a non-login PDU during login,
+        RFC 7143 §6.1) without first waiting for a data segment the header may only claim.
+        """
+        if self._pos >= len(self._buf):
+            return None
+        return self._buf[self._pos] & 0x3F
+
     def next(self) -> RawPdu | None:
         """The next complete PDU, or ``None`` until more bytes arrive."""
         buf = self._buf

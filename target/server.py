@@ -304,6 +304,11 @@ class IscsiServer:
                             cmd_window=self.settings.cmd_window)
         deadline = time.monotonic() + LOGIN_TIMEOUT
         while not login.done:
+            if framer.pending_opcode not in (None, Opcode.LOGIN_REQUEST):
+                # Only Login Requests are valid before full-feature phase (§6.1): drop, without
+                # waiting for whatever data segment a stray header claims.
+                clog.info("non_login_pdu_during_login", opcode=framer.pending_opcode)
+                return None
             raw = framer.next()
             if raw is None:
                 remaining = deadline - time.monotonic()
@@ -315,10 +320,6 @@ class IscsiServer:
                     return None
                 framer.feed(data)
                 continue
-            if raw.opcode != Opcode.LOGIN_REQUEST:
-                # Only Login Requests are valid before full-feature phase (§6.1): drop.
-                clog.info("non_login_pdu_during_login", opcode=raw.opcode)
-                return None
             try:
                 req = decode(raw)
                 assert isinstance(req, LoginRequest)

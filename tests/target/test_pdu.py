@@ -111,6 +111,20 @@ def test_oversized_data_segment_rejected_before_buffering() -> None:
         f.next()
 
 
+def test_pending_opcode_is_known_from_the_first_byte() -> None:
+    f = PduFramer()
+    assert f.pending_opcode is None
+    blob = encode_bytes(NopOut(initiator_task_tag=1, data=b"x" * 100))
+    f.feed(blob[:1])  # one byte: the opcode, nothing else of the PDU yet
+    assert f.pending_opcode == Opcode.NOP_OUT
+    assert f.next() is None
+    f.feed(blob[1:] + encode_bytes(LoginRequest()))
+    assert f.next() is not None
+    assert f.pending_opcode == Opcode.LOGIN_REQUEST
+    assert f.next() is not None
+    assert f.pending_opcode is None
+
+
 def test_unknown_opcode_is_command_not_supported() -> None:
     blob = bytearray(encode_bytes(NopOut()))
     blob[0] = 0x1F

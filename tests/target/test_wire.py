@@ -8,6 +8,7 @@ harms another).
 from __future__ import annotations
 
 import os
+import socket
 import struct
 from typing import Callable
 
@@ -199,8 +200,21 @@ def test_garbage_stream_does_not_hurt_the_server(server: SanlabProcess) -> None:
     for _ in range(3):
         c = client(server)
         c.send_raw(os.urandom(4096))
+        # End the stream: a header whose data segment is still owed must not leave the
+        # target waiting on a connection that has nothing more to say.
+        c.sock.shutdown(socket.SHUT_WR)
         while c.recv_raw() is not None:
             pass
+    assert_healthy(server)
+
+
+def test_non_login_header_before_login_is_dropped_at_once(server: SanlabProcess) -> None:
+    c = client(server)
+    # A SCSI Command header claiming 60000 bytes of immediate data that never come: the
+    # target must not wait out its login timeout for a PDU it could never accept (§6.1).
+    blob = bytearray(encode_bytes(write_cmd(c, 0, bytes(60000))))[:BHS_LEN]
+    c.send_raw(bytes(blob))
+    assert c.recv_raw() is None
     assert_healthy(server)
 
 
