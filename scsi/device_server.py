@@ -288,47 +288,68 @@ class DeviceServer:
     # --- execution -------------------------------------------------------------------------------------
 
     def execute_nowait(self, task: ScsiTask) -> ScsiResult | asyncio.Future[ScsiResult] | None:
-        """The answer to a plain READ/WRITE, or None: then :meth:`execute` runs it.  Most of a
-        host's commands are these; a page-cache hit is answered here and now (no coroutine, no
-        task, no thread), one that must wait for the disk gets a future of its answer (the thread
-        pool, still no coroutine) (bench/README.md).
+        """:meth:`plain_io` for a task: its answer as a ScsiResult (or the future of one), or None:
+        then :meth:`execute` runs it.  Only SIMPLE tasks are taken (an ORDERED or HEAD OF QUEUE
+        task must be placed in the task set)."""
+        if task.attr != TaskAttribute.SIMPLE:
+            return None
+        answer = self.plain_io(task.nexus, task.lun, task.cdb, task.data_out)
+        if answer is None or isinstance(answer, asyncio.Future):
+            return answer
+        if answer is True:
+            return ScsiResult(transfer_length=len(task.data_out), data_out_direction=True)
+        assert isinstance(answer, bytearray)
+        return ScsiResult(data_in=answer, transfer_length=len(answer))
+
+    def plain_io(self, nexus: Nexus, lun: int, cdb: bytes, data_out: bytes | bytearray | memoryview
+                 ) -> bytearray | bool | asyncio.Future[ScsiResult] | None:
+        """A plain READ/WRITE of a SIMPLE task answered here and now: the data read (exactly the
+        CDB's transfer length), True for a write done, or — when the transfer must wait for the
+        disk — the future of its answer (started in the thread pool, still no coroutine); None
+        when only :meth:`execute` can give the answer.  Most of a host's commands are these: the
+        iSCSI connection calls this for them straight from the bytes it framed, with no task or
+        result objects (target/connection.py, bench/README.md).
 
         Taken only when none of the checks of :meth:`_execute` could change the outcome: the LU
         exists with its medium, is not sanitizing or software write protected, no unit attention
         is pending for the nexus, no reservation is held (then :func:`reservations.conflicts`
-        would be consulted), and the task is SIMPLE with no ORDERED task pending (it starts at once
-        and ends before anything else runs, so the task set need not count it).
+        would be consulted), and no ORDERED task is pending (the task starts at once and, when it
+        does not wait, ends before anything else runs, so the task set need not count it).
         """
-        lu = self._luns.get(task.lun)
-        if lu is None or lu.nowait_volume is None:
+        lu = self._luns.get(lun)
+        if lu is None:
             return None
-        if (task.attr != TaskAttribute.SIMPLE or not lu.task_set.open or lu.sanitizing or not lu.medium_present
-                or lu.swp or lu.pending_ua(task.nexus) or reservations.held(self, lu)):
+        volume = lu.nowait_volume
+        if (volume is None or not lu.task_set.open or lu.sanitizing or not lu.medium_present or lu.swp
+                or lu.pending_ua(nexus) or reservations.held(self, lu)):
             return None
         try:
-            result = sbc.read_write_nowait(lu, task, lu.nowait_volume)
+            answer = sbc.plain_io(lu, cdb, data_out, volume)
         except VolumeError:
             return None  # the full path tries again and reports it as a MEDIUM ERROR
-        if not isinstance(result, sbc.Pending):
-            return result
+        if not isinstance(answer, sbc.Pending):
+            return answer
         # Started and waiting: an ORDERED task arriving meanwhile must wait for it (SAM-5 §8.6).
         ts = lu.task_set
-        ts.start_now(task.attr)
-        out: asyncio.Future[ScsiResult] = result.io.get_loop().create_future()
+        ts.start_now(TaskAttribute.SIMPLE)
+        out: asyncio.Future[ScsiResult] = answer.io.get_loop().create_future()
+        writes, length = answer.writes, answer.length
 
         def done(f: asyncio.Future[Any]) -> None:
             ts.stopped()
             if f.cancelled():
                 out.cancel()
             elif isinstance(exc := f.exception(), VolumeError):
-                asc = Asc.WRITE_ERROR if result.writes else Asc.UNRECOVERED_READ_ERROR
-                out.set_result(self._medium_error(task, exc, asc, lu.d_sense, result.writes))
+                asc = Asc.WRITE_ERROR if writes else Asc.UNRECOVERED_READ_ERROR
+                out.set_result(self._medium_error(lun, cdb, exc, asc, lu.d_sense, writes))
             elif exc is not None:
                 out.set_exception(exc)
+            elif writes:
+                out.set_result(ScsiResult(transfer_length=length, data_out_direction=True))
             else:
-                out.set_result(result.answer(f.result()))
+                out.set_result(ScsiResult(data_in=f.result(), transfer_length=length))
 
-        result.io.add_done_callback(done)
+        answer.io.add_done_callback(done)
         return out
 
     async def execute(self, task: ScsiTask) -> ScsiResult:
@@ -376,13 +397,13 @@ class DeviceServer:
             return ScsiResult(status=ScsiStatus.CHECK_CONDITION, sense=exc.sense(descriptor))
         except VolumeError as exc:
             asc = spec.medium_error if spec is not None else Asc.UNRECOVERED_READ_ERROR
-            return self._medium_error(task, exc, asc, descriptor, spec is not None and spec.data_out)
+            return self._medium_error(task.lun, task.cdb, exc, asc, descriptor, spec is not None and spec.data_out)
 
-    def _medium_error(self, task: ScsiTask, exc: VolumeError, asc: Asc, descriptor: bool,
+    def _medium_error(self, lun: int, cdb: bytes, exc: VolumeError, asc: Asc, descriptor: bool,
                       data_out: bool) -> ScsiResult:
         """The answer to a command whose volume I/O failed: MEDIUM ERROR with ``asc`` (UNRECOVERED
         READ ERROR, or WRITE ERROR for commands that store data), logged."""
-        self.log.error("volume_error", lun=task.lun, cdb=bytes(task.cdb[:16]).hex(), error=str(exc))
+        self.log.error("volume_error", lun=lun, cdb=bytes(cdb[:16]).hex(), error=str(exc))
         return ScsiResult(status=ScsiStatus.CHECK_CONDITION,
                           sense=build_sense(SenseKey.MEDIUM_ERROR, asc, descriptor=descriptor),
                           data_out_direction=data_out)

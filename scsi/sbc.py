@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 from sanlab.scsi.cdb import (
     _RW10, _RW16, TRANSFER_LENGTH_OFFSET, Opcode, ReadCapacityCdb, ReadWriteCdb, SynchronizeCacheCdb,
@@ -16,7 +16,7 @@ from sanlab.scsi.context import Ctx, data_in
 from sanlab.scsi.lu import LogicalUnit
 from sanlab.scsi.sense import Asc, ScsiError, SenseKey, invalid_field
 from sanlab.scsi.spc import lbprz, max_transfer_blocks, thin_provisioned
-from sanlab.scsi.task import ScsiResult, ScsiTask
+from sanlab.scsi.task import ScsiResult
 from sanlab.storage.volume import NowaitIO
 
 READ_CAPACITY_10_DATA = struct.Struct(">II")
@@ -154,26 +154,27 @@ class Pending(NamedTuple):
     """A fast-path transfer that had to wait: started in the volume's thread pool."""
 
     io: asyncio.Future[Any]
-    """The transfer; fails with its VolumeError."""
-    answer: Callable[[Any], ScsiResult]
-    """The command's answer from the transfer's result."""
+    """The transfer: the data read, or None for a write; fails with its VolumeError."""
     writes: bool
+    length: int
+    """Bytes the CDB transfers."""
 
 
-def read_write_nowait(lu: LogicalUnit, task: ScsiTask, volume: NowaitIO) -> ScsiResult | Pending | None:
-    """READ/WRITE(10)/(16) done on the spot — or, when only the data transfer would wait (page
-    cache miss, dirty-page throttling), started in the volume's thread pool (:class:`Pending`) —
-    or None: then the full handler (:func:`read`, :func:`write`) runs and gives the answer,
-    sense data included.
+def plain_io(lu: LogicalUnit, cdb: bytes, data_out: bytes | bytearray | memoryview,
+             volume: NowaitIO) -> bytearray | bool | Pending | None:
+    """READ/WRITE(10)/(16) done on the spot: the data read, or True for a write done — or, when
+    only the data transfer would wait (page cache miss, dirty-page throttling), the transfer
+    started in the volume's thread pool (:class:`Pending`) — or None: then the full handler
+    (:func:`read`, :func:`write`) runs and gives the answer, sense data included.
 
     Only the plain case is taken: no protection, RELADR, group number or CONTROL bits, a
     transfer within range and limits, Data-Out exactly as long as the CDB says, a write-back
     cache (WCE) and a volume that can finish without waiting.  The device server has already
     established that no unit attention, reservation, task attribute or LU state stands in the
-    way (:meth:`~sanlab.scsi.device_server.DeviceServer.execute_nowait`).  Anything else — every
-    error included — is left to the handlers, so the answers stay theirs to the bit.
+    way (:meth:`~sanlab.scsi.device_server.DeviceServer.plain_io`).  Anything else — every
+    error included — is left to the handlers, so the answers stay theirs to the bit.  A read
+    answers exactly the CDB's transfer length; a write is done only when all of it was sent.
     """
-    cdb = task.cdb
     row = _FAST_RW.get(cdb[0])
     if row is None:
         return None
@@ -189,16 +190,16 @@ def read_write_nowait(lu: LogicalUnit, task: ScsiTask, volume: NowaitIO) -> Scsi
         return None
     length = blocks * lu.block_size
     if writes:
-        if not lu.wce or lu.config.readonly or len(task.data_out) != length:
+        if not lu.wce or lu.config.readonly or len(data_out) != length:
             return None
-        if volume.write_nowait(lba, task.data_out):
-            return ScsiResult(transfer_length=length, data_out_direction=True)
-        written = volume.write_pooled(lba, task.data_out)
-        return None if written is None else Pending(
-            written, lambda _: ScsiResult(transfer_length=length, data_out_direction=True), True)
+        if volume.write_nowait(lba, data_out):
+            return True
+        written = volume.write_pooled(lba, data_out)
+        return None if written is None else Pending(written, True, length)
+    if data_out:
+        return None
     data = volume.read_nowait(lba, blocks)
     if data is not None:
-        return ScsiResult(data_in=data, transfer_length=length)
+        return data
     read = volume.read_pooled(lba, blocks)
-    return None if read is None else Pending(read, lambda got: ScsiResult(data_in=got, transfer_length=length), False)
-
+    return None if read is None else Pending(read, False, length)

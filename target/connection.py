@@ -20,12 +20,14 @@ recover within a command at higher levels ends the connection here
 from __future__ import annotations
 
 import enum
+import struct
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Callable, Protocol, Union
 
 import structlog
 
-from sanlab.scsi.lun import decode_lun
+from sanlab.scsi.lun import decode_lun, encode_lun
 from sanlab.scsi.task import Nexus, ScsiResult, ScsiStatus, ScsiTask, TaskAttribute
 from sanlab.target.errors import ProtocolError, RejectReason
 from sanlab.target.keys import encode_text, parse_text
@@ -81,6 +83,15 @@ class Execute:
 
 
 @dataclass(slots=True)
+class Started:
+    """A SCSI command the :class:`InlineIO` hook started and that is waiting (for the disk): the
+    glue answers with :meth:`TargetConnection.complete` when ``answer`` is done."""
+
+    itt: int
+    answer: Awaitable[ScsiResult]
+
+
+@dataclass(slots=True)
 class TaskManagement:
     """A TMF for the glue to carry out (it may reach other sessions and the device server)."""
 
@@ -98,7 +109,29 @@ class Close:
     reason: str
 
 
-Event = Execute | TaskManagement | Close
+Event = Execute | Started | TaskManagement | Close
+
+
+InlineAnswer = Union[bytearray, bool, Awaitable[ScsiResult], None]
+"""What :class:`InlineIO` gives: the data read, True for a write done, the answer still to come,
+or None: the command takes the general path (an :class:`Execute` event)."""
+
+
+class InlineIO(Protocol):
+    """Runs a plain READ/WRITE on the spot (``DeviceServer.plain_io``): the glue's hook for the
+    commands most hosts send most, answered without the task, event and result objects."""
+
+    def __call__(self, nexus: Nexus, lun: int, cdb: bytes, data_out: Buffer) -> InlineAnswer: ...
+
+
+_INLINE_BHS = struct.Struct(">8x8sII8x16s")
+"""LUN field, ITT, EDTL and CDB of a SCSI Command BHS (RFC 7143 §11.3)."""
+_INLINE_READ_FLAGS = 0xC1
+"""Byte 1 of a SCSI Command the inline path takes for a read: F, R, ATTR = SIMPLE."""
+_INLINE_WRITE_FLAGS = 0xA1
+"""... and for a write: F, W, ATTR = SIMPLE (all its data immediate)."""
+_SINGLE_LEVEL_LUNS = {encode_lun(n): n for n in range(256)}
+"""LUN fields of LUNs 0-255 as Linux and libiscsi send them (peripheral addressing, SAM-5 §4.7)."""
 
 
 class _TaskState(enum.Enum):
@@ -155,6 +188,7 @@ class TargetConnection:
         send_targets: Callable[[str], list[tuple[str, str]]] | None = None,
         lun_exists: Callable[[int], bool] | None = None,
         max_task_buffer: int = MAX_TASK_BUFFER,
+        inline: InlineIO | None = None,
     ) -> None:
         self.nexus = nexus
         self.params = params
@@ -168,6 +202,8 @@ class TargetConnection:
         self._send_targets = send_targets or (lambda _v: [])
         self._lun_exists = lun_exists or (lambda _l: True)
         self.max_task_buffer = max_task_buffer
+        self.inline = None if self.discovery else inline
+        """Hook that answers plain READ/WRITEs as they are framed (:meth:`_inline`)."""
         self._out: list[Pdu] = []
         self._events: list[Event] = []
         self._pending: dict[int, RawPdu] = {}
@@ -266,8 +302,10 @@ class TargetConnection:
         cmdsn = (bhs[24] << 24) | (bhs[25] << 16) | (bhs[26] << 8) | bhs[27]
         if cmdsn == self.expcmdsn:
             self.expcmdsn = sn_add(cmdsn, 1)
-            self._dispatch(raw, cmdsn)
-            self._drain_pending()
+            if op != Opcode.SCSI_COMMAND or self.inline is None or not self._inline(raw, cmdsn):
+                self._dispatch(raw, cmdsn)
+            if self._pending:
+                self._drain_pending()
         elif sn_in_window(cmdsn, self.expcmdsn, self.maxcmdsn):
             # A later command that arrived early waits for the gap (§4.2.2.1 ordered delivery).
             self._pending.setdefault(cmdsn, raw)
@@ -392,6 +430,59 @@ class TargetConnection:
         self._issue_r2ts(task)
         self._maybe_execute(task)
 
+    def _inline(self, raw: RawPdu, cmdsn: int) -> bool:
+        """Answer a plain READ/WRITE through :attr:`inline` as soon as it is framed, in order; False
+        when it must take the general path (:meth:`_scsi_command`), with nothing done.
+
+        Taken only for what needs none of the general path's bookkeeping: a SIMPLE, final READ
+        with no data or WRITE with all of its data immediate, no AHS, a free ITT, a single-level
+        LUN, a read that fits one Data-In PDU, and no TMF or Logout in progress.  Every other
+        case, protocol errors included, goes the general way.  Its answer is the same PDU
+        :meth:`_respond` builds for the same result: one Data-In with the status collapsed into
+        it (§11.7.4), or a SCSI Response with no residual.
+        """
+        bhs = raw.bhs
+        flags = bhs[1]
+        if ((flags != _INLINE_READ_FLAGS and flags != _INLINE_WRITE_FLAGS) or raw.ahs or self._aborted_cmdsns
+                or self._logout_itt is not None):
+            return False
+        lun_field, itt, edtl, cdb = _INLINE_BHS.unpack_from(bhs)
+        lun = _SINGLE_LEVEL_LUNS.get(lun_field)
+        if lun is None or itt == RESERVED_TAG or itt in self._tasks or not edtl:
+            return False
+        p = self.params
+        data = raw.data
+        writes = flags == _INLINE_WRITE_FLAGS
+        if writes:
+            if (len(data) != edtl or not p.immediate_data or edtl > p.first_burst_length
+                    or edtl > p.max_recv_data_segment_length_target):
+                return False
+        elif data or edtl > p.max_recv_data_segment_length_initiator or edtl > p.max_burst_length:
+            return False
+        assert self.inline is not None
+        answer = self.inline(self.nexus, lun, cdb, data)
+        if answer is None:
+            return False
+        if answer is True:  # a write, done
+            self._out.append(ScsiResponse(initiator_task_tag=itt, statsn=self._next_statsn(),
+                                          expcmdsn=self.expcmdsn, maxcmdsn=self.maxcmdsn))
+        elif isinstance(answer, bytearray):
+            if len(answer) != edtl:
+                return False  # residuals are the general path's: it reads again
+            self._out.append(DataIn(True, False, False, False, True, 0, lun_field, itt, RESERVED_TAG,
+                                    self._next_statsn(), self.expcmdsn, self.maxcmdsn, 0, 0, 0, b"", answer))
+        else:
+            # Waiting for the disk: a task like any other from here on (abort, logout, complete).
+            cmd = decode(raw)
+            assert isinstance(cmd, ScsiCommand) and not isinstance(answer, bool)
+            self._tasks[itt] = _Task(itt=itt, cmdsn=cmdsn, lun_field=lun_field, lun=lun, cmd=cmd,
+                                     edtl=edtl if writes else 0, buf=bytes(data) if writes else None,
+                                     received=len(data), state=_TaskState.EXECUTING)
+            self._events.append(Started(itt, answer))
+            return True
+        self._finished(itt)  # as for every task: stray Data-Out for it is discarded, not an error
+        return True
+
     def _issue_r2ts(self, task: _Task) -> None:
         p = self.params
         while task.solicit_next < task.edtl and len(task.r2ts) < p.max_outstanding_r2t:
@@ -502,8 +593,11 @@ class TargetConnection:
         self._tasks.pop(task.itt, None)
         for ttt in task.r2ts:
             self._ttt_to_itt.pop(ttt, None)
+        self._finished(task.itt)
+
+    def _finished(self, itt: int) -> None:
         finished = self._finished_itts
-        finished.add(task.itt)
+        finished.add(itt)
         if len(finished) > 4096:
             # A generation swap instead of evicting the oldest one by one: O(1) per task.
             self._finished_itts_old, self._finished_itts = finished, set()

@@ -23,7 +23,7 @@ import structlog
 from sanlab.scsi.device_server import DeviceServer
 from sanlab.scsi.sense import SenseKey, build_sense
 from sanlab.scsi.task import Nexus, ScsiResult, ScsiStatus
-from sanlab.target.connection import Close, Execute, TargetConnection, TaskManagement
+from sanlab.target.connection import Close, Execute, Started, TargetConnection, TaskManagement
 from sanlab.target.errors import LoginError, LoginStatus, ProtocolError
 from sanlab.target.keys import TARGET_DEFAULTS
 from sanlab.target.login import LoginResult, TargetAuth, TargetLogin
@@ -364,7 +364,8 @@ class IscsiServer:
             now=time.monotonic(), cmd_window=self.settings.cmd_window, nop_interval=self.settings.nop_interval,
             nop_timeout=self.settings.nop_timeout,
             send_targets=lambda v: self._send_targets(v, result.initiator_name, local),
-            lun_exists=(target.device_server.has_lun if target else None))
+            lun_exists=(target.device_server.has_lun if target else None),
+            inline=(target.device_server.plain_io if target else None))
         c = _Conn(conn, writer, target, result)
         self._register(c)
         framer.header_digest = c.header_digest
@@ -483,6 +484,10 @@ class IscsiServer:
                 for ev in events:
                     if isinstance(ev, Execute):
                         self._start(c, ev)
+                    elif isinstance(ev, Started):
+                        # Started by DeviceServer.plain_io and waiting for the disk.
+                        assert isinstance(ev.answer, asyncio.Future)
+                        self._wait_pooled(c, ev.itt, ev.answer)
                     elif isinstance(ev, TaskManagement):
                         # Keep a reference: the loop holds tasks only weakly.
                         tmf = asyncio.create_task(self._tmf(c, ev))
@@ -509,9 +514,7 @@ class IscsiServer:
         if ds is not None:
             result = ds.execute_nowait(ev.task)
             if isinstance(result, asyncio.Future):
-                # Waiting for the disk in the thread pool: answered from the future's callback.
-                c.running[ev.itt] = result
-                result.add_done_callback(functools.partial(self._pooled_done, c, ev.itt))
+                self._wait_pooled(c, ev.itt, result)
                 return
             if result is not None:
                 c.conn.complete(ev.itt, result)
@@ -552,6 +555,11 @@ class IscsiServer:
             self._unregister(c)
         if not c.lost.done():
             c.lost.set_result(None)
+
+    def _wait_pooled(self, c: _Conn, itt: int, fut: asyncio.Future[ScsiResult]) -> None:
+        """Waiting for the disk in the thread pool: answered from the future's callback."""
+        c.running[itt] = fut
+        fut.add_done_callback(functools.partial(self._pooled_done, c, itt))
 
     def _pooled_done(self, c: _Conn, itt: int, fut: asyncio.Future[ScsiResult]) -> None:
         """A fast-path command that waited in the thread pool has its answer (see _start)."""
