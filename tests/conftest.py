@@ -13,6 +13,12 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
+from hypothesis import settings
+
+# CI runs the property tests on a fixed sequence of examples, so that a run is reproducible and
+# a failure is the change's, not the draw's; locally they explore (HYPOTHESIS_PROFILE=ci to pin).
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 REPO = Path(__file__).resolve().parent.parent
 TARGET = "iqn.2026-11.org.sanlab:array0"
