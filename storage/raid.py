@@ -42,6 +42,9 @@ import numpy.typing as npt
 
 from sanlab.storage.volume import EmulatedBlockOps, VolumeError
 
+_RWF_NOWAIT: int = getattr(os, "RWF_NOWAIT", 0)
+"""preadv2 flag: fail with EAGAIN instead of waiting for the disk (Linux 4.14+)."""
+
 Bytes = npt.NDArray[np.uint8]
 _T = TypeVar("_T")
 
@@ -144,6 +147,17 @@ class Drive:
             raise OSError(f"drive {self.path} is failed")
         data = os.pread(self._fd, length, offset)
         return data + bytes(length - len(data))
+
+    def pread_nowait(self, buf: memoryview, offset: int) -> bool:
+        """Fill ``buf`` from the page cache (``preadv`` with RWF_NOWAIT); False when that would
+        wait for the disk, the file ends early, the drive is not ONLINE or the read fails: the
+        caller then reads the ordinary way (which also takes a failing drive out)."""
+        if self._fd is None or self.state is not DriveState.ONLINE or not _RWF_NOWAIT:
+            return False
+        try:
+            return os.preadv(self._fd, [buf], offset, _RWF_NOWAIT) == len(buf)
+        except OSError:
+            return False
 
     def pwrite(self, data: bytes | memoryview, offset: int) -> None:
         if self._fd is None or self.state is DriveState.FAILED:
@@ -368,6 +382,21 @@ class RaidGroup:
         for stripe, index, coff, n, roff in self.layout.segments(offset, length):
             out[roff:roff + n] = await self._run(self._read_chunk, stripe, index, coff, n)
         return bytes(out)
+
+    def read_nowait(self, offset: int, length: int) -> bytearray | None:
+        """``length`` bytes from logical ``offset`` if every chunk is in the page cache of an ONLINE
+        drive holding it, else None (then :meth:`read`).  Never reconstructs: a chunk whose drive is
+        failed or rebuilding, or not cached, sends the whole read the ordinary way."""
+        out = bytearray(length)
+        view = memoryview(out)
+        lay = self.layout
+        drives = self.drives
+        for stripe, index, coff, n, roff in lay.segments(offset, length):
+            base = stripe * lay.chunk + coff
+            part = view[roff:roff + n]
+            if not any(drives[d].pread_nowait(part, base) for d in lay.data_drives(stripe, index)):
+                return None
+        return out
 
     def _read_chunk(self, stripe: int, index: int, coff: int, n: int) -> bytes:
         lay = self.layout
@@ -688,6 +717,31 @@ class RaidVolume(EmulatedBlockOps):
     async def read(self, lba: int, nblocks: int) -> bytes:
         async with self.range_lock.hold(lba, nblocks, exclusive=False):
             return await self._raw_read(lba, nblocks)
+
+    # NowaitIO (storage/volume.py): the READ/WRITE fast path of the device server.  Reads whose
+    # chunks are all cached are answered on the event loop; everything else takes read/write.
+
+    def read_nowait(self, lba: int, nblocks: int) -> bytearray | None:
+        """:meth:`read` finished from the drives' page cache, or None (see RaidGroup.read_nowait).
+        Not while an overlapping write holds the range: a read sees a write whole or not at all."""
+        if not nblocks or self.range_lock.would_wait(lba, nblocks, exclusive=False):
+            return None
+        self._check(lba, nblocks)
+        return self.group.read_nowait(lba * self._block_size, nblocks * self._block_size)
+
+    def write_nowait(self, lba: int, data: bytes | bytearray | memoryview) -> bool:
+        """Always False: a RAID write is never done half on the loop.  A mirror or parity update
+        cut short by a would-block could not be finished by :meth:`write` (a RAID 5/6
+        read-modify-write would compute parity from data already new on the drive)."""
+        return False
+
+    def read_pooled(self, lba: int, nblocks: int) -> asyncio.Future[bytes] | None:
+        """None: an uncached RAID read takes :meth:`read` (chunk by chunk in the pool)."""
+        return None
+
+    def write_pooled(self, lba: int, data: bytes | bytearray | memoryview) -> asyncio.Future[None] | None:
+        """None: RAID writes take :meth:`write`, under the stripe locks and write-intent bitmap."""
+        return None
 
     async def write(self, lba: int, data: bytes | bytearray | memoryview, fua: bool = False) -> None:
         async with self.range_lock.hold(lba, len(data) // self._block_size):

@@ -158,7 +158,8 @@ class NowaitIO(Protocol):
     """A volume that can sometimes finish a read or write without waiting (optional beside
     :class:`Volume`): the page-cache hit of a file volume.  The device server's fast path for
     READ/WRITE calls these first and falls back to :meth:`Volume.read`/:meth:`Volume.write` on
-    None/False, so wrappers that do not offer them (RAID, replication) are never bypassed."""
+    None/False, so wrappers that do not offer them (replication, external volumes) are never
+    bypassed.  RAID volumes offer cached reads only (storage/raid.py)."""
 
     def read_nowait(self, lba: int, nblocks: int) -> bytearray | None:
         """The blocks, or None when getting them would wait."""

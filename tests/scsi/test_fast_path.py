@@ -242,3 +242,43 @@ async def test_a_disk_error_in_the_thread_pool_is_a_medium_error(ds: DeviceServe
         want = await ds.execute(task)  # the full path meets the same failure
         assert res == want
         assert res.status == ScsiStatus.CHECK_CONDITION and res.sense[2] == 0x03 and res.sense[12:14] == asc
+
+
+async def test_raid_lu_reads_fast_writes_the_full_way(tmp_path: Path) -> None:
+    """A RAID 5 LU: cached reads answered by the fast path, equal to the full path's answers on an
+    identical LU; writes always declined (parity is updated only under the stripe locks)."""
+    from sanlab.scsi.lu import LuConfig
+    from sanlab.storage.raid import Drive, RaidGroup, RaidLevel, RaidVolume
+    from tests.scsi.helpers import TARGET
+
+    def raid_lu(name: str) -> LogicalUnit:
+        size = BLOCKS * 512 // 3 + 64 * 1024
+        drives = [Drive(str(tmp_path / f"{name}{i}.img"), size) for i in range(4)]
+        return LogicalUnit(RaidVolume(RaidGroup(RaidLevel.RAID5, drives, 64 * 1024), 512),
+                           LuConfig.for_lun(TARGET, 0, thin=False))
+
+    a, b = raid_lu("a"), raid_lu("b")
+    assert a.nowait_volume is not None
+    image = random.Random(5).randbytes(a.num_blocks * 512)
+    await a.volume.write(0, image)
+    await b.volume.write(0, image)
+    fast, full = await ready_server({0: a}), await ready_server({0: b})
+    rng = random.Random(11)
+    reads = 0
+    for _ in range(600):
+        task = random_task(rng)
+        if task.cdb[0] in (Opcode.WRITE_10, Opcode.WRITE_16):
+            assert fast.execute_nowait(task) is None
+            got = await fast.execute(task)
+        else:
+            got = fast.execute_nowait(task)
+            if got is None:
+                got = await fast.execute(task)
+            else:
+                assert not isinstance(got, asyncio.Future)  # never the pool: uncached RAID reads go the full way
+                reads += 1
+        assert got == await full.execute(task), task.cdb.hex()
+    assert reads > 100
+    assert await a.volume.read(0, a.num_blocks) == await b.volume.read(0, b.num_blocks)
+    await fast.close()
+    await full.close()

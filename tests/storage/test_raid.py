@@ -238,3 +238,74 @@ async def test_raid_volume_blocks(tmp_path: Path) -> None:
     with pytest.raises(VolumeError):
         await v.read(v.num_blocks, 1)
     await v.close()
+
+
+# --- page-cache reads (the device server's fast path) ---------------------------------------------
+
+
+@pytest.mark.parametrize("level,n", LEVELS)
+async def test_read_nowait_gives_what_read_gives(tmp_path: Path, level: RaidLevel, n: int) -> None:
+    g = make(tmp_path, level, n)
+    model = await _fill(g)
+    assert await g.read(0, g.capacity) == bytes(model)  # every chunk now in the page cache
+    rng = random.Random(3)
+    for _ in range(50):
+        off = rng.randrange(g.capacity - 1)
+        length = min(rng.choice([1, 512, 1500, 4096, 3 * CHUNK + 7]), g.capacity - off)
+        assert g.read_nowait(off, length) == model[off:off + length], (off, length)
+    await g.close()
+
+
+@pytest.mark.parametrize("level,n,lost,served", [
+    (RaidLevel.RAID1, 2, 0, True),     # the other mirror has it
+    (RaidLevel.RAID10, 4, 2, True),
+    (RaidLevel.RAID5, 4, 1, False),    # would need reconstruction: the ordinary read does that
+    (RaidLevel.RAID6, 5, 0, False),
+    (RaidLevel.RAID0, 3, 1, False),
+])
+async def test_read_nowait_never_reconstructs(tmp_path: Path, level: RaidLevel, n: int, lost: int,
+                                              served: bool) -> None:
+    g = make(tmp_path, level, n)
+    model = await _fill(g)
+    await g.read(0, g.capacity)
+    g.fail_drive(lost)
+    got = g.read_nowait(0, g.capacity)
+    if served:
+        assert got == model
+    else:
+        assert got is None
+        assert level is RaidLevel.RAID0 or await g.read(0, g.capacity) == bytes(model)
+    await g.close()
+
+
+async def test_read_nowait_skips_a_rebuilding_drive_beyond_its_mark(tmp_path: Path) -> None:
+    g = make(tmp_path, RaidLevel.RAID5, 4)
+    model = await _fill(g)
+    await g.read(0, g.capacity)
+    g.drives[0].state = DriveState.REBUILDING
+    g.drives[0].rebuilt_to = 0
+    # Stripe 0 has parity on drive 3 and data chunks 0, 1, 2 on drives 0, 1, 2.  Chunk 1 is
+    # served; chunk 0 is not valid on drive 0 yet, so a read touching it goes the ordinary way.
+    assert g.read_nowait(CHUNK, CHUNK) == model[CHUNK:2 * CHUNK]
+    assert g.read_nowait(0, CHUNK) is None
+    assert g.read_nowait(0, g.capacity) is None
+    assert await g.read(0, CHUNK) == bytes(model[:CHUNK])  # which reconstructs it
+    await g.close()
+
+
+async def test_raid_volume_nowait_reads_only(tmp_path: Path) -> None:
+    from sanlab.storage.volume import NowaitIO
+    v = RaidVolume(make(tmp_path, RaidLevel.RAID6, 5), 512)
+    assert isinstance(v, NowaitIO)
+    data = os.urandom(8192)
+    await v.write(8, data)
+    await v.read(8, 16)
+    assert v.read_nowait(8, 16) == data
+    assert v.write_nowait(8, data) is False
+    assert v.read_pooled(8, 16) is None and v.write_pooled(8, data) is None
+    with pytest.raises(VolumeError):
+        v.read_nowait(v.num_blocks, 1)
+    async with v.range_lock.hold(10, 2):  # a write in flight over part of it
+        assert v.read_nowait(8, 16) is None
+        assert v.read_nowait(0, 8) == bytes(await v.read(0, 8))
+    await v.close()
