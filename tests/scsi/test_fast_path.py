@@ -278,7 +278,7 @@ async def test_raid_lu_reads_fast_writes_the_full_way(tmp_path: Path) -> None:
                 assert not isinstance(got, asyncio.Future)  # never the pool: uncached RAID reads go the full way
                 reads += 1
         assert got == await full.execute(task), task.cdb.hex()
-    assert reads > 100
+    assert reads > 50  # 170 of the 600 with this seed; all cached, just written
     assert await a.volume.read(0, a.num_blocks) == await b.volume.read(0, b.num_blocks)
     await fast.close()
     await full.close()
