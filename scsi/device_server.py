@@ -301,10 +301,11 @@ class DeviceServer:
         assert isinstance(answer, bytearray)
         return ScsiResult(data_in=answer, transfer_length=len(answer))
 
-    def plain_io(self, nexus: Nexus, lun: int, cdb: bytes, data_out: bytes | bytearray | memoryview
-                 ) -> bytearray | bool | asyncio.Future[ScsiResult] | None:
+    def plain_io(self, nexus: Nexus, lun: int, cdb: bytes, data_out: bytes | bytearray | memoryview,
+                 length: int | None = None) -> bytearray | bool | asyncio.Future[ScsiResult] | None:
         """A plain READ/WRITE of a SIMPLE task answered here and now: the data read (exactly the
-        CDB's transfer length), True for a write done, or — when the transfer must wait for the
+        CDB's transfer length, which must be ``length`` bytes when that is given), True for a
+        write done, or — when the transfer must wait for the
         disk — the future of its answer (started in the thread pool, still no coroutine); None
         when only :meth:`execute` can give the answer.  Most of a host's commands are these: the
         iSCSI connection calls this for them straight from the bytes it framed, with no task or
@@ -324,7 +325,7 @@ class DeviceServer:
                 or lu.pending_ua(nexus) or reservations.held(self, lu)):
             return None
         try:
-            answer = sbc.plain_io(lu, cdb, data_out, volume)
+            answer = sbc.plain_io(lu, cdb, data_out, volume, length)
         except VolumeError:
             return None  # the full path tries again and reports it as a MEDIUM ERROR
         if not isinstance(answer, sbc.Pending):

@@ -161,7 +161,7 @@ class Pending(NamedTuple):
 
 
 def plain_io(lu: LogicalUnit, cdb: bytes, data_out: bytes | bytearray | memoryview,
-             volume: NowaitIO) -> bytearray | bool | Pending | None:
+             volume: NowaitIO, expected: int | None = None) -> bytearray | bool | Pending | None:
     """READ/WRITE(10)/(16) done on the spot: the data read, or True for a write done — or, when
     only the data transfer would wait (page cache miss, dirty-page throttling), the transfer
     started in the volume's thread pool (:class:`Pending`) — or None: then the full handler
@@ -174,6 +174,7 @@ def plain_io(lu: LogicalUnit, cdb: bytes, data_out: bytes | bytearray | memoryvi
     way (:meth:`~sanlab.scsi.device_server.DeviceServer.plain_io`).  Anything else — every
     error included — is left to the handlers, so the answers stay theirs to the bit.  A read
     answers exactly the CDB's transfer length; a write is done only when all of it was sent.
+    With ``expected``, a CDB that transfers another number of bytes is declined before any I/O.
     """
     row = _FAST_RW.get(cdb[0])
     if row is None:
@@ -189,6 +190,8 @@ def plain_io(lu: LogicalUnit, cdb: bytes, data_out: bytes | bytearray | memoryvi
             or lba + blocks > lu.num_blocks or blocks > max_transfer_blocks(lu.block_size)):
         return None
     length = blocks * lu.block_size
+    if expected is not None and expected != length:
+        return None
     if writes:
         if not lu.wce or lu.config.readonly or len(data_out) != length:
             return None

@@ -121,7 +121,10 @@ class InlineIO(Protocol):
     """Runs a plain READ/WRITE on the spot (``DeviceServer.plain_io``): the glue's hook for the
     commands most hosts send most, answered without the task, event and result objects."""
 
-    def __call__(self, nexus: Nexus, lun: int, cdb: bytes, data_out: Buffer) -> InlineAnswer: ...
+    def __call__(self, nexus: Nexus, lun: int, cdb: bytes, data_out: Buffer, length: int) -> InlineAnswer:
+        """``length``: the bytes the initiator expects to move (iSCSI EDTL).  A command whose CDB
+        transfers another amount is declined before any I/O (its residual is the general path's)."""
+        ...
 
 
 _INLINE_BHS = struct.Struct(">8x8sII8x16s")
@@ -460,17 +463,15 @@ class TargetConnection:
         elif data or edtl > p.max_recv_data_segment_length_initiator or edtl > p.max_burst_length:
             return False
         assert self.inline is not None
-        answer = self.inline(self.nexus, lun, cdb, data)
+        answer = self.inline(self.nexus, lun, cdb, data, edtl)
         if answer is None:
             return False
         if answer is True:  # a write, done
             self._out.append(ScsiResponse(initiator_task_tag=itt, statsn=self._next_statsn(),
                                           expcmdsn=self.expcmdsn, maxcmdsn=self.maxcmdsn))
         elif isinstance(answer, bytearray):
-            if len(answer) != edtl:
-                return False  # residuals are the general path's: it reads again
-            self._out.append(DataIn(True, False, False, False, True, 0, lun_field, itt, RESERVED_TAG,
-                                    self._next_statsn(), self.expcmdsn, self.maxcmdsn, 0, 0, 0, b"", answer))
+            assert len(answer) == edtl  # InlineIO's contract: another length is declined
+            self._status_data_in(lun_field, itt, ScsiStatus.GOOD, answer)
         else:
             # Waiting for the disk: a task like any other from here on (abort, logout, complete).
             cmd = decode(raw)
@@ -632,11 +633,9 @@ class TargetConnection:
                 and send <= p.max_recv_data_segment_length_initiator and send <= p.max_burst_length
                 and not (cmd.write or result.data_out_direction)
                 and (len(data) if result.transfer_length is None else result.transfer_length) == edtl):
-            # The plain read: all of it in one Data-In with the status collapsed into it (§11.7.4),
-            # no residual.  Same PDU the general loop below builds, without its bookkeeping.
-            self._out.append(DataIn(True, False, False, False, True, status, task.lun_field, itt, RESERVED_TAG,
-                                    self._next_statsn(), self.expcmdsn, self.maxcmdsn, 0, 0, 0, b"",
-                                    data if send == len(data) else memoryview(data)[:send]))
+            # The plain read: the same PDU the general loop below builds, without its bookkeeping.
+            self._status_data_in(task.lun_field, itt, status,
+                                 data if send == len(data) else memoryview(data)[:send])
             return
         # Residuals (§11.4.5): against the write EDTL for write-type commands, else the read EDTL.
         if result.data_out_direction or (cmd.write and not cmd.read):
@@ -679,6 +678,12 @@ class TargetConnection:
             overflow=overflow, underflow=underflow, residual_count=residual, status=status,
             initiator_task_tag=itt, statsn=self._next_statsn(), expcmdsn=self.expcmdsn, maxcmdsn=self.maxcmdsn,
             expdatasn=datasn + task.r2tsn, data=(len(sense).to_bytes(2, "big") + sense) if sense else b""))
+
+    def _status_data_in(self, lun_field: bytes, itt: int, status: int, data: Buffer) -> None:
+        """All of a read's data in one Data-In with the status collapsed into it (§11.7.4), no
+        residual: the answer to most reads, from :meth:`_respond` and :meth:`_inline` alike."""
+        self._out.append(DataIn(True, False, False, False, True, status, lun_field, itt, RESERVED_TAG,
+                                self._next_statsn(), self.expcmdsn, self.maxcmdsn, 0, 0, 0, b"", data))
 
     # --- task management -----------------------------------------------------
 

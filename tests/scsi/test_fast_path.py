@@ -282,3 +282,15 @@ async def test_raid_lu_reads_fast_writes_the_full_way(tmp_path: Path) -> None:
     assert await a.volume.read(0, a.num_blocks) == await b.volume.read(0, b.num_blocks)
     await fast.close()
     await full.close()
+
+
+async def test_plain_io_declines_another_length_than_expected_before_any_io(
+        ds: DeviceServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    vol = ds._luns[0].volume
+    real = vol.read_nowait
+    monkeypatch.setattr(vol, "read_nowait", lambda lba, n: calls.append(n) or real(lba, n))
+    assert ds.plain_io(NX, 0, cdb10(Opcode.READ_10, 8, 2), b"", 512) is None  # EDTL one block, CDB two
+    assert calls == []
+    assert isinstance(ds.plain_io(NX, 0, cdb10(Opcode.READ_10, 8, 2), b"", 1024), bytearray)
+    assert ds.plain_io(NX, 0, cdb10(Opcode.WRITE_10, 8, 1), bytes(512), 1024) is None

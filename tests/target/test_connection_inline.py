@@ -28,13 +28,16 @@ class Hook:
         self.answer = answer
         self.calls: list[tuple[Nexus, int, bytes, bytes]] = []
 
-    def __call__(self, nexus: Nexus, lun: int, cdb: bytes, data_out: Any) -> InlineAnswer:
+    def __call__(self, nexus: Nexus, lun: int, cdb: bytes, data_out: Any, length: int | None = None) -> InlineAnswer:
         self.calls.append((nexus, lun, bytes(cdb), bytes(data_out)))
         if self.answer != "echo":
             return self.answer  # type: ignore[no-any-return]
+        n = int.from_bytes(cdb[7:9], "big") * 512
+        if length is not None and length != n:
+            return None  # as DeviceServer.plain_io: another length than the EDTL is declined
         if cdb[0] == 0x2A:
             return True
-        return pattern(int.from_bytes(cdb[7:9], "big") * 512, int.from_bytes(cdb[2:6], "big"))
+        return pattern(n, int.from_bytes(cdb[2:6], "big"))
 
 
 class Waiting(Awaitable[ScsiResult]):
