@@ -27,12 +27,32 @@ data journal because it costs one fdatasync per region transition instead of
 writing every block twice; the price is that a crash *while degraded* can
 leave the missing drive's chunk in a dirty stripe unrecoverable — the same
 trade Linux md makes without a journal device, and stated here so it is known.
+
+Drive states survive restarts (``raid-<name>.state``, :class:`GroupStateFile`): a member taken
+out (by the operator or by an I/O error) stays out, because it missed writes; a replacement
+being rebuilt comes back REBUILDING with its **rebuild watermark**, the stripes below which it
+holds valid data.  Reads above the watermark reconstruct from the other members and the rebuild
+resumes there.  Flush order, so that a crash at any moment (kill -9 included) never lets a
+member that is behind serve reads:
+
+1. a failure is on disk before any write that skipped the failed member is acknowledged;
+2. replace-drive: the replacement file exists, then the state file names it REBUILDING at
+   watermark 0, and only then does the drive list (catalog, ``raid-<name>.json``) name it — the
+   state file's record wins if a crash falls between the two (:func:`open_group`);
+3. each checkpoint fdatasyncs the replacement's rebuilt stripes *before* the state file's
+   watermark moves past them (the watermark on disk never runs ahead of the data);
+4. the end of a rebuild syncs the replacement, then records it ONLINE.
+
+The state file is replaced atomically (write, fsync, rename, fsync of the directory).
 """
 from __future__ import annotations
 
 import asyncio
 import enum
+import json
 import os
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, TypeVar
@@ -126,13 +146,16 @@ class Drive:
         self.rebuilt_to = 0
         """While REBUILDING: bytes below this offset are valid."""
         self._fd: int | None = None
+        self.error: str | None = None
+        """Why the drive could not be opened (its state is then FAILED)."""
         try:
             flags = os.O_RDWR | (os.O_CREAT if create else 0)
             self._fd = os.open(path, flags, 0o600)
             if os.fstat(self._fd).st_size < size:
                 os.ftruncate(self._fd, size)
-        except OSError:
+        except OSError as exc:
             self.state = DriveState.FAILED
+            self.error = f"{path}: {exc.strerror or exc}"
 
     @property
     def readable(self) -> bool:
@@ -269,43 +292,140 @@ class _StripeWrite:
     """(data index, offset in chunk, length, offset in request)"""
 
 
-class WriteIntentBitmap:
-    """One bit per region of stripes, persisted with fdatasync before the region is written."""
+class PersistentBitmap:
+    """A bit per unit (a region of stripes, a stripe), in a file; a set bit is durable before
+    :meth:`set` returns (pwrite + fdatasync), a cleared one lazily.  Thread-safe: members are set
+    from the I/O pool."""
 
-    def __init__(self, path: str, regions: int) -> None:
+    def __init__(self, path: str | None, bits: int, fresh: bool = False) -> None:
         self.path = path
-        self.bits = bytearray((regions + 7) // 8)
-        exists = os.path.exists(path)
+        """The file (None: kept in memory only, for groups without a state directory)."""
+        self.bits = bytearray((bits + 7) // 8)
+        self._mutex = threading.Lock()
+        self._closed = False
+        self._fd: int | None = None
+        if path is None:
+            return
+        exists = os.path.exists(path) and not fresh
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         if exists:
             old = os.pread(self._fd, len(self.bits), 0)
             self.bits[:len(old)] = old
         else:
+            os.ftruncate(self._fd, 0)
             os.pwrite(self._fd, bytes(self.bits), 0)
             os.fsync(self._fd)
 
     def dirty(self) -> list[int]:
         return [i for i in range(len(self.bits) * 8) if self.bits[i >> 3] & (1 << (i & 7))]
 
-    def set(self, region: int) -> bool:
-        """Mark dirty; True if this changed the bitmap (the caller then syncs)."""
-        byte, bit = region >> 3, 1 << (region & 7)
-        if self.bits[byte] & bit:
-            return False
-        self.bits[byte] |= bit
-        os.pwrite(self._fd, bytes([self.bits[byte]]), byte)
-        os.fdatasync(self._fd)
+    def has(self, unit: int) -> bool:
+        return bool(self.bits[unit >> 3] & (1 << (unit & 7)))
+
+    def set(self, unit: int) -> bool:
+        """Mark the unit, durably; True if this changed the bitmap."""
+        byte, bit = unit >> 3, 1 << (unit & 7)
+        with self._mutex:
+            if self.bits[byte] & bit:
+                return False
+            self.bits[byte] |= bit
+            if self._fd is not None:
+                os.pwrite(self._fd, bytes([self.bits[byte]]), byte)
+                os.fdatasync(self._fd)
         return True
 
-    def clear(self, region: int) -> None:
-        byte, bit = region >> 3, 1 << (region & 7)
-        if self.bits[byte] & bit:
-            self.bits[byte] &= ~bit & 0xFF
-            os.pwrite(self._fd, bytes([self.bits[byte]]), byte)
+    def clear(self, unit: int) -> None:
+        byte, bit = unit >> 3, 1 << (unit & 7)
+        with self._mutex:
+            if self.bits[byte] & bit:
+                self.bits[byte] &= ~bit & 0xFF
+                if self._fd is not None:
+                    os.pwrite(self._fd, bytes([self.bits[byte]]), byte)
 
     def close(self) -> None:
-        os.fsync(self._fd)
-        os.close(self._fd)
+        if self._closed:
+            return
+        self._closed = True
+        if self._fd is not None:
+            os.fsync(self._fd)
+            os.close(self._fd)
+
+    def remove(self) -> None:
+        """Close and delete the file."""
+        self.close()
+        if self.path is not None:
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+
+
+WriteIntentBitmap = PersistentBitmap
+"""The write-intent bitmap: one bit per region of stripes, set before the region is written."""
+
+
+@dataclass(frozen=True, slots=True)
+class RebuildRecord:
+    """A rebuild in progress as the state file holds it."""
+
+    index: int
+    """Member being rebuilt."""
+    path: str
+    """The replacement drive file."""
+    stripes_done: int
+    """Watermark: stripes ``< stripes_done`` are rebuilt and synced on the replacement."""
+    rate: int = 0
+    """Pace, bytes of the replacement per second (0: as fast as the drives go); kept across restarts."""
+
+
+@dataclass(frozen=True, slots=True)
+class GroupState:
+    """What must survive a restart of a group's member states (see the module docstring)."""
+
+    failed: frozenset[int] = frozenset()
+    rebuild: RebuildRecord | None = None
+
+
+class GroupStateFile:
+    """``raid-<name>.state``: member failures and the rebuild watermark, JSON, replaced atomically."""
+
+    VERSION = 1
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def load(self) -> GroupState:
+        try:
+            with open(self.path) as f:
+                raw = json.load(f)
+        except FileNotFoundError:
+            return GroupState()
+        except (OSError, ValueError) as exc:
+            # Guessing here could bring a stale member back online: refuse to open instead.
+            raise VolumeError(f"RAID state file {self.path} is unreadable: {exc}") from None
+        rb = raw.get("rebuild")
+        return GroupState(frozenset(int(i) for i in raw.get("failed", [])),
+                          RebuildRecord(int(rb["index"]), str(rb["path"]), int(rb["stripes_done"]),
+                                        int(rb.get("rate", 0))) if rb else None)
+
+    def save(self, state: GroupState) -> None:
+        body: dict[str, object] = {"version": self.VERSION, "failed": sorted(state.failed), "rebuild": None}
+        if state.rebuild is not None:
+            body["rebuild"] = {"index": state.rebuild.index, "path": state.rebuild.path,
+                               "stripes_done": state.rebuild.stripes_done, "rate": state.rebuild.rate}
+        tmp = self.path + ".tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, json.dumps(body).encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.path)
+        dfd = os.open(os.path.dirname(self.path) or ".", os.O_RDONLY)
+        try:
+            os.fsync(dfd)  # the rename itself is durable before we go on (flush order, module docstring)
+        finally:
+            os.close(dfd)
 
 
 class RaidGroup:
@@ -314,8 +434,13 @@ class RaidGroup:
     REGION_STRIPES = 64
     """Stripes per write-intent bit."""
 
+    CHECKPOINT_STRIPES = 256
+    """A rebuild records its watermark at least every this many stripes ..."""
+    CHECKPOINT_SECONDS = 1.0
+    """... and at least this often, so a restart redoes little."""
+
     def __init__(self, level: RaidLevel | int, drives: list[Drive], stripe_size: int = 64 * 1024,
-                 bitmap_path: str | None = None) -> None:
+                 bitmap_path: str | None = None, state_path: str | None = None) -> None:
         size = min(d.size for d in drives)
         self.layout = Layout(RaidLevel(level), len(drives), stripe_size, size)
         self.level = self.layout.level
@@ -323,14 +448,71 @@ class RaidGroup:
         self._locks: dict[int, asyncio.Lock] = {}
         self._region_users: dict[int, int] = {}
         self.bitmap: WriteIntentBitmap | None = None
+        self._state_file = GroupStateFile(state_path) if state_path is not None else None
+        self._ahead_path = os.path.splitext(state_path)[0] + ".rebuilt" if state_path is not None else None
+        self._ahead: PersistentBitmap | None = None
+        """While rebuilding: stripes rebuilt ahead of the watermark, on demand of a host write."""
+        self._rebuild: RebuildRecord | None = None
+        """The rebuild in progress (its ``stripes_done`` is the watermark last made durable)."""
+        self.rebuild_progress: float | None = None
+        self.rebuild_rate: float | None = None
+        """Bytes of the replacement rebuilt per second since the rebuild (re)started."""
+        self.rebuild_eta: float | None = None
+        """Seconds left at that rate."""
+        self.rebuild_error: str | None = None
+        """Why the last rebuild stopped short (None when it did not fail)."""
+        self._rebuild_running = False
+        self._rebuild_idle = asyncio.Event()
+        self._rebuild_idle.set()
+        self._stop_rebuild = False
+        self._closed = False
+        if self._state_file is not None:
+            self._apply(self._state_file.load())
+        self._persisted_failed = self._failed_members()
         if bitmap_path is not None and self.level in (RaidLevel.RAID5, RaidLevel.RAID6):
             regions = (self.layout.stripes + self.REGION_STRIPES - 1) // self.REGION_STRIPES
             self.bitmap = WriteIntentBitmap(bitmap_path, regions)
-        self.rebuild_progress: float | None = None
         failed = sum(not d.readable for d in drives)
         if failed > self.redundancy:
             raise VolumeError(f"RAID {int(self.level)} group has {failed} failed drives; it tolerates "
                               f"{self.redundancy}")
+
+    def _apply(self, state: GroupState) -> None:
+        """Bring member states back from the state file (at open)."""
+        for i in state.failed:
+            if 0 <= i < len(self.drives):
+                self.drives[i].fail()
+        rb = state.rebuild
+        if rb is None or not 0 <= rb.index < len(self.drives):
+            return
+        drive = self.drives[rb.index]
+        if drive.path != rb.path:
+            raise VolumeError(f"RAID state file names {rb.path} as drive {rb.index} being rebuilt, the group "
+                              f"has {drive.path}")
+        if drive.state is DriveState.FAILED:  # the replacement itself is gone: it is a failed member now
+            self.rebuild_error = f"replacement {drive.path} could not be opened ({drive.error})"
+            return
+        drive.state = DriveState.REBUILDING
+        done = min(rb.stripes_done, self.layout.stripes)
+        drive.rebuilt_to = done * self.layout.chunk
+        self._ahead = PersistentBitmap(self._ahead_path, self.layout.stripes)
+        self._rebuild = RebuildRecord(rb.index, rb.path, done, rb.rate)
+        self.rebuild_progress = done / self.layout.stripes if self.layout.stripes else 1.0
+
+    def _failed_members(self) -> frozenset[int]:
+        return frozenset(i for i, d in enumerate(self.drives) if d.state is DriveState.FAILED)
+
+    def _save_state(self) -> None:
+        """Write the member states (blocking: call through :meth:`_run` on the loop)."""
+        failed = self._failed_members()
+        if self._state_file is not None:
+            self._state_file.save(GroupState(failed, self._rebuild))
+        self._persisted_failed = failed
+
+    async def _persist_failures(self) -> None:
+        """Make a member failure seen since the last save durable (flush order rule 1)."""
+        if self._failed_members() != self._persisted_failed:
+            await self._run(self._save_state)
 
     @property
     def capacity(self) -> int:
@@ -412,11 +594,20 @@ class RaidGroup:
             raise VolumeError(f"no readable copy of stripe {stripe} chunk {index}")
         return self._reconstruct(stripe, coff, n)[index].tobytes()
 
-    @staticmethod
-    def _valid(drive: Drive, base: int, n: int) -> bool:
+    def _stripe_whole(self, stripe: int) -> bool:
+        """Every member holds valid data for ``stripe``."""
+        base = stripe * self.layout.chunk
+        return all(self._valid(d, base, self.layout.chunk) for d in self.drives)
+
+    def _valid(self, drive: Drive, base: int, n: int) -> bool:
+        """``drive`` holds valid data over [base, base+n) (a range within one chunk)."""
         if drive.state is DriveState.ONLINE:
             return True
-        return drive.state is DriveState.REBUILDING and base + n <= drive.rebuilt_to
+        if drive.state is not DriveState.REBUILDING:
+            return False
+        if base + n <= drive.rebuilt_to:
+            return True
+        return self._ahead is not None and self._ahead.has(base // self.layout.chunk)
 
     def _read_member(self, d: int, base: int, n: int) -> Bytes | None:
         drive = self.drives[d]
@@ -486,9 +677,14 @@ class RaidGroup:
         try:
             for sw in stripes.values():
                 async with self._lock(sw.stripe):
+                    if self._rebuild is not None:
+                        await self._run(self._rebuild_ahead, sw.stripe)
                     await self._run(self._write_stripe, sw, view)
         finally:
             self._leave_regions(regions)
+            # A member that failed under this write missed it: that must be on disk before the
+            # write is acknowledged, or a restart would bring the member back with stale data.
+            await self._persist_failures()
 
     async def _enter_regions(self, regions: list[int]) -> None:
         for r in regions:
@@ -594,7 +790,9 @@ class RaidGroup:
     def _resync_stripe(self, stripe: int, repair: bool) -> int:
         """Compare stored parity with the data's; rewrite it when ``repair``.  1 if it differed."""
         lay = self.layout
-        if not lay.parity_drives(stripe) or self.degraded:
+        if not lay.parity_drives(stripe) or not self._stripe_whole(stripe):
+            # A stripe missing a member has no redundancy to check; above a rebuild's watermark the
+            # rebuild itself makes the stripe consistent when it gets there.
             return 0
         chunks = self._reconstruct(stripe, 0, lay.chunk)
         p, q = syndromes(chunks, self.level is RaidLevel.RAID6)
@@ -620,30 +818,172 @@ class RaidGroup:
         return bad
 
     def fail_drive(self, index: int) -> None:
-        """Mark a member failed (operator command or test)."""
+        """Mark a member failed (operator command or test); durable before this returns."""
         self.drives[index].fail()
+        self._save_state()
 
-    async def rebuild(self, index: int, replacement: Drive,
-                      progress: Callable[[float], None] | None = None) -> None:
-        """Rebuild member ``index`` onto ``replacement`` while I/O goes on."""
+    @property
+    def rebuilding(self) -> int | None:
+        """Index of the member being rebuilt (also while paused by a restart), else None."""
+        return self._rebuild.index if self._rebuild is not None else None
+
+    async def begin_rebuild(self, index: int, replacement: Drive, rate: int = 0) -> None:
+        """Put ``replacement`` in as member ``index``, REBUILDING from stripe 0, and make that durable.
+
+        Call :meth:`run_rebuild` next.  The caller may record the new drive list only after this
+        returns (flush order rule 2, module docstring).  ``rate`` paces the rebuild (bytes of the
+        replacement per second, 0 for no limit), as arrays let an operator keep host I/O first.
+        """
         if self.redundancy == 0:
             raise VolumeError("RAID 0 cannot rebuild")
+        if self._rebuild is not None:
+            raise VolumeError(f"drive {self._rebuild.index} is being rebuilt")
+        if not 0 <= index < len(self.drives):
+            raise VolumeError(f"no drive {index}")
+        if replacement.state is DriveState.FAILED:
+            raise VolumeError(f"replacement drive unusable: {replacement.error or replacement.path}")
         old = self.drives[index]
+        if not self._has_rebuild_source(index):
+            raise VolumeError(f"too many other members are out: nothing to rebuild drive {index} from")
         replacement.state = DriveState.REBUILDING
         replacement.rebuilt_to = 0
         self.drives[index] = replacement
+        self._rebuild = RebuildRecord(index, replacement.path, 0, max(0, rate))
+        self.rebuild_progress = 0.0
+        self.rebuild_error = None
+        try:
+            await self._run(replacement.sync)
+            # A fresh (empty) ahead-bitmap before the record that makes it count.
+            self._ahead = await self._run(PersistentBitmap, self._ahead_path, self.layout.stripes, True)
+            await self._run(self._save_state)
+        except OSError as exc:
+            self.drives[index] = old
+            self._rebuild = None
+            self._ahead = None
+            self.rebuild_progress = None
+            raise VolumeError(f"cannot record the rebuild of drive {index}: {exc}") from None
         old.close()
+
+    def _has_rebuild_source(self, index: int) -> bool:
+        others = [i for i, d in enumerate(self.drives) if i != index and not d.readable]
+        if self.level is RaidLevel.RAID1:
+            return len(others) < len(self.drives) - 1
+        if self.level is RaidLevel.RAID10:
+            return (index ^ 1) not in others
+        return len(others) < self.redundancy
+
+    async def rebuild(self, index: int, replacement: Drive,
+                      progress: Callable[[float], None] | None = None) -> None:
+        """Rebuild member ``index`` onto ``replacement`` while I/O goes on (begin, then run)."""
+        await self.begin_rebuild(index, replacement)
+        await self.run_rebuild(progress)
+
+    async def run_rebuild(self, progress: Callable[[float], None] | None = None) -> None:
+        """Rebuild from the watermark to the end (a new rebuild, or one a restart interrupted).
+
+        Returns early, with the watermark recorded, when :meth:`close` asks it to stop.  On a
+        failure the replacement is taken out (FAILED, durably), ``rebuild_error`` says why and the
+        error is raised.
+        """
+        rb = self._rebuild
+        if rb is None:
+            return
+        if self._rebuild_running:
+            raise VolumeError(f"drive {rb.index} is already being rebuilt")
+        self._rebuild_running = True
+        self._rebuild_idle.clear()
         lay = self.layout
-        for stripe in range(lay.stripes):
-            async with self._lock(stripe):
-                await self._run(self._rebuild_stripe, stripe, index)
-                replacement.rebuilt_to = (stripe + 1) * lay.chunk
-            self.rebuild_progress = (stripe + 1) / lay.stripes
-            if progress is not None:
-                progress(self.rebuild_progress)
-        await self._run(replacement.sync)
-        replacement.state = DriveState.ONLINE
-        self.rebuild_progress = None
+        target = self.drives[rb.index]
+        stripe = first = durable = rb.stripes_done
+        started = last = time.monotonic()
+        try:
+            while stripe < lay.stripes and not self._stop_rebuild:
+                async with self._lock(stripe):
+                    if self._ahead is None or not self._ahead.has(stripe):  # else a host write did it
+                        await self._run(self._rebuild_stripe, stripe, rb.index)
+                    target.rebuilt_to = (stripe + 1) * lay.chunk
+                stripe += 1
+                now = time.monotonic()
+                self.rebuild_progress = stripe / lay.stripes
+                if now > started:
+                    self.rebuild_rate = (stripe - first) * lay.chunk / (now - started)
+                    self.rebuild_eta = (lay.stripes - stripe) * lay.chunk / self.rebuild_rate \
+                        if self.rebuild_rate else None
+                if progress is not None:
+                    progress(self.rebuild_progress)
+                if rb.rate:
+                    ahead = (stripe - first) * lay.chunk / rb.rate - (now - started)
+                    if ahead > 0:
+                        await asyncio.sleep(min(ahead, self.CHECKPOINT_SECONDS))
+                if stripe < lay.stripes and (stripe - durable >= self.CHECKPOINT_STRIPES
+                                             or now - last >= self.CHECKPOINT_SECONDS):
+                    await self._run(self._checkpoint, stripe)
+                    durable, last = stripe, now
+            if stripe < lay.stripes:  # asked to stop: keep what is done for the next start
+                await self._run(self._checkpoint, stripe)
+                return
+            await self._run(target.sync)
+            target.state = DriveState.ONLINE
+            self._rebuild = None
+            await self._run(self._save_state)
+            self._drop_ahead()
+            self.rebuild_progress = self.rebuild_rate = self.rebuild_eta = None
+        except Exception as exc:
+            self.rebuild_error = f"rebuild of drive {rb.index} stopped at stripe {stripe} of {lay.stripes}: {exc}"
+            target.fail()
+            self._rebuild = None
+            self.rebuild_progress = self.rebuild_rate = self.rebuild_eta = None
+            try:
+                await self._run(self._save_state)
+                self._drop_ahead()
+            except OSError:
+                pass  # the failure is in memory; the record on disk still says REBUILDING (safe)
+            raise VolumeError(self.rebuild_error) from exc
+        finally:
+            self._rebuild_running = False
+            self._rebuild_idle.set()
+
+    def _drop_ahead(self) -> None:
+        if self._ahead is not None:
+            self._ahead.remove()
+            self._ahead = None
+
+    def _rebuild_ahead(self, stripe: int) -> None:
+        """Rebuild ``stripe`` on the replacement now, before a host write changes it (under its lock).
+
+        A write to a stripe missing a member is the write hole: a crash between its data and its
+        parity leaves the missing chunk unrecoverable.  Rebuilding the stripe first makes the write
+        an ordinary one on a whole stripe, which the write-intent bitmap covers; the cost is paid
+        once per stripe, only while a rebuild runs.  The replacement's chunk is synced before its
+        bit is set (same rule as the watermark).
+        """
+        rb = self._rebuild
+        if rb is None or self._ahead is None:
+            return
+        target = self.drives[rb.index]
+        base = stripe * self.layout.chunk
+        if target.state is not DriveState.REBUILDING or self._valid(target, base, self.layout.chunk):
+            return
+        try:
+            self._rebuild_stripe(stripe, rb.index)
+            target.sync()
+        except OSError:
+            target.fail()  # the write goes on degraded; the rebuild loop reports the failure
+            return
+        self._ahead.set(stripe)
+
+    def _checkpoint(self, stripes_done: int) -> None:
+        """Sync the replacement, then move the durable watermark (flush order rule 3)."""
+        rb = self._rebuild
+        assert rb is not None
+        self.drives[rb.index].sync()
+        self._rebuild = RebuildRecord(rb.index, rb.path, stripes_done, rb.rate)
+        self._save_state()
+
+    async def stop_rebuild(self) -> None:
+        """Stop a running rebuild after the stripe in hand, its watermark recorded."""
+        self._stop_rebuild = True
+        await self._rebuild_idle.wait()
 
     def _rebuild_stripe(self, stripe: int, index: int) -> None:
         lay = self.layout
@@ -671,9 +1011,15 @@ class RaidGroup:
             await self._run(d.sync)
 
     async def close(self) -> None:
+        if self._closed:
+            return
+        await self.stop_rebuild()
+        self._closed = True
         await self.flush()
         if self.bitmap is not None:
             self.bitmap.close()
+        if self._ahead is not None:
+            self._ahead.close()
         for d in self.drives:
             d.close()
 
@@ -762,26 +1108,53 @@ def open_group(name: str, level: int, drive_paths: list[str], drive_size: int, s
     starts open the drives without creating them: a drive file that has gone
     missing is a failed member (the group runs degraded), never a blank one.
     """
-    import json
     meta_path = os.path.join(meta_dir, f"raid-{name}.json")
-    want = {"name": name, "level": int(level), "drives": list(drive_paths), "drive_size": drive_size,
-            "stripe_size": stripe_size}
+    state_path = os.path.join(meta_dir, f"raid-{name}.state")
     exists = os.path.exists(meta_path)
+    drive_paths = list(drive_paths)
+    record = GroupStateFile(state_path).load().rebuild if exists else None
+    if not exists and os.path.exists(state_path):
+        os.unlink(state_path)  # left by a deleted group of the same name: not this group's
+    if record is not None and 0 <= record.index < len(drive_paths):
+        # The state file names the replacement before the drive list does (flush order rule 2):
+        # a crash between the two leaves the list behind, and the record wins.
+        drive_paths[record.index] = record.path
+    want = {"name": name, "level": int(level), "drives": drive_paths, "drive_size": drive_size,
+            "stripe_size": stripe_size}
     if exists:
         with open(meta_path) as f:
             have = json.load(f)
+        stale_list = False
+        if record is not None and isinstance(have.get("drives"), list) and record.index < len(have["drives"]):
+            stale_list = have["drives"][record.index] != record.path
+            have["drives"][record.index] = record.path
         if have != want:
             raise VolumeError(f"RAID group {name}: the configuration differs from {meta_path} "
                               f"(on disk {have}, configured {want})")
+        if stale_list:
+            _write_json(meta_path, want)
     for p in drive_paths:
         os.makedirs(os.path.dirname(p) or ".", exist_ok=True)
     drives = [Drive(p, drive_size, create=not exists) for p in drive_paths]
-    group = RaidGroup(level, drives, stripe_size, os.path.join(meta_dir, f"raid-{name}.bitmap"))
+    group = RaidGroup(level, drives, stripe_size, os.path.join(meta_dir, f"raid-{name}.bitmap"), state_path)
     if not exists:
-        tmp = meta_path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(want, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, meta_path)
+        _write_json(meta_path, want)
     return group
+
+
+def _write_json(path: str, body: object) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(body, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def replace_drive_path(meta_dir: str, name: str, index: int, path: str) -> None:
+    """Record ``path`` as member ``index`` in ``raid-<name>.json`` (after :meth:`RaidGroup.begin_rebuild`)."""
+    meta_path = os.path.join(meta_dir, f"raid-{name}.json")
+    with open(meta_path) as f:
+        desc = json.load(f)
+    desc["drives"][index] = path
+    _write_json(meta_path, desc)

@@ -20,7 +20,7 @@ from sanlab.scsi.lu import LogicalUnit, LuConfig
 from sanlab.storage.catalog import Catalog
 from sanlab.storage.external import ExternalVolume, LockMode, stable_isid
 from sanlab.storage.ldev import Ldev, LdevAllocator, LogicalVolume
-from sanlab.storage.raid import Drive, RaidGroup, RaidLevel, open_group
+from sanlab.storage.raid import Drive, RaidGroup, RaidLevel, open_group, replace_drive_path
 from sanlab.storage.tiering import GroupInfo, LdevLoad, plan_moves
 from sanlab.storage.migrate import MigratingVolume
 from sanlab.storage.volume import Volume, VolumeError
@@ -93,10 +93,17 @@ class Admin:
             self.tables.add_real(e["name"], vol)
         for g in self.catalog.groups():
             group = open_group(g.name, g.level, g.drives, g.drive_size, g.stripe_size, str(self.data_dir))
+            if group.rebuilding is not None:
+                # A crash between the state file and the catalog (flush order rule 2): catch up.
+                self._record_drive(g.name, group.rebuilding, group.drives[group.rebuilding].path)
             regions, fixed = await group.recover()
             if regions:
                 log.warning("raid_parity_resynced", group=g.name, regions=regions, repaired_stripes=fixed)
             self.groups[g.name] = group
+            if group.rebuilding is not None:
+                log.warning("rebuild_resumed", group=g.name, drive=group.rebuilding,
+                            progress=round(group.rebuild_progress or 0.0, 4))
+                self._rebuilds[g.name] = asyncio.create_task(self._run_rebuild(g.name, group))
             self.allocator.add_group(g.name, group.capacity)
         for v in self.catalog.volumes():
             ldevs = [self.allocator.ldev(grp, idx) for grp, idx in v["ldevs"]]
@@ -181,6 +188,8 @@ class Admin:
         del self.groups[name]
         self.allocator = self._rebuild_allocator()
         os.unlink(self.data_dir / f"raid-{name}.json")
+        for leftover in (f"raid-{name}.state", f"raid-{name}.bitmap"):
+            (self.data_dir / leftover).unlink(missing_ok=True)
         return {"deleted": name}
 
     def _rebuild_allocator(self) -> LdevAllocator:
@@ -197,48 +206,84 @@ class Admin:
             raise AdminError(f"RAID group {group} has no drive {index}")
         if sum(not d.readable for d in g.drives) >= g.redundancy and g.drives[index].readable:
             raise AdminError(f"failing drive {index} would lose data of RAID group {group}")
-        g.fail_drive(index)
+        try:
+            g.fail_drive(index)  # durable before the answer: a restart keeps the member out
+        except OSError as exc:
+            raise AdminError(f"drive {index} of {group} is out, but recording it failed: {exc}") from None
         log.warning("drive_failed", group=group, index=index)
         return {"group": group, "drive": index, "state": "failed"}
 
-    async def replace_drive(self, group: str, index: int, path: str) -> dict[str, Any]:
-        """Rebuild member ``index`` onto a new drive file, in the background."""
+    async def replace_drive(self, group: str, index: int, path: str, rate: int = 0) -> dict[str, Any]:
+        """Rebuild member ``index`` onto a new drive file, in the background.
+
+        Everything that can be checked is checked before the answer (the path's directory
+        exists, the file does not, it can be created); a failure later, in the background, shows
+        in ``show`` (``rebuild_error``) and makes ``wait-rebuild`` fail.  Order (storage/raid.py,
+        flush order rule 2): the replacement file, then the group's state file naming it
+        REBUILDING, then the drive list in the catalog and ``raid-<name>.json``.  ``rate`` limits
+        the rebuild to that many bytes of the new drive per second (0: no limit).
+        """
         g = self._group(group)
-        if group in self._rebuilds and not self._rebuilds[group].done():
-            raise AdminError(f"RAID group {group} is already rebuilding")
+        if not 0 <= index < len(g.drives):
+            raise AdminError(f"RAID group {group} has no drive {index}")
+        if g.rebuilding is not None:
+            raise AdminError(f"RAID group {group} is already rebuilding drive {g.rebuilding}")
         if g.drives[index].readable:
             raise AdminError(f"drive {index} of {group} is online; fail it first")
         full = path if os.path.isabs(path) else str(self.data_dir / path)
-        if os.path.exists(full):
-            raise AdminError(f"{full} exists")
+        if os.path.lexists(full):
+            raise AdminError(f"{full} exists; a replacement drive must be a new file")
+        parent = os.path.dirname(full) or "."
+        if not os.path.isdir(parent):
+            raise AdminError(f"directory {parent} does not exist (relative paths are in the data directory "
+                             f"{self.data_dir})")
+        new = Drive(full, g.layout.drive_size)
+        if new.error is not None:
+            raise AdminError(f"cannot create replacement drive: {new.error}")
+        try:
+            await g.begin_rebuild(index, new, rate)
+        except VolumeError as exc:
+            new.close()
+            os.unlink(full)
+            raise AdminError(f"cannot rebuild drive {index} of {group}: {exc}") from None
+        self._record_drive(group, index, full)
+        self._rebuilds[group] = asyncio.create_task(self._run_rebuild(group, g))
+        log.info("rebuild_started", group=group, drive=index, path=full)
+        return {"group": group, "drive": index, "path": full, "state": "rebuilding"}
+
+    def _record_drive(self, group: str, index: int, path: str) -> None:
+        """The drive list (catalog and raid-<name>.json) names ``path`` as member ``index``."""
         rows = {r.name: r for r in self.catalog.groups()}
         drives = list(rows[group].drives)
-        drives[index] = full
-        new = Drive(full, g.layout.drive_size)
+        if drives[index] == path:
+            return
+        drives[index] = path
         with self.catalog.transaction() as db:
             db.execute("UPDATE raid_groups SET drives=? WHERE name=?", (json.dumps(drives), group))
-            meta = self.data_dir / f"raid-{group}.json"
-            desc = json.loads(meta.read_text())
-            desc["drives"] = drives
-            tmp = meta.with_suffix(".tmp")
-            tmp.write_text(json.dumps(desc))
-            os.replace(tmp, meta)
+            replace_drive_path(str(self.data_dir), group, index, path)
 
-        async def run() -> None:
-            try:
-                await g.rebuild(index, new)
-                log.info("rebuild_done", group=group, drive=index)
-            except Exception:  # noqa: BLE001 - reported through show(), never lost
-                log.exception("rebuild_failed", group=group, drive=index)
-
-        self._rebuilds[group] = asyncio.create_task(run())
-        return {"group": group, "drive": index, "state": "rebuilding"}
+    async def _run_rebuild(self, name: str, g: RaidGroup) -> None:
+        index = g.rebuilding
+        try:
+            await g.run_rebuild()
+        except VolumeError:
+            log.error("rebuild_failed", group=name, drive=index, error=g.rebuild_error)
+            return
+        if g.rebuilding is None:
+            log.info("rebuild_done", group=name, drive=index)
+        else:
+            log.info("rebuild_paused", group=name, drive=index, progress=g.rebuild_progress)
 
     async def wait_rebuild(self, group: str) -> dict[str, Any]:
+        """Wait for the group's rebuild to end; an error if it failed."""
+        g = self._group(group)
         t = self._rebuilds.get(group)
         if t is not None:
-            await t
-        return {"group": group, "degraded": self._group(group).degraded}
+            await asyncio.shield(t)
+        if g.rebuild_error is not None:
+            raise AdminError(f"RAID group {group}: {g.rebuild_error}")
+        return {"group": group, "degraded": g.degraded,
+                "drives": [d.state.value for d in g.drives]}
 
     async def scrub(self, group: str) -> dict[str, Any]:
         return {"group": group, "repaired_stripes": await self._group(group).scrub(repair=True)}
@@ -577,6 +622,8 @@ class Admin:
             groups.append({
                 "name": name, "level": int(g.level), "stripe_size": g.layout.chunk, "capacity": g.capacity,
                 "degraded": g.degraded, "rebuild_progress": g.rebuild_progress,
+                "rebuild_rate": g.rebuild_rate, "rebuild_eta": g.rebuild_eta, "rebuild_error": g.rebuild_error,
+                "rebuilding_drive": g.rebuilding,
                 "drives": [{"index": i, "path": d.path, "state": d.state.value} for i, d in enumerate(g.drives)],
                 "ldevs": g.capacity // self.allocator.ldev_size, "ldevs_free": len(self.allocator.free(name))})
         return {
@@ -607,10 +654,10 @@ class Admin:
             vol = self.externals.pop(name, None)
             if vol is not None:
                 await vol.close()
-        for t in self._rebuilds.values():
-            t.cancel()
         for g in self.groups.values():
-            await g.close()
+            await g.close()  # a rebuild stops after its stripe in hand, its watermark recorded
+        for t in self._rebuilds.values():
+            await asyncio.gather(t, return_exceptions=True)
         self.catalog.close()
 
     OPERATIONS = ("create_raid_group", "delete_raid_group", "fail_drive", "replace_drive", "wait_rebuild", "scrub",

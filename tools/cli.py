@@ -182,7 +182,7 @@ _LIST_ARGS = {"drives", "groups", "ldevs"}
 _INT_ARGS = {"level", "index", "vvol", "lun", "real_start", "vstart", "block_size", "start", "end", "chunk"}
 _FLOAT_ARGS = {"seconds", "interval", "timeout"}
 _BOOL_ARGS = {"enable"}
-_SIZE_ARGS = {"size", "drive_size", "stripe_size", "ldev_size"}
+_SIZE_ARGS = {"size", "drive_size", "stripe_size", "ldev_size", "rate"}
 
 
 def _admin_args(items: list[str]) -> dict[str, object]:
@@ -232,6 +232,9 @@ def _print_show(view: dict[str, object]) -> None:
     print(f"LDEV size: {view['ldev_size']}")
     table("RAID groups", rows, ["name", "level", "capacity", "ldevs", "ldevs_free", "degraded", "rebuild_progress",
                                 "drives"])
+    for g in groups:
+        if g.get("rebuild_error"):
+            print(f"  {g['name']}: {g['rebuild_error']}")
     volumes = view["volumes"]
     assert isinstance(volumes, list)
     vols = [dict(v, ldevs=",".join(v["ldevs"])) for v in volumes]

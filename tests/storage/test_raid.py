@@ -12,7 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sanlab.storage.raid import (
-    Drive, DriveState, Layout, RaidGroup, RaidLevel, RaidVolume, gf_inv, gf_mul, gf_mul_scalar, gf_pow2,
+    Drive, DriveState, GroupStateFile, Layout, RaidGroup, RaidLevel, RaidVolume, gf_inv, gf_mul, gf_mul_scalar,
+    gf_pow2, open_group,
 )
 from sanlab.storage.volume import VolumeError
 
@@ -227,6 +228,142 @@ async def test_crash_mid_write_resyncs_dirty_regions(tmp_path: Path) -> None:
     g2.fail_drive(d)
     assert await g2.read(0, g2.capacity) == bytes(model)
     await g2.close()
+
+
+# --- member states across restarts (issue 12 item 1) ------------------------------------------------------
+
+BIG = 256 * 1024
+"""Drive size for the restart tests: 256 stripes of CHUNK, so a rebuild can be stopped part way."""
+
+
+def _paths(tmp: Path, n: int) -> list[str]:
+    return [str(tmp / f"d{i}.img") for i in range(n)]
+
+
+async def _scribble(g: RaidGroup, model: bytearray, seed: int, count: int = 40) -> None:
+    rng = random.Random(seed)
+    for _ in range(count):
+        off = rng.randrange(g.capacity - 6000)
+        data = os.urandom(rng.choice([512, 3000, 6000]))
+        await g.write(off, data)
+        model[off:off + len(data)] = data
+
+
+@pytest.mark.parametrize("level,n", [(RaidLevel.RAID5, 4), (RaidLevel.RAID6, 5), (RaidLevel.RAID1, 3),
+                                     (RaidLevel.RAID10, 4)])
+async def test_a_rebuild_stopped_by_a_restart_comes_back_rebuilding_and_resumes(
+        tmp_path: Path, level: RaidLevel, n: int) -> None:
+    paths = _paths(tmp_path, n)
+    g = open_group("rg", level, paths, BIG, CHUNK, str(tmp_path))
+    model = bytearray(os.urandom(g.capacity))
+    await g.write(0, model)
+    g.fail_drive(2)
+    await g.begin_rebuild(2, Drive(str(tmp_path / "new2.img"), BIG))
+    reached = asyncio.Event()
+    task = asyncio.create_task(g.run_rebuild(lambda f: reached.set() if f >= 0.36 else None))
+    await reached.wait()
+    await g.close()  # the README's clean shutdown stops the rebuild part way
+    await task
+    # The drive list still names the old drive, as after a crash between the state file and the
+    # catalog: the state file's record wins.
+    g2 = open_group("rg", level, paths, BIG, CHUNK, str(tmp_path))
+    assert g2.drives[2].path == str(tmp_path / "new2.img")
+    assert g2.drives[2].state is DriveState.REBUILDING and g2.rebuilding == 2 and g2.degraded
+    assert g2.rebuild_progress is not None and 0.36 <= g2.rebuild_progress < 0.6
+    assert str(tmp_path / "new2.img") in (tmp_path / "raid-rg.json").read_text()
+    assert await g2.read(0, g2.capacity) == bytes(model)  # not-yet-rebuilt chunks reconstructed
+    await _scribble(g2, model, 11)  # host writes on both sides of the watermark
+    assert await g2.read(0, g2.capacity) == bytes(model)
+    await g2.run_rebuild()
+    assert g2.drives[2].state is DriveState.ONLINE and g2.rebuilding is None and not g2.degraded
+    assert await g2.scrub(repair=False) == 0
+    await g2.close()
+    g3 = open_group("rg", level, [*paths[:2], str(tmp_path / "new2.img"), *paths[3:]], BIG, CHUNK, str(tmp_path))
+    assert [d.state for d in g3.drives] == [DriveState.ONLINE] * n
+    assert not (tmp_path / "raid-rg.rebuilt").exists()
+    g3.fail_drive(0 if level is not RaidLevel.RAID10 else 3)  # the rebuilt member carries the data
+    assert await g3.read(0, g3.capacity) == bytes(model)
+    await g3.close()
+
+
+async def test_a_failed_member_stays_out_across_restarts(tmp_path: Path) -> None:
+    paths = _paths(tmp_path, 4)
+    g = open_group("rg", RaidLevel.RAID5, paths, DRIVE, CHUNK, str(tmp_path))
+    model = await _fill(g)
+    g.fail_drive(1)
+    await _scribble(g, model, 5, 20)  # drive 1 misses these writes
+    await g.close()
+    g2 = open_group("rg", RaidLevel.RAID5, paths, DRIVE, CHUNK, str(tmp_path))
+    assert g2.drives[1].state is DriveState.FAILED  # its file is still there, but stale
+    assert await g2.read(0, g2.capacity) == bytes(model)
+    await g2.close()
+
+
+async def test_a_write_ahead_of_the_rebuild_leaves_no_write_hole(tmp_path: Path) -> None:
+    """A crash mid-write on a stripe the rebuild has not reached: the stripe was rebuilt first, so
+    the write-intent resync finds it whole and every acknowledged byte of it survives."""
+    paths = _paths(tmp_path, 4)
+    g = open_group("rg", RaidLevel.RAID5, paths, BIG, CHUNK, str(tmp_path))
+    model = bytearray(os.urandom(g.capacity))
+    await g.write(0, model)
+    g.fail_drive(0)
+    new = str(tmp_path / "new0.img")
+    await g.begin_rebuild(0, Drive(new, BIG))
+    stripe = 100  # far beyond the watermark (0): the rebuild loop never ran
+    per_stripe = g.layout.data_chunks * CHUNK
+    await g.write(stripe * per_stripe + 10, b"\x22" * 100)
+    model[stripe * per_stripe + 10:stripe * per_stripe + 110] = b"\x22" * 100
+    # Then a write whose data chunk reached its drive and whose parity did not: the crash.
+    assert g.bitmap is not None
+    g.bitmap.set(stripe // g.REGION_STRIPES)
+    d = g.layout.data_drives(stripe, 1)[0]
+    g.drives[d].pwrite(b"\x33" * CHUNK, stripe * CHUNK)
+    model[stripe * per_stripe + CHUNK:stripe * per_stripe + 2 * CHUNK] = b"\x33" * CHUNK
+    for drive in g.drives:
+        drive.close()  # kill -9: no clean close
+    g2 = open_group("rg", RaidLevel.RAID5, [new, *paths[1:]], BIG, CHUNK, str(tmp_path))
+    assert g2.drives[0].state is DriveState.REBUILDING
+    regions, repaired = await g2.recover()
+    assert regions == 1 and repaired == 1
+    for victim in range(4):  # whichever member goes next, the stripe reads back
+        members = [Drive(p, BIG, create=False) for p in [new, *paths[1:]]]
+        members[victim].fail()
+        if victim != 0:
+            members[0].state = DriveState.ONLINE  # as if the rebuild had finished: stripe 100 is rebuilt
+        g3 = RaidGroup(RaidLevel.RAID5, members, CHUNK)
+        got = await g3.read(stripe * per_stripe, per_stripe)
+        assert got == bytes(model[stripe * per_stripe:(stripe + 1) * per_stripe]), victim
+        for m in members:
+            m.close()
+    await g2.close()
+
+
+async def test_a_lost_replacement_is_a_failed_member_after_restart(tmp_path: Path) -> None:
+    paths = _paths(tmp_path, 4)
+    g = open_group("rg", RaidLevel.RAID5, paths, DRIVE, CHUNK, str(tmp_path))
+    model = await _fill(g)
+    g.fail_drive(3)
+    new = str(tmp_path / "new3.img")
+    await g.begin_rebuild(3, Drive(new, DRIVE))
+    await g.close()
+    os.unlink(new)
+    g2 = open_group("rg", RaidLevel.RAID5, paths, DRIVE, CHUNK, str(tmp_path))
+    assert g2.drives[3].state is DriveState.FAILED and g2.rebuilding is None
+    assert g2.rebuild_error is not None and "new3.img" in g2.rebuild_error
+    assert await g2.read(0, g2.capacity) == bytes(model)
+    await g2.close()
+
+
+def test_state_file_round_trip_and_unreadable_file_refused(tmp_path: Path) -> None:
+    from sanlab.storage.raid import GroupState, RebuildRecord
+    f = GroupStateFile(str(tmp_path / "x.state"))
+    assert f.load() == GroupState()
+    st_ = GroupState(frozenset({1, 4}), RebuildRecord(2, "/x/y.img", 77, 1 << 20))
+    f.save(st_)
+    assert f.load() == st_
+    (tmp_path / "x.state").write_text("{not json")
+    with pytest.raises(VolumeError, match="unreadable"):
+        f.load()
 
 
 async def test_raid_volume_blocks(tmp_path: Path) -> None:
