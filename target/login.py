@@ -125,6 +125,8 @@ class TargetLogin:
         self._leading_done = False
         self._username: str | None = None
         self._extra: dict[str, str] = {}
+        self._declarations: dict[str, str] = {}
+        """InitiatorName, TargetName, SessionType (and InitiatorAlias) as the first request declared them."""
 
     @property
     def done(self) -> bool:
@@ -196,8 +198,8 @@ class TargetLogin:
             # The first complete text (possibly spread over C-bit continuations) carries the leading keys.
             self._leading_done = True
             answers += self._leading_keys(req, pairs)
-        elif any(k in _HANDLED_HERE - {"InitiatorAlias"} for k, _ in pairs):
-            raise LoginError(LoginStatus.INITIATOR_ERROR, "InitiatorName/TargetName/SessionType after the first PDU")
+        else:
+            self._redeclarations(pairs)
         pairs = [(k, v) for k, v in pairs if k not in _HANDLED_HERE]
 
         if req.csg == _SEC:
@@ -231,6 +233,34 @@ class TargetLogin:
             return self._finish(req, answers)
         return self._response(req, transit=transit, nsg=nsg, status=0, data=encode_text(answers))
 
+    def _redeclarations(self, pairs: list[tuple[str, str]]) -> None:
+        """Check the login's declarative keys when a later Login Request repeats them.
+
+        RFC 7143 §6.2 forbids declaring a key twice in a login and has the target answer an attempt
+        with Login reject (initiator error).  libiscsi (QEMU's initiator) nevertheless repeats
+        InitiatorName, TargetName and SessionType in the Login Request that follows a security
+        stage answered ``AuthMethod=None``.  The same value again changes nothing that was
+        declared (§13.4, §13.5, §13.21 are declarative keys: there is no answer to revise), so it is
+        accepted; a different value would change the initiator, target or session type the login
+        was authenticated and authorised for, and is the redeclaration §6.2 rejects.
+        """
+        for key, value in pairs:
+            if key not in _HANDLED_HERE:
+                continue
+            first = self._declarations.get(key)
+            if first is None and key == "InitiatorAlias":
+                # An alias is informative (§13.6) and may come in any Login Request; record the first.
+                self._declarations[key] = value
+                self._negotiator.record(key, value)
+            elif first is None:
+                # TargetName in a discovery session, SessionType after an implicit Normal: each would
+                # change what the first Login Request established (§6.2).
+                raise LoginError(LoginStatus.INITIATOR_ERROR,
+                                 f"{key}={value} declared after the first Login Request")
+            elif value != first:
+                raise LoginError(LoginStatus.INITIATOR_ERROR,
+                                 f"{key} redeclared during login: {first!r} then {value!r}")
+
     def _auth_required(self) -> bool:
         auth = self._target if self._target is not None else self.dir.discovery_auth
         return auth.incoming is not None
@@ -254,6 +284,10 @@ class TargetLogin:
         for k in ("InitiatorName", "SessionType", "InitiatorAlias"):
             if k in values:
                 self._negotiator.record(k, values[k])
+        # What later Login Requests may repeat but not change (_redeclarations); SessionType as in
+        # force, so an explicit "Normal" later matches an implicit one in the first request.
+        self._declarations = {k: v for k, v in values.items() if k in ("InitiatorName", "InitiatorAlias")}
+        self._declarations["SessionType"] = st
         answers: list[tuple[str, str]] = []
         if st == "Normal":
             tname = values.get("TargetName")
@@ -264,6 +298,7 @@ class TargetLogin:
                 raise LoginError(LoginStatus.NOT_FOUND, f"no target {tname}")
             self._target = target
             self._negotiator.record("TargetName", tname)
+            self._declarations["TargetName"] = tname
             if req.tsih and not self.dir.session_exists(name, req.isid, tname, req.tsih):
                 raise LoginError(LoginStatus.SESSION_DOES_NOT_EXIST, f"no session with TSIH {req.tsih}")
             # The TPGT goes in the first response of a Normal session (§13.9).

@@ -114,6 +114,36 @@ def test_chap_right_secret_works_wrong_fails(sanlab_factory: Callable[..., Sanla
     assert login_statuses(sp).count("0x0201") == 2, sp.log()[-3000:]
 
 
+def test_libiscsi_with_chap_credentials_against_chap_target(sanlab_factory: Callable[..., SanlabProcess]) -> None:
+    # `iscsi-ls -s` logs in twice: a discovery session (no CHAP configured for discovery, so the
+    # target answers AuthMethod=None and libiscsi repeats its InitiatorName and SessionType in the
+    # next Login Request) and then a CHAP login to each target it found (RFC 7143 §6.2).
+    sp = sanlab_factory(CHAP)
+    cp = run([need("iscsi-ls"), "-s", f"iscsi://alice%alice-secret-123@{sp.portal}"])
+    assert f"Target:{TARGET}" in cp.stdout, cp.stdout
+    assert re.search(r"Lun:0\s+Type:DIRECT_ACCESS", cp.stdout), cp.stdout
+    cp = run([need("iscsi-inq"), sp.url(user="alice", secret="alice-secret-123")])
+    assert "Vendor:SANLAB" in cp.stdout.replace(" ", ""), cp.stdout
+    assert login_statuses(sp) == [], sp.log()[-3000:]
+    logins = [json.loads(line) for line in sp.log().splitlines() if '"login_complete"' in line]
+    assert [(ev["session_type"], ev.get("user")) for ev in logins] == [
+        ("Discovery", None), ("Normal", "alice"), ("Normal", "alice")], logins
+
+
+def test_libiscsi_with_credentials_against_no_auth_target(sanlab_factory: Callable[..., SanlabProcess]) -> None:
+    # Credentials the target does not ask for: it answers AuthMethod=None, libiscsi repeats
+    # InitiatorName, TargetName and SessionType with its operational keys, and the login goes on.
+    sp = sanlab_factory(SMALL)
+    cp = run([need("iscsi-ls"), "-s", f"iscsi://alice%alice-secret-123@{sp.portal}"])
+    assert f"Target:{TARGET}" in cp.stdout, cp.stdout
+    assert re.search(r"Lun:1\s+Type:DIRECT_ACCESS", cp.stdout), cp.stdout
+    cp = run([need("iscsi-inq"), sp.url(user="alice", secret="alice-secret-123")])
+    assert "Vendor:SANLAB" in cp.stdout.replace(" ", ""), cp.stdout
+    cp = run([need("iscsi-readcapacity16"), sp.url(1, user="alice", secret="alice-secret-123")])
+    assert "Totalsize:8388608" in cp.stdout.replace(" ", ""), cp.stdout
+    assert login_statuses(sp) == [], sp.log()[-3000:]
+
+
 def test_mutual_chap(sanlab_factory: Callable[..., SanlabProcess]) -> None:
     sp = sanlab_factory(MUTUAL)
     run([need("iscsi-inq"), sp.url(user="alice", secret="alice-secret-123", target_user="array0",

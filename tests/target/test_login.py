@@ -10,7 +10,7 @@ from sanlab.target.chap import ChapCredentials
 from sanlab.target.errors import LoginStatus
 from sanlab.target.keys import TARGET_DEFAULTS
 from sanlab.target.login import TargetAuth, TargetLogin
-from sanlab.target.pdu import LoginRequest, LoginResponse
+from sanlab.target.pdu import LoginRequest, LoginResponse, PduFramer, decode
 
 TNAME = "iqn.2026-11.org.sanlab:array0"
 INAME = "iqn.2026-11.test:host"
@@ -234,3 +234,118 @@ def test_joining_connection_does_not_renegotiate_session_keys() -> None:
                                 HeaderDigest="None"), tsih=0x33))
     a = answers(resp)
     assert a["MaxBurstLength"] == "Reject" and a["HeaderDigest"] == "None"
+
+
+# --- declarations repeated in a later Login Request (libiscsi; RFC 7143 §6.2) ---------------------------------
+
+def _libiscsi_pdu(bhs_hex: str, text: bytes) -> LoginRequest:
+    """A Login Request as libiscsi 1.19 put it on the wire (BHS captured, data segment padded)."""
+    raw = bytes.fromhex(bhs_hex) + text + bytes(-len(text) & 3)
+    framer = PduFramer()
+    framer.feed(raw)
+    frame = framer.next()
+    assert frame is not None and framer.buffered == 0
+    pdu = decode(frame)
+    assert isinstance(pdu, LoginRequest)
+    return pdu
+
+
+_LIBISCSI_INQ = "iqn.2007-10.com.github:sahlberg:libiscsi:iscsi-inq"
+_LIBISCSI_OPS = (b"HeaderDigest=None,CRC32C\0DataDigest=None\0InitialR2T=No\0ImmediateData=Yes\0"
+                 b"MaxBurstLength=262144\0FirstBurstLength=262144\0DefaultTime2Wait=2\0DefaultTime2Retain=0\0"
+                 b"MaxOutstandingR2T=1\0ErrorRecoveryLevel=0\0IFMarker=No\0OFMarker=No\0MaxConnections=1\0"
+                 b"MaxRecvDataSegmentLength=262144\0DataPDUInOrder=Yes\0DataSequenceInOrder=Yes\0")
+
+
+def test_libiscsi_repeats_names_after_authmethod_none() -> None:
+    # `iscsi-inq iscsi://user%secret@host/target/0` against a target without CHAP: libiscsi offers
+    # AuthMethod=CHAP,None, gets None, and sends InitiatorName/TargetName/SessionType again with its
+    # operational keys.  The same values again are not a renegotiation: the login succeeds.
+    d = Directory({"iqn.2026-11.org.sanlab:array0": TargetAuth(name="iqn.2026-11.org.sanlab:array0",
+                                                               alias="array0")})
+    login = TargetLogin(d)
+    names = (f"InitiatorName={_LIBISCSI_INQ}\0TargetName=iqn.2026-11.org.sanlab:array0\0"
+             "SessionType=Normal\0").encode()
+    r1 = login.receive(_libiscsi_pdu("438100000000009280b819d9000000003d7a98ec0000000067554787000000010000000000"
+                                     "0000000000000000000000", names + b"AuthMethod=CHAP,None\0"))
+    assert status(r1) == 0 and r1.transit and r1.nsg == 1 and answers(r1)["AuthMethod"] == "None"
+    r2 = login.receive(_libiscsi_pdu("43870000000001b980b819d9000000003d7a98ec000000006755478762ded8320000000000"
+                                     "0000000000000000000000", names + _LIBISCSI_OPS))
+    assert status(r2) == 0 and r2.transit and r2.nsg == 3, answers(r2)
+    assert login.result is not None and login.result.initiator_name == _LIBISCSI_INQ
+    assert login.result.target is not None and login.result.target.name == "iqn.2026-11.org.sanlab:array0"
+    assert login.result.params.session_type == "Normal"
+    # The declarations are not answered (they are declarative, §13.4/§13.5/§13.21).
+    assert not {"InitiatorName", "TargetName", "SessionType"} & answers(r2).keys()
+
+
+def test_libiscsi_discovery_repeats_names_after_authmethod_none() -> None:
+    # `iscsi-ls -s iscsi://user%secret@host`: the discovery session takes the same path.
+    login = TargetLogin(plain_dir())
+    names = b"InitiatorName=iqn.2007-10.com.github:sahlberg:libiscsi:iscsi-ls\0SessionType=Discovery\0"
+    r1 = login.receive(_libiscsi_pdu("438100000000006b804d6dfd0000000057c385b7000000004e650a23000000010000000000"
+                                     "0000000000000000000000", names + b"AuthMethod=CHAP,None\0"))
+    assert status(r1) == 0 and answers(r1) == {"AuthMethod": "None"}
+    ops = _LIBISCSI_OPS.replace(b"HeaderDigest=None,CRC32C", b"HeaderDigest=None")
+    r2 = login.receive(_libiscsi_pdu("438700000000018b804d6dfd0000000057c385b7000000004e650a236efd125e0000000000"
+                                     "0000000000000000000000", names + ops))
+    assert status(r2) == 0 and r2.transit and r2.nsg == 3
+    assert login.result is not None and login.result.target is None
+    assert login.result.params.session_type == "Discovery"
+
+
+def test_names_repeated_at_every_chap_step_are_accepted() -> None:
+    d = _chap_dir()
+    login = TargetLogin(d)
+    names = dict(InitiatorName=INAME, TargetName=TNAME, SessionType="Normal")
+    r = login.receive(req(kv(**names, AuthMethod="CHAP"), csg=0, nsg=1, transit=False))
+    assert status(r) == 0
+    a = answers(login.receive(req(kv(**names, CHAP_A="5"), csg=0, transit=False)))
+    r = login.receive(req(kv(**names, CHAP_N="host", CHAP_R=_chap_response(int(a["CHAP_I"]), SECRET, a["CHAP_C"])),
+                          csg=0, nsg=1))
+    assert status(r) == 0 and r.transit
+    r = login.receive(req(kv(**names, MaxBurstLength="65536"), csg=1, nsg=3))
+    assert status(r) == 0 and login.result is not None and login.result.username == "host"
+
+
+def test_implicit_normal_session_type_may_be_declared_later() -> None:
+    login = TargetLogin(plain_dir())
+    r = login.receive(req(kv(InitiatorName=INAME, TargetName=TNAME, AuthMethod="None"), csg=0, nsg=1))
+    assert status(r) == 0
+    r = login.receive(req(kv(SessionType="Normal", InitiatorName=INAME), csg=1, nsg=3))
+    assert status(r) == 0 and login.result is not None
+
+
+@pytest.mark.parametrize("later", [
+    kv(InitiatorName="iqn.2026-11.test:someone-else"),
+    kv(TargetName="iqn.2026-11.org.sanlab:other"),
+    kv(SessionType="Discovery"),
+    kv(InitiatorName=INAME, TargetName=TNAME, SessionType="Normal", InitiatorAlias="renamed"),
+])
+def test_changed_declaration_is_an_initiator_error(later: bytes) -> None:
+    # §6.2: redeclaring a key is detected by the target and answered with Login reject
+    # (initiator error, 0x0200, §11.13.5); the login ends without a session.
+    d = plain_dir()
+    d.targets["iqn.2026-11.org.sanlab:other"] = TargetAuth(name="iqn.2026-11.org.sanlab:other")
+    login = TargetLogin(d)
+    r = login.receive(req(kv(InitiatorName=INAME, TargetName=TNAME, InitiatorAlias="host",
+                             AuthMethod="None"), csg=0, nsg=1))
+    assert status(r) == 0
+    r = login.receive(req(later + kv(MaxBurstLength="65536"), csg=1, nsg=3))
+    assert status(r) == LoginStatus.INITIATOR_ERROR and not r.transit
+    assert login.done and login.result is None and login.failure is not None
+
+
+def test_changed_declaration_during_chap_is_an_initiator_error() -> None:
+    login = TargetLogin(_chap_dir())
+    login.receive(req(kv(InitiatorName=INAME, TargetName=TNAME, AuthMethod="CHAP"), csg=0, nsg=1, transit=False))
+    r = login.receive(req(kv(InitiatorName="iqn.2026-11.test:other", CHAP_A="5"), csg=0, transit=False))
+    assert status(r) == LoginStatus.INITIATOR_ERROR and login.result is None
+
+
+def test_target_name_declared_late_in_a_discovery_login_is_an_initiator_error() -> None:
+    login = TargetLogin(plain_dir())
+    r = login.receive(req(kv(InitiatorName=INAME, SessionType="Discovery", AuthMethod="None"), csg=0, nsg=1))
+    assert status(r) == 0
+    r = login.receive(req(kv(TargetName=TNAME), csg=1, nsg=3))
+    assert status(r) == LoginStatus.INITIATOR_ERROR and login.result is None
