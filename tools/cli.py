@@ -23,6 +23,7 @@ from sanlab.target.login import TargetAuth
 from sanlab.target.server import IscsiServer, ServerSettings, Target
 from sanlab.tools.config import LunConfig, ArrayConfig, ConfigError, TargetConfig, load_config, parse_portal, parse_size
 from sanlab.tools.admin import Admin, AdminError, connect_external
+from sanlab.tools.datadir import DataDirBusy, DataDirLock
 from sanlab.tools.logging import setup_logging
 from sanlab.tools.mgmt import SOCKET_NAME, MgmtServer, request
 
@@ -324,11 +325,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
         runner = uvloop.run
     except ImportError:
         runner = asyncio.run
+    # One array per data directory, decided before anything in it is opened, created or removed:
+    # a second `sanlab serve` must not open the catalog and drives, log in to external volumes or
+    # replace the management socket of the array already running there (tools/datadir.py).
+    lock = DataDirLock(cfg.data_dir)
+    try:
+        lock.acquire()
+    except DataDirBusy as exc:
+        print(f"sanlab: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"sanlab: cannot lock data directory {cfg.data_dir}: {exc}", file=sys.stderr)
+        return 1
     try:
         return runner(_serve(cfg))
     except (OSError, ValueError, VolumeError) as exc:
         print(f"sanlab: {exc}", file=sys.stderr)
         return 1
+    finally:
+        lock.release()
 
 
 def make_parser() -> argparse.ArgumentParser:

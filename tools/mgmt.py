@@ -8,9 +8,11 @@ whoever can use it can reconfigure the array.
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import os
 import socket
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -31,24 +33,76 @@ class MgmtServer:
         self.admin = admin
         self.path = path
         self._server: asyncio.base_events.Server | None = None
+        self._identity: tuple[int, int] | None = None
+        """(st_dev, st_ino) of the socket file this server bound: the only one :meth:`stop` removes."""
 
     async def start(self) -> None:
-        if self.path.exists():
-            self.path.unlink()
+        """Listen on :attr:`path`, replacing only a stale socket file nobody answers on.
+
+        Raises OSError when the path is taken by a live socket or by something that is not a socket.
+        """
+        self._remove_stale()
         old = os.umask(0o177)  # created 0600: no window in which others could connect
         try:
             self._server = await asyncio.start_unix_server(self._client, str(self.path), limit=MAX_REQUEST)
         finally:
             os.umask(old)
+        st = os.lstat(self.path)
+        self._identity = (st.st_dev, st.st_ino)
         os.chmod(self.path, 0o600)
         log.info("mgmt_listening", path=str(self.path))
+
+    def _remove_stale(self) -> None:
+        """Unlink a socket file left by a process that died without removing it (kill -9, power loss).
+
+        A socket someone still accepts on belongs to a running array and is left alone; so is a
+        path that is not a socket at all (it is not ours to delete).  The data-directory lock
+        (tools/datadir.py) already keeps a second array away; this also covers a socket path
+        shared by other means.
+        """
+        try:
+            st = os.lstat(self.path)
+        except FileNotFoundError:
+            return
+        if not stat.S_ISSOCK(st.st_mode):
+            raise OSError(errno.EEXIST, f"{self.path} exists and is not a socket; not replacing it")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.settimeout(1.0)
+            try:
+                probe.connect(str(self.path))
+            except FileNotFoundError:
+                return
+            except ConnectionRefusedError:
+                log.warning("mgmt_stale_socket_removed", path=str(self.path))
+                self.path.unlink(missing_ok=True)
+                return
+            except OSError as exc:
+                raise OSError(errno.EADDRINUSE, f"{self.path}: cannot tell whether it is in use ({exc})") from None
+        raise OSError(errno.EADDRINUSE, f"{self.path} is in use by another running process")
 
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
-        if self.path.exists():
-            self.path.unlink()
+        self._unlink_own()
+
+    def _unlink_own(self) -> None:
+        """Remove the socket file only while it is still the one :meth:`start` bound.
+
+        The path may have been replaced since (another array started after this one lost its
+        socket): unlinking by name would cut that array off from its own management socket.
+        """
+        identity, self._identity = self._identity, None
+        if identity is None:
+            return
+        try:
+            st = os.lstat(self.path)
+        except FileNotFoundError:
+            return
+        if (st.st_dev, st.st_ino) == identity:
+            self.path.unlink(missing_ok=True)
+        else:
+            log.warning("mgmt_socket_replaced", path=str(self.path))
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
