@@ -492,12 +492,6 @@ class Admin:
         """Run :meth:`tiering_round` every ``interval`` seconds (or stop doing so)."""
         if self._tiering is not None:
             self._tiering.cancel()
-        for mv in self.migrations.values():
-            await mv.stop_background()
-        for name in [e["name"] for e in self.catalog.externals()]:
-            vol = self.externals.pop(name, None)
-            if vol is not None:
-                await vol.close()
             self._tiering = None
         if enable:
             async def loop() -> None:

@@ -148,3 +148,27 @@ def test_cli_on_a_running_array(sanlab_factory: Callable[..., SanlabProcess], tm
     out2 = tmp_path / "after.img"
     run([need("qemu-img"), "dd", "-f", "raw", "-O", "raw", "bs=1M", "count=16", f"if={sp2.url()}", f"of={out2}"])
     assert out2.read_bytes() == src.read_bytes()
+
+
+async def test_auto_tiering_leaves_a_running_migration_alone(tmp_path: Path) -> None:
+    # Turning tiering on or off is about LDEV placement: a migration started before it must go on
+    # copying (it used to be stopped, and run-time external volumes closed, as at shutdown).
+    import asyncio
+
+    admin = Admin(tmp_path)
+    await admin.create_raid_group("rg1", 1, ["m0.img", "m1.img"], 32 * MiB, 64 * 1024, ldev_size=4 * MiB)
+    await admin.create_volume("src", 8 * MiB)
+    await admin.create_volume("dst", 8 * MiB)
+    data = os.urandom(8 * MiB)
+    await admin.volumes["src"].write(0, data)
+    await admin.migrate_start("src", "dst", chunk=256)
+    await admin.auto_tiering(enable=True, interval=3600)
+    await admin.auto_tiering(enable=False)
+    for _ in range(400):
+        (status,) = await admin.migrate_status()
+        if status["state"] == "simplex":
+            break
+        await asyncio.sleep(0.05)
+    assert status["state"] == "simplex", status
+    assert await admin.volumes["dst"].read(0, 8 * MiB // 512) == data
+    await admin.close()
