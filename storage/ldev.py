@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Callable, Mapping, Protocol
 
 from sanlab.storage.volume import EmulatedBlockOps, VolumeError
 
@@ -129,7 +129,7 @@ class LogicalVolume(EmulatedBlockOps):
     no host I/O to those blocks is in flight while they change place.
     """
 
-    def __init__(self, ldevs: list[Ldev], groups: dict[str, ByteStore], block_size: int = 512,
+    def __init__(self, ldevs: list[Ldev], groups: Mapping[str, ByteStore], block_size: int = 512,
                  size: int | None = None) -> None:
         if not ldevs:
             raise ValueError("a logical volume needs at least one LDEV")
@@ -139,6 +139,8 @@ class LogicalVolume(EmulatedBlockOps):
             raise ValueError(f"size {size} does not fit {total} bytes of LDEVs in whole {block_size}-byte blocks")
         self.ldevs = list(ldevs)
         self.groups = groups
+        """The array's RAID groups by name, shared, not copied: a group created after this volume
+        must be reachable as soon as an LDEV of it is handed to :meth:`rearrange`."""
         self._block_size = block_size
         self._num_blocks = size // block_size
         self.moving: dict[int, tuple[Ldev, int]] = {}

@@ -124,7 +124,8 @@ class Admin:
             ds.add_lun(e["lun"], self._logical_unit(e["lu"], e["target"], e["lun"]))
 
     def _open_volume(self, name: str, ldevs: list[Ldev], block_size: int, blocks: int) -> LogicalVolume:
-        vol = LogicalVolume(ldevs, dict(self.groups), block_size, blocks * block_size)
+        # The live mapping, not a copy: rearrange may move an LDEV onto a group created later.
+        vol = LogicalVolume(ldevs, self.groups, block_size, blocks * block_size)
         self.volumes[name] = vol
         self.tables.add_real(name, vol)
         return vol
@@ -588,10 +589,17 @@ class Admin:
         return mv.describe()
 
     async def migrate_status(self) -> list[dict[str, Any]]:
-        out = [mv.describe() | {"source": r["source"]} for r in self.catalog.migrations()
-               if (mv := self.migrations.get(r["dest"])) is not None]
-        out += [{"volume": r["dest"], "source": r["source"], "state": "detached", "progress": 1.0}
-                for r in self.catalog.migrations() if r["state"] == "detached"]
+        """One entry per migration of the catalog, in its order: the catalog's state wins.
+
+        A migration detached at run time still has its (simplex) MigratingVolume in
+        :attr:`migrations` until the next start, so the catalog row decides, not that object.
+        """
+        out = []
+        for r in self.catalog.migrations():
+            if r["state"] == "detached":
+                out.append({"volume": r["dest"], "source": r["source"], "state": "detached", "progress": 1.0})
+            elif (mv := self.migrations.get(r["dest"])) is not None:
+                out.append(mv.describe() | {"source": r["source"]})
         return out
 
     async def migrate_detach(self, dest: str) -> dict[str, Any]:

@@ -172,3 +172,47 @@ async def test_auto_tiering_leaves_a_running_migration_alone(tmp_path: Path) -> 
     assert status["state"] == "simplex", status
     assert await admin.volumes["dst"].read(0, 8 * MiB // 512) == data
     await admin.close()
+
+
+async def test_rearrange_onto_a_group_created_after_the_volume(tmp_path: Path) -> None:
+    """Issue 12 item 8: the volume sees the array's live RAID groups, not the ones of its creation."""
+    admin = Admin(tmp_path)
+    await admin.create_raid_group("rg0", 5, ["a.img", "b.img", "c.img"], 8 * MiB, 64 * 1024, ldev_size=4 * MiB)
+    await admin.create_volume("vol0", 8 * MiB)
+    vol = admin.volumes["vol0"]
+    data = os.urandom(8 * MiB)
+    await vol.write(0, data)
+    await admin.create_raid_group("rg1", 1, ["m0.img", "m1.img"], 8 * MiB, 64 * 1024)  # after the volume
+    moved = await admin.rearrange("vol0", 1, group="rg1")
+    assert moved["from"] == "rg0:1" and str(moved["to"]).startswith("rg1:")
+    assert await vol.read(0, vol.num_blocks) == data
+    dest = vol.ldevs[1]
+    assert await admin.groups["rg1"].read(dest.offset, 4 * MiB) == data[4 * MiB:]  # the bytes moved to rg1
+    await admin.close()
+
+
+async def test_a_detached_migration_is_listed_once(tmp_path: Path) -> None:
+    """Issue 12 item 9: after migrate-detach, `migrate status` shows the volume once, as detached."""
+    import asyncio
+
+    admin = Admin(tmp_path)
+    await admin.create_raid_group("rg0", 1, ["m0.img", "m1.img"], 16 * MiB, 64 * 1024, ldev_size=4 * MiB)
+    await admin.create_volume("src", 4 * MiB)
+    await admin.create_volume("dst", 4 * MiB)
+    data = os.urandom(4 * MiB)
+    await admin.volumes["src"].write(0, data)
+    await admin.migrate_start("src", "dst", chunk=1024)
+    for _ in range(500):
+        if admin.migrations["dst"].simplex:
+            break
+        await asyncio.sleep(0.01)
+    assert [(r["volume"], r["state"]) for r in await admin.migrate_status()] == [("dst", "simplex")]
+    await admin.migrate_detach("dst")
+    assert await admin.migrate_status() == [{"volume": "dst", "source": "src", "state": "detached", "progress": 1.0}]
+    assert await admin.volumes["dst"].read(0, 8192) == data
+    await admin.close()
+
+    again = Admin(tmp_path)  # and after a restart, the same single row
+    await again.load()
+    assert [(r["volume"], r["state"]) for r in await again.migrate_status()] == [("dst", "detached")]
+    await again.close()
