@@ -31,6 +31,7 @@ from sanlab.scsi import sbc, spc
 from sanlab.scsi.cdb import Opcode, ServiceActionIn16, check_control, service_action
 from sanlab.scsi.context import Ctx
 from sanlab.scsi.lu import LogicalUnit
+from sanlab.scsi.lun import LUN_RANGE, MAX_LUN
 from sanlab.scsi.sense import Asc, ScsiError, SenseKey, build_sense, invalid_field
 from sanlab.scsi.task import Nexus, ScsiResult, ScsiStatus, ScsiTask, TaskAttribute
 from sanlab.storage.volume import VolumeError
@@ -169,6 +170,8 @@ class DeviceServer:
     def __init__(self, target_name: str, luns: dict[int, LogicalUnit], state_dir: Path | None = None) -> None:
         self.target_name = target_name
         """iSCSI name of the target this device server belongs to."""
+        for lun in luns:
+            self._check_lun(lun)
         self._luns = dict(luns)
         self.state_dir = state_dir
         """Directory for state that survives a restart (APTPL persistent reservations); None: none does."""
@@ -193,8 +196,15 @@ class DeviceServer:
         """A logical unit exists at ``lun``."""
         return lun in self._luns
 
+    def _check_lun(self, lun: int) -> None:
+        # One LUN REPORT LUNS cannot encode would make that command fail for every host.
+        if not 0 <= lun <= MAX_LUN:
+            raise ValueError(f"LUN {lun} of {self.target_name} is outside {LUN_RANGE}")
+
     def add_lun(self, lun: int, lu: LogicalUnit) -> None:
-        """Export another logical unit while running (management command)."""
+        """Export another logical unit while running (management command); ValueError for a LUN
+        that exists or that the LUN field cannot encode (outside 0..MAX_LUN)."""
+        self._check_lun(lun)
         if lun in self._luns:
             raise ValueError(f"LUN {lun} already exists on {self.target_name}")
         nexuses = {nx for other in self._luns.values() for nx in other.nexuses}

@@ -4,6 +4,13 @@ from __future__ import annotations
 NOT_SUPPORTED = -1
 """A LUN we cannot address: the device server answers LOGICAL UNIT NOT SUPPORTED."""
 
+MAX_LUN = 16383
+"""The largest LUN :func:`encode_lun` can put in the field: flat space addressing has 14 bits
+(SAM-5 §4.7).  A logical unit numbered outside 0..MAX_LUN could not be listed by REPORT LUNS."""
+
+LUN_RANGE = f"0..{MAX_LUN} (peripheral device addressing 0-255, flat space addressing 256-{MAX_LUN}, SAM-5 §4.7)"
+"""The LUNs this target serves, in words for error messages."""
+
 
 def decode_lun(field: bytes | bytearray | memoryview) -> int:
     """LUN number from the 8-byte field; :data:`NOT_SUPPORTED` for other methods or levels.
@@ -32,6 +39,6 @@ def encode_lun(lun: int) -> bytes:
         raise ValueError(f"LUN {lun} is negative")
     if lun < 256:
         return bytes([0, lun]) + bytes(6)
-    if lun < 16384:
+    if lun <= MAX_LUN:
         return bytes([0x40 | (lun >> 8), lun & 0xFF]) + bytes(6)
     raise ValueError(f"LUN {lun} needs more than 14 bits")

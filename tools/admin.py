@@ -17,6 +17,7 @@ import structlog
 
 from sanlab.scsi.device_server import DeviceServer
 from sanlab.scsi.lu import LogicalUnit, LuConfig
+from sanlab.scsi.lun import LUN_RANGE, MAX_LUN
 from sanlab.storage.catalog import Catalog
 from sanlab.storage.external import ExternalVolume, LockMode, stable_isid
 from sanlab.storage.ldev import Ldev, LdevAllocator, LogicalVolume
@@ -52,6 +53,18 @@ async def connect_external(initiator_name: str, name: str, portal: tuple[str, in
         await session.close()
         raise VolumeError(f"external volume {name} ({portal[0]}:{portal[1]} {target} LUN {lun}): {exc}") from None
     return vol
+
+
+def check_lun(lun: object, what: str) -> None:
+    """Refuse a LUN number the 8-byte LUN field cannot carry (:data:`~sanlab.scsi.lun.MAX_LUN`).
+
+    Checked before the catalog is touched: an exported LUN outside the range would make REPORT
+    LUNS fail for every host of the target, and a peer's would fail every command to it.
+    """
+    if not isinstance(lun, int) or isinstance(lun, bool):
+        raise AdminError(f"{what} {lun!r} is not a number; LUNs are {LUN_RANGE}")
+    if not 0 <= lun <= MAX_LUN:
+        raise AdminError(f"{what} {lun} is out of range: LUNs are {LUN_RANGE}")
 
 
 class Admin:
@@ -120,6 +133,12 @@ class Admin:
             ds = self.device_servers.get(e["target"])
             if ds is None:
                 log.warning("export_target_missing", target=e["target"], lun=e["lun"], lu=e["lu"])
+                continue
+            if not 0 <= e["lun"] <= MAX_LUN:
+                # Written before export checked the range: serving it would break REPORT LUNS for
+                # every host, so it stays out; `unexport` removes the row.
+                log.error("export_lun_out_of_range", target=e["target"], lun=e["lun"], lu=e["lu"],
+                          range=LUN_RANGE)
                 continue
             ds.add_lun(e["lun"], self._logical_unit(e["lu"], e["target"], e["lun"]))
 
@@ -378,6 +397,7 @@ class Admin:
         ds = self.device_servers.get(target)
         if ds is None:
             raise AdminError(f"no target {target}")
+        check_lun(lun, "LUN")
         if lu not in self.tables.luv:
             raise AdminError(f"no LU {lu}")
         if ds.has_lun(lun):
@@ -393,8 +413,9 @@ class Admin:
             raise AdminError(f"{target} LUN {lun} is not an export of the catalog")
         with self.catalog.transaction() as db:
             db.execute("DELETE FROM exports WHERE target=? AND lun=?", (target, lun))
-        lu = ds.remove_lun(lun)
-        await lu.volume.flush()
+        if ds.has_lun(lun):  # not served when load() skipped it (out of range)
+            lu = ds.remove_lun(lun)
+            await lu.volume.flush()
         return {"target": target, "lun": lun}
 
     async def resize_lun(self, target: str, lun: int, size: int) -> dict[str, Any]:
@@ -518,6 +539,7 @@ class Admin:
             raise AdminError(f"portal {portal!r} is not HOST:PORT")
         if lock not in ("off", "per-request", "held"):
             raise AdminError("lock is off, per-request or held")
+        check_lun(lun, "the peer's LUN")
         try:
             vol = await connect_external(self.initiator_name, name, (host.strip("[]"), int(port)), target, lun,
                                          lock=lock, timeout=timeout)

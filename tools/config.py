@@ -43,6 +43,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sanlab.scsi.lun import LUN_RANGE, MAX_LUN
+
 DEFAULT_TARGET = "iqn.2026-11.org.sanlab:array0"
 DEFAULT_PORTAL = ("0.0.0.0", 3260)
 _NAME_RE = re.compile(r"^(iqn\.\d{4}-\d{2}\.[a-z0-9.-]+(:.+)?|eui\.[0-9A-Fa-f]{16}|naa\.[0-9A-Fa-f]{16,32})$")
@@ -260,8 +262,8 @@ def _check_secret(s: str, source: str, key: str) -> None:
 def _lun(data: object, source: str, path: str, data_dir: Path, target: str) -> LunConfig:
     t = _Table(data, source, path)
     lun = t.get("lun", int, required=True)
-    if not 0 <= lun <= 16383:
-        raise ConfigError(source, f"{path}.lun", "LUN must be 0..16383")
+    if not 0 <= lun <= MAX_LUN:
+        raise ConfigError(source, f"{path}.lun", f"LUN {lun} is out of range: LUNs are {LUN_RANGE}")
     raid_group = t.get("raid_group", str, None)
     external = t.get("external", str, None)
     if raid_group is not None and external is not None:
@@ -306,6 +308,8 @@ def _external(data: object, source: str, path: str) -> ExternalVolumeConfig:
     if not _NAME_RE.match(target):
         raise ConfigError(source, f"{path}.target", f"{target!r} is not an iSCSI name")
     lun = t.get("lun", int, 0)
+    if not 0 <= lun <= MAX_LUN:  # the initiator encodes it the same way (scsi/lun.py)
+        raise ConfigError(source, f"{path}.lun", f"LUN {lun} is out of range: LUNs are {LUN_RANGE}")
     lock = t.get("lock", str, "off")
     if lock not in _LOCK_MODES:
         raise ConfigError(source, f"{path}.lock", f"one of {', '.join(_LOCK_MODES)}")

@@ -1,11 +1,13 @@
 """The 8-byte LUN field (SAM-5 §4.7)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sanlab.scsi.lun import NOT_SUPPORTED, decode_lun, encode_lun
+from sanlab.scsi.lun import MAX_LUN, NOT_SUPPORTED, decode_lun, encode_lun
 
 
 @pytest.mark.parametrize("field, lun", [
@@ -57,3 +59,26 @@ def test_decode_any_field(field: bytes) -> None:
     assert lun == NOT_SUPPORTED or 0 <= lun < 16384
     if lun != NOT_SUPPORTED and field[0] >> 6 == 0b01:
         assert encode_lun(lun)[0] >> 6 == (0 if lun < 256 else 1)
+
+
+async def test_device_server_serves_only_luns_report_luns_can_list(tmp_path: Path) -> None:
+    """Issue 12 item 4: a LUN outside 0..MAX_LUN never gets in, so REPORT LUNS keeps working."""
+    from sanlab.scsi.device_server import DeviceServer
+    from tests.scsi.helpers import NX, TARGET, make_lu, runner
+
+    assert MAX_LUN == 16383
+    encode_lun(MAX_LUN)  # the limit is the encoder's
+    for bad in (-1, MAX_LUN + 1, 99999):
+        with pytest.raises(ValueError, match=r"0\.\.16383"):
+            DeviceServer(TARGET, {bad: make_lu(tmp_path, f"init{bad}")})
+    ds = DeviceServer(TARGET, {0: make_lu(tmp_path)})
+    for bad in (-1, MAX_LUN + 1, 99999):
+        with pytest.raises(ValueError, match=r"outside 0\.\.16383"):
+            ds.add_lun(bad, make_lu(tmp_path, f"add{bad}"))
+    ds.add_lun(MAX_LUN, make_lu(tmp_path, "last", lun=MAX_LUN))
+    ds.nexus_added(NX)
+    run = runner(ds)
+    await run(bytes(6))  # the power-on unit attention
+    res = await run(bytes([0xA0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0]))  # REPORT LUNS, 256 bytes
+    assert res.status == 0 and bytes(res.data_in) == bytes.fromhex("00000010 00000000 0000000000000000 7fff000000000000")
+    await ds.close()

@@ -216,3 +216,61 @@ async def test_a_detached_migration_is_listed_once(tmp_path: Path) -> None:
     await again.load()
     assert [(r["volume"], r["state"]) for r in await again.migrate_status()] == [("dst", "detached")]
     await again.close()
+
+
+def _admin_cli(data_dir: Path, *words: str) -> subprocess.CompletedProcess[str]:
+    """``sanlab admin WORDS`` against the array serving ``data_dir`` (a real process and socket)."""
+    return subprocess.run([sys.executable, "-m", "sanlab.tools.cli", "admin", *words, "--data-dir", str(data_dir),
+                           "--json"], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.integration
+def test_export_refuses_luns_report_luns_cannot_encode(sanlab_factory: Callable[..., SanlabProcess]) -> None:
+    """Issue 12 item 4: `export lun=-1` (or past 16383) is refused with the range, REPORT LUNS keeps working."""
+    sp = sanlab_factory(f'[[targets]]\nname = "{TARGET}"\n[[targets.luns]]\nlun = 0\nsize = "4MiB"\n')
+    for words in (["create-raid-group", "name=rg0", "level=1", "drives=m0.img,m1.img", "drive_size=8MiB",
+                   "ldev_size=4MiB"],
+                  ["create-volume", "name=v0", "size=4MiB"],
+                  ["create-vvol", "vvol=1", "real=v0", "real_start=0", "size=8192"],
+                  ["create-lu", "name=lu0", "vvol=1", "vstart=0", "size=8192"]):
+        cp = _admin_cli(sp.data_dir, *words)
+        assert cp.returncode == 0, cp.stdout + cp.stderr
+    for lun in ("-1", "16384", "99999"):
+        cp = _admin_cli(sp.data_dir, "export", "lu=lu0", f"target={TARGET}", f"lun={lun}")
+        assert cp.returncode == 1, cp.stdout + cp.stderr
+        assert f"LUN {lun} is out of range: LUNs are 0..16383" in cp.stderr, cp.stderr
+        # Every host still gets its LUN list: discovery, REPORT LUNS and INQUIRY of each LUN.
+        listing = run([need("iscsi-ls"), "-s", f"iscsi://{sp.portal}"]).stdout
+        assert "Lun:0" in listing and "Lun:-1" not in listing, listing
+    assert json.loads(_admin_cli(sp.data_dir, "show").stdout)["exports"] == []  # nothing reached the catalog
+    cp = _admin_cli(sp.data_dir, "export", "lu=lu0", f"target={TARGET}", "lun=16383")  # the last one that fits
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+    listing = run([need("iscsi-ls"), "-s", f"iscsi://{sp.portal}"]).stdout
+    # libiscsi prints the first two bytes of the LUN field as they are: flat space addressing's
+    # method bits (01b) and 16383 make 0x7fff.
+    assert "Lun:0 " in listing and f"Lun:{0x4000 | 16383} " in listing, listing
+
+
+async def test_an_out_of_range_export_left_in_the_catalog_is_not_served(tmp_path: Path) -> None:
+    """A catalog written before export checked LUNs: the array starts, serves the rest, and unexport clears it."""
+    from sanlab.scsi.device_server import DeviceServer
+
+    ds = DeviceServer(TARGET, {})
+    admin = Admin(tmp_path, {TARGET: ds})
+    await _build(admin)
+    with pytest.raises(AdminError, match=r"LUN -1 is out of range: LUNs are 0\.\.16383"):
+        await admin.export("lu-a", TARGET, -1)
+    await admin.export("lu-a", TARGET, 2)
+    with admin.catalog.transaction() as db:  # what the old code let through
+        db.execute("INSERT INTO exports VALUES (?, ?, ?)", (TARGET, -1, "lu-a"))
+    await admin.close()
+    await ds.close()
+
+    ds = DeviceServer(TARGET, {})
+    again = Admin(tmp_path, {TARGET: ds})
+    await again.load()
+    assert sorted(ds.luns) == [2]
+    await again.unexport(TARGET, -1)
+    assert [e["lun"] for e in again.catalog.exports()] == [2]
+    await again.close()
+    await ds.close()

@@ -80,6 +80,12 @@ def test_full_config(tmp_path: Path) -> None:
      "targets[0].luns[0].physical_block_size", "times a power of two"),
     ("[[targets]]\nname='iqn.2026-11.x:a'\n[[targets.luns]]\nlun=0\nsanitize_rate='fast'\n",
      "targets[0].luns[0].sanitize_rate", "not a size"),
+    ("[[targets]]\nname='iqn.2026-11.x:a'\n[[targets.luns]]\nlun=-1\n", "targets[0].luns[0].lun",
+     "LUN -1 is out of range: LUNs are 0..16383"),
+    ("[[targets]]\nname='iqn.2026-11.x:a'\n[[targets.luns]]\nlun=16384\n", "targets[0].luns[0].lun",
+     "LUNs are 0..16383 (peripheral device addressing 0-255, flat space addressing 256-16383"),
+    ("[[external_volumes]]\nname='e'\nportal='127.0.0.1:3260'\ntarget='iqn.2026-11.x:b'\nlun=99999\n"
+     "[[targets]]\nname='iqn.2026-11.x:a'\n", "external_volumes[0].lun", "LUN 99999 is out of range"),
     ("x = [\n", "<syntax>", ""),
     ("", "targets", "at least one"),
 ])
