@@ -1107,9 +1107,15 @@ def open_group(name: str, level: int, drive_paths: list[str], drive_size: int, s
     The first start creates the drive files and writes ``raid-<name>.json``.  Later
     starts open the drives without creating them: a drive file that has gone
     missing is a failed member (the group runs degraded), never a blank one.
+
+    Creating makes no directories (the caller decides where drives may go: the management
+    socket refuses a missing directory, the config creates those inside the data directory)
+    and is all or nothing: the layout is checked before any file exists, and a failure removes
+    the drive files, bitmap and description it made, so a retry starts from a clean slate.
     """
     meta_path = os.path.join(meta_dir, f"raid-{name}.json")
     state_path = os.path.join(meta_dir, f"raid-{name}.state")
+    bitmap_path = os.path.join(meta_dir, f"raid-{name}.bitmap")
     exists = os.path.exists(meta_path)
     drive_paths = list(drive_paths)
     record = GroupStateFile(state_path).load().rebuild if exists else None
@@ -1133,12 +1139,35 @@ def open_group(name: str, level: int, drive_paths: list[str], drive_size: int, s
                               f"(on disk {have}, configured {want})")
         if stale_list:
             _write_json(meta_path, want)
-    for p in drive_paths:
-        os.makedirs(os.path.dirname(p) or ".", exist_ok=True)
-    drives = [Drive(p, drive_size, create=not exists) for p in drive_paths]
-    group = RaidGroup(level, drives, stripe_size, os.path.join(meta_dir, f"raid-{name}.bitmap"), state_path)
-    if not exists:
-        _write_json(meta_path, want)
+    else:
+        layout = Layout(RaidLevel(level), len(drive_paths), stripe_size, drive_size)  # ValueError: nothing made yet
+        if layout.capacity <= 0:
+            raise ValueError(f"a {drive_size}-byte drive holds no whole {stripe_size}-byte stripe")
+        for p in drive_paths:
+            d = os.path.dirname(p) or "."
+            if not os.path.isdir(d):
+                raise VolumeError(f"RAID group {name}: drive {p}: directory {d} does not exist")
+    made = [] if exists else [p for p in (*drive_paths, bitmap_path, state_path, state_path + ".tmp",
+                                          os.path.splitext(state_path)[0] + ".rebuilt", meta_path + ".tmp")
+                              if not os.path.lexists(p)]
+    drives: list[Drive] = []
+    group: RaidGroup | None = None
+    try:
+        drives = [Drive(p, drive_size, create=not exists) for p in drive_paths]
+        if not exists and (bad := [f"{d.path} ({d.error})" for d in drives if not d.readable]):
+            raise VolumeError(f"RAID group {name}: cannot create drive files {', '.join(bad)}")
+        group = RaidGroup(level, drives, stripe_size, bitmap_path, state_path)
+        if not exists:
+            _write_json(meta_path, want)
+    except BaseException:
+        if group is not None and group.bitmap is not None:
+            group.bitmap.close()
+        for drive in drives:
+            drive.close()
+        for p in made:
+            if os.path.lexists(p):
+                os.unlink(p)
+        raise
     return group
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any, Callable
 
@@ -21,17 +23,26 @@ from sanlab.scsi.lun import LUN_RANGE, MAX_LUN
 from sanlab.storage.catalog import Catalog
 from sanlab.storage.external import ExternalVolume, LockMode, stable_isid
 from sanlab.storage.ldev import Ldev, LdevAllocator, LogicalVolume
-from sanlab.storage.raid import Drive, RaidGroup, RaidLevel, open_group, replace_drive_path
+from sanlab.storage.raid import Drive, Layout, RaidGroup, RaidLevel, open_group, replace_drive_path
 from sanlab.storage.tiering import GroupInfo, LdevLoad, plan_moves
 from sanlab.storage.migrate import MigratingVolume
 from sanlab.storage.volume import Volume, VolumeError
 from sanlab.storage.vvol import LuVRow, MappingTables, VRRow
 from sanlab.target.chap import ChapCredentials
 from sanlab.target.initiator import InitiatorConfig, IscsiError, IscsiSession
+from sanlab.tools.config import ArrayConfig, file_identity
 
 log = structlog.get_logger("sanlab.admin")
 
 DEFAULT_LDEV_SIZE = 8 << 20
+
+GROUP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+"""A run-time RAID group's name: it names files (``raid-<name>.json``) and LDEVs (``<name>:<index>``)
+and goes in comma-separated lists (``groups=``), so no ``/``, ``:`` or ``,``."""
+
+ARRAY_FILES = ("catalog.db*", "raid-*", "migrate-*", "reservations.sqlite*", "sanlab.*")
+"""Names the array gives its own files in the data directory (catalog, RAID descriptions and
+bitmaps, migration state, persistent reservations, the management socket): never a drive."""
 
 
 class AdminError(Exception):
@@ -72,8 +83,11 @@ class Admin:
 
     def __init__(self, data_dir: Path, device_servers: dict[str, DeviceServer] | None = None,
                  externals: dict[str, Volume] | None = None,
-                 initiator_name: str = "iqn.2026-11.org.sanlab:array") -> None:
+                 initiator_name: str = "iqn.2026-11.org.sanlab:array", config: ArrayConfig | None = None) -> None:
         self.initiator_name = initiator_name
+        self.config = config
+        """The TOML configuration the array runs with: its RAID groups and file LUNs use files
+        (and group names) the catalog's must not."""
         self.data_dir = data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
         self.catalog = Catalog(data_dir / "catalog.db")
@@ -104,7 +118,14 @@ class Admin:
                 continue
             self.externals[e["name"]] = vol
             self.tables.add_real(e["name"], vol)
+        config_files = self._config_files()
         for g in self.catalog.groups():
+            for i, p in enumerate(g.drives):
+                # The configuration may have been edited since the group was created; opening one
+                # file twice would serve one's data through the other.
+                user = config_files.get(file_identity(p))
+                if user is not None:
+                    raise VolumeError(f"drive {i} of RAID group {g.name} (catalog), {p}, is also {user}")
             group = open_group(g.name, g.level, g.drives, g.drive_size, g.stripe_size, str(self.data_dir))
             if group.rebuilding is not None:
                 # A crash between the state file and the catalog (flush order rule 2): catch up.
@@ -163,34 +184,147 @@ class Admin:
 
     # --- RAID groups and drives ---------------------------------------------------------------------
 
+    def drive_path(self, path: str) -> str:
+        """A drive path as the array stores it: relative paths are relative to the data directory."""
+        return path if os.path.isabs(path) else str(self.data_dir / path)
+
+    def _config_files(self) -> dict[tuple[int, int] | str, str]:
+        """:func:`file_identity` of every file the TOML configuration uses → what uses it."""
+        users: dict[tuple[int, int] | str, str] = {}
+        if self.config is None:
+            return users
+        for rg in self.config.raid_groups:
+            for i, p in enumerate(rg.drives):
+                users.setdefault(file_identity(p), f"drive {i} of RAID group {rg.name} of the configuration")
+        for tc in self.config.targets:
+            for lc in tc.luns:
+                if lc.raid_group is None and lc.external is None:
+                    users.setdefault(file_identity(lc.file), f"the file of LUN {lc.lun} of {tc.name} "
+                                                             "in the configuration")
+        return users
+
+    def check_drive_paths(self, paths: list[str], *, exclude_group: str | None = None,
+                          exclude_index: int | None = None) -> None:
+        """Refuse drive files a RAID group cannot be given (AdminError saying which and why).
+
+        Refused: a file named twice in ``paths``; a drive of any RAID group (catalog or
+        configuration) or the file of a LUN of the configuration; one of the array's own files in
+        the data directory (:data:`ARRAY_FILES`); a file whose directory does not exist (nothing
+        creates directories for drives).  Files are compared by
+        :func:`~sanlab.tools.config.file_identity` (device and inode, or the real path of a file
+        not there yet), so ``./x``, ``x``, a symlink or a hard link to a drive are that drive.
+        Relative paths are relative to the data directory.  Whether a path may already exist is
+        the caller's rule.  ``exclude_group``: that catalog group's drives do not count as used
+        (with ``exclude_index`` only that member does not: replace-drive may reuse the failed
+        member's path, never another member's).
+        """
+        full = [self.drive_path(p) for p in paths]
+        users = self._config_files()
+        members: dict[tuple[str, int], str] = {}
+        for row in self.catalog.groups():
+            members.update({(row.name, i): p for i, p in enumerate(row.drives)})
+        for gname, group in self.groups.items():  # the running objects too, should they differ
+            for i, d in enumerate(group.drives):
+                members.setdefault((gname, i), d.path)
+        for (gname, i), p in sorted(members.items()):
+            if gname == exclude_group and exclude_index in (None, i):
+                continue
+            users.setdefault(file_identity(p), f"drive {i} of RAID group {gname}")
+        data_dir = os.path.realpath(self.data_dir)
+        seen: dict[tuple[int, int] | str, int] = {}
+        for i, (given, p) in enumerate(zip(paths, full)):
+            key = file_identity(p)
+            if key in seen:
+                raise AdminError(f"drive {i} ({given}) is the same file as drive {seen[key]} "
+                                 f"({paths[seen[key]]}): a drive appears twice")
+            seen[key] = i
+            if key in users:
+                raise AdminError(f"drive {i} ({given}) is {p}, already {users[key]}")
+            parent, base = os.path.split(os.path.realpath(p))
+            if parent == data_dir and any(fnmatch(base, pat) for pat in ARRAY_FILES):
+                raise AdminError(f"drive {i} ({given}): {base} is a name the array uses for its own files "
+                                 f"in the data directory ({', '.join(ARRAY_FILES)})")
+            folder = os.path.dirname(p) or "."
+            if not os.path.isdir(folder):
+                raise AdminError(f"drive {i} ({given}): directory {folder} does not exist (relative paths are "
+                                 f"relative to the data directory {self.data_dir}; no directory is created)")
+
     async def create_raid_group(self, name: str, level: int, drives: list[str], drive_size: int,
                                 stripe_size: int = 64 * 1024, ldev_size: int | None = None) -> dict[str, Any]:
-        if name in self.groups:
+        """Create RAID group ``name`` on new drive files, all or nothing.
+
+        Everything is checked before anything is made (name, level, drive count, stripe size,
+        capacity of at least one LDEV, drive paths: :meth:`check_drive_paths`, and none may exist);
+        should building still fail, the drive files, ``raid-<name>.json``, the bitmap and the
+        catalog row are gone again, so the same request can be retried as it is.
+        """
+        if not isinstance(name, str) or not GROUP_NAME.fullmatch(name):
+            raise AdminError(f"RAID group name {name!r}: letters, digits, '.', '_' and '-', "
+                             "starting with a letter or digit, at most 64")
+        if name in self.groups or any(r.name == name for r in self.catalog.groups()):
             raise AdminError(f"RAID group {name} exists")
+        if self.config is not None and any(rg.name == name for rg in self.config.raid_groups):
+            raise AdminError(f"RAID group {name} is declared in the configuration ({self.config.source})")
         try:
-            RaidLevel(level)
+            raid_level = RaidLevel(level)
         except ValueError:
             raise AdminError(f"RAID level {level} is not one of 0, 1, 5, 6, 10") from None
-        paths = [p if os.path.isabs(p) else str(self.data_dir / p) for p in drives]
-        if any(os.path.exists(p) for p in paths):
-            raise AdminError("drive files already exist: " + ", ".join(p for p in paths if os.path.exists(p)))
-        with self.catalog.transaction() as db:
-            if ldev_size is not None:
-                if self.groups or self.catalog.get_meta("ldev_size"):
-                    raise AdminError("the LDEV size is set once, with the first RAID group")
-                self.catalog.set_meta(db, "ldev_size", str(ldev_size))
-            db.execute("INSERT INTO raid_groups VALUES (?, ?, ?, ?, ?)",
-                       (name, level, stripe_size, drive_size, json.dumps(paths)))
+        try:
+            layout = Layout(raid_level, len(drives), stripe_size, drive_size)  # drive count, stripe size
+        except ValueError as exc:
+            raise AdminError(f"cannot build RAID group {name}: {exc}") from None
+        if ldev_size is not None:
+            if self.groups or self.catalog.get_meta("ldev_size"):
+                raise AdminError("the LDEV size is set once, with the first RAID group")
             try:
+                LdevAllocator(ldev_size)
+            except ValueError as exc:
+                raise AdminError(f"ldev_size {ldev_size}: {exc}") from None
+        ldev = self.allocator.ldev_size if ldev_size is None else ldev_size
+        if layout.capacity < ldev:
+            raise AdminError(f"RAID group {name} would hold {layout.capacity} bytes ({len(drives)} drives of "
+                             f"{drive_size} bytes in whole {stripe_size}-byte stripes), less than one LDEV of "
+                             f"{ldev} bytes: give larger or more drives")
+        self.check_drive_paths(drives)  # first: "already drive 2 of rg0" says more than "exists"
+        paths = [self.drive_path(p) for p in drives]
+        there = [p for p in paths if os.path.lexists(p)]
+        if there:
+            raise AdminError("drive files already exist: " + ", ".join(there))
+        meta = self.data_dir / f"raid-{name}.json"
+        if meta.exists():
+            raise AdminError(f"{meta} describes a RAID group {name} that is neither in the catalog nor in the "
+                             "configuration (removed from the configuration?); move it away or choose another name")
+        bitmap = self.data_dir / f"raid-{name}.bitmap"
+        if bitmap.is_file():  # left by a deleted group (older versions kept it): stale dirty bits
+            log.warning("stale_raid_bitmap_removed", path=str(bitmap))
+            bitmap.unlink()
+        group: RaidGroup | None = None
+        try:
+            with self.catalog.transaction() as db:
+                if ldev_size is not None:
+                    self.catalog.set_meta(db, "ldev_size", str(ldev_size))
+                db.execute("INSERT INTO raid_groups VALUES (?, ?, ?, ?, ?)",
+                           (name, level, stripe_size, drive_size, json.dumps(paths)))
                 group = open_group(name, level, paths, drive_size, stripe_size, str(self.data_dir))
-            except (ValueError, VolumeError, OSError) as exc:
+        except BaseException as exc:
+            if group is not None:  # built, but the commit failed: take it apart again
+                await group.close()
+                self._remove_group_files(name, paths)
+            if isinstance(exc, (ValueError, VolumeError, OSError)):
                 raise AdminError(f"cannot build RAID group {name}: {exc}") from exc
+            raise
         if ldev_size is not None:
             self.allocator = LdevAllocator(ldev_size)
         self.groups[name] = group
         count = self.allocator.add_group(name, group.capacity)
         log.info("raid_group_created", name=name, level=level, drives=len(paths), ldevs=count)
         return {"name": name, "capacity": group.capacity, "ldevs": count}
+
+    def _remove_group_files(self, name: str, drives: list[str]) -> None:
+        """Delete what a group made: its drive files, ``raid-<name>.json`` and the bitmap."""
+        for p in [*drives, str(self.data_dir / f"raid-{name}.json"), str(self.data_dir / f"raid-{name}.bitmap")]:
+            if os.path.lexists(p):
+                os.unlink(p)
 
     def _group(self, name: str) -> RaidGroup:
         g = self.groups.get(name)

@@ -56,10 +56,24 @@ def _incoming(tc: TargetConfig) -> Callable[[str, str], bytes | None] | None:
 
 
 def open_raid_groups(cfg: ArrayConfig) -> dict[str, RaidGroup]:
-    """Open (create on first start) every configured RAID group."""
+    """Open (create on first start) every configured RAID group.
+
+    The data directory is the array's own, so missing directories for drives inside it (such
+    as ``drives/`` of ``drives = ["drives/d0.img", ...]``) are created; a drive elsewhere needs
+    its directory to exist (a typo must not create directories anywhere on the system).
+    """
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir = os.path.realpath(cfg.data_dir)
     groups = {}
-    for rg in cfg.raid_groups:
+    for i, rg in enumerate(cfg.raid_groups):
+        for j, drive in enumerate(rg.drives):
+            folder = os.path.realpath(drive.parent)
+            if not os.path.isdir(folder):
+                if os.path.commonpath([folder, data_dir]) != data_dir:
+                    raise VolumeError(f"{cfg.source}: raid_groups[{i}].drives[{j}]: directory {drive.parent} does "
+                                      f"not exist (only directories inside the data directory {cfg.data_dir} are "
+                                      "created)")
+                os.makedirs(folder, exist_ok=True)
         groups[rg.name] = open_group(rg.name, rg.level, [str(p) for p in rg.drives], rg.drive_size,
                                      rg.stripe_size, str(cfg.data_dir))
         log.info("raid_group_ready", name=rg.name, level=rg.level, drives=len(rg.drives),
@@ -152,7 +166,7 @@ async def _serve(cfg: ArrayConfig) -> int:
     server = build_server(cfg, groups, externals)
     # The catalog's LUs are exported before the portals open, and the management socket is up by then.
     admin = Admin(cfg.data_dir, {t.name: t.device_server for t in server.targets.values()},
-                  externals=dict(externals), initiator_name=cfg.initiator_name)
+                  externals=dict(externals), initiator_name=cfg.initiator_name, config=cfg)
     await admin.load()
     mgmt = MgmtServer(admin, cfg.data_dir / SOCKET_NAME)
     await mgmt.start()

@@ -37,6 +37,7 @@ Example::
 """
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -50,6 +51,18 @@ DEFAULT_PORTAL = ("0.0.0.0", 3260)
 _NAME_RE = re.compile(r"^(iqn\.\d{4}-\d{2}\.[a-z0-9.-]+(:.+)?|eui\.[0-9A-Fa-f]{16}|naa\.[0-9A-Fa-f]{16,32})$")
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def file_identity(path: str | Path) -> tuple[int, int] | str:
+    """What makes two spellings of a path one file: ``(st_dev, st_ino)`` of an existing file
+    (symlinks followed, so ``./x``, ``x``, a symlink and a hard link to it all match), and for a
+    file not there yet the real path it would be created at (its directory's symlinks and a
+    dangling symlink resolved).  Relative paths are taken from the working directory."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return os.path.realpath(path)
+    return (st.st_dev, st.st_ino)
 
 
 class ConfigError(Exception):
@@ -345,8 +358,6 @@ def _raid_group(data: object, source: str, path: str, data_dir: Path) -> RaidGro
             raise ConfigError(source, f"{path}.drives[{i}]", "a drive is a file path")
         p = Path(d)
         paths.append(p if p.is_absolute() else data_dir / p)
-    if len(set(paths)) != len(paths):
-        raise ConfigError(source, f"{path}.drives", "a drive appears twice")
     drive_size = parse_size(t.raw("drive_size") if "drive_size" in t.data else "256MiB", source,
                             f"{path}.drive_size")
     stripe = parse_size(t.raw("stripe_size") if "stripe_size" in t.data else "64KiB", source, f"{path}.stripe_size")
@@ -354,6 +365,25 @@ def _raid_group(data: object, source: str, path: str, data_dir: Path) -> RaidGro
         raise ConfigError(source, f"{path}.stripe_size", "must be a multiple of 512 and fit on a drive")
     t.finish()
     return RaidGroupConfig(name, level, paths, drive_size, stripe)
+
+
+def _one_use_per_file(groups: list[RaidGroupConfig], targets: list[TargetConfig], source: str) -> None:
+    """A file is one drive of one RAID group, or one LUN's file, never two of these at once.
+
+    Compared by :func:`file_identity`, not by spelling: two members on one file read back each
+    other's writes and scrub "repairs" every stripe.  Two LUNs on one file are not refused here.
+    """
+    users: dict[tuple[int, int] | str, str] = {}
+    for i, g in enumerate(groups):
+        for j, d in enumerate(g.drives):
+            key = f"raid_groups[{i}].drives[{j}]"
+            other = users.setdefault(file_identity(d), key)
+            if other != key:
+                raise ConfigError(source, key, f"{d} is the same file as {other}: a drive appears twice")
+    for i, tc in enumerate(targets):
+        for j, lc in enumerate(tc.luns):
+            if lc.raid_group is None and lc.external is None and (drive := users.get(file_identity(lc.file))):
+                raise ConfigError(source, f"targets[{i}].luns[{j}].file", f"{lc.file} is {drive}, a RAID drive")
 
 
 def load_config(path: str | Path | None, data_dir: str | Path | None = None) -> ArrayConfig:
@@ -453,6 +483,7 @@ def parse_config(doc: dict[str, Any], source: str = "<config>", data_dir: str | 
     initiator_name = top.get("initiator_name", str, "iqn.2026-11.org.sanlab:array")
     if not _NAME_RE.match(initiator_name):
         raise ConfigError(source, "initiator_name", f"{initiator_name!r} is not an iSCSI name")
+    _one_use_per_file(groups, targets, source)
     names_rg = {g.name for g in groups}
     for i, tc in enumerate(targets):
         for j, lc in enumerate(tc.luns):

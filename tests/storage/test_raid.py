@@ -446,3 +446,37 @@ async def test_raid_volume_nowait_reads_only(tmp_path: Path) -> None:
         assert v.read_nowait(8, 16) is None
         assert v.read_nowait(0, 8) == bytes(await v.read(0, 8))
     await v.close()
+
+
+# --- creating a named group (open_group) ----------------------------------------------------------------
+
+async def test_open_group_creates_all_or_nothing(tmp_path: Path) -> None:
+    """Issue 12 item 7: a group that cannot be built leaves no file behind, makes no directory,
+    and the same call succeeds once the cause is gone."""
+    from sanlab.storage.raid import open_group
+
+    meta = tmp_path / "meta"
+    meta.mkdir()
+    drives = [str(tmp_path / f"x{i}.img") for i in range(3)]
+
+    def left() -> list[str]:
+        return sorted(p.name for p in tmp_path.rglob("*") if p.name != "meta")
+
+    with pytest.raises(ValueError, match="needs at least 3 drives"):
+        open_group("g", 5, drives[:2], DRIVE, CHUNK, str(meta))
+    with pytest.raises(ValueError, match="multiple of 512"):
+        open_group("g", 5, drives, DRIVE, 100, str(meta))
+    with pytest.raises(ValueError, match="no whole"):
+        open_group("g", 5, drives, 1000, CHUNK, str(meta))
+    with pytest.raises(VolumeError, match="does not exist"):
+        open_group("g", 5, [*drives[:2], str(tmp_path / "nodir" / "x2.img")], DRIVE, CHUNK, str(meta))
+    assert left() == []
+    # A failure after the drive files were made (the bitmap cannot be created) takes them away again.
+    (meta / "raid-g.bitmap").mkdir()
+    with pytest.raises(OSError):
+        open_group("g", 5, drives, DRIVE, CHUNK, str(meta))
+    assert left() == ["raid-g.bitmap"]
+    (meta / "raid-g.bitmap").rmdir()
+    g = open_group("g", 5, drives, DRIVE, CHUNK, str(meta))
+    assert g.capacity == 2 * DRIVE and left() == ["raid-g.bitmap", "raid-g.json", "x0.img", "x1.img", "x2.img"]
+    await g.close()

@@ -18,6 +18,7 @@ MiB = 1 << 20
 
 
 async def _build(admin: Admin) -> None:
+    (admin.data_dir / "d").mkdir(exist_ok=True)  # create-raid-group makes no directories
     await admin.create_raid_group("rg5", 5, ["d/a.img", "d/b.img", "d/c.img"], 16 * MiB, 64 * 1024,
                                   ldev_size=4 * MiB)
     await admin.create_raid_group("rg1", 1, ["d/m0.img", "d/m1.img"], 16 * MiB, 64 * 1024)
@@ -114,6 +115,7 @@ def test_cli_on_a_running_array(sanlab_factory: Callable[..., SanlabProcess], tm
 
     sock = sp.data_dir / "sanlab.sock"
     assert stat.S_IMODE(os.stat(sock).st_mode) == 0o600
+    (sp.data_dir / "drives").mkdir()  # create-raid-group makes no directories
     admin("create-raid-group", "name=rg0", "level=5", "drives=drives/d0.img,drives/d1.img,drives/d2.img,drives/d3.img",
           "drive_size=16MiB", "stripe_size=16KiB", "ldev_size=4MiB")
     admin("create-volume", "name=v0", "size=32MiB")
@@ -274,3 +276,176 @@ async def test_an_out_of_range_export_left_in_the_catalog_is_not_served(tmp_path
     assert [e["lun"] for e in again.catalog.exports()] == [2]
     await again.close()
     await ds.close()
+
+
+async def test_a_drive_is_one_file_of_one_group_whatever_its_spelling(tmp_path: Path) -> None:
+    """Issue 12 item 2: the same file twice in a group, or a file another group or a config LUN
+    uses, is refused however it is spelled (./x, symlinks, hard links), before anything is made."""
+    from sanlab.tools.cli import open_raid_groups
+    from sanlab.tools.config import parse_config
+
+    dd = tmp_path / "data"
+    cfg = parse_config({"raid_groups": [{"name": "crg", "level": 1, "drives": ["cfg/c0.img", "cfg/c1.img"],
+                                         "drive_size": "1MiB"}],
+                        "targets": [{"name": TARGET, "luns": [{"lun": 0, "size": "1MiB", "file": "lun0.img"}]}]},
+                       "test.toml", dd)
+    for g in open_raid_groups(cfg).values():  # the config's drives exist, as under `sanlab serve`
+        await g.close()
+    (dd / "lun0.img").write_bytes(bytes(512))
+    admin = Admin(dd, config=cfg)
+    await admin.create_raid_group("rg0", 5, ["a.img", "b.img", "c.img"], 4 * MiB, 64 * 1024, ldev_size=1 * MiB)
+    os.link(dd / "a.img", dd / "hard.img")
+    os.symlink(dd / "b.img", dd / "soft.img")
+    os.symlink(dd, tmp_path / "alias")
+    before = sorted(p.name for p in dd.rglob("*"))
+    refusals = {
+        ("q0.img", "q0.img", "q1.img"): "drive 1 (q0.img) is the same file as drive 0 (q0.img): a drive appears twice",
+        ("q0.img", "./q0.img", "q1.img"): "drive 1 (./q0.img) is the same file as drive 0",
+        ("q0.img", "q1.img", str(tmp_path / "alias" / "q0.img")): "is the same file as drive 0 (q0.img)",
+        ("q0.img", "q1.img", "./a.img"): "already drive 0 of RAID group rg0",
+        ("q0.img", "q1.img", "hard.img"): "already drive 0 of RAID group rg0",  # a hard link: same inode
+        ("soft.img", "q0.img", "q1.img"): "already drive 1 of RAID group rg0",  # a symlink
+        ("q0.img", "q1.img", "cfg/c1.img"): "already drive 1 of RAID group crg of the configuration",
+        ("q0.img", "lun0.img", "q1.img"): f"already the file of LUN 0 of {TARGET} in the configuration",
+        ("q0.img", "q1.img", "raid-rg9.json"): "a name the array uses for its own files",
+    }
+    for drives, why in refusals.items():
+        with pytest.raises(AdminError) as exc:
+            await admin.create_raid_group("rg9", 5, list(drives), 4 * MiB, 64 * 1024)
+        assert why in str(exc.value), (drives, str(exc.value))
+        assert sorted(p.name for p in dd.rglob("*")) == before, drives  # nothing made
+    assert [r.name for r in admin.catalog.groups()] == ["rg0"]
+    with pytest.raises(AdminError, match="declared in the configuration"):
+        await admin.create_raid_group("crg", 1, ["q0.img", "q1.img"], 4 * MiB, 64 * 1024)
+
+    # The helper replace-drive uses: a failed member's own path may be reused, another member's not.
+    os.unlink(dd / "c.img")  # drive 2 of rg0 is gone (a failed member): its path is still rg0's
+    with pytest.raises(AdminError, match="already drive 2 of RAID group rg0"):
+        admin.check_drive_paths(["c.img"])
+    admin.check_drive_paths(["c.img"], exclude_group="rg0", exclude_index=2)
+    with pytest.raises(AdminError, match="already drive 0 of RAID group rg0"):
+        admin.check_drive_paths(["a.img"], exclude_group="rg0", exclude_index=2)
+    admin.check_drive_paths(["a.img", "b.img"], exclude_group="rg0")
+    await admin.create_raid_group("rg1", 1, ["q0.img", "q1.img"], 4 * MiB, 64 * 1024)
+    await admin.close()
+
+
+async def test_the_catalog_refuses_to_start_on_a_file_the_configuration_also_uses(tmp_path: Path) -> None:
+    """A config edited after a run-time group was made must not open that group's drive a second time."""
+    from sanlab.storage.volume import VolumeError
+    from sanlab.tools.config import parse_config
+
+    dd = tmp_path / "data"
+    admin = Admin(dd)
+    await admin.create_raid_group("rg0", 1, ["m0.img", "m1.img"], 4 * MiB, 64 * 1024, ldev_size=1 * MiB)
+    await admin.close()
+    cfg = parse_config({"targets": [{"name": TARGET, "luns": [{"lun": 0, "size": "1MiB", "file": "m1.img"}]}]},
+                       "test.toml", dd)
+    again = Admin(dd, config=cfg)
+    with pytest.raises(VolumeError, match=r"drive 1 of RAID group rg0 \(catalog\).*is also the file of LUN 0"):
+        await again.load()
+    await again.close()
+
+
+async def test_a_failed_create_raid_group_leaves_nothing_and_can_be_retried(tmp_path: Path) -> None:
+    """Issue 12 item 7: every check comes before any file; what a late failure made is removed."""
+    dd = tmp_path / "data"
+    admin = Admin(dd)
+
+    def made() -> list[str]:
+        return sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")
+                      if not p.name.startswith("catalog.db"))
+
+    before = made()
+    refusals = [
+        (dict(level=5, drives=["x0.img", "x1.img"]), "RAID 5 needs at least 3 drives"),
+        (dict(level=4, drives=["x0.img", "x1.img", "x2.img"]), "RAID level 4 is not one of 0, 1, 5, 6, 10"),
+        (dict(level=5, drives=["x0.img", "x1.img", "x2.img"], stripe_size=100), "positive multiple of 512"),
+        (dict(level=5, drives=["x0.img", "x1.img", "x2.img"], drive_size=1000), "would hold 0 bytes"),
+        (dict(level=5, drives=["x0.img", "x1.img", "x2.img"], drive_size=2 * MiB, ldev_size=8 * MiB),
+         "less than one LDEV of 8388608 bytes"),
+        (dict(level=5, drives=["x0.img", "x1.img", "x2.img"], ldev_size=1000), "multiple of 4096"),
+        (dict(level=5, drives=["x0.img", "x1.img", "sub/x2.img"]),
+         f"directory {dd / 'sub'} does not exist (relative paths are relative to the data directory"),
+        (dict(level=5, drives=["x0.img", "x1.img", str(tmp_path / "elsewhere" / "deep" / "x2.img")]),
+         "elsewhere/deep does not exist"),
+        (dict(name="../evil", level=5, drives=["x0.img", "x1.img", "x2.img"]), "RAID group name '../evil'"),
+        (dict(name="a:b", level=5, drives=["x0.img", "x1.img", "x2.img"]), "RAID group name 'a:b'"),
+    ]
+    for args, why in refusals:
+        kw: dict[str, object] = dict(name="rg0", drive_size=4 * MiB, stripe_size=64 * 1024) | args
+        with pytest.raises(AdminError) as exc:
+            await admin.create_raid_group(**kw)  # type: ignore[arg-type]
+        assert why in str(exc.value), (args, str(exc.value))
+        assert made() == before, args
+    assert admin.catalog.groups() == [] and admin.groups == {}
+    # A failure after the drive files exist (the bitmap's place is taken): undone, catalog included.
+    (dd / "raid-rg0.bitmap").mkdir()
+    with pytest.raises(AdminError, match="cannot build RAID group rg0"):
+        await admin.create_raid_group("rg0", 5, ["x0.img", "x1.img", "x2.img"], 4 * MiB, 64 * 1024)
+    (dd / "raid-rg0.bitmap").rmdir()
+    assert made() == before and admin.catalog.groups() == [] and admin.catalog.get_meta("ldev_size") is None
+    # The retry of the request as first typed, with a third drive, is not told "drive files already exist".
+    out = await admin.create_raid_group("rg0", 5, ["x0.img", "x1.img", "x2.img"], 4 * MiB, 64 * 1024,
+                                        ldev_size=1 * MiB)
+    assert out == {"name": "rg0", "capacity": 8 * MiB, "ldevs": 8}
+    # Deleting a group removes its description and bitmap: the name can be used again.
+    await admin.delete_raid_group("rg0")
+    assert not (dd / "raid-rg0.json").exists() and not (dd / "raid-rg0.bitmap").exists()
+    await admin.create_raid_group("rg0", 1, ["y0.img", "y1.img"], 4 * MiB, 64 * 1024)
+    await admin.close()
+
+
+@pytest.mark.integration
+def test_cli_refuses_a_drive_twice_or_in_use(sanlab_factory: Callable[..., SanlabProcess]) -> None:
+    """Issue 12 item 2 through `sanlab admin` on a running array: message, exit status 1, nothing made."""
+    sp = sanlab_factory(f'[[targets]]\nname = "{TARGET}"\n[[targets.luns]]\nlun = 0\nsize = "4MiB"\n'
+                        'file = "lun0.img"\n')
+    dd = sp.data_dir
+    cp = _admin_cli(dd, "create-raid-group", "name=rg0", "level=5", "drives=q0.img,q0.img,q1.img",
+                    "drive_size=8MiB")
+    assert cp.returncode == 1 and "drive 1 (q0.img) is the same file as drive 0 (q0.img)" in cp.stderr, cp.stderr
+    assert not (dd / "q0.img").exists() and not (dd / "q1.img").exists()
+    cp = _admin_cli(dd, "create-raid-group", "name=rg0", "level=5", "drives=q0.img,q1.img,q2.img", "drive_size=8MiB")
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+    os.symlink(dd / "q1.img", dd / "other-name.img")
+    for drives, why in (("r0.img,./q1.img", "already drive 1 of RAID group rg0"),
+                        ("r0.img,other-name.img", "already drive 1 of RAID group rg0"),
+                        ("r0.img,lun0.img", f"already the file of LUN 0 of {TARGET} in the configuration")):
+        cp = _admin_cli(dd, "create-raid-group", "name=rg1", "level=1", f"drives={drives}", "drive_size=8MiB")
+        assert cp.returncode == 1 and why in cp.stderr, (drives, cp.stderr)
+        assert not (dd / "r0.img").exists()
+    # Host writes read back and scrub finds parity right: each member is a file of its own.
+    for words in (["create-volume", "name=v0", "size=8MiB"],
+                  ["create-vvol", "vvol=1", "real=v0", "real_start=0", f"size={8 * MiB // 512}"],
+                  ["create-lu", "name=lu0", "vvol=1", "vstart=0", f"size={8 * MiB // 512}"],
+                  ["export", "lu=lu0", f"target={TARGET}", "lun=1"]):
+        cp = _admin_cli(dd, *words)
+        assert cp.returncode == 0, cp.stdout + cp.stderr
+    src, back = dd.parent / "src.img", dd.parent / "back.img"
+    src.write_bytes(os.urandom(8 * MiB))
+    run([need("qemu-img"), "convert", "-n", "-f", "raw", "-O", "raw", str(src), sp.url(1)])
+    run([need("qemu-img"), "dd", "-f", "raw", "-O", "raw", "bs=1M", "count=8", f"if={sp.url(1)}", f"of={back}"])
+    assert back.read_bytes() == src.read_bytes()
+    cp = _admin_cli(dd, "scrub", "group=rg0")
+    assert cp.returncode == 0 and json.loads(cp.stdout)["repaired_stripes"] == 0, cp.stdout + cp.stderr
+
+
+@pytest.mark.integration
+def test_cli_failed_create_raid_group_can_be_retried(sanlab_factory: Callable[..., SanlabProcess],
+                                                     tmp_path: Path) -> None:
+    """Issue 12 item 7 through `sanlab admin`: refused before anything is made, retried as typed."""
+    sp = sanlab_factory(f'[[targets]]\nname = "{TARGET}"\n')
+    dd = sp.data_dir
+    three = "drives=x0.img,x1.img,x2.img"
+    for words, why in ((["level=5", "drives=x0.img,x1.img", "drive_size=8MiB"], "RAID 5 needs at least 3 drives"),
+                       (["level=5", three, "drive_size=8MiB", "stripe_size=100"], "positive multiple of 512"),
+                       (["level=5", three, "drive_size=1000"], "would hold 0 bytes"),
+                       (["level=5", f"drives=x0.img,x1.img,{tmp_path}/nowhere/x2.img", "drive_size=8MiB"],
+                        f"directory {tmp_path}/nowhere does not exist")):
+        cp = _admin_cli(dd, "create-raid-group", "name=rg0", *words)
+        assert cp.returncode == 1 and why in cp.stderr, (words, cp.stderr)
+        assert not list(dd.glob("x*.img")) and not list(dd.glob("raid-*")) and not (tmp_path / "nowhere").exists()
+    cp = _admin_cli(dd, "create-raid-group", "name=rg0", "level=5", three, "drive_size=8MiB")
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+    assert json.loads(cp.stdout)["capacity"] == 16 * MiB

@@ -88,3 +88,24 @@ def test_serve_without_arguments(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0
+
+
+def test_config_drives_get_directories_only_inside_the_data_dir(tmp_path: Path) -> None:
+    """Issue 12 item 7, the TOML side: `drives/d0.img` gets its directory in the data directory on first
+    start; a drive elsewhere whose directory is missing stops the array with a message, making nothing."""
+    outside = tmp_path / "elsewhere" / "deep"
+    for drives, ok in ((["drives/d0.img", "drives/d1.img"], True), (["d0.img", f"{outside}/d1.img"], False)):
+        run_dir = tmp_path / ("good" if ok else "bad")
+        run_dir.mkdir()
+        cfg = run_dir / "c.toml"
+        cfg.write_text(f"[[raid_groups]]\nname = 'rg'\nlevel = 1\ndrives = {drives!r}\ndrive_size = '1MiB'\n"
+                       "[[targets]]\nname = 'iqn.2026-11.org.sanlab:a'\n[[targets.luns]]\nlun = 0\nraid_group = 'rg'\n")
+        cp = subprocess.run([sys.executable, "-m", "sanlab.tools.cli", "serve", "--config", str(cfg), "--data-dir",
+                             str(run_dir / "data"), "--portal", "192.0.2.1:3260"], capture_output=True, text=True,
+                            timeout=60, cwd=run_dir)
+        if ok:  # the group was built (then the portal, TEST-NET-1, fails to bind)
+            assert cp.returncode == 2 and (run_dir / "data" / "drives" / "d1.img").stat().st_size == 1 << 20, cp.stderr
+        else:
+            assert cp.returncode == 1, cp.stdout + cp.stderr
+            assert f"raid_groups[0].drives[1]: directory {outside} does not exist" in cp.stderr, cp.stderr
+            assert not (tmp_path / "elsewhere").exists() and not (run_dir / "data" / "d0.img").exists()

@@ -144,3 +144,34 @@ def test_lun_on_unknown_group(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as exc:
         _load(tmp_path, "[[targets]]\nname='iqn.2026-11.x:a'\n[[targets.luns]]\nlun=0\nraid_group='nope'\n")
     assert exc.value.key == "targets[0].luns[0].raid_group"
+
+
+def test_a_file_is_one_drive_or_one_lun_however_it_is_spelled(tmp_path: Path) -> None:
+    """Issue 12 item 2, the TOML side: files are compared by device and inode (or real path), not spelling."""
+    import os
+
+    dd = tmp_path / "dd"
+    dd.mkdir()
+    (dd / "a.img").write_bytes(b"")
+    os.link(dd / "a.img", dd / "hard.img")
+    os.symlink(dd / "a.img", dd / "soft.img")
+    os.symlink(dd, tmp_path / "alias")
+    head = f'data_dir = "{dd}"\n'
+    tail = "[[targets]]\nname = 'iqn.2026-11.x:a'\n"
+
+    def group(name: str, *drives: str) -> str:
+        return f"[[raid_groups]]\nname = '{name}'\nlevel = 5\ndrives = {list(drives)!r}\n"
+
+    cases = [
+        (group("r0", "a.img", "hard.img", "c.img"), "raid_groups[0].drives[1]", "same file as raid_groups[0].drives[0]"),
+        (group("r0", "a.img", "b.img", "soft.img"), "raid_groups[0].drives[2]", "a drive appears twice"),
+        (group("r0", "a.img", "b.img", "c.img") + group("r1", "x.img", "y.img", str(tmp_path / "alias" / "b.img")),
+         "raid_groups[1].drives[2]", "same file as raid_groups[0].drives[1]"),
+        (group("r0", "a.img", "b.img", "c.img") + tail + "[[targets.luns]]\nlun = 0\nfile = 'hard.img'\n",
+         "targets[0].luns[0].file", "is raid_groups[0].drives[0], a RAID drive"),
+    ]
+    for text, key, reason in cases:
+        with pytest.raises(ConfigError) as exc:
+            _load(tmp_path, head + text + ("" if "[[targets]]" in text else tail))
+        assert (exc.value.key, reason in exc.value.reason) == (key, True), (text, str(exc.value))
+    _load(tmp_path, head + group("r0", "a.img", "b.img", "c.img") + group("r1", "x.img", "y.img", "z.img") + tail)
