@@ -1154,7 +1154,7 @@ def open_group(name: str, level: int, drive_paths: list[str], drive_size: int, s
     group: RaidGroup | None = None
     try:
         drives = [Drive(p, drive_size, create=not exists) for p in drive_paths]
-        if not exists and (bad := [f"{d.path} ({d.error})" for d in drives if not d.readable]):
+        if not exists and (bad := [d.error or d.path for d in drives if not d.readable]):
             raise VolumeError(f"RAID group {name}: cannot create drive files {', '.join(bad)}")
         group = RaidGroup(level, drives, stripe_size, bitmap_path, state_path)
         if not exists:

@@ -50,6 +50,7 @@ def _group(sp: SanlabProcess) -> dict[str, Any]:
 
 def _build(sp: SanlabProcess) -> None:
     """RAID 5 over four 32 MiB drives (64 KiB chunks: 512 stripes), a 48 MiB LU on it as LUN 0."""
+    (sp.data_dir / "drives").mkdir(exist_ok=True)  # create-raid-group makes no directories
     _admin(sp, "create_raid_group", name="rg0", level=5, drives=[f"drives/d{i}.img" for i in range(4)],
            drive_size=32 * MiB, stripe_size=64 * 1024, ldev_size=4 * MiB)
     _admin(sp, "create_volume", name="v0", size=LU_BYTES)
