@@ -384,13 +384,14 @@ class Admin:
             raise AdminError(f"RAID group {group} is already rebuilding drive {g.rebuilding}")
         if g.drives[index].readable:
             raise AdminError(f"drive {index} of {group} is online; fail it first")
-        full = path if os.path.isabs(path) else str(self.data_dir / path)
-        if os.path.lexists(full):
-            raise AdminError(f"{full} exists; a replacement drive must be a new file")
+        full = self.drive_path(path)
         parent = os.path.dirname(full) or "."
         if not os.path.isdir(parent):
             raise AdminError(f"directory {parent} does not exist (relative paths are in the data directory "
                              f"{self.data_dir})")
+        self.check_drive_paths([full], exclude_group=group, exclude_index=index)  # not another group's drive
+        if os.path.lexists(full):
+            raise AdminError(f"{full} exists; a replacement drive must be a new file")
         new = Drive(full, g.layout.drive_size)
         if new.error is not None:
             raise AdminError(f"cannot create replacement drive: {new.error}")

@@ -173,7 +173,11 @@ def test_replace_drive_refuses_a_path_it_cannot_use(sanlab_factory: Callable[...
     _admin(sp, "fail_drive", group="rg0", index=1)
     cp = _cli(sp, "replace-drive", "group=rg0", "index=1", "path=/nonexistent/dir/new1.img")
     assert cp.returncode != 0 and "/nonexistent/dir" in cp.stderr and "does not exist" in cp.stderr, cp.stderr
-    cp = _cli(sp, "replace-drive", "group=rg0", "index=1", "path=drives/d0.img")
+    cp = _cli(sp, "replace-drive", "group=rg0", "index=1", "path=drives/d0.img")  # another member
+    assert cp.returncode != 0 and "d0.img" in cp.stderr, cp.stderr
+    cp = _cli(sp, "replace-drive", "group=rg0", "index=1", "path=catalog.db")  # the array's own file
+    assert cp.returncode != 0 and "catalog.db" in cp.stderr, cp.stderr
+    cp = _cli(sp, "replace-drive", "group=rg0", "index=1", "path=drives/d1.img")  # the failed member's old file
     assert cp.returncode != 0 and "exists" in cp.stderr, cp.stderr
     g = _group(sp)
     assert g["drives"][1]["state"] == "failed" and g["rebuild_progress"] is None and g["rebuild_error"] is None
