@@ -10,10 +10,16 @@ background copy can never overwrite it.  The background copy walks a copy
 pointer through the range, skipping copied chunks.  Outside the range (partial
 migration) I/O passes through to the source.
 
-The bitmap persists in a file (temp file, fsync, rename), so a restart resumes
-where the copy was; a bit is only ever set after its chunk's data is flushed on
-the destination.  When every chunk is copied the pair is *simplex*: the
-source is no longer read and can be detached.
+The copied-map is a :class:`~sanlab.storage.bitmap.PersistentBitmap`
+(``migrate-<dest>.bitmap``, beside ``migrate-<dest>.json`` which holds the
+range), so a restart resumes where the copy was.  Flush order: a chunk's bit is
+set only after its data is flushed on the destination; the background copy
+sets bits in memory and makes them durable in batches (a lost bit only costs
+copying the chunk again), but before a host write to a chunk is acknowledged
+every bit set so far is durable, so the background copy can never bring the
+source's old data back over an acknowledged write after a crash.  When every
+chunk is copied the pair is *simplex*: the source is no longer read and can be
+detached.
 """
 from __future__ import annotations
 
@@ -26,6 +32,8 @@ from typing import Any
 
 import structlog
 
+from sanlab.storage.bitmap import PersistentBitmap
+from sanlab.storage.durable import replace_json
 from sanlab.storage.volume import EmulatedBlockOps, Volume, VolumeError
 
 log = structlog.get_logger("sanlab.storage.migrate")
@@ -59,39 +67,41 @@ class MigratingVolume(EmulatedBlockOps):
         self.chunk = chunk_blocks
         self.state_path = state_path
         self.total = -(-(end - start) // chunk_blocks)
-        self.copied = bytearray(self.total)
-        self.pointer = 0
+        self.copied = self._open_bitmap()
+        """The copied-map: a bit per chunk the destination holds."""
+        self.pointer = self.copied.first_clear()
         self._bytes_copied = 0
         self._t0 = time.monotonic()
         self._task: asyncio.Task[None] | None = None
-        self._persist_lock = asyncio.Lock()
-        self._load()
 
     # --- persistence --------------------------------------------------------------------------------
 
-    def _load(self) -> None:
+    def _open_bitmap(self) -> PersistentBitmap:
+        bitmap_path = os.path.splitext(self.state_path)[0] + ".bitmap"
+        desc = {"start": self.start, "end": self.end, "chunk": self.chunk}
         if not os.path.exists(self.state_path):
-            return
+            bitmap = PersistentBitmap(bitmap_path, self.total, fresh=True)
+            replace_json(self.state_path, desc)  # after the fresh bitmap: the pair is only known once both exist
+            return bitmap
         with open(self.state_path) as f:
             st = json.load(f)
         if (st["start"], st["end"], st["chunk"]) != (self.start, self.end, self.chunk):
             raise VolumeError(f"migration state {self.state_path} is for another range")
-        self.copied = bytearray(bytes.fromhex(st["copied"]))
-        self.pointer = st["pointer"]
-
-    def _save(self) -> None:
-        tmp = self.state_path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump({"start": self.start, "end": self.end, "chunk": self.chunk, "pointer": self.pointer,
-                       "copied": self.copied.hex()}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.state_path)
+        if "copied" not in st:
+            return PersistentBitmap(bitmap_path, self.total)
+        # An earlier release kept a byte per chunk in the JSON: carry it over, then drop it.
+        bitmap = PersistentBitmap(bitmap_path, self.total, fresh=True)
+        for c, flag in enumerate(bytes.fromhex(st["copied"])[:self.total]):
+            if flag:
+                bitmap.mark(c)
+        bitmap.flush()
+        replace_json(self.state_path, desc)
+        return bitmap
 
     async def _persist(self) -> None:
-        # One writer at a time: the background copy and host writes both persist the bitmap.
-        async with self._persist_lock:
-            await asyncio.get_running_loop().run_in_executor(None, self._save)
+        """Make every copied bit durable (PersistentBitmap serialises concurrent flushes)."""
+        if self.copied.pending:
+            await asyncio.get_running_loop().run_in_executor(None, self.copied.flush)
 
     # --- geometry ------------------------------------------------------------------------------------
 
@@ -105,11 +115,11 @@ class MigratingVolume(EmulatedBlockOps):
 
     @property
     def simplex(self) -> bool:
-        return all(self.copied)
+        return self.copied.all_set()
 
     def status(self) -> MigrationStatus:
         elapsed = max(time.monotonic() - self._t0, 1e-6)
-        return MigrationStatus("simplex" if self.simplex else "copying", sum(self.copied), self.total,
+        return MigrationStatus("simplex" if self.simplex else "copying", self.copied.count(), self.total,
                                self.pointer, self._bytes_copied / elapsed)
 
     def _chunk_range(self, c: int) -> tuple[int, int]:
@@ -120,13 +130,13 @@ class MigratingVolume(EmulatedBlockOps):
 
     async def _copy_chunk(self, c: int) -> None:
         """Bring chunk ``c`` over (caller holds its range lock)."""
-        if self.copied[c]:
+        if self.copied.has(c):
             return
         first, n = self._chunk_range(c)
         data = await self.source.read(first, n)
         await self.dest.write(first, data)
         await self.dest.flush()
-        self.copied[c] = 1
+        self.copied.mark(c)  # after the data is on the destination; durable at the next _persist
         self._bytes_copied += len(data)
 
     async def run(self, persist_every: int = 16) -> None:
@@ -135,7 +145,7 @@ class MigratingVolume(EmulatedBlockOps):
         while self.pointer < self.total:
             c = self.pointer
             first, n = self._chunk_range(c)
-            if not self.copied[c]:
+            if not self.copied.has(c):
                 async with self.range_lock.hold(first, n):
                     await self._copy_chunk(c)
                 since += 1
@@ -193,7 +203,7 @@ class MigratingVolume(EmulatedBlockOps):
             if c is None:
                 out += await self.source.read(first, n)
             else:
-                if not self.copied[c]:
+                if not self.copied.has(c):
                     await self._copy_chunk(c)  # on demand; kept, so the next read is local
                     await self._persist()
                 out += await self.dest.read(first, n)
@@ -205,28 +215,25 @@ class MigratingVolume(EmulatedBlockOps):
             raise VolumeError(f"write of {len(data)} bytes is not whole blocks")
         self._check(lba, len(data) // bs)
         view = memoryview(data)
-        newly = False
         for c, first, n in self._segments(lba, len(data) // bs):
             part = view[(first - lba) * bs:(first - lba + n) * bs]
             if c is None:
                 await self.source.write(first, part, fua)
                 continue
-            if not self.copied[c]:
+            if not self.copied.has(c):
                 cfirst, cn = self._chunk_range(c)
                 if (first, n) != (cfirst, cn):
                     await self._copy_chunk(c)  # complete the chunk before part of it is overwritten
                 else:
                     await self.dest.write(first, part)
                     await self.dest.flush()
-                    self.copied[c] = 1
-                    newly = True
+                    self.copied.mark(c)
                     continue
-                newly = True
             await self.dest.write(first, part, fua)
-        if newly:
-            # The chunk is now the destination's: the background copy must never see it as uncopied,
-            # even after a crash, so the bitmap is durable before the host hears GOOD.
-            await self._persist()
+        # Every chunk written here is the destination's: the background copy must never see one as
+        # uncopied, even after a crash, so the copied-map (including bits the background copy set
+        # and has not flushed yet) is durable before the host hears GOOD.
+        await self._persist()
 
     async def read(self, lba: int, nblocks: int) -> bytes:
         # Exclusive: a read may copy a chunk on demand.
@@ -245,6 +252,7 @@ class MigratingVolume(EmulatedBlockOps):
     async def close(self) -> None:
         await self.stop_background()
         await self.flush()
+        self.copied.close()
 
     def describe(self) -> dict[str, Any]:
         st = self.status()

@@ -23,7 +23,8 @@ from sanlab.scsi.lun import LUN_RANGE, MAX_LUN
 from sanlab.storage.catalog import Catalog
 from sanlab.storage.external import ExternalVolume, LockMode, stable_isid
 from sanlab.storage.ldev import Ldev, LdevAllocator, LogicalVolume
-from sanlab.storage.raid import Drive, Layout, RaidGroup, RaidLevel, open_group, replace_drive_path
+from sanlab.storage.raid import Drive, Layout, RaidGroup, RaidLevel
+from sanlab.storage.raid_files import open_group, replace_drive_path
 from sanlab.storage.tiering import GroupInfo, LdevLoad, plan_moves
 from sanlab.storage.migrate import MigratingVolume
 from sanlab.storage.volume import Volume, VolumeError
@@ -389,7 +390,7 @@ class Admin:
         if not os.path.isdir(parent):
             raise AdminError(f"directory {parent} does not exist (relative paths are in the data directory "
                              f"{self.data_dir})")
-        self.check_drive_paths([full], exclude_group=group, exclude_index=index)  # not another group's drive
+        self.check_drive_paths([path], exclude_group=group, exclude_index=index)  # not another group's drive
         if os.path.lexists(full):
             raise AdminError(f"{full} exists; a replacement drive must be a new file")
         new = Drive(full, g.layout.drive_size)

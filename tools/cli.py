@@ -16,7 +16,9 @@ import structlog
 from sanlab.scsi.device_server import DeviceServer
 from sanlab.scsi.lu import LogicalUnit, LuConfig
 from sanlab.storage.external import ExternalVolume
-from sanlab.storage.raid import RaidGroup, RaidVolume, open_group
+from sanlab.storage.raid import RaidGroup
+from sanlab.storage.raid_files import open_group
+from sanlab.storage.raid_volume import RaidVolume
 from sanlab.storage.volume import FileVolume, Volume, VolumeError
 from sanlab.target.chap import ChapCredentials
 from sanlab.target.login import TargetAuth

@@ -7,7 +7,8 @@ import struct
 from pathlib import Path
 
 from sanlab.scsi.lu import LogicalUnit, LuConfig
-from sanlab.storage.raid import RaidVolume, open_group
+from sanlab.storage.raid_files import open_group
+from sanlab.storage.raid_volume import RaidVolume
 from tests.scsi.helpers import TARGET, Run, inquiry
 from tests.scsi.test_provisioning import (BLOCKS, INVALID_OPCODE, LBA_OUT_OF_RANGE, WRITE_PROTECTED, fill, good,
                                           invalid_cdb, make, read, sense, serve)

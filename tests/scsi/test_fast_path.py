@@ -248,7 +248,8 @@ async def test_raid_lu_reads_fast_writes_the_full_way(tmp_path: Path) -> None:
     """A RAID 5 LU: cached reads answered by the fast path, equal to the full path's answers on an
     identical LU; writes always declined (parity is updated only under the stripe locks)."""
     from sanlab.scsi.lu import LuConfig
-    from sanlab.storage.raid import Drive, RaidGroup, RaidLevel, RaidVolume
+    from sanlab.storage.raid import Drive, RaidGroup, RaidLevel
+    from sanlab.storage.raid_volume import RaidVolume
     from tests.scsi.helpers import TARGET
 
     def raid_lu(name: str) -> LogicalUnit:

@@ -11,10 +11,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sanlab.storage.raid import (
-    Drive, DriveState, GroupStateFile, Layout, RaidGroup, RaidLevel, RaidVolume, gf_inv, gf_mul, gf_mul_scalar,
-    gf_pow2, open_group,
-)
+from sanlab.storage.drive import Drive, DriveState
+from sanlab.storage.gf256 import gf_inv, gf_mul, gf_mul_scalar, gf_pow2
+from sanlab.storage.raid import RaidGroup
+from sanlab.storage.raid_files import open_group
+from sanlab.storage.raid_layout import Layout, RaidLevel
+from sanlab.storage.raid_state import GroupStateFile
+from sanlab.storage.raid_volume import RaidVolume
 from sanlab.storage.volume import VolumeError
 
 CHUNK = 1024
@@ -219,10 +222,10 @@ async def test_crash_mid_write_resyncs_dirty_regions(tmp_path: Path) -> None:
         drive.close()  # no clean close: the bitmap stays dirty on disk
     drives = [Drive(str(tmp_path / f"d{i}.img"), DRIVE) for i in range(4)]
     g2 = RaidGroup(RaidLevel.RAID5, drives, CHUNK, str(tmp_path / "wil.bitmap"))
-    assert g2.bitmap is not None and g2.bitmap.dirty() == [0]
+    assert g2.bitmap is not None and g2.bitmap.set_units() == [0]
     regions, repaired = await g2.recover()
     assert regions == 1 and repaired >= 1
-    assert g2.bitmap.dirty() == []
+    assert g2.bitmap.set_units() == []
     assert await g2.scrub(repair=False) == 0
     # Parity now matches the data: losing any drive still reads back what is on the data drives.
     g2.fail_drive(d)
@@ -354,8 +357,40 @@ async def test_a_lost_replacement_is_a_failed_member_after_restart(tmp_path: Pat
     await g2.close()
 
 
+async def test_an_io_error_takes_the_member_out_logged_and_durably(tmp_path: Path) -> None:
+    """Flush order rule 1: the write that skipped a member is acknowledged only once the member's
+    failure is on disk, so a restart never trusts the stale member; the failure is a log event."""
+    from structlog.testing import capture_logs
+    paths = _paths(tmp_path, 4)
+    g = open_group("rg", RaidLevel.RAID5, paths, DRIVE, CHUNK, str(tmp_path))
+    model = await _fill(g)
+    bad = g.drives[1]
+    ro = os.open(paths[1], os.O_RDONLY)
+    assert bad._fd is not None
+    os.dup2(ro, bad._fd)  # writes to this member now fail with EBADF, as a dying drive's would
+    os.close(ro)
+    with capture_logs() as logs:
+        await _scribble(g, model, 9, 20)
+    assert bad.state is DriveState.FAILED
+    failed = [e for e in logs if e["event"] == "drive_failed"]
+    assert len(failed) == 1 and failed[0]["index"] == 1 and failed[0]["during"] == "write"
+    for drive in g.drives:
+        drive.close()  # kill -9 right after the acknowledgement
+    g2 = open_group("rg", RaidLevel.RAID5, paths, DRIVE, CHUNK, str(tmp_path))
+    assert g2.drives[1].state is DriveState.FAILED
+    assert await g2.read(0, g2.capacity) == bytes(model)
+    await g2.close()
+
+
+async def test_stripe_locks_live_only_while_used(tmp_path: Path) -> None:
+    g = make(tmp_path, RaidLevel.RAID6, 5)
+    await asyncio.gather(*(g.write(i * 2000, os.urandom(3000)) for i in range(20)))  # overlapping stripes
+    assert g._locks == {}
+    await g.close()
+
+
 def test_state_file_round_trip_and_unreadable_file_refused(tmp_path: Path) -> None:
-    from sanlab.storage.raid import GroupState, RebuildRecord
+    from sanlab.storage.raid_state import GroupState, RebuildRecord
     f = GroupStateFile(str(tmp_path / "x.state"))
     assert f.load() == GroupState()
     st_ = GroupState(frozenset({1, 4}), RebuildRecord(2, "/x/y.img", 77, 1 << 20))
@@ -453,7 +488,7 @@ async def test_raid_volume_nowait_reads_only(tmp_path: Path) -> None:
 async def test_open_group_creates_all_or_nothing(tmp_path: Path) -> None:
     """Issue 12 item 7: a group that cannot be built leaves no file behind, makes no directory,
     and the same call succeeds once the cause is gone."""
-    from sanlab.storage.raid import open_group
+    from sanlab.storage.raid_files import open_group
 
     meta = tmp_path / "meta"
     meta.mkdir()

@@ -61,7 +61,8 @@ class MemoryVolume(EmulatedBlockOps):
 
 Factory = Callable[[Path, int, int], Volume]
 def _raid5(d: Path, size: int, bs: int) -> Volume:
-    from sanlab.storage.raid import Drive, RaidGroup, RaidVolume
+    from sanlab.storage.raid import Drive, RaidGroup
+    from sanlab.storage.raid_volume import RaidVolume
     # 4 drives of size/3 each: 3 data chunks per stripe hold exactly ``size`` bytes.
     drives = [Drive(str(d / f"r{i}.img"), size // 3 + 65536) for i in range(4)]
     vol = RaidVolume(RaidGroup(5, drives, 4096, str(d / "wil.bitmap")), bs)

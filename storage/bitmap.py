@@ -1,0 +1,148 @@
+"""One persistent bitmap for every "which parts are in which state" record (issue 13, seam 3).
+
+Used by the RAID write-intent bitmap (a bit per region of stripes: parity may be stale there),
+the rebuild's ahead-map (a bit per stripe rebuilt before the sequential rebuild reached it), the
+migratory copy's copied-map (a bit per chunk now held by the destination) and, next, by pair
+difference bitmaps.  The file is the bits themselves, bit ``u`` in byte ``u // 8`` at mask
+``1 << (u % 8)``; its length is fixed by the owner, who knows how many units there are.
+
+Flush order — what a caller can rely on after a crash (kill -9 or power loss):
+
+* :meth:`set` returns only once the bit is on stable storage (pwrite, then fdatasync).  Set the
+  bit *before* the state it guards can be observed (write-intent: before the region is written;
+  copied/rebuilt: after the data it vouches for is synced, before anything relies on it).
+* :meth:`mark` changes the bit in memory only; it reaches the disk at the next :meth:`flush` or
+  :meth:`set`.  For bits whose loss costs only repeated work (a chunk copied again), flushed in
+  batches.  :attr:`pending` says whether any marked bit is not yet durable.
+* :meth:`clear` is lazy as well (memory, then the next flush): a crash may bring a cleared bit back.  Owners give bits the
+  meaning where a stale *set* bit costs work (a region resynchronised for nothing), never data.
+
+The in-memory bits are authoritative while the process runs; all methods are thread-safe (RAID
+members set bits from the I/O thread pool).
+"""
+from __future__ import annotations
+
+import os
+import threading
+
+
+class PersistentBitmap:
+    """A fixed number of bits, mirrored in a file with the flush order of the module docstring."""
+
+    def __init__(self, path: str | None, bits: int, fresh: bool = False) -> None:
+        """Open ``path`` (creating it all-clear when missing, or when ``fresh``); ``path`` None keeps
+        the bits in memory only (groups and tests without a state directory)."""
+        self.path = path
+        self.size = bits
+        """Number of units."""
+        self.bits = bytearray((bits + 7) // 8)
+        self._mutex = threading.Lock()
+        self._unsynced: set[int] = set()
+        """Byte offsets changed in memory and not yet written."""
+        self._closed = False
+        self._fd: int | None = None
+        if path is None:
+            return
+        exists = os.path.exists(path) and not fresh
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        if exists:
+            old = os.pread(self._fd, len(self.bits), 0)
+            self.bits[:len(old)] = old
+        else:
+            os.ftruncate(self._fd, 0)
+            os.pwrite(self._fd, bytes(self.bits), 0)
+            os.fsync(self._fd)
+
+    # --- reading ------------------------------------------------------------------------------------
+
+    def has(self, unit: int) -> bool:
+        """Whether bit ``unit`` is set (in memory)."""
+        return bool(self.bits[unit >> 3] & (1 << (unit & 7)))
+
+    def set_units(self) -> list[int]:
+        """Every set unit, ascending."""
+        return [u for u in range(self.size) if self.bits[u >> 3] & (1 << (u & 7))]
+
+    def count(self) -> int:
+        """Number of set units."""
+        return sum(bin(b).count("1") for b in self.bits)
+
+    def all_set(self) -> bool:
+        return self.count() == self.size
+
+    def first_clear(self, start: int = 0) -> int:
+        """The first clear unit at or after ``start`` (``size`` when there is none)."""
+        for u in range(start, self.size):
+            if not self.bits[u >> 3] & (1 << (u & 7)):
+                return u
+        return self.size
+
+    @property
+    def pending(self) -> bool:
+        """Some marked or cleared bit is not yet on disk."""
+        return bool(self._unsynced)
+
+    # --- changing -----------------------------------------------------------------------------------
+
+    def set(self, unit: int) -> bool:
+        """Set bit ``unit`` durably (with any bit marked before); True if it was clear."""
+        byte, bit = unit >> 3, 1 << (unit & 7)
+        with self._mutex:
+            changed = not self.bits[byte] & bit
+            if changed:
+                self.bits[byte] |= bit
+                self._unsynced.add(byte)
+            if self._unsynced:
+                self._write_locked()
+        return changed
+
+    def mark(self, unit: int) -> None:
+        """Set bit ``unit`` in memory; durable at the next :meth:`flush` or :meth:`set`."""
+        byte, bit = unit >> 3, 1 << (unit & 7)
+        with self._mutex:
+            if not self.bits[byte] & bit:
+                self.bits[byte] |= bit
+                self._unsynced.add(byte)
+
+    def clear(self, unit: int) -> None:
+        """Clear bit ``unit`` in memory; on disk at the next :meth:`flush` or :meth:`set` (a crash
+        before that brings it back)."""
+        byte, bit = unit >> 3, 1 << (unit & 7)
+        with self._mutex:
+            if self.bits[byte] & bit:
+                self.bits[byte] &= ~bit & 0xFF
+                self._unsynced.add(byte)
+
+    def flush(self) -> None:
+        """Make every marked and cleared bit durable."""
+        with self._mutex:
+            if self._unsynced:
+                self._write_locked()
+
+    def _write_locked(self) -> None:
+        if self._fd is not None:
+            for byte in sorted(self._unsynced):
+                os.pwrite(self._fd, bytes([self.bits[byte]]), byte)
+            os.fdatasync(self._fd)
+        self._unsynced.clear()
+
+    # --- lifetime -----------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Flush and close the file (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._fd is not None:
+            self.flush()
+            os.fsync(self._fd)
+            os.close(self._fd)
+
+    def remove(self) -> None:
+        """Close and delete the file."""
+        self.close()
+        if self.path is not None:
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass

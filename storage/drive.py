@@ -1,0 +1,78 @@
+"""A RAID member: a drive file (or block device) and its state."""
+from __future__ import annotations
+
+import enum
+import os
+
+_RWF_NOWAIT: int = getattr(os, "RWF_NOWAIT", 0)
+"""preadv2 flag: fail with EAGAIN instead of waiting for the disk (Linux 4.14+)."""
+
+
+class DriveState(enum.Enum):
+    ONLINE = "online"
+    FAILED = "failed"
+    REBUILDING = "rebuilding"
+
+
+class Drive:
+    """One member: a file (or block device) of ``size`` bytes."""
+
+    def __init__(self, path: str, size: int, create: bool = True) -> None:
+        self.path = path
+        self.size = size
+        self.state = DriveState.ONLINE
+        self.rebuilt_to = 0
+        """While REBUILDING: bytes below this offset are valid."""
+        self._fd: int | None = None
+        self.error: str | None = None
+        """Why the drive could not be opened (its state is then FAILED)."""
+        try:
+            flags = os.O_RDWR | (os.O_CREAT if create else 0)
+            self._fd = os.open(path, flags, 0o600)
+            if os.fstat(self._fd).st_size < size:
+                os.ftruncate(self._fd, size)
+        except OSError as exc:
+            self.state = DriveState.FAILED
+            self.error = f"{path}: {exc.strerror or exc}"
+
+    @property
+    def readable(self) -> bool:
+        return self.state is DriveState.ONLINE
+
+    def fail(self) -> None:
+        """Take the drive out (explicit failure or an I/O error)."""
+        self.state = DriveState.FAILED
+
+    def pread(self, length: int, offset: int) -> bytes:
+        if self._fd is None or self.state is DriveState.FAILED:
+            raise OSError(f"drive {self.path} is failed")
+        data = os.pread(self._fd, length, offset)
+        return data + bytes(length - len(data))
+
+    def pread_nowait(self, buf: memoryview, offset: int) -> bool:
+        """Fill ``buf`` from the page cache (``preadv`` with RWF_NOWAIT); False when that would
+        wait for the disk, the file ends early, the drive is not ONLINE or the read fails: the
+        caller then reads the ordinary way (which also takes a failing drive out)."""
+        if self._fd is None or self.state is not DriveState.ONLINE or not _RWF_NOWAIT:
+            return False
+        try:
+            return os.preadv(self._fd, [buf], offset, _RWF_NOWAIT) == len(buf)
+        except OSError:
+            return False
+
+    def pwrite(self, data: bytes | memoryview, offset: int) -> None:
+        if self._fd is None or self.state is DriveState.FAILED:
+            raise OSError(f"drive {self.path} is failed")
+        view = memoryview(data)
+        while view:
+            n = os.pwrite(self._fd, view, offset)
+            view, offset = view[n:], offset + n
+
+    def sync(self) -> None:
+        if self._fd is not None and self.state is not DriveState.FAILED:
+            os.fdatasync(self._fd)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
