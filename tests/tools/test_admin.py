@@ -24,7 +24,7 @@ async def _build(admin: Admin) -> None:
     await admin.create_raid_group("rg1", 1, ["d/m0.img", "d/m1.img"], 16 * MiB, 64 * 1024)
     await admin.create_volume("vol0", 24 * MiB)
     await admin.create_vvol(1, "vol0", 0, 30000)
-    await admin.create_vvol(2, "vol0", 20000, 10000)
+    await admin.create_vvol(2, "vol0", 20000, 10000, multiple_virtualization=True)  # overlaps #1, on purpose
     await admin.create_lu("lu-a", 1, 100, 20000)
 
 
