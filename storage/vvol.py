@@ -156,8 +156,14 @@ class MappingTables:
 
     # --- V/R (T1) --------------------------------------------------------------------------
 
-    def map_virtual(self, row: VRRow) -> None:
-        """Allocate virtual volume #V on a range of a real volume (or of another LU: stacking)."""
+    def map_virtual(self, row: VRRow, *, restore: bool = False) -> None:
+        """Allocate virtual volume #V on a range of a real volume (or of another LU: stacking).
+
+        ``restore``: the row comes back from the catalog, checked when it was made.  The overlap
+        rule is not applied again: whether a row had to ask depends on the rows that existed when
+        it was made (an unasked #3 may later be overlapped by an asked #2), not on the order the
+        rows are read back in.
+        """
         if row.vvol in self.vr:
             raise ValueError(f"virtual volume #{row.vvol} already mapped")
         base = self.real_or_lu(row.real)
@@ -168,7 +174,7 @@ class MappingTables:
             raise ValueError(f"#{row.vvol} on {row.real} would map a volume onto itself")
         others = [o.vvol for o in self.vr.values()
                   if o.real == row.real and _overlap(o.real_start, o.size, row.real_start, row.size)]
-        if others and not row.multiple_virtualization:
+        if others and not row.multiple_virtualization and not restore:
             raise OverlapError(f"#{row.vvol}: blocks {row.real_start}-{row.real_start + row.size - 1} of {row.real} "
                                f"are already mapped by virtual volume {_list('#', others)} and multiple "
                                "virtualization was not asked for")
@@ -198,7 +204,8 @@ class MappingTables:
 
     # --- LU/V (T2) --------------------------------------------------------------------------
 
-    def map_lu(self, row: LuVRow) -> None:
+    def map_lu(self, row: LuVRow, *, restore: bool = False) -> None:
+        """Allocate LU ``row.lu`` on a range of a virtual volume (``restore``: as for :meth:`map_virtual`)."""
         if row.lu in self.luv or row.lu in self.real:
             raise ValueError(f"LU {row.lu} already exists")
         v = self.vr.get(row.vvol)
@@ -208,7 +215,7 @@ class MappingTables:
             raise ValueError(f"LU {row.lu}: {row.vstart}+{row.size} outside #{row.vvol} ({v.size} blocks)")
         others = [o.lu for o in self.luv.values()
                   if o.vvol == row.vvol and _overlap(o.vstart, o.size, row.vstart, row.size)]
-        if others and not row.multiple_virtualization:
+        if others and not row.multiple_virtualization and not restore:
             raise OverlapError(f"LU {row.lu}: blocks {row.vstart}-{row.vstart + row.size - 1} of virtual volume "
                                f"#{row.vvol} are already mapped by LU {_list('', others)} and multiple "
                                "virtualization was not asked for")

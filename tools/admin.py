@@ -166,10 +166,10 @@ class Admin:
                 self._start_migration(m["dest"], m["source"], m["start"], m["end_block"], m["chunk"])
         for r in self.catalog.virtual_volumes():
             self.tables.map_virtual(VRRow(r["vvol"], r["real"], r["real_start"], r["size"],
-                                          bool(r["multiple_virtualization"])))
+                                          bool(r["multiple_virtualization"])), restore=True)
         for r in self.catalog.lus():
             self.tables.map_lu(LuVRow(r["name"], r["vvol"], r["vstart"], r["size"],
-                                      bool(r["multiple_virtualization"])))
+                                      bool(r["multiple_virtualization"])), restore=True)
         for e in self.catalog.exports():
             ds = self.device_servers.get(e["target"])
             if ds is None:

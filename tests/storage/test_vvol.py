@@ -77,6 +77,22 @@ def test_an_overlapping_virtual_volume_needs_multiple_virtualization(tmp_path: P
     assert t.sharing_vvols(2)[:1] == [1] and t.vr[2].multiple_virtualization and not t.vr[1].multiple_virtualization
 
 
+def test_rows_read_back_from_the_catalog_load_in_any_order(tmp_path: Path) -> None:
+    """#3 was made first without asking, #2 later over it with asking: read back by number, #3 must still load."""
+    t = tables(tmp_path)
+    rows = [VRRow(1, "R1", 0, 100), VRRow(2, "R1", 50, 100, multiple_virtualization=True), VRRow(3, "R1", 100, 100)]
+    with pytest.raises(OverlapError):
+        for r in rows:
+            t.map_virtual(r)
+    t2 = tables(tmp_path)
+    for r in rows:
+        t2.map_virtual(r, restore=True)
+    t2.map_lu(LuVRow("A", 3, 0, 10))
+    t2.map_lu(LuVRow("B", 3, 5, 10, multiple_virtualization=True))
+    t2.map_lu(LuVRow("C", 3, 10, 10), restore=True)  # overlaps B, which asked
+    assert sorted(t2.vr) == [1, 2, 3] and t2.sharing_lus("C") == ["B"]
+
+
 def test_an_overlapping_lu_needs_multiple_virtualization(tmp_path: Path) -> None:
     t = tables(tmp_path)
     t.map_virtual(VRRow(1, "R1", 0, 1000))
