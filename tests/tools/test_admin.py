@@ -504,6 +504,14 @@ async def test_sizes_with_a_unit_are_bytes_in_whole_blocks_of_the_volume_underne
         assert reply["ok"] is False and why in str(reply["error"]), (why, reply)
     assert "x" not in admin.tables.luv and 9 not in admin.tables.vr and "x" not in admin.volumes
     assert [r["name"] for r in admin.catalog.lus()] == ["a", "b", "c"]
+
+    # replace-drive rate= is bytes per second, with a unit as written on the command line.
+    await admin.fail_drive("rg", 1)
+    reply = await _ask(mgmt, "replace_drive", group="rg", index=1, path="m1-new.img", rate="lots")
+    assert reply["ok"] is False and "rate=lots is not a size" in str(reply["error"])
+    assert (await _ask(mgmt, "replace_drive", group="rg", index=1, path="m1-new.img", rate="64KiB"))["ok"] is True
+    record = admin.groups["rg"]._rebuild  # the pace the RAID group was given
+    assert record is not None and record.rate == 64 * 1024
     await admin.close()
 
 

@@ -133,6 +133,6 @@ def test_every_size_argument_is_declared_with_its_unit() -> None:
         ("create-raid-group", "ldev_size"): "bytes", ("create-volume", "size"): "bytes",
         ("create-volume", "block_size"): "bytes", ("create-vvol", "real_start"): "blocks",
         ("create-vvol", "size"): "blocks", ("create-lu", "vstart"): "blocks", ("create-lu", "size"): "blocks",
-        ("resize-lun", "size"): "bytes", ("migrate-start", "start"): "blocks", ("migrate-start", "end"): "blocks",
+        ("resize-lun", "size"): "bytes", ("replace-drive", "rate"): "bytes", ("migrate-start", "start"): "blocks", ("migrate-start", "end"): "blocks",
         ("migrate-start", "chunk"): "blocks"}
     assert operations.SIZE_RULE.startswith("A size with a unit (B, KiB, MiB, GiB, TiB")
