@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import difflib
 import enum
+import math
+import re
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -54,6 +56,7 @@ class _Required:
 REQUIRED: Final = _Required()
 """The default of a parameter that has none."""
 
+_INT_RE = re.compile(r"^\s*[+-]?[0-9]+\s*$")
 _TRUE = ("yes", "true", "on", "1")
 _FALSE = ("no", "false", "off", "0")
 
@@ -114,18 +117,21 @@ class Param:
             case Kind.INT:
                 if isinstance(value, int) and not isinstance(value, bool):
                     return value
-                if isinstance(value, str) and value.strip().lstrip("-+").isdigit():
+                if isinstance(value, str) and _INT_RE.match(value):
                     return int(value)
                 raise bad
             case Kind.NUMBER:
+                number: float | None = None
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
-                    return float(value)
-                if isinstance(value, str):
+                    number = float(value)
+                elif isinstance(value, str):
                     try:
-                        return float(value)
+                        number = float(value)
                     except ValueError:
                         raise bad from None
-                raise bad
+                if number is None or not math.isfinite(number):  # "inf" seconds is no interval
+                    raise bad
+                return number
             case Kind.BOOL:
                 if isinstance(value, bool):
                     return value

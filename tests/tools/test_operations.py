@@ -66,6 +66,19 @@ def test_check_args_speaks_the_command_lines_words() -> None:
         lookup("create-lun")
 
 
+@pytest.mark.parametrize("op,key,value", [
+    ("fail-drive", "index", "--5"), ("fail-drive", "index", "1e3"), ("fail-drive", "index", "٣"),
+    ("fail-drive", "index", True), ("fail-drive", "index", 1.5), ("auto-tiering", "interval", "inf"),
+    ("auto-tiering", "interval", "nan"), ("auto-tiering", "interval", "soon"), ("auto-tiering", "enable", 2),
+    ("create-volume", "groups", 7), ("create-volume", "groups", ["rg0", 1]), ("create-volume", "name", 5),
+    ("create-volume", "size", -1.0), ("create-volume", "size", True), ("create-volume", "size", "12 parsecs"),
+])
+def test_a_value_of_the_wrong_kind_is_an_argument_error(op: str, key: str, value: object) -> None:
+    """Never a ValueError or TypeError out of the parsing: the command line would die with a traceback."""
+    with pytest.raises(ArgumentError, match=rf"^{op}: {key}=.* is not "):
+        lookup(op).param(key).coerce(op, value)  # type: ignore[union-attr]
+
+
 def test_parse_words() -> None:
     op = lookup("create-volume")
     assert parse_words(op, ["name=v", "size=2GiB", "groups=rg0,rg1", "block-size=4096"]) == \
