@@ -27,10 +27,11 @@ CREATE TABLE IF NOT EXISTS volume_ldevs (
     grp TEXT NOT NULL REFERENCES raid_groups(name), idx INTEGER NOT NULL,
     PRIMARY KEY (volume, seq), UNIQUE (grp, idx));
 CREATE TABLE IF NOT EXISTS virtual_volumes (
-    vvol INTEGER PRIMARY KEY, real TEXT NOT NULL, real_start INTEGER NOT NULL, size INTEGER NOT NULL);
+    vvol INTEGER PRIMARY KEY, real TEXT NOT NULL, real_start INTEGER NOT NULL, size INTEGER NOT NULL,
+    multiple_virtualization INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS lus (
     name TEXT PRIMARY KEY, vvol INTEGER NOT NULL REFERENCES virtual_volumes(vvol),
-    vstart INTEGER NOT NULL, size INTEGER NOT NULL);
+    vstart INTEGER NOT NULL, size INTEGER NOT NULL, multiple_virtualization INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS externals (
     name TEXT PRIMARY KEY, host TEXT NOT NULL, port INTEGER NOT NULL, target TEXT NOT NULL,
     lun INTEGER NOT NULL, lock TEXT NOT NULL, timeout REAL NOT NULL);
@@ -41,6 +42,24 @@ CREATE TABLE IF NOT EXISTS exports (
     target TEXT NOT NULL, lun INTEGER NOT NULL, lu TEXT NOT NULL REFERENCES lus(name),
     PRIMARY KEY (target, lun));
 """
+
+# Columns added after catalogs were already in use: (table, column, declaration, what to set in
+# the rows an older catalog already has).  CREATE TABLE IF NOT EXISTS leaves an existing table
+# as it was, so :meth:`Catalog._upgrade` adds what is missing, in one transaction.
+ADDED_COLUMNS: list[tuple[str, str, str, str | None]] = [
+    # Mappings made before overlaps needed multiple_virtualization=yes were allowed to overlap:
+    # mark the ones that do, so they load (storage/vvol.py refuses an unasked overlap) and
+    # show what they are.
+    ("virtual_volumes", "multiple_virtualization", "INTEGER NOT NULL DEFAULT 0",
+     "UPDATE virtual_volumes SET multiple_virtualization=1 WHERE EXISTS (SELECT 1 FROM virtual_volumes o "
+     "WHERE o.vvol != virtual_volumes.vvol AND o.real = virtual_volumes.real "
+     "AND o.real_start < virtual_volumes.real_start + virtual_volumes.size "
+     "AND virtual_volumes.real_start < o.real_start + o.size)"),
+    ("lus", "multiple_virtualization", "INTEGER NOT NULL DEFAULT 0",
+     "UPDATE lus SET multiple_virtualization=1 WHERE EXISTS (SELECT 1 FROM lus o "
+     "WHERE o.name != lus.name AND o.vvol = lus.vvol AND o.vstart < lus.vstart + lus.size "
+     "AND lus.vstart < o.vstart + o.size)"),
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +82,19 @@ class Catalog:
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.execute("PRAGMA foreign_keys=ON")
         self.db.executescript(SCHEMA)
+        self._upgrade()
+
+    def _upgrade(self) -> None:
+        """Add the :data:`ADDED_COLUMNS` an older catalog lacks (all in one transaction)."""
+        missing = [(t, c, decl, fill) for t, c, decl, fill in ADDED_COLUMNS
+                   if c not in {r["name"] for r in self.db.execute(f"PRAGMA table_info({t})")}]
+        if not missing:
+            return
+        with self.transaction() as db:
+            for table, column, decl, fill in missing:
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+                if fill is not None:
+                    db.execute(fill)
 
     def close(self) -> None:
         self.db.close()

@@ -2,10 +2,17 @@
 
 * **V/R table** (T1, FIG. 4(a)): per virtual volume number #V, the real volume,
   the start address allocated in it, the size, and the *multiple
-  virtualization* flag — set when more than one virtual volume is allocated
-  on overlapping addresses of the same real volume.
+  virtualization* information — whether more than one virtual volume is
+  allocated on overlapping addresses of the same real volume.
 * **LU/V table** (T2, FIG. 4(b)): per LU, the virtual volume, the start
   address in it and the size — an LU may expose a part of a virtual volume.
+
+Two mappings over the same blocks show each other's data, so an overlap is
+only made when it is asked for: a row carries ``multiple_virtualization=True``
+when its creator asked to share blocks, and :meth:`MappingTables.map_virtual` /
+:meth:`MappingTables.map_lu` refuse an overlapping row without it
+(:class:`OverlapError`).  Issue 12 found an LU made by mistake over another
+LU's blocks serving that LU's data byte for byte.
 
 Addresses here are logical blocks of the real volume.  :meth:`MappingTables.lu_volume`
 turns an LU row into a :class:`~sanlab.storage.volume.Volume` whose block
@@ -29,6 +36,8 @@ class VRRow:
     real: str
     real_start: int
     size: int
+    multiple_virtualization: bool = False
+    """Asked for: this virtual volume may map blocks of ``real`` another one maps too."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +48,12 @@ class LuVRow:
     vvol: int
     vstart: int
     size: int
+    multiple_virtualization: bool = False
+    """Asked for: this LU may show blocks of ``vvol`` another LU shows too."""
+
+
+class OverlapError(ValueError):
+    """A new mapping would share blocks with existing ones and sharing was not asked for."""
 
 
 class WindowVolume:
@@ -141,16 +156,28 @@ class MappingTables:
 
     # --- V/R (T1) --------------------------------------------------------------------------
 
-    def map_virtual(self, row: VRRow) -> None:
-        """Allocate virtual volume #V on a range of a real volume (or of another LU: stacking)."""
+    def map_virtual(self, row: VRRow, *, restore: bool = False) -> None:
+        """Allocate virtual volume #V on a range of a real volume (or of another LU: stacking).
+
+        ``restore``: the row comes back from the catalog, checked when it was made.  The overlap
+        rule is not applied again: whether a row had to ask depends on the rows that existed when
+        it was made (an unasked #3 may later be overlapped by an asked #2), not on the order the
+        rows are read back in.
+        """
         if row.vvol in self.vr:
             raise ValueError(f"virtual volume #{row.vvol} already mapped")
-        base = self._real_or_lu(row.real)
+        base = self.real_or_lu(row.real)
         if row.real_start < 0 or row.size <= 0 or row.real_start + row.size > base.num_blocks:
             raise ValueError(f"#{row.vvol}: {row.real_start}+{row.size} outside {row.real} "
                              f"({base.num_blocks} blocks)")
         if row.real in self.luv and self._depends_on(row.real, row.vvol):
             raise ValueError(f"#{row.vvol} on {row.real} would map a volume onto itself")
+        others = [o.vvol for o in self.vr.values()
+                  if o.real == row.real and _overlap(o.real_start, o.size, row.real_start, row.size)]
+        if others and not row.multiple_virtualization and not restore:
+            raise OverlapError(f"#{row.vvol}: blocks {row.real_start}-{row.real_start + row.size - 1} of {row.real} "
+                               f"are already mapped by virtual volume {_list('#', others)} and multiple "
+                               "virtualization was not asked for")
         self.vr[row.vvol] = row
 
     def unmap_virtual(self, vvol: int) -> None:
@@ -161,13 +188,24 @@ class MappingTables:
 
     def multiple_virtualization(self, vvol: int) -> bool:
         """True when another virtual volume is allocated on overlapping blocks of the same real volume."""
+        return bool(self.sharing_vvols(vvol))
+
+    def sharing_vvols(self, vvol: int) -> list[int]:
+        """The other virtual volumes allocated on blocks of the same real volume as #``vvol``."""
         me = self.vr[vvol]
-        return any(o.vvol != vvol and o.real == me.real and o.real_start < me.real_start + me.size
-                   and me.real_start < o.real_start + o.size for o in self.vr.values())
+        return sorted(o.vvol for o in self.vr.values()
+                      if o.vvol != vvol and o.real == me.real and _overlap(o.real_start, o.size, me.real_start, me.size))
+
+    def sharing_lus(self, lu: str) -> list[str]:
+        """The other LUs showing blocks of the same virtual volume as ``lu``."""
+        me = self.luv[lu]
+        return sorted(o.lu for o in self.luv.values()
+                      if o.lu != lu and o.vvol == me.vvol and _overlap(o.vstart, o.size, me.vstart, me.size))
 
     # --- LU/V (T2) --------------------------------------------------------------------------
 
-    def map_lu(self, row: LuVRow) -> None:
+    def map_lu(self, row: LuVRow, *, restore: bool = False) -> None:
+        """Allocate LU ``row.lu`` on a range of a virtual volume (``restore``: as for :meth:`map_virtual`)."""
         if row.lu in self.luv or row.lu in self.real:
             raise ValueError(f"LU {row.lu} already exists")
         v = self.vr.get(row.vvol)
@@ -175,6 +213,12 @@ class MappingTables:
             raise ValueError(f"no virtual volume #{row.vvol}")
         if row.vstart < 0 or row.size <= 0 or row.vstart + row.size > v.size:
             raise ValueError(f"LU {row.lu}: {row.vstart}+{row.size} outside #{row.vvol} ({v.size} blocks)")
+        others = [o.lu for o in self.luv.values()
+                  if o.vvol == row.vvol and _overlap(o.vstart, o.size, row.vstart, row.size)]
+        if others and not row.multiple_virtualization and not restore:
+            raise OverlapError(f"LU {row.lu}: blocks {row.vstart}-{row.vstart + row.size - 1} of virtual volume "
+                               f"#{row.vvol} are already mapped by LU {_list('', others)} and multiple "
+                               "virtualization was not asked for")
         self.luv[row.lu] = row
 
     def unmap_lu(self, lu: str) -> None:
@@ -185,7 +229,8 @@ class MappingTables:
 
     # --- conversion --------------------------------------------------------------------------
 
-    def _real_or_lu(self, name: str) -> Volume:
+    def real_or_lu(self, name: str) -> Volume:
+        """The volume a virtual volume over ``name`` maps: a real volume, or an LU (stacking)."""
         if name in self.real:
             return self.real[name]
         if name in self.luv:
@@ -205,7 +250,7 @@ class MappingTables:
 
     def virtual_volume(self, vvol: int) -> Volume:
         row = self.vr[vvol]
-        return WindowVolume(self._real_or_lu(row.real), row.real_start, row.size)
+        return WindowVolume(self.real_or_lu(row.real), row.real_start, row.size)
 
     def lu_volume(self, lu: str) -> Volume:
         """The LU as a volume: LU block → virtual block (T2) → real block (T1)."""
@@ -222,3 +267,11 @@ class MappingTables:
             v = self.vr[r.vvol]
             name, block = v.real, v.real_start + r.vstart + block
         return name, block
+
+
+def _overlap(start_a: int, size_a: int, start_b: int, size_b: int) -> bool:
+    return start_a < start_b + size_b and start_b < start_a + size_a
+
+
+def _list(prefix: str, items: list[int] | list[str]) -> str:
+    return ", ".join(f"{prefix}{i}" for i in items)

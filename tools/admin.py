@@ -28,10 +28,12 @@ from sanlab.storage.raid_files import open_group, replace_drive_path
 from sanlab.storage.tiering import GroupInfo, LdevLoad, plan_moves
 from sanlab.storage.migrate import MigratingVolume
 from sanlab.storage.volume import Volume, VolumeError
-from sanlab.storage.vvol import LuVRow, MappingTables, VRRow
+from sanlab.storage.vvol import LuVRow, MappingTables, OverlapError, VRRow
 from sanlab.target.chap import ChapCredentials
 from sanlab.target.initiator import InitiatorConfig, IscsiError, IscsiSession
 from sanlab.tools.config import ArrayConfig, file_identity
+from sanlab.tools import operations
+from sanlab.tools.units import to_blocks, to_bytes
 
 log = structlog.get_logger("sanlab.admin")
 
@@ -48,6 +50,22 @@ bitmaps, migration state, persistent reservations, the management socket): never
 
 class AdminError(Exception):
     """A management request that cannot be carried out; the message says why."""
+
+
+def _bytes(value: int | str, name: str) -> int:
+    """A size whose bare number is bytes (tools/units.py: the one rule), as AdminError when it is not a size."""
+    try:
+        return to_bytes(value, name)
+    except ValueError as exc:
+        raise AdminError(str(exc)) from None
+
+
+def _blocks(value: int | str, block_size: int, name: str) -> int:
+    """A size whose bare number is blocks; with a unit it is bytes and must be whole ``block_size`` blocks."""
+    try:
+        return to_blocks(value, block_size, name)
+    except ValueError as exc:
+        raise AdminError(str(exc)) from None
 
 
 async def connect_external(initiator_name: str, name: str, portal: tuple[str, int], target: str, lun: int, *,
@@ -148,9 +166,11 @@ class Admin:
             if m["state"] != "detached":
                 self._start_migration(m["dest"], m["source"], m["start"], m["end_block"], m["chunk"])
         for r in self.catalog.virtual_volumes():
-            self.tables.map_virtual(VRRow(r["vvol"], r["real"], r["real_start"], r["size"]))
+            self.tables.map_virtual(VRRow(r["vvol"], r["real"], r["real_start"], r["size"],
+                                          bool(r["multiple_virtualization"])), restore=True)
         for r in self.catalog.lus():
-            self.tables.map_lu(LuVRow(r["name"], r["vvol"], r["vstart"], r["size"]))
+            self.tables.map_lu(LuVRow(r["name"], r["vvol"], r["vstart"], r["size"],
+                                      bool(r["multiple_virtualization"])), restore=True)
         for e in self.catalog.exports():
             ds = self.device_servers.get(e["target"])
             if ds is None:
@@ -250,15 +270,19 @@ class Admin:
                 raise AdminError(f"drive {i} ({given}): directory {folder} does not exist (relative paths are "
                                  f"relative to the data directory {self.data_dir}; no directory is created)")
 
-    async def create_raid_group(self, name: str, level: int, drives: list[str], drive_size: int,
-                                stripe_size: int = 64 * 1024, ldev_size: int | None = None) -> dict[str, Any]:
+    async def create_raid_group(self, name: str, level: int, drives: list[str], drive_size: int | str,
+                                stripe_size: int | str = 64 * 1024, ldev_size: int | str | None = None
+                                ) -> dict[str, Any]:
         """Create RAID group ``name`` on new drive files, all or nothing.
 
         Everything is checked before anything is made (name, level, drive count, stripe size,
         capacity of at least one LDEV, drive paths: :meth:`check_drive_paths`, and none may exist);
         should building still fail, the drive files, ``raid-<name>.json``, the bitmap and the
-        catalog row are gone again, so the same request can be retried as it is.
+        catalog row are gone again, so the same request can be retried as it is.  Sizes are
+        bytes, bare or with a unit (tools/units.py).
         """
+        drive_size, stripe_size = _bytes(drive_size, "drive_size"), _bytes(stripe_size, "stripe_size")
+        ldev_size = None if ldev_size is None else _bytes(ldev_size, "ldev_size")
         if not isinstance(name, str) or not GROUP_NAME.fullmatch(name):
             raise AdminError(f"RAID group name {name!r}: letters, digits, '.', '_' and '-', "
                              "starting with a letter or digit, at most 64")
@@ -368,7 +392,7 @@ class Admin:
         log.warning("drive_failed", group=group, index=index)
         return {"group": group, "drive": index, "state": "failed"}
 
-    async def replace_drive(self, group: str, index: int, path: str, rate: int = 0) -> dict[str, Any]:
+    async def replace_drive(self, group: str, index: int, path: str, rate: int | str = 0) -> dict[str, Any]:
         """Rebuild member ``index`` onto a new drive file, in the background.
 
         Everything that can be checked is checked before the answer (the path's directory
@@ -379,6 +403,7 @@ class Admin:
         the rebuild to that many bytes of the new drive per second (0: no limit).
         """
         g = self._group(group)
+        rate = _bytes(rate, "rate")  # bytes per second, bare or with a unit (tools/units.py)
         if not 0 <= index < len(g.drives):
             raise AdminError(f"RAID group {group} has no drive {index}")
         if g.rebuilding is not None:
@@ -446,12 +471,17 @@ class Admin:
 
     # --- volumes, virtual volumes, LUs ------------------------------------------------------------------
 
-    async def create_volume(self, name: str, size: int, block_size: int = 512, groups: list[str] | None = None,
-                            ldevs: list[str] | None = None) -> dict[str, Any]:
+    async def create_volume(self, name: str, size: int | str, block_size: int | str = 512,
+                            groups: list[str] | None = None, ldevs: list[str] | None = None) -> dict[str, Any]:
+        """Volume ``name`` of ``size`` bytes (bare or with a unit) on LDEVs: allocated, from ``groups``, or ``ldevs``."""
         if name in self.volumes or name in self.tables.real or name in self.tables.luv:
             raise AdminError(f"volume {name} exists")
+        block_size = _bytes(block_size, "block_size")
+        if block_size < 512 or block_size & (block_size - 1):
+            raise AdminError(f"block_size={block_size} is not a power of two of at least 512 bytes")
+        size = _bytes(size, "size")
         if size <= 0 or size % block_size:
-            raise AdminError(f"size {size} is not a positive multiple of {block_size}")
+            raise AdminError(f"size={size} bytes is not a positive whole number of {block_size}-byte blocks")
         try:
             if ldevs:
                 chosen = []
@@ -490,14 +520,32 @@ class Admin:
         self.allocator.release(vol.ldevs)
         return {"deleted": name}
 
-    async def create_vvol(self, vvol: int, real: str, real_start: int, size: int) -> dict[str, Any]:
+    async def create_vvol(self, vvol: int, real: str, real_start: int | str, size: int | str,
+                          multiple_virtualization: bool = False) -> dict[str, Any]:
+        """Virtual volume #``vvol``: ``size`` blocks of ``real`` from block ``real_start``.
+
+        Bare numbers are blocks of ``real``; with a unit they are bytes and must be whole blocks
+        of it (only here is that block size known).  Blocks another virtual volume maps are
+        refused unless ``multiple_virtualization`` is asked for (storage/vvol.py).
+        """
         try:
-            self.tables.map_virtual(VRRow(vvol, real, real_start, size))
+            base = self.tables.real_or_lu(real)
         except ValueError as exc:
             raise AdminError(str(exc)) from None
-        self._persist("INSERT INTO virtual_volumes VALUES (?, ?, ?, ?)", (vvol, real, real_start, size),
+        start_blocks = _blocks(real_start, base.block_size, "real_start")
+        size_blocks = _blocks(size, base.block_size, "size")
+        try:
+            self.tables.map_virtual(VRRow(vvol, real, start_blocks, size_blocks, multiple_virtualization))
+        except OverlapError as exc:
+            raise AdminError(f"{exc} (add multiple_virtualization=yes to map them again)") from None
+        except ValueError as exc:
+            raise AdminError(str(exc)) from None
+        self._persist("INSERT INTO virtual_volumes (vvol, real, real_start, size, multiple_virtualization) "
+                      "VALUES (?, ?, ?, ?, ?)", (vvol, real, start_blocks, size_blocks, int(multiple_virtualization)),
                       lambda: self.tables.vr.pop(vvol, None))
-        return {"vvol": vvol, "multiple_virtualization": self.tables.multiple_virtualization(vvol)}
+        return {"vvol": vvol, "real_start": start_blocks, "size": size_blocks, "block_size": base.block_size,
+                "multiple_virtualization": self.tables.multiple_virtualization(vvol),
+                "shares_with": self.tables.sharing_vvols(vvol)}
 
     async def delete_vvol(self, vvol: int) -> dict[str, Any]:
         try:
@@ -509,14 +557,28 @@ class Admin:
                       lambda: self.tables.vr.__setitem__(vvol, row))
         return {"deleted": vvol}
 
-    async def create_lu(self, name: str, vvol: int, vstart: int, size: int) -> dict[str, Any]:
+    async def create_lu(self, name: str, vvol: int, vstart: int | str, size: int | str,
+                        multiple_virtualization: bool = False) -> dict[str, Any]:
+        """LU ``name``: ``size`` blocks of virtual volume #``vvol`` from ``vstart``.
+
+        Units as for :meth:`create_vvol`, in the blocks of the real volume under #``vvol``.
+        Blocks another LU shows are refused unless ``multiple_virtualization`` is asked for.
+        """
+        if vvol not in self.tables.vr:
+            raise AdminError(f"no virtual volume #{vvol}")
+        bs = self.tables.virtual_volume(vvol).block_size
+        start_blocks, size_blocks = _blocks(vstart, bs, "vstart"), _blocks(size, bs, "size")
         try:
-            self.tables.map_lu(LuVRow(name, vvol, vstart, size))
+            self.tables.map_lu(LuVRow(name, vvol, start_blocks, size_blocks, multiple_virtualization))
+        except OverlapError as exc:
+            raise AdminError(f"{exc} (add multiple_virtualization=yes to show them twice)") from None
         except ValueError as exc:
             raise AdminError(str(exc)) from None
-        self._persist("INSERT INTO lus VALUES (?, ?, ?, ?)", (name, vvol, vstart, size),
+        self._persist("INSERT INTO lus (name, vvol, vstart, size, multiple_virtualization) VALUES (?, ?, ?, ?, ?)",
+                      (name, vvol, start_blocks, size_blocks, int(multiple_virtualization)),
                       lambda: self.tables.luv.pop(name, None))
-        return {"lu": name}
+        return {"lu": name, "vstart": start_blocks, "size": size_blocks, "block_size": bs,
+                "shares_with": self.tables.sharing_lus(name)}
 
     async def delete_lu(self, name: str) -> dict[str, Any]:
         if any(e["lu"] == name for e in self.catalog.exports()):
@@ -554,7 +616,7 @@ class Admin:
             await lu.volume.flush()
         return {"target": target, "lun": lun}
 
-    async def resize_lun(self, target: str, lun: int, size: int) -> dict[str, Any]:
+    async def resize_lun(self, target: str, lun: int, size: int | str) -> dict[str, Any]:
         """Grow LUN ``lun`` of ``target`` to ``size`` bytes while hosts are logged in.
 
         Every I_T nexus gets UNIT ATTENTION / CAPACITY DATA HAS CHANGED and READ CAPACITY reports
@@ -578,6 +640,7 @@ class Admin:
             raise AdminError(f"cannot resize {name}: it is catalog LU {row.lu}, a window of {row.size} blocks on "
                              f"virtual volume #{row.vvol}; only file-backed LUNs of the config can grow")
         bs = lu.block_size
+        size = _bytes(size, "size")
         if size % bs:
             raise AdminError(f"cannot resize {name}: {size} bytes is not a whole number of {bs}-byte blocks")
         old = lu.num_blocks * bs
@@ -725,11 +788,17 @@ class Admin:
             mv.start_background()
         return mv
 
-    async def migrate_start(self, source: str, dest: str, start: int = 0, end: int | None = None,
-                            chunk: int = 2048) -> dict[str, Any]:
-        """Take ``source`` over into volume ``dest``: hosts use ``dest`` at once, the copy runs behind."""
+    async def migrate_start(self, source: str, dest: str, start: int | str = 0, end: int | str | None = None,
+                            chunk: int | str = 2048) -> dict[str, Any]:
+        """Take ``source`` over into volume ``dest``: hosts use ``dest`` at once, the copy runs behind.
+
+        ``start``, ``end`` and ``chunk`` are blocks of ``dest`` when bare, bytes with a unit.
+        """
         if dest not in self.volumes:
             raise AdminError(f"no volume {dest}")
+        bs = self.volumes[dest].block_size
+        start, chunk = _blocks(start, bs, "start"), _blocks(chunk, bs, "chunk")
+        end = None if end is None else _blocks(end, bs, "end")
         if dest in self.migrations:
             raise AdminError(f"volume {dest} is already a migration destination")
         if any(v.real == dest for v in self.tables.vr.values()):
@@ -795,15 +864,31 @@ class Admin:
                          "ldev_stats": [{"reads": st.reads, "writes": st.writes, "random": st.random_reads
                                          + st.random_writes, "busy": round(st.busy, 3)} for st in v.stats]}
                         for n, v in sorted(self.volumes.items())],
+            # Addresses and sizes in these tables are blocks of block_size bytes; multiple_virtualization
+            # is the seed's decision information (the blocks are shared now), _asked what was asked for.
             "vr_table": [{"vvol": r.vvol, "real": r.real, "real_start": r.real_start, "size": r.size,
-                          "multiple_virtualization": self.tables.multiple_virtualization(r.vvol)}
+                          "multiple_virtualization": self.tables.multiple_virtualization(r.vvol),
+                          "multiple_virtualization_asked": r.multiple_virtualization,
+                          "shares_with": self.tables.sharing_vvols(r.vvol),
+                          "block_size": self._block_size_of(r.real)}
                          for r in sorted(self.tables.vr.values(), key=lambda r: r.vvol)],
-            "luv_table": [{"lu": r.lu, "vvol": r.vvol, "vstart": r.vstart, "size": r.size}
+            "luv_table": [{"lu": r.lu, "vvol": r.vvol, "vstart": r.vstart, "size": r.size,
+                           "multiple_virtualization": bool(self.tables.sharing_lus(r.lu)),
+                           "multiple_virtualization_asked": r.multiple_virtualization,
+                           "shares_with": self.tables.sharing_lus(r.lu),
+                           "block_size": self._block_size_of(r.lu)}
                           for r in sorted(self.tables.luv.values(), key=lambda r: r.lu)],
             "exports": self.catalog.exports(),
             "external_volumes": [{"name": n, "blocks": v.num_blocks, "block_size": v.block_size}
                                  for n, v in sorted(self.externals.items())],
         }
+
+    def _block_size_of(self, name: str) -> int | None:
+        """Block size of a real volume or LU, None when it is gone (an external volume that did not log in)."""
+        try:
+            return self.tables.real_or_lu(name).block_size
+        except (ValueError, KeyError):
+            return None
 
     async def close(self) -> None:
         if self._tiering is not None:
@@ -820,8 +905,5 @@ class Admin:
             await asyncio.gather(t, return_exceptions=True)
         self.catalog.close()
 
-    OPERATIONS = ("create_raid_group", "delete_raid_group", "fail_drive", "replace_drive", "wait_rebuild", "scrub",
-                  "create_volume", "delete_volume", "create_vvol", "delete_vvol", "create_lu", "delete_lu",
-                  "export", "unexport", "resize_lun", "rearrange", "tiering_round", "auto_tiering", "migrate_start",
-                  "migrate_status", "migrate_detach", "add_external", "remove_external", "show")
-    """What the management socket may call."""
+    OPERATIONS = tuple(operations.OPERATIONS)
+    """What the management socket may call: the operations declared in tools/operations.py."""

@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 from importlib import metadata
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import structlog
 
@@ -23,11 +23,13 @@ from sanlab.storage.volume import FileVolume, Volume, VolumeError
 from sanlab.target.chap import ChapCredentials
 from sanlab.target.login import TargetAuth
 from sanlab.target.server import IscsiServer, ServerSettings, Target
-from sanlab.tools.config import LunConfig, ArrayConfig, ConfigError, TargetConfig, load_config, parse_portal, parse_size
+from sanlab.tools import operations
+from sanlab.tools.config import LunConfig, ArrayConfig, ConfigError, TargetConfig, load_config, parse_portal
 from sanlab.tools.admin import Admin, AdminError, connect_external
 from sanlab.tools.datadir import DataDirBusy, DataDirLock
 from sanlab.tools.logging import setup_logging
 from sanlab.tools.mgmt import SOCKET_NAME, MgmtServer, request
+from sanlab.tools.units import format_blocks, format_size
 
 log = structlog.get_logger("sanlab.tools.cli")
 
@@ -195,71 +197,103 @@ async def _serve(cfg: ArrayConfig) -> int:
     return 0
 
 
-_LIST_ARGS = {"drives", "groups", "ldevs"}
-_INT_ARGS = {"level", "index", "vvol", "lun", "real_start", "vstart", "block_size", "start", "end", "chunk"}
-_FLOAT_ARGS = {"seconds", "interval", "timeout"}
-_BOOL_ARGS = {"enable"}
-_SIZE_ARGS = {"size", "drive_size", "stripe_size", "ldev_size", "rate"}
+def ldev_ranges(ldevs: Sequence[str]) -> str:
+    """``["rg0:0", "rg0:1", "rg0:2", "rg1:7"]`` → ``"rg0:0-2,rg1:7"``, keeping the volume's order.
 
-
-def _admin_args(items: list[str]) -> dict[str, object]:
-    """``key=value`` words → request arguments (sizes accept units, lists are comma-separated)."""
-    out: dict[str, object] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        key = key.replace("-", "_")
-        if not sep or not key:
-            raise ConfigError("command line", item, "arguments are key=value")
-        if key in _LIST_ARGS:
-            out[key] = [v for v in value.split(",") if v]
-        elif key in _SIZE_ARGS:
-            out[key] = parse_size(value, "command line", key)
-        elif key in _FLOAT_ARGS:
-            try:
-                out[key] = float(value)
-            except ValueError:
-                raise ConfigError("command line", key, f"{value!r} is not a number") from None
-        elif key in _BOOL_ARGS:
-            if value not in ("yes", "no", "true", "false", "on", "off"):
-                raise ConfigError("command line", key, "yes or no")
-            out[key] = value in ("yes", "true", "on")
-        elif key in _INT_ARGS:
-            if not value.lstrip("-").isdigit():
-                raise ConfigError("command line", key, f"{value!r} is not a number")
-            out[key] = int(value)
+    A volume of a few GiB holds hundreds of LDEVs; listed one by one they drown the table.
+    """
+    runs: list[tuple[str, int, int]] = []
+    for ref in ldevs:
+        group, _, index = ref.rpartition(":")
+        i = int(index)
+        if runs and runs[-1][0] == group and runs[-1][2] == i - 1:
+            runs[-1] = (group, runs[-1][1], i)
         else:
-            out[key] = value
-    return out
+            runs.append((group, i, i))
+    return ",".join(f"{g}:{a}" if a == b else f"{g}:{a}-{b}" for g, a, b in runs)
 
 
-def _print_show(view: dict[str, object]) -> None:
-    def table(title: str, rows: list[dict[str, object]], cols: list[str]) -> None:
+def _duration(seconds: float) -> str:
+    """``65`` → ``"1m05s"``, ``7380`` → ``"2h03m"``."""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def _group_state(g: dict[str, Any]) -> str:
+    """``ok``, ``degraded``, ``rebuild failed`` or ``rebuilding  36.0% at 12.50 MiB/s, ETA 1m05s``.
+
+    Rate and ETA are printed when the array gives them (``rebuild_rate``, ``rebuild_eta``).
+    """
+    if g.get("rebuild_error"):
+        return "rebuild failed (below)"
+    progress = g.get("rebuild_progress")
+    if progress is not None:
+        text = f"rebuilding {float(progress) * 100:5.1f}%"
+        rate, eta = g.get("rebuild_rate"), g.get("rebuild_eta")
+        if rate is not None:
+            text += f" at {format_size(int(rate))}/s"
+        if eta is not None:
+            text += f", ETA {_duration(float(eta))}"
+        return text
+    return "degraded" if g.get("degraded") else "ok"
+
+
+def _sharing(row: dict[str, Any], prefix: str) -> str:
+    """The multiple-virtualization column: ``no``, ``allowed`` (asked, nothing shared) or ``yes: #2``."""
+    shares = row.get("shares_with") or []
+    asked = bool(row.get("multiple_virtualization_asked"))
+    if shares:
+        return "yes: " + ",".join(f"{prefix}{x}" for x in shares) + (" (asked)" if asked else "")
+    return "allowed" if asked else "no"
+
+
+def _blocks_text(blocks: int, block_size: int | None) -> str:
+    return format_blocks(blocks, block_size) if block_size else f"{blocks} blocks"
+
+
+def _print_show(view: dict[str, Any]) -> None:
+    """``sanlab show`` for people: sizes with units, LDEVs as ranges, rebuild progress (``--json`` has raw numbers)."""
+    def table(title: str, rows: list[dict[str, Any]], cols: list[tuple[str, str]]) -> None:
         print(f"{title}:")
         if not rows:
             print("  (none)")
             return
-        widths = [max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in cols]
-        print("  " + "  ".join(c.upper().ljust(w) for c, w in zip(cols, widths)))
+        widths = [max(len(head), *(len(str(r.get(key, ""))) for r in rows)) for key, head in cols]
+        print("  " + "  ".join(head.ljust(w) for (_, head), w in zip(cols, widths)).rstrip())
         for r in rows:
-            print("  " + "  ".join(str(r.get(c, "")).ljust(w) for c, w in zip(cols, widths)))
+            print("  " + "  ".join(str(r.get(key, "")).ljust(w) for (key, _), w in zip(cols, widths)).rstrip())
 
-    groups = view["raid_groups"]
-    assert isinstance(groups, list)
-    rows = [dict(g, drives=" ".join(f"{d['index']}:{d['state']}" for d in g["drives"])) for g in groups]
-    print(f"LDEV size: {view['ldev_size']}")
-    table("RAID groups", rows, ["name", "level", "capacity", "ldevs", "ldevs_free", "degraded", "rebuild_progress",
-                                "drives"])
-    for g in groups:
+    print(f"LDEV size: {format_size(int(view['ldev_size']))}")
+    groups = [dict(g, level=f"RAID {g['level']}", capacity=format_size(int(g["capacity"])),
+                   stripe_size=format_size(int(g["stripe_size"])), ldevs=f"{g['ldevs']} ({g['ldevs_free']} free)",
+                   state=_group_state(g), drives=" ".join(f"{d['index']}:{d['state']}" for d in g["drives"]))
+              for g in view["raid_groups"]]
+    table("RAID groups", groups, [("name", "NAME"), ("level", "LEVEL"), ("capacity", "CAPACITY"),
+                                  ("stripe_size", "STRIPE"), ("ldevs", "LDEVS"), ("state", "STATE"),
+                                  ("drives", "DRIVES")])
+    for g in view["raid_groups"]:
         if g.get("rebuild_error"):
             print(f"  {g['name']}: {g['rebuild_error']}")
-    volumes = view["volumes"]
-    assert isinstance(volumes, list)
-    vols = [dict(v, ldevs=",".join(v["ldevs"])) for v in volumes]
-    table("Volumes", vols, ["name", "blocks", "block_size", "ldevs"])
-    table("V/R table", view["vr_table"], ["vvol", "real", "real_start", "size",  # type: ignore[arg-type]
-                                          "multiple_virtualization"])
-    table("LU/V table", view["luv_table"], ["lu", "vvol", "vstart", "size"])  # type: ignore[arg-type]
-    table("Exports", view["exports"], ["target", "lun", "lu"])  # type: ignore[arg-type]
+    vols = [dict(v, size=format_size(int(v["blocks"]) * int(v["block_size"])),
+                 blocks=f"{v['blocks']} x {v['block_size']} B", ldevs=ldev_ranges(v["ldevs"]))
+            for v in view["volumes"]]
+    table("Volumes", vols, [("name", "NAME"), ("size", "SIZE"), ("blocks", "BLOCKS"), ("ldevs", "LDEVS")])
+    vr = [dict(r, vvol=f"#{r['vvol']}", real_start=r["real_start"], size=_blocks_text(r["size"], r.get("block_size")),
+               mv=_sharing(r, "#")) for r in view["vr_table"]]
+    table("V/R table (virtual volumes; blocks of the real volume)", vr,
+          [("vvol", "VVOL"), ("real", "REAL"), ("real_start", "START"), ("size", "SIZE"),
+           ("mv", "MULTIPLE VIRTUALIZATION")])
+    luv = [dict(r, vvol=f"#{r['vvol']}", size=_blocks_text(r["size"], r.get("block_size")), mv=_sharing(r, ""))
+           for r in view["luv_table"]]
+    table("LU/V table (LUs; blocks of the virtual volume)", luv,
+          [("lu", "LU"), ("vvol", "VVOL"), ("vstart", "START"), ("size", "SIZE"), ("mv", "MULTIPLE VIRTUALIZATION")])
+    table("Exports", view["exports"], [("target", "TARGET"), ("lun", "LUN"), ("lu", "LU")])
+    ext = [dict(e, size=_blocks_text(e["blocks"], e["block_size"])) for e in view.get("external_volumes", [])]
+    table("External volumes", ext, [("name", "NAME"), ("size", "SIZE")])
 
 
 def _bar(fraction: float, width: int = 30) -> str:
@@ -307,18 +341,34 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_admin(args: argparse.Namespace) -> int:
+    """``sanlab admin OP key=value ...`` and ``sanlab show``: one request to the running array.
+
+    The words are checked against the operation table (tools/operations.py) here, so a typo or
+    ``--help`` needs no running array; sizes go out as written ("1MiB") for the array to convert.
+    Exit status: 0 done, 1 refused by the array, 2 not understood or no array to ask.
+    """
     from pathlib import Path
     data_dir = Path(args.data_dir or "sanlab-data")
+    words: list[str] = list(getattr(args, "args", None) or [])
     try:
-        op = "show" if args.command == "show" else args.op.replace("-", "_")
-        reply = request(data_dir, op, _admin_args(getattr(args, "args", [])))
-    except (AdminError, ConfigError) as exc:
+        if args.command == "show":
+            op = operations.lookup("show")
+        else:
+            if args.op is None:
+                print(operations.overview(), file=sys.stdout if args.help else sys.stderr)
+                return 0 if args.help else 2
+            op = operations.lookup(args.op)
+            if args.help or "help" in words:
+                print(operations.help_text(op))
+                return 0
+        reply = request(data_dir, op.name, operations.parse_words(op, words))
+    except (AdminError, ConfigError, operations.ArgumentError) as exc:
         print(f"sanlab: {exc}", file=sys.stderr)
         return 2
     if not reply.get("ok"):
-        print(f"sanlab: {op}: {reply.get('error')}", file=sys.stderr)
+        print(f"sanlab: {op.command}: {reply.get('error')}", file=sys.stderr)
         return 1
-    if args.json or op != "show":
+    if args.json or op.name != "show":
         print(json.dumps(reply["result"], indent=2))
     else:
         _print_show(reply["result"])
@@ -378,11 +428,12 @@ def make_parser() -> argparse.ArgumentParser:
     sh.add_argument("--data-dir", metavar="DIR", help="data directory of the running array (default ./sanlab-data)")
     sh.add_argument("--json", action="store_true", help="machine-readable output")
     sh.set_defaults(func=cmd_admin)
-    a = sub.add_parser("admin", help="a management operation on the running array",
-                       description="Operations: " + ", ".join(Admin.OPERATIONS) + ". Arguments are key=value, "
-                       "e.g. sanlab admin create-raid-group name=rg0 level=5 drives=d0.img,d1.img,d2.img "
-                       "drive_size=256MiB")
-    a.add_argument("op", help="operation, e.g. create-volume")
+    # --help is answered by cmd_admin from the operation table: `sanlab admin OP --help` lists OP's
+    # arguments, which argparse's own help (one for every operation) could not.
+    a = sub.add_parser("admin", help="a management operation on the running array (sanlab admin --help lists them)",
+                       add_help=False)
+    a.add_argument("-h", "--help", action="store_true", help="the operations, or OP's arguments")
+    a.add_argument("op", nargs="?", help="operation, e.g. create-volume")
     a.add_argument("args", nargs="*", help="key=value arguments")
     a.add_argument("--data-dir", metavar="DIR", help="data directory of the running array (default ./sanlab-data)")
     a.add_argument("--json", action="store_true", help="machine-readable output (always JSON for operations)")

@@ -45,12 +45,11 @@ from pathlib import Path
 from typing import Any
 
 from sanlab.scsi.lun import LUN_RANGE, MAX_LUN
+from sanlab.tools.units import to_bytes
 
 DEFAULT_TARGET = "iqn.2026-11.org.sanlab:array0"
 DEFAULT_PORTAL = ("0.0.0.0", 3260)
 _NAME_RE = re.compile(r"^(iqn\.\d{4}-\d{2}\.[a-z0-9.-]+(:.+)?|eui\.[0-9A-Fa-f]{16}|naa\.[0-9A-Fa-f]{16,32})$")
-_SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
 def file_identity(path: str | Path) -> tuple[int, int] | str:
@@ -169,14 +168,11 @@ class ArrayConfig:
 
 
 def parse_size(value: object, source: str, key: str) -> int:
-    """``"1GiB"``, ``"512M"``, ``1048576`` → bytes."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        n = value
-    elif isinstance(value, str) and (m := _SIZE_RE.match(value)):
-        unit = (m.group(2) or "").upper().replace("IB", "").replace("B", "") or ""
-        n = int(m.group(1)) * _UNITS[unit]
-    else:
-        raise ConfigError(source, key, f"not a size: {value!r} (use bytes or e.g. \"1GiB\")")
+    """``"1GiB"``, ``"512M"``, ``1048576`` → bytes (a bare number in the config is bytes; tools/units.py)."""
+    try:
+        n = to_bytes(value, key)
+    except ValueError:
+        raise ConfigError(source, key, f"not a size: {value!r} (use bytes or e.g. \"1GiB\")") from None
     if n <= 0:
         raise ConfigError(source, key, "size must be positive")
     return n

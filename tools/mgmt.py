@@ -18,6 +18,7 @@ from typing import Any
 
 import structlog
 
+from sanlab.tools import operations
 from sanlab.tools.admin import Admin, AdminError
 
 log = structlog.get_logger("sanlab.mgmt")
@@ -120,20 +121,22 @@ class MgmtServer:
             req = json.loads(line)
             if not isinstance(req, dict) or not isinstance(req.get("op"), str):
                 raise AdminError('a request is {"op": "...", "args": {...}}')
-            op, args = req["op"], req.get("args") or {}
-            if op not in Admin.OPERATIONS or not isinstance(args, dict):
-                raise AdminError(f"unknown operation {op!r}; known: {', '.join(Admin.OPERATIONS)}")
-            fn = getattr(self.admin, op)
+            args = req.get("args") or {}
+            if not isinstance(args, dict):
+                raise AdminError('"args" is an object of argument names and values')
+            # The operation table checks names and kinds before the call, so a client hears
+            # "create-lu: missing argument vvol=INT (...)" rather than a Python TypeError.
+            op = operations.lookup(req["op"])
+            args = operations.check_args(op, args)
+            fn = getattr(self.admin, op.name)
             result = fn(**args)
             if asyncio.iscoroutine(result):
                 result = await result
-            log.info("mgmt_op", op=op, args=args)
+            log.info("mgmt_op", op=op.name, args=args)
             return {"ok": True, "result": result}
         except json.JSONDecodeError as exc:
             return {"ok": False, "error": f"not JSON: {exc}"}
-        except TypeError as exc:
-            return {"ok": False, "error": f"bad arguments: {exc}"}
-        except AdminError as exc:
+        except (AdminError, operations.ArgumentError) as exc:
             return {"ok": False, "error": str(exc)}
         except Exception as exc:  # noqa: BLE001 - the caller gets the reason; the array keeps running
             log.exception("mgmt_op_failed")

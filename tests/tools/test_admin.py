@@ -24,7 +24,7 @@ async def _build(admin: Admin) -> None:
     await admin.create_raid_group("rg1", 1, ["d/m0.img", "d/m1.img"], 16 * MiB, 64 * 1024)
     await admin.create_volume("vol0", 24 * MiB)
     await admin.create_vvol(1, "vol0", 0, 30000)
-    await admin.create_vvol(2, "vol0", 20000, 10000)
+    await admin.create_vvol(2, "vol0", 20000, 10000, multiple_virtualization=True)  # overlaps #1, on purpose
     await admin.create_lu("lu-a", 1, 100, 20000)
 
 
@@ -449,3 +449,127 @@ def test_cli_failed_create_raid_group_can_be_retried(sanlab_factory: Callable[..
     cp = _admin_cli(dd, "create-raid-group", "name=rg0", "level=5", three, "drive_size=8MiB")
     assert cp.returncode == 0, cp.stdout + cp.stderr
     assert json.loads(cp.stdout)["capacity"] == 16 * MiB
+
+
+async def _ask(mgmt: object, op: str, **args: object) -> dict[str, object]:
+    from sanlab.tools.mgmt import MgmtServer
+    assert isinstance(mgmt, MgmtServer)
+    return await mgmt.handle(json.dumps({"op": op, "args": args}).encode())
+
+
+async def test_sizes_with_a_unit_are_bytes_in_whole_blocks_of_the_volume_underneath(tmp_path: Path) -> None:
+    """Issue 12: ``size=1MiB`` became 1048576 *blocks* (a 512 MiB window onto another LU's data)."""
+    from sanlab.tools.mgmt import MgmtServer
+    admin = Admin(tmp_path)
+    mgmt = MgmtServer(admin, tmp_path / "sanlab.sock")
+    ok = {"ok": True}
+    assert (await _ask(mgmt, "create_raid_group", name="rg", level=1, drives=["m0.img", "m1.img"],
+                       drive_size="32MiB", stripe_size="16KiB", ldev_size="4MiB")).items() >= ok.items()
+    assert admin.groups["rg"].layout.chunk == 16 * 1024 and admin.allocator.ldev_size == 4 * MiB
+    assert (await _ask(mgmt, "create_volume", name="v512", size="8MiB"))["ok"] is True
+    assert (await _ask(mgmt, "create_volume", name="v4k", size=8 * MiB, block_size="4KiB"))["ok"] is True
+    assert (admin.volumes["v512"].num_blocks, admin.volumes["v4k"].num_blocks) == (16384, 2048)
+
+    # create-vvol / create-lu: a unit is bytes in blocks of the real volume; a bare number is blocks.
+    r = await _ask(mgmt, "create_vvol", vvol=1, real="v512", real_start="1MiB", size="4MiB")
+    assert r["result"] == {"vvol": 1, "real_start": 2048, "size": 8192, "block_size": 512,
+                           "multiple_virtualization": False, "shares_with": []}
+    r = await _ask(mgmt, "create_vvol", vvol=2, real="v4k", real_start=256, size="4MiB")
+    assert r["result"]["real_start"] == 256 and r["result"]["size"] == 1024  # type: ignore[index]
+    r = await _ask(mgmt, "create_lu", name="a", vvol=1, vstart="512KiB", size="1MiB")
+    assert r["result"] == {"lu": "a", "vstart": 1024, "size": 2048, "block_size": 512, "shares_with": []}
+    r = await _ask(mgmt, "create_lu", name="b", vvol=2, vstart=0, size="1MiB")
+    assert r["result"]["size"] == 256  # type: ignore[index]
+    r = await _ask(mgmt, "create_lu", name="c", vvol=1, vstart=4096, size=2048)  # bare numbers: blocks
+    assert r["result"]["size"] == 2048  # type: ignore[index]
+    assert admin.tables.resolve("a", 0) == ("v512", 2048 + 1024)
+    assert admin.tables.lu_volume("a").num_blocks * 512 == MiB
+
+    refusals = {
+        "size=1000B (1000 bytes) is not a whole number of 512-byte blocks":
+            ("create_lu", dict(name="x", vvol=1, vstart=0, size="1000B")),
+        "vstart=2KiB (2048 bytes) is not a whole number of 4096-byte blocks":
+            ("create_lu", dict(name="x", vvol=2, vstart="2KiB", size=1)),
+        "real_start=100B (100 bytes) is not a whole number of 512-byte blocks":
+            ("create_vvol", dict(vvol=9, real="v512", real_start="100B", size=1)),
+        "outside v512 (16384 blocks)": ("create_vvol", dict(vvol=9, real="v512", real_start=0, size="9MiB")),
+        "outside #1 (8192 blocks)": ("create_lu", dict(name="x", vvol=1, vstart="2MiB", size="3MiB")),
+        "size=1000 bytes is not a positive whole number of 512-byte blocks":
+            ("create_volume", dict(name="x", size=1000)),
+        "block_size=1000 is not a power of two": ("create_volume", dict(name="x", size="1MiB", block_size=1000)),
+        "no virtual volume #7": ("create_lu", dict(name="x", vvol=7, vstart=0, size=1)),
+    }
+    for why, (op, args) in refusals.items():
+        reply = await _ask(mgmt, op, **args)
+        assert reply["ok"] is False and why in str(reply["error"]), (why, reply)
+    assert "x" not in admin.tables.luv and 9 not in admin.tables.vr and "x" not in admin.volumes
+    assert [r["name"] for r in admin.catalog.lus()] == ["a", "b", "c"]
+
+    # replace-drive rate= is bytes per second, with a unit as written on the command line.
+    await admin.fail_drive("rg", 1)
+    reply = await _ask(mgmt, "replace_drive", group="rg", index=1, path="m1-new.img", rate="lots")
+    assert reply["ok"] is False and "rate=lots is not a size" in str(reply["error"])
+    assert (await _ask(mgmt, "replace_drive", group="rg", index=1, path="m1-new.img", rate="64KiB"))["ok"] is True
+    record = admin.groups["rg"]._rebuild  # the pace the RAID group was given
+    assert record is not None and record.rate == 64 * 1024
+    await admin.close()
+
+
+async def test_overlapping_mappings_need_multiple_virtualization_and_keep_it(tmp_path: Path) -> None:
+    admin = Admin(tmp_path)
+    await admin.create_raid_group("rg", 1, ["m0.img", "m1.img"], 16 * MiB, ldev_size=4 * MiB)
+    await admin.create_volume("v", "8MiB")
+    await admin.create_vvol(1, "v", 0, "4MiB")
+    await admin.create_lu("a", 1, 0, "2MiB")
+    with pytest.raises(AdminError, match=r"#2: blocks 4096-12287 of v are already mapped by virtual volume #1 and "
+                                         r"multiple virtualization was not asked for \(add multiple_virtualization=yes"):
+        await admin.create_vvol(2, "v", "2MiB", "4MiB")
+    with pytest.raises(AdminError, match=r"LU b: blocks 4095-4095 of virtual volume #1 are already mapped by LU a .*"
+                                         r"multiple_virtualization=yes"):
+        await admin.create_lu("b", 1, 4095, 1)
+    assert admin.catalog.virtual_volumes() == [{"vvol": 1, "real": "v", "real_start": 0, "size": 8192,
+                                                "multiple_virtualization": 0}]
+    assert [r["name"] for r in admin.catalog.lus()] == ["a"]
+    await admin.create_vvol(3, "v", "4MiB", "4MiB")  # the blocks after #1 are free
+    await admin.create_lu("b", 1, 4096, 4096)  # and so are those after LU a
+    assert (await admin.create_vvol(2, "v", "2MiB", "4MiB", multiple_virtualization=True))["shares_with"] == [1, 3]
+    assert (await admin.create_lu("c", 1, 0, 1, multiple_virtualization=True))["shares_with"] == ["a"]
+    await admin.tables.lu_volume("a").write(0, b"\x11" * 512)
+    assert await admin.tables.lu_volume("c").read(0, 1) == b"\x11" * 512  # what sharing means
+    view = admin.show()
+    await admin.close()
+
+    again = Admin(tmp_path)
+    await again.load()
+    shown = again.show()
+    assert shown["vr_table"] == view["vr_table"] and shown["luv_table"] == view["luv_table"]
+    vr = {r["vvol"]: (r["multiple_virtualization"], r["multiple_virtualization_asked"], r["shares_with"])
+          for r in shown["vr_table"]}
+    assert vr == {1: (True, False, [2]), 2: (True, True, [1, 3]), 3: (True, False, [2])}
+    luv = {r["lu"]: (r["multiple_virtualization_asked"], r["shares_with"]) for r in shown["luv_table"]}
+    assert luv == {"a": (False, ["c"]), "b": (False, []), "c": (True, ["a"])}
+    with pytest.raises(AdminError, match="already mapped by virtual volume #1, #2, #3"):
+        await again.create_vvol(4, "v", 0, 16384)  # asking once is not asking for every later mapping
+    await again.close()
+
+
+async def test_an_older_catalog_loads_with_its_overlaps_marked(tmp_path: Path) -> None:
+    """Mappings made before overlaps had to be asked for still load after the catalog gains the column."""
+    import sqlite3
+    admin = Admin(tmp_path)
+    await _build(admin)
+    await admin.create_lu("lu-b", 1, 20000, 100, multiple_virtualization=True)
+    await admin.close()
+    db = sqlite3.connect(tmp_path / "catalog.db")
+    db.execute("ALTER TABLE lus DROP COLUMN multiple_virtualization")  # back to the layout before the flag
+    db.execute("ALTER TABLE virtual_volumes DROP COLUMN multiple_virtualization")
+    db.commit()
+    db.close()
+
+    again = Admin(tmp_path)
+    await again.load()
+    view = again.show()
+    assert [(r["vvol"], r["multiple_virtualization_asked"]) for r in view["vr_table"]] == [(1, True), (2, True)]
+    assert [(r["lu"], r["multiple_virtualization_asked"]) for r in view["luv_table"]] == \
+        [("lu-a", True), ("lu-b", True)]
+    await again.close()

@@ -1,15 +1,18 @@
-"""The `sanlab` command: config errors name file, key and reason; clean shutdown on SIGTERM."""
+"""The `sanlab` command: config errors name file, key and reason; clean shutdown on SIGTERM; admin help and show."""
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import pytest
 
-from tests.conftest import SanlabProcess, need, run
+from sanlab.tools.cli import _print_show, ldev_ranges
+from sanlab.tools.operations import OPERATIONS
+from tests.conftest import TARGET, SanlabProcess, need, run
 
 pytestmark = pytest.mark.integration
 
@@ -109,3 +112,138 @@ def test_config_drives_get_directories_only_inside_the_data_dir(tmp_path: Path) 
             assert cp.returncode == 1, cp.stdout + cp.stderr
             assert f"raid_groups[0].drives[1]: directory {outside} does not exist" in cp.stderr, cp.stderr
             assert not (tmp_path / "elsewhere").exists() and not (run_dir / "data" / "d0.img").exists()
+
+
+def _sanlab(*words: str, data_dir: Path | None = None) -> subprocess.CompletedProcess[str]:
+    extra = ["--data-dir", str(data_dir)] if data_dir is not None else []
+    return subprocess.run([sys.executable, "-m", "sanlab.tools.cli", *words, *extra], capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_admin_help_lists_operations_and_each_ones_arguments(tmp_path: Path) -> None:
+    """`sanlab admin [OP] --help` from the operation table, with no array running."""
+    cp = _sanlab("admin", "--help")
+    assert cp.returncode == 0, cp.stderr
+    for op in OPERATIONS.values():
+        assert f"  {op.command} " in cp.stdout, op.command
+    cp = _sanlab("admin", "create-volume", "--help")
+    assert cp.returncode == 0, cp.stderr
+    lines = cp.stdout.splitlines()
+    assert lines[0] == ("usage: sanlab admin create-volume name=TEXT size=SIZE [block_size=SIZE] [groups=A,B,...] "
+                        "[ldevs=A,B,...] [--data-dir DIR]")
+    assert any("block_size=SIZE" in ln and "[bare number: bytes]" in ln and "(default: 512)" in ln for ln in lines)
+    assert any(ln.lstrip().startswith("ldevs=A,B,...") and "GROUP:INDEX" in ln for ln in lines)
+    cp = _sanlab("admin", "create-lu", "--help")
+    assert "vstart=SIZE" in cp.stdout and "[bare number: blocks]" in cp.stdout
+    assert "multiple_virtualization=yes|no" in cp.stdout
+
+    # Wrong words are answered before the array is asked (there is none at this data directory).
+    cp = _sanlab("admin", "create-lu", "name=a", "vvol=1", "vstart=0", "sise=1MiB", data_dir=tmp_path)
+    assert cp.returncode == 2 and cp.stderr == "sanlab: create-lu: unknown argument sise= (did you mean size=?)\n"
+    cp = _sanlab("admin", "create-lu", "name=a", "vstart=0", "size=1", data_dir=tmp_path)
+    assert cp.returncode == 2 and "create-lu: missing argument vvol=INT (virtual volume number)" in cp.stderr
+    cp = _sanlab("admin", "create-lun", data_dir=tmp_path)
+    assert cp.returncode == 2 and "did you mean create-lu?" in cp.stderr
+    cp = _sanlab("admin", data_dir=tmp_path)
+    assert cp.returncode == 2 and "operations:" in cp.stderr
+    cp = _sanlab("admin", "show", data_dir=tmp_path)
+    assert cp.returncode == 2 and "no running array" in cp.stderr
+
+
+def test_ldev_ranges() -> None:
+    assert ldev_ranges([f"rg0:{i}" for i in range(256)]) == "rg0:0-255"
+    assert ldev_ranges(["rg0:0", "rg0:1", "rg0:2", "rg0:3", "rg1:7"]) == "rg0:0-3,rg1:7"
+    assert ldev_ranges(["rg0:4", "rg0:5", "rg1:0", "rg0:6", "rg0:8"]) == "rg0:4-5,rg1:0,rg0:6,rg0:8"  # volume order
+    assert ldev_ranges(["a:b:1", "a:b:2"]) == "a:b:1-2" and ldev_ranges([]) == ""
+
+
+def _view(**group: Any) -> dict[str, Any]:
+    return {
+        "ldev_size": 8 << 20,
+        "raid_groups": [dict({"name": "rg0", "level": 5, "stripe_size": 65536, "capacity": 3 << 30,
+                              "degraded": True, "rebuild_progress": 0.36, "ldevs": 384, "ldevs_free": 128,
+                              "drives": [{"index": 0, "path": "d0", "state": "online"},
+                                         {"index": 1, "path": "d1", "state": "rebuilding"}]}, **group)],
+        "volumes": [{"name": "vol0", "blocks": 4194304, "block_size": 512,
+                     "ldevs": [f"rg0:{i}" for i in range(256)], "moving": {}, "ldev_stats": []}],
+        "vr_table": [{"vvol": 1, "real": "vol0", "real_start": 0, "size": 8192, "multiple_virtualization": True,
+                      "multiple_virtualization_asked": False, "shares_with": [2], "block_size": 512},
+                     {"vvol": 2, "real": "vol0", "real_start": 4096, "size": 8192, "multiple_virtualization": True,
+                      "multiple_virtualization_asked": True, "shares_with": [1], "block_size": 512}],
+        "luv_table": [{"lu": "lu0", "vvol": 1, "vstart": 0, "size": 2048, "multiple_virtualization": False,
+                       "multiple_virtualization_asked": False, "shares_with": [], "block_size": 512}],
+        "exports": [{"target": TARGET, "lun": 1, "lu": "lu0"}],
+        "external_volumes": [],
+    }
+
+
+def test_show_is_readable(capsys: pytest.CaptureFixture[str]) -> None:
+    _print_show(_view(rebuild_rate=12.5 * (1 << 20), rebuild_eta=65.0))
+    out = capsys.readouterr().out
+    assert "LDEV size: 8 MiB" in out
+    (rg,) = [ln for ln in out.splitlines() if ln.startswith("  rg0 ")]
+    assert "RAID 5" in rg and "3 GiB" in rg and "64 KiB" in rg and "384 (128 free)" in rg
+    assert "rebuilding  36.0% at 12.50 MiB/s, ETA 1m05s" in rg and "1:rebuilding" in rg
+    (vol,) = [ln for ln in out.splitlines() if ln.startswith("  vol0 ")]
+    assert "2 GiB" in vol and "rg0:0-255" in vol and "rg0:1," not in vol
+    (v1,) = [ln for ln in out.splitlines() if ln.startswith("  #1 ")]
+    assert "8192 blocks (4 MiB)" in v1 and v1.endswith("yes: #2")
+    (v2,) = [ln for ln in out.splitlines() if ln.startswith("  #2 ")]
+    assert v2.endswith("yes: #1 (asked)")
+    (lu,) = [ln for ln in out.splitlines() if ln.startswith("  lu0 ")]
+    assert "2048 blocks (1 MiB)" in lu and lu.endswith("no")
+
+
+def test_show_without_rate_and_eta_keys(capsys: pytest.CaptureFixture[str]) -> None:
+    """The rebuild's rate and ETA are printed when the array gives them, and their absence is fine."""
+    _print_show(_view())
+    (rg,) = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("  rg0 ")]
+    assert "rebuilding  36.0%" in rg and "ETA" not in rg and "/s" not in rg
+    _print_show(_view(rebuild_progress=None, rebuild_rate=None, rebuild_eta=None))
+    (rg,) = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("  rg0 ")]
+    assert "degraded" in rg and "rebuilding " not in rg
+    _print_show(_view(rebuild_progress=None, degraded=False))
+    (rg,) = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("  rg0 ")]
+    assert " ok " in rg
+
+
+def test_units_and_overlaps_through_sanlab_admin(sanlab_factory: Callable[..., SanlabProcess]) -> None:
+    """Issue 12 through a real `sanlab serve` and `sanlab admin`: ``size=1MiB`` of an LU on 512-byte blocks
+    is 2048 blocks on the wire, and an LU over another LU's blocks is refused unless asked for."""
+    sp = sanlab_factory(f'[[targets]]\nname = "{TARGET}"\n')
+
+    def admin(*words: str, rc: int = 0) -> subprocess.CompletedProcess[str]:
+        cp = _sanlab("admin", *words, data_dir=sp.data_dir)
+        assert cp.returncode == rc, cp.stdout + cp.stderr
+        return cp
+
+    admin("create-raid-group", "name=rg0", "level=1", "drives=m0.img,m1.img", "drive_size=16MiB",
+          "ldev_size=1MiB")
+    admin("create-volume", "name=v0", "size=8MiB")
+    admin("create-vvol", "vvol=1", "real=v0", "real_start=0", "size=4MiB")
+    lu = json.loads(admin("create-lu", "name=lu0", "vvol=1", "vstart=1MiB", "size=1MiB").stdout)
+    assert (lu["vstart"], lu["size"]) == (2048, 2048)
+    admin("export", "lu=lu0", f"target={TARGET}", "lun=0")
+    cp = run([need("iscsi-readcapacity16"), sp.url(0)])
+    assert "Totalsize:1048576" in cp.stdout.replace(" ", ""), cp.stdout  # 2048 blocks of 512 bytes, not 512 MiB
+
+    cp = admin("create-lu", "name=lu1", "vvol=1", "vstart=3MiB", "size=2MiB", rc=1)
+    assert "outside #1 (8192 blocks)" in cp.stderr  # past the end of the virtual volume
+    cp = admin("create-lu", "name=lu1", "vvol=1", "vstart=0", "size=1500B", rc=1)
+    assert "create-lu: size=1500B (1500 bytes) is not a whole number of 512-byte blocks" in cp.stderr
+    cp = admin("create-lu", "name=lu1", "vvol=1", "vstart=0", "size=2MiB", rc=1)
+    assert ("sanlab: create-lu: LU lu1: blocks 0-4095 of virtual volume #1 are already mapped by LU lu0 and "
+            "multiple virtualization was not asked for (add multiple_virtualization=yes") in cp.stderr
+    cp = admin("create-vvol", "vvol=2", "real=v0", "real_start=4095", "size=1", rc=1)
+    assert "already mapped by virtual volume #1" in cp.stderr
+    admin("create-lu", "name=lu1", "vvol=1", "vstart=0", "size=2MiB", "multiple_virtualization=yes")
+    admin("create-vvol", "vvol=2", "real=v0", "real_start=4MiB", "size=4MiB")
+
+    view = json.loads(_sanlab("show", "--json", data_dir=sp.data_dir).stdout)
+    assert [(r["lu"], r["size"], r["multiple_virtualization_asked"], r["shares_with"]) for r in view["luv_table"]] \
+        == [("lu0", 2048, False, ["lu1"]), ("lu1", 4096, True, ["lu0"])]
+    shown = _sanlab("show", data_dir=sp.data_dir).stdout
+    (vol,) = [ln for ln in shown.splitlines() if ln.startswith("  v0 ")]
+    assert "8 MiB" in vol and "rg0:0-7" in vol
+    (lu1,) = [ln for ln in shown.splitlines() if ln.startswith("  lu1 ")]
+    assert "4096 blocks (2 MiB)" in lu1 and lu1.endswith("yes: lu0 (asked)")

@@ -1,0 +1,151 @@
+"""The operation table: the one declaration of every management operation, kept true to Admin and README.md."""
+from __future__ import annotations
+
+import inspect
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from sanlab.tools import operations
+from sanlab.tools.admin import Admin
+from sanlab.tools.mgmt import MgmtServer
+from sanlab.tools.operations import OPERATIONS, REQUIRED, ArgumentError, Kind, check_args, help_text, lookup, \
+    parse_words
+from tests.conftest import REPO
+
+NOT_OPERATIONS = {"load", "close"}
+"""Admin's coroutine methods that are the array's own, not the socket's."""
+
+
+def test_the_table_declares_every_admin_operation_with_its_signature() -> None:
+    assert Admin.OPERATIONS == tuple(OPERATIONS)
+    public = {n for n, f in inspect.getmembers(Admin, inspect.iscoroutinefunction) if not n.startswith("_")}
+    assert public - NOT_OPERATIONS <= set(OPERATIONS), "an Admin operation missing from tools/operations.py"
+    for op in OPERATIONS.values():
+        sig = inspect.signature(getattr(Admin, op.name))
+        params = [p for p in sig.parameters.values() if p.name != "self"]
+        assert [p.name for p in params] == [p.name for p in op.params], op.name
+        for declared, real in zip(op.params, params):
+            default = REQUIRED if real.default is inspect.Parameter.empty else real.default
+            assert declared.default == default, (op.name, declared.name, declared.default, default)
+            if declared.kind is Kind.SIZE:
+                # The value arrives as written ("1MiB"): the method must take text and convert it itself.
+                assert declared.unit in ("bytes", "blocks"), (op.name, declared.name)
+                assert "str" in str(real.annotation), (op.name, declared.name, real.annotation)
+        assert op.doc and all(p.help for p in op.params)
+
+
+def test_check_args_speaks_the_command_lines_words() -> None:
+    op = lookup("create-lu")
+    assert lookup("create_lu") is op
+    assert check_args(op, {"name": "a", "vvol": "1", "vstart": "0", "size": "1MiB"}) == \
+        {"name": "a", "vvol": 1, "vstart": 0, "size": "1MiB"}  # the unit rides along for the array
+    assert check_args(op, {"name": "a", "vvol": 1, "vstart": 0, "size": 2048, "multiple_virtualization": "yes"}) == \
+        {"name": "a", "vvol": 1, "vstart": 0, "size": 2048, "multiple_virtualization": True}
+    cases = {
+        "create-lu: missing argument vvol=INT (virtual volume number)": {"name": "a", "vstart": 0, "size": 1},
+        "create-lu: unknown argument sise= (did you mean size=?)": {"name": "a", "vvol": 1, "vstart": 0, "sise": 1},
+        "create-lu: vvol=one is not a whole number (virtual volume number)":
+            {"name": "a", "vvol": "one", "vstart": 0, "size": 1},
+        "create-lu: size=1.5GiB is not a size: write a whole number (blocks) or one with a unit":
+            {"name": "a", "vvol": 1, "vstart": 0, "size": "1.5GiB"},
+        "create-lu: multiple_virtualization=maybe is not yes or no":
+            {"name": "a", "vvol": 1, "vstart": 0, "size": 1, "multiple_virtualization": "maybe"},
+        "show: unknown argument x= (it takes no arguments)": {"x": 1},
+    }
+    for message, args in cases.items():
+        name = "show" if "x" in args else "create-lu"
+        with pytest.raises(ArgumentError) as info:
+            check_args(lookup(name), args)
+        assert str(info.value).startswith(message), (message, str(info.value))
+    with pytest.raises(ArgumentError, match=r"missing arguments name=TEXT \(LU name\), vvol=INT"):
+        check_args(op, {"size": 1})
+    with pytest.raises(ArgumentError, match=r"unknown operation 'create-lun' \(did you mean create-lu\?\)"):
+        lookup("create-lun")
+
+
+@pytest.mark.parametrize("op,key,value", [
+    ("fail-drive", "index", "--5"), ("fail-drive", "index", "1e3"), ("fail-drive", "index", "٣"),
+    ("fail-drive", "index", True), ("fail-drive", "index", 1.5), ("auto-tiering", "interval", "inf"),
+    ("auto-tiering", "interval", "nan"), ("auto-tiering", "interval", "soon"), ("auto-tiering", "enable", 2),
+    ("create-volume", "groups", 7), ("create-volume", "groups", ["rg0", 1]), ("create-volume", "name", 5),
+    ("create-volume", "size", -1.0), ("create-volume", "size", True), ("create-volume", "size", "12 parsecs"),
+])
+def test_a_value_of_the_wrong_kind_is_an_argument_error(op: str, key: str, value: object) -> None:
+    """Never a ValueError or TypeError out of the parsing: the command line would die with a traceback."""
+    with pytest.raises(ArgumentError, match=rf"^{op}: {key}=.* is not "):
+        lookup(op).param(key).coerce(op, value)  # type: ignore[union-attr]
+
+
+def test_parse_words() -> None:
+    op = lookup("create-volume")
+    assert parse_words(op, ["name=v", "size=2GiB", "groups=rg0,rg1", "block-size=4096"]) == \
+        {"name": "v", "size": "2GiB", "groups": ["rg0", "rg1"], "block_size": 4096}
+    with pytest.raises(ArgumentError, match="'size' is not key=value"):
+        parse_words(op, ["name=v", "size"])
+    with pytest.raises(ArgumentError, match="size= is given twice"):
+        parse_words(op, ["name=v", "size=1", "size=2"])
+
+
+def test_help_lists_each_argument_with_kind_unit_and_default() -> None:
+    for op in OPERATIONS.values():
+        text = help_text(op)
+        assert text.startswith(f"usage: sanlab admin {op.command}") and op.doc in text
+        for p in op.params:
+            (line,) = [ln for ln in text.splitlines() if ln.startswith(f"  {p.placeholder} ")]
+            assert p.help in line
+            assert ("(required)" in line) == p.required, line
+            if not p.required:
+                assert "(default: " in line, line
+            if p.kind is Kind.SIZE:
+                assert f"[bare number: {p.unit}]" in line, line
+    create_vvol = help_text(lookup("create-vvol"))
+    assert "multiple_virtualization=yes|no" in create_vvol and "(default: no)" in create_vvol
+    assert "stripe_size=SIZE" in help_text(lookup("create-raid-group"))
+    assert "(default: 65536 (64 KiB))" in help_text(lookup("create-raid-group"))
+
+
+def test_readme_documents_every_operation_and_argument() -> None:
+    """README.md's operation table has a row per operation naming all of its arguments."""
+    readme = (REPO / "README.md").read_text()
+    for op in OPERATIONS.values():
+        rows = [ln for ln in readme.splitlines() if ln.startswith(f"| `{op.command}`")]
+        assert len(rows) == 1, f"README.md has no row for {op.command}"
+        for p in op.params:
+            assert re.search(rf"`{p.name}=", rows[0]), f"README.md's {op.command} row lacks {p.name}="
+
+
+async def test_the_socket_answers_json_clients_in_the_same_words(tmp_path: Path) -> None:
+    admin = Admin(tmp_path)
+    mgmt = MgmtServer(admin, tmp_path / "sanlab.sock")
+
+    async def ask(op: str, **args: object) -> dict[str, object]:
+        return await mgmt.handle(json.dumps({"op": op, "args": args}).encode())
+
+    reply = await ask("create_lu", name="a", vstart=0, size=1)
+    assert reply == {"ok": False, "error": "create-lu: missing argument vvol=INT (virtual volume number)"}
+    reply = await ask("create_lu", name="a", vvol=1, vstart=0, sise=1)
+    assert reply == {"ok": False, "error": "create-lu: unknown argument sise= (did you mean size=?)"}
+    reply = await ask("create-raid-group", name="g", level=5, drives="a.img,b.img,c.img", drive_size="1MiB",
+                      stripe_size="lots")
+    assert reply["ok"] is False and str(reply["error"]).startswith("create-raid-group: stripe_size=lots is not a size")
+    assert not (tmp_path / "a.img").exists()  # refused before anything was made
+    reply = await ask("drop_everything")
+    assert reply["ok"] is False and "unknown operation 'drop_everything'" in str(reply["error"])
+    assert (await ask("show"))["ok"] is True
+    await admin.close()
+
+
+def test_every_size_argument_is_declared_with_its_unit() -> None:
+    sizes = {(op.command, p.name): p.unit for op in OPERATIONS.values() for p in op.params if p.kind is Kind.SIZE}
+    # The README's rule, spelt out: bytes for what is made of bytes, blocks for windows on volumes.
+    assert sizes == {
+        ("create-raid-group", "drive_size"): "bytes", ("create-raid-group", "stripe_size"): "bytes",
+        ("create-raid-group", "ldev_size"): "bytes", ("create-volume", "size"): "bytes",
+        ("create-volume", "block_size"): "bytes", ("create-vvol", "real_start"): "blocks",
+        ("create-vvol", "size"): "blocks", ("create-lu", "vstart"): "blocks", ("create-lu", "size"): "blocks",
+        ("resize-lun", "size"): "bytes", ("replace-drive", "rate"): "bytes", ("migrate-start", "start"): "blocks", ("migrate-start", "end"): "blocks",
+        ("migrate-start", "chunk"): "blocks"}
+    assert operations.SIZE_RULE.startswith("A size with a unit (B, KiB, MiB, GiB, TiB")

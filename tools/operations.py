@@ -1,0 +1,411 @@
+"""The management operations and their parameters, declared once.
+
+Every operation the array offers — through ``sanlab admin``, the management
+socket (``tools/mgmt.py``) and, later, the command device — is one
+:class:`Operation` in :data:`OPERATIONS`: its name, a one-line doc, and its
+parameters with their kind, the unit a bare number of a size is counted in,
+whether they are required or their default, and a one-line description.
+From this one table come
+
+* the command line's parsing of ``key=value`` words and ``sanlab admin OP --help``
+  (:func:`parse_words`, :func:`help_text`, :func:`overview`);
+* the socket's check of a request before it reaches :class:`~sanlab.tools.admin.Admin`
+  (:func:`check_args`), so a missing or misspelt argument is answered in the
+  command line's terms for JSON clients too, never as a Python ``TypeError``;
+* ``Admin.OPERATIONS``, the allow-list of what the socket may call.
+
+Adding a parameter: add the keyword to the ``Admin`` method and a :class:`Param`
+here with the same name and default (``tests/tools/test_operations.py`` compares
+the two), then say in README.md what it does.  Sizes are ``Kind.SIZE``: the value
+reaches ``Admin`` as written (an int, or text such as ``"1MiB"``) and ``Admin``
+converts it with :func:`sanlab.tools.units.to_blocks` / ``to_bytes``, because only
+it knows the block size underneath.
+"""
+from __future__ import annotations
+
+import difflib
+import enum
+import math
+import re
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from sanlab.tools.units import UNITS_HELP, format_size, parse_quantity
+
+
+class ArgumentError(Exception):
+    """A request whose operation or arguments do not fit the table; the message uses the command line's words."""
+
+
+class Kind(enum.Enum):
+    """What a parameter holds; the value is how help and messages show it."""
+
+    TEXT = "TEXT"
+    INT = "INT"
+    NUMBER = "NUMBER"
+    BOOL = "yes|no"
+    LIST = "A,B,..."
+    SIZE = "SIZE"
+
+
+class _Required:
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+REQUIRED: Final = _Required()
+"""The default of a parameter that has none."""
+
+_INT_RE = re.compile(r"^\s*[+-]?[0-9]+\s*$")
+_TRUE = ("yes", "true", "on", "1")
+_FALSE = ("no", "false", "off", "0")
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    """One argument of an operation."""
+
+    name: str
+    kind: Kind
+    help: str
+    """One line: what it is."""
+    default: object = REQUIRED
+    """What the operation uses when it is left out (the ``Admin`` method's default), or REQUIRED."""
+    unit: Literal["bytes", "blocks"] | None = None
+    """For a SIZE: what a bare number counts (a number with a unit is always bytes)."""
+    default_help: str | None = None
+    """How help shows a default that is not a plain value (``None`` meaning "work it out")."""
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
+
+    @property
+    def placeholder(self) -> str:
+        """``size=SIZE``: the word as the command line writes it."""
+        return f"{self.name}={self.kind.value}"
+
+    def describe_default(self) -> str:
+        if self.default_help is not None:
+            return self.default_help
+        if isinstance(self.default, bool):
+            return "yes" if self.default else "no"
+        if self.kind is Kind.SIZE and isinstance(self.default, int) and self.unit == "bytes" and self.default >= 1024:
+            return f"{self.default} ({format_size(self.default)})"
+        return str(self.default)
+
+    def describe(self) -> str:
+        """``virtual volume number`` plus the unit of a size: what a message about this argument says."""
+        if self.kind is Kind.SIZE and self.unit is not None:
+            return f"{self.help}; a bare number is {self.unit}, with a unit bytes"
+        return self.help
+
+    def coerce(self, op: str, value: object) -> object:
+        """The JSON value of this argument: text from the command line or JSON from a client.
+
+        A SIZE keeps its unit (``"1MiB"`` stays text; only a bare number becomes an int) so the
+        array, which knows the block size, converts it.
+        """
+        if value is None and self.default is None:
+            return None
+        bad = ArgumentError(f"{op}: {self.name}={_show(value)} is not {_KIND_WORDS[self.kind]} ({self.describe()})")
+        match self.kind:
+            case Kind.TEXT:
+                if not isinstance(value, str):
+                    raise bad
+                return value
+            case Kind.INT:
+                if isinstance(value, int) and not isinstance(value, bool):
+                    return value
+                if isinstance(value, str) and _INT_RE.match(value):
+                    return int(value)
+                raise bad
+            case Kind.NUMBER:
+                number: float | None = None
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    number = float(value)
+                elif isinstance(value, str):
+                    try:
+                        number = float(value)
+                    except ValueError:
+                        raise bad from None
+                if number is None or not math.isfinite(number):  # "inf" seconds is no interval
+                    raise bad
+                return number
+            case Kind.BOOL:
+                if isinstance(value, bool):
+                    return value
+                if isinstance(value, str) and value.lower() in _TRUE + _FALSE:
+                    return value.lower() in _TRUE
+                raise bad
+            case Kind.LIST:
+                if isinstance(value, str):
+                    return [v.strip() for v in value.split(",") if v.strip()]
+                if isinstance(value, list) and all(isinstance(v, str) for v in value):
+                    return list(value)
+                raise bad
+            case Kind.SIZE:
+                try:
+                    q = parse_quantity(value, self.name)
+                except ValueError:
+                    raise ArgumentError(f"{op}: {self.name}={_show(value)} is not a size: write a whole number "
+                                        f"({self.unit or 'bytes'}) or one with a unit ({UNITS_HELP}, "
+                                        f"meaning bytes)") from None
+                if q.unit_bytes is None:
+                    return q.number
+                assert isinstance(value, str)
+                return value.strip()
+        raise AssertionError(self.kind)  # pragma: no cover - every kind is handled above
+
+
+_KIND_WORDS = {Kind.TEXT: "text", Kind.INT: "a whole number", Kind.NUMBER: "a number", Kind.BOOL: "yes or no",
+               Kind.LIST: "a comma-separated list", Kind.SIZE: "a size"}
+
+
+def _show(value: object) -> str:
+    return value if isinstance(value, str) else repr(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """One management operation: an ``Admin`` coroutine method of the same name."""
+
+    name: str
+    """The method and the JSON ``op``: ``create_lu``."""
+    doc: str
+    """One line: what it does."""
+    params: tuple[Param, ...] = ()
+
+    @property
+    def command(self) -> str:
+        """The command line's name: ``create-lu``."""
+        return self.name.replace("_", "-")
+
+    def param(self, name: str) -> Param | None:
+        return next((p for p in self.params if p.name == name), None)
+
+
+def _size(name: str, unit: Literal["bytes", "blocks"], help: str, default: object = REQUIRED,
+          default_help: str | None = None) -> Param:
+    return Param(name, Kind.SIZE, help, default, unit, default_help)
+
+
+_MV_VVOL = Param("multiple_virtualization", Kind.BOOL,
+                 "map real-volume blocks another virtual volume already maps (seed 002's multiple virtualization)",
+                 False)
+_MV_LU = Param("multiple_virtualization", Kind.BOOL,
+               "map virtual-volume blocks another LU already maps (both LUs then show the same data)", False)
+
+OPERATIONS: Final[dict[str, Operation]] = {op.name: op for op in (
+    # --- RAID groups and drives
+    Operation("create_raid_group", "Create RAID group NAME on new drive files; its capacity becomes LDEVs.", (
+        Param("name", Kind.TEXT, "RAID group name"),
+        Param("level", Kind.INT, "RAID level: 0, 1, 5, 6 or 10"),
+        Param("drives", Kind.LIST, "new drive files, comma-separated (a relative path is in the data directory)"),
+        _size("drive_size", "bytes", "size of each drive file"),
+        _size("stripe_size", "bytes", "bytes of one drive in one stripe (the chunk)", 64 * 1024),
+        _size("ldev_size", "bytes", "size of every LDEV of the array; set once, with the first RAID group", None,
+              "8 MiB, fixed by the first group"),
+    )),
+    Operation("delete_raid_group", "Delete RAID group NAME; none of its LDEVs may be in use.", (
+        Param("name", Kind.TEXT, "RAID group name"),
+    )),
+    Operation("fail_drive", "Take drive INDEX of GROUP out of service (refused when that would lose data).", (
+        Param("group", Kind.TEXT, "RAID group name"),
+        Param("index", Kind.INT, "drive position in the group, from 0"),
+    )),
+    Operation("replace_drive", "Rebuild failed drive INDEX of GROUP onto a new drive file, in the background.", (
+        Param("group", Kind.TEXT, "RAID group name"),
+        Param("index", Kind.INT, "drive position in the group, from 0"),
+        Param("path", Kind.TEXT, "the new drive file (must not exist; a relative path is in the data directory)"),
+        _size("rate", "bytes", "most bytes of the new drive rebuilt per second (e.g. 64MiB); 0: no limit", 0),
+    )),
+    Operation("wait_rebuild", "Wait for GROUP's rebuild to end; answers whether the group is still degraded.", (
+        Param("group", Kind.TEXT, "RAID group name"),
+    )),
+    Operation("scrub", "Check GROUP's redundancy stripe by stripe and repair what disagrees.", (
+        Param("group", Kind.TEXT, "RAID group name"),
+    )),
+    # --- volumes, virtual volumes, LUs
+    Operation("create_volume", "Create volume NAME of SIZE bytes from free LDEVs of one or more RAID groups.", (
+        Param("name", Kind.TEXT, "volume name"),
+        _size("size", "bytes", "capacity; a whole number of blocks"),
+        _size("block_size", "bytes", "logical block size of the volume and of what maps it", 512),
+        Param("groups", Kind.LIST, "take LDEVs only from these RAID groups, comma-separated", None,
+              default_help="any group, spreading over them"),
+        Param("ldevs", Kind.LIST, "take exactly these free LDEVs, comma-separated GROUP:INDEX (rg0:4,rg1:0)", None,
+              default_help="allocated"),
+    )),
+    Operation("delete_volume", "Delete volume NAME (no virtual volume may map it) and free its LDEVs.", (
+        Param("name", Kind.TEXT, "volume name"),
+    )),
+    Operation("create_vvol", "Create virtual volume VVOL: SIZE blocks of real volume REAL from REAL_START.", (
+        Param("vvol", Kind.INT, "virtual volume number"),
+        Param("real", Kind.TEXT, "what it maps: a volume, an external volume, or an LU (stacking)"),
+        _size("real_start", "blocks", "first block in the real volume"),
+        _size("size", "blocks", "size of the virtual volume"),
+        _MV_VVOL,
+    )),
+    Operation("delete_vvol", "Delete virtual volume VVOL (no LU may use it).", (
+        Param("vvol", Kind.INT, "virtual volume number"),
+    )),
+    Operation("create_lu", "Create LU NAME: SIZE blocks of virtual volume VVOL from VSTART (export it to serve it).", (
+        Param("name", Kind.TEXT, "LU name"),
+        Param("vvol", Kind.INT, "virtual volume number"),
+        _size("vstart", "blocks", "first block in the virtual volume"),
+        _size("size", "blocks", "size of the LU"),
+        _MV_LU,
+    )),
+    Operation("delete_lu", "Delete LU NAME (unexport it first).", (
+        Param("name", Kind.TEXT, "LU name"),
+    )),
+    Operation("export", "Serve LU as LUN of TARGET; hosts see it on their next REPORT LUNS.", (
+        Param("lu", Kind.TEXT, "LU name"),
+        Param("target", Kind.TEXT, "target name (IQN) of this array"),
+        Param("lun", Kind.INT, "LUN number"),
+    )),
+    Operation("unexport", "Stop serving LUN of TARGET (the LU stays).", (
+        Param("target", Kind.TEXT, "target name (IQN) of this array"),
+        Param("lun", Kind.INT, "LUN number"),
+    )),
+    Operation("resize_lun", "Grow a file-backed LUN of the config while hosts stay logged in.", (
+        Param("target", Kind.TEXT, "target name (IQN) of this array"),
+        Param("lun", Kind.INT, "LUN number"),
+        _size("size", "bytes", "the new size; a whole number of the LUN's blocks, not smaller than now"),
+    )),
+    # --- rearrangement and tiering
+    Operation("rearrange", "Move LDEV INDEX of VOLUME onto another RAID group or LDEV while hosts keep going.", (
+        Param("volume", Kind.TEXT, "volume name"),
+        Param("index", Kind.INT, "LDEV position in the volume, from 0"),
+        Param("group", Kind.TEXT, "move onto a free LDEV of this RAID group", None, default_help="give group= or ldev="),
+        Param("ldev", Kind.TEXT, "move onto this free LDEV, GROUP:INDEX", None, default_help="give group= or ldev="),
+    )),
+    Operation("tiering_round", "Sample the LDEV statistics once and carry out the moves the tiering policy proposes.", (
+        Param("seconds", Kind.NUMBER, "the period the statistics' rates are taken over", 1.0),
+    )),
+    Operation("auto_tiering", "Run a tiering round every INTERVAL seconds, or stop doing so.", (
+        Param("enable", Kind.BOOL, "yes to start, no to stop", True),
+        Param("interval", Kind.NUMBER, "seconds between rounds", 60.0),
+    )),
+    # --- migratory copy
+    Operation("migrate_start", "Take SOURCE over into fresh volume DEST: hosts use DEST at once, the copy runs behind.", (
+        Param("source", Kind.TEXT, "external volume (or volume) to take over"),
+        Param("dest", Kind.TEXT, "a volume no virtual volume maps yet"),
+        _size("start", "blocks", "first block to copy", 0),
+        _size("end", "blocks", "block after the last to copy", None, default_help="the end of the source"),
+        _size("chunk", "blocks", "blocks copied per step", 2048),
+    )),
+    Operation("migrate_status", "Progress and rate of every migration."),
+    Operation("migrate_detach", "Forget the source of a finished whole-volume migration into DEST.", (
+        Param("dest", Kind.TEXT, "the destination volume"),
+    )),
+    # --- external volumes
+    Operation("add_external", "Map LUN of a peer array's TARGET at PORTAL as real volume NAME of this array.", (
+        Param("name", Kind.TEXT, "name of the external volume here"),
+        Param("portal", Kind.TEXT, "the peer's HOST:PORT"),
+        Param("target", Kind.TEXT, "the peer's target name (IQN)"),
+        Param("lun", Kind.INT, "the peer's LUN", 0),
+        Param("lock", Kind.TEXT, "reserve the peer LUN: off, per-request (while requests run) or held (always)",
+              "off"),
+        Param("timeout", Kind.NUMBER, "seconds to wait for the peer (login and each command)", 10.0),
+    )),
+    Operation("remove_external", "Unmap external volume NAME (nothing may map or migrate from it).", (
+        Param("name", Kind.TEXT, "name of the external volume"),
+    )),
+    # --- views
+    Operation("show", "The RAID groups, volumes, V/R and LU/V tables, exports and external volumes."),
+)}
+"""Every management operation by its JSON name (``create_lu``)."""
+
+
+def lookup(name: str) -> Operation:
+    """The operation called ``name`` (``create-lu`` or ``create_lu``); unknown → ArgumentError."""
+    op = OPERATIONS.get(name.replace("-", "_"))
+    if op is not None:
+        return op
+    commands = [o.command for o in OPERATIONS.values()]
+    near = difflib.get_close_matches(name.replace("_", "-"), commands, n=1)
+    hint = f" (did you mean {near[0]}?)" if near else ""
+    raise ArgumentError(f"unknown operation {name!r}{hint}; `sanlab admin --help` lists them")
+
+
+def check_args(op: Operation, args: dict[str, object]) -> dict[str, object]:
+    """The arguments of ``op`` as the ``Admin`` method takes them, or ArgumentError in the command line's words.
+
+    ``args`` comes from the command line (all text) or from a JSON client; the same checks and
+    conversions apply to both.  Defaults are left to the method (the table states the same ones).
+    """
+    out: dict[str, object] = {}
+    names = [p.name for p in op.params]
+    for key, value in args.items():
+        p = op.param(key)
+        if p is None:
+            near = difflib.get_close_matches(key, names, n=1)
+            if near:
+                hint = f"did you mean {near[0]}=?"
+            elif names:
+                hint = "it takes " + " ".join(f"{n}=" for n in names)
+            else:
+                hint = "it takes no arguments"
+            raise ArgumentError(f"{op.command}: unknown argument {key}= ({hint})")
+        out[key] = p.coerce(op.command, value)
+    missing = [p for p in op.params if p.required and p.name not in out]
+    if missing:
+        what = ", ".join(f"{p.placeholder} ({p.describe()})" for p in missing)
+        raise ArgumentError(f"{op.command}: missing argument{'s' if len(missing) > 1 else ''} {what}")
+    return out
+
+
+def parse_words(op: Operation, words: list[str]) -> dict[str, object]:
+    """``key=value`` words of ``sanlab admin OP ...`` → checked request arguments."""
+    raw: dict[str, object] = {}
+    for word in words:
+        key, sep, value = word.partition("=")
+        key = key.replace("-", "_")
+        if not sep or not key:
+            raise ArgumentError(f"{op.command}: {word!r} is not key=value (`sanlab admin {op.command} --help` "
+                                "lists the arguments)")
+        if key in raw:
+            raise ArgumentError(f"{op.command}: {key}= is given twice")
+        raw[key] = value
+    return check_args(op, raw)
+
+
+SIZE_RULE = (f"A size with a unit ({UNITS_HELP}; K, M, G, T mean the same) is bytes and must be a whole number "
+             "of the volume's blocks; a bare number is in the unit shown for the argument.")
+
+
+def usage(op: Operation) -> str:
+    words = [p.placeholder if p.required else f"[{p.placeholder}]" for p in op.params]
+    return " ".join(["usage: sanlab admin", op.command, *words, "[--data-dir DIR]"])
+
+
+def help_text(op: Operation) -> str:
+    """What ``sanlab admin OP --help`` prints."""
+    lines = [usage(op), "", op.doc, ""]
+    if op.params:
+        lines.append("arguments:")
+        width = max(len(p.placeholder) for p in op.params)
+        for p in op.params:
+            text = p.help
+            if p.kind is Kind.SIZE:
+                text += f" [bare number: {p.unit}]"
+            text += " (required)" if p.required else f" (default: {p.describe_default()})"
+            lines.append(f"  {p.placeholder.ljust(width)}  {text}")
+        if any(p.kind is Kind.SIZE for p in op.params):
+            lines += ["", SIZE_RULE]
+    else:
+        lines.append("arguments: none")
+    lines += ["", "options: --data-dir DIR (of the running array, default ./sanlab-data), --json"]
+    return "\n".join(lines)
+
+
+def overview() -> str:
+    """What ``sanlab admin --help`` prints: every operation with its one-line doc."""
+    width = max(len(o.command) for o in OPERATIONS.values())
+    lines = ["usage: sanlab admin OP key=value ... [--data-dir DIR] [--json]",
+             "       sanlab admin OP --help      (the arguments of OP: types, units, defaults)", "",
+             "A management operation on the running array (through <data-dir>/sanlab.sock).", "", "operations:"]
+    lines += [f"  {o.command.ljust(width)}  {o.doc}" for o in OPERATIONS.values()]
+    lines += ["", SIZE_RULE]
+    return "\n".join(lines)
