@@ -510,8 +510,8 @@ async def test_sizes_with_a_unit_are_bytes_in_whole_blocks_of_the_volume_underne
     reply = await _ask(mgmt, "replace_drive", group="rg", index=1, path="m1-new.img", rate="lots")
     assert reply["ok"] is False and "rate=lots is not a size" in str(reply["error"])
     assert (await _ask(mgmt, "replace_drive", group="rg", index=1, path="m1-new.img", rate="64KiB"))["ok"] is True
-    record = admin.groups["rg"]._rebuild  # the pace the RAID group was given
-    assert record is not None and record.rate == 64 * 1024
+    job = admin.groups["rg"].rebuild_job  # the pace the RAID group was given
+    assert job is not None and job.record.rate == 64 * 1024
     await admin.close()
 
 
