@@ -341,7 +341,7 @@ class DeviceServer:
     async def _execute(self, task: ScsiTask) -> ScsiResult:
         cdb = bytes(task.cdb)
         lu = self._luns.get(task.lun)
-        table = self._tables.get(task.lun, SPC)
+        table = self.table(task.lun)
         descriptor = bool(lu is not None and lu.d_sense)
         spec: CommandSpec | None = None
         try:

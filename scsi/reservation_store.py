@@ -34,7 +34,7 @@ STORE_NAME = "reservations.sqlite"
 
 log = structlog.get_logger("sanlab.scsi.reservations")
 
-T = TypeVar("T")
+_T = TypeVar("_T")
 
 
 class ReservationStore:
@@ -50,13 +50,13 @@ class ReservationStore:
         self._saved: dict[str, dict[str, Any]] | None = None
         """LU id → the state last read or saved; None until :meth:`open` has read the file."""
 
-    def _submit(self, fn: Callable[[], T]) -> asyncio.Future[T]:
+    def _submit(self, fn: Callable[[], _T]) -> asyncio.Future[_T]:
         """Run ``fn`` on the worker thread after everything submitted before it.
 
         Shielded: cancelling the caller (an aborted command) does not take a commit out of the
         queue, since the state it records has already changed in memory.
         """
-        job: Future[T] = self._worker.submit(fn)
+        job: Future[_T] = self._worker.submit(fn)
         return asyncio.shield(asyncio.wrap_future(job))
 
     # --- worker thread -----------------------------------------------------------------------------
@@ -96,7 +96,7 @@ class ReservationStore:
         """:meth:`open` has read the file: :meth:`saved` and :meth:`save` may be used."""
         return self._saved is not None
 
-    async def _run(self, what: str, job: Awaitable[T], **context: str) -> T:
+    async def _run(self, what: str, job: Awaitable[_T], **context: str) -> _T:
         """``job``'s result; a failing database becomes the SCSI answer (module docstring)."""
         try:
             return await job
@@ -122,13 +122,12 @@ class ReservationStore:
         durable.
 
         The commit is submitted before this first suspends, i.e. in the caller's event-loop step, so
-        commits land in the order the state changed.  Nothing to do when the file already holds no
-        state for ``lu_id`` and none is to be kept.
+        commits land in the order the state changed, and a caller resumes only after every commit
+        submitted before its own.
         """
         assert self._saved is not None, "open() first"
         if state is None:
-            if self._saved.pop(lu_id, None) is None:
-                return
+            self._saved.pop(lu_id, None)
             text = None
         else:
             self._saved[lu_id] = state

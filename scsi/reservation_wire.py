@@ -100,7 +100,9 @@ RESERVE_10_CDB = struct.Struct(">BBBB3xHB")
 """RESERVE(10)/RELEASE(10) CDB (SPC-2 §7.21, §7.17): opcode, 3RDPTY|LONGID|obsolete, obsolete,
 THIRD-PARTY DEVICE ID, reserved, PARAMETER LIST LENGTH, CONTROL."""
 THIRD_PARTY = 0x10
+"""3RDPTY (byte 1 bit 4): a third-party reservation, which this device server does not offer."""
 LONGID = 0x02
+"""LONGID (byte 1 bit 1): an 8-byte third-party device ID in the parameter list."""
 
 
 def check_reserve_cdb(cdb: bytes) -> None:
@@ -198,9 +200,13 @@ SERVICE ACTION RESERVATION KEY, obsolete, SPEC_I_PT|ALL_TG_PT|APTPL, reserved, o
 TRANSPORTID_LIST_LENGTH = struct.Struct(">I")
 """TRANSPORTID PARAMETER DATA LENGTH after the basic list when SPEC_I_PT is one (byte 24)."""
 SPEC_I_PT = 0x08
+"""Byte 20 of the basic parameter list: Specify Initiator Ports."""
 ALL_TG_PT = 0x04
+"""Byte 20: All Target Ports."""
 APTPL = 0x01
+"""Byte 20 (byte 17 of REGISTER AND MOVE): Activate Persist Through Power Loss."""
 UNREG = 0x02
+"""Byte 17 of REGISTER AND MOVE: unregister the issuer."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -389,7 +395,9 @@ REPORT_CAPABILITIES = struct.Struct(">HBBH2x")
 """REPORT CAPABILITIES parameter data (SPC-4 §6.15.4, table 199): LENGTH, RLR_C|CRH|SIP_C|ATP_C|
 PTPL_C, TMV|ALLOW COMMANDS|PTPL_A, PERSISTENT RESERVATION TYPE MASK, reserved."""
 RLR_C, CRH, SIP_C, ATP_C, PTPL_C = 0x80, 0x10, 0x08, 0x04, 0x01
+"""REPORT CAPABILITIES byte 2 flags (see :class:`ReportCapabilitiesData`)."""
 TMV, PTPL_A = 0x80, 0x01
+"""REPORT CAPABILITIES byte 3 flags; ALLOW COMMANDS sits in bits 6-4 between them."""
 TYPE_MASK_BITS: dict[PrType, int] = {
     PrType.WRITE_EXCLUSIVE_ALL_REGISTRANTS: 0x8000, PrType.EXCLUSIVE_ACCESS_REGISTRANTS_ONLY: 0x4000,
     PrType.WRITE_EXCLUSIVE_REGISTRANTS_ONLY: 0x2000, PrType.EXCLUSIVE_ACCESS: 0x0800,
@@ -447,7 +455,9 @@ FULL_STATUS_DESCRIPTOR = struct.Struct(">Q4xBB4xHI")
 ALL_TG_PT|R_HOLDER, SCOPE|TYPE, reserved, RELATIVE TARGET PORT IDENTIFIER, ADDITIONAL DESCRIPTOR
 LENGTH; the TransportID follows."""
 R_HOLDER = 0x01
+"""READ FULL STATUS descriptor byte 12: this registration holds the reservation."""
 ALL_TG_PT_DESC = 0x02
+"""READ FULL STATUS descriptor byte 12: registered through every target port."""
 
 
 @dataclass(frozen=True, slots=True)

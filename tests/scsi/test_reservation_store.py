@@ -117,7 +117,7 @@ async def test_the_store_reads_what_it_saved(tmp_path: Path) -> None:
     await a.open()
     assert a.saved("lu") is None
     await a.save("lu", {"aptpl": True, "registrations": [], "reservation": None})
-    await a.save("other", None)  # nothing stored, nothing to remove: no commit
+    await a.save("other", None)  # nothing stored, nothing removed
     await a.close()
     b = ReservationStore(tmp_path / STORE_NAME)
     await b.open()
