@@ -52,11 +52,14 @@ async def t(tmp_path: Path) -> AsyncIterator[Lu]:
     await server.close()
 
 
-async def test_commit_runs_off_the_loop_and_good_waits_for_it(t: Lu, tmp_path: Path,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    store = t.server.reservation_store
-    assert store is not None
-    gate = Gate(store, monkeypatch)
+@pytest.fixture
+def gate(t: Lu, monkeypatch: pytest.MonkeyPatch) -> Gate:
+    """The gate on ``t``'s store."""
+    assert t.server.reservation_store is not None
+    return Gate(t.server.reservation_store, monkeypatch)
+
+
+async def test_commit_runs_off_the_loop_and_good_waits_for_it(t: Lu, gate: Gate, tmp_path: Path) -> None:
     register = asyncio.ensure_future(t.out(NX, REGISTER, sa_key=0xA, flags=APTPL))
     await asyncio.sleep(0.05)
     # The commit waits on the worker thread; the PROUT has no answer yet, and the loop still runs
@@ -70,11 +73,7 @@ async def test_commit_runs_off_the_loop_and_good_waits_for_it(t: Lu, tmp_path: P
     assert list(stored(tmp_path / "state")) == [t.server.luns[0].reservations.lu_id]  # durable before GOOD
 
 
-async def test_commits_land_in_the_order_the_state_changed(t: Lu, tmp_path: Path,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    store = t.server.reservation_store
-    assert store is not None
-    gate = Gate(store, monkeypatch)
+async def test_commits_land_in_the_order_the_state_changed(t: Lu, gate: Gate, tmp_path: Path) -> None:
     first = asyncio.ensure_future(t.out(NX, REGISTER, sa_key=0xA, flags=APTPL))
     second = asyncio.ensure_future(t.out(NX2, REGISTER, sa_key=0xB, flags=APTPL))
     third = asyncio.ensure_future(t.out(NX, REGISTER, key=0xA, sa_key=0xC, flags=APTPL))
@@ -88,10 +87,7 @@ async def test_commits_land_in_the_order_the_state_changed(t: Lu, tmp_path: Path
     assert stored(tmp_path / "state") == {}
 
 
-async def test_a_cold_reset_restores_the_state_on_its_way(t: Lu, monkeypatch: pytest.MonkeyPatch) -> None:
-    store = t.server.reservation_store
-    assert store is not None
-    gate = Gate(store, monkeypatch)
+async def test_a_cold_reset_restores_the_state_on_its_way(t: Lu, gate: Gate) -> None:
     register = asyncio.ensure_future(t.out(NX, REGISTER, sa_key=0xA, flags=APTPL))
     await asyncio.sleep(0.05)
     t.server.target_reset(NX2, cold=True)
