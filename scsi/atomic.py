@@ -13,6 +13,7 @@ import struct
 from dataclasses import dataclass
 
 from sanlab.scsi.cdb import Opcode
+from sanlab.scsi.commands import CommandSpec
 from sanlab.scsi.compare import check_writable
 from sanlab.scsi.context import Ctx
 from sanlab.scsi.sbc import check_range, received_blocks
@@ -71,14 +72,9 @@ async def write_atomic_16(ctx: Ctx) -> ScsiResult:
     return ScsiResult(transfer_length=length, data_out_direction=True)
 
 
-# Imported last: device_server imports this module at its end (see compare.py).
-from sanlab.scsi.device_server import CommandSpec, register  # noqa: E402
-
 COMMANDS: dict[int, CommandSpec] = {
     Opcode.WRITE_ATOMIC_16: CommandSpec("WRITE ATOMIC(16)", write_atomic_16, data_out=True, writes=True,
                                         medium_error=Asc.WRITE_ERROR,
                                         available=lambda lu: atomic_max_blocks(lu) > 0),
 }
 """The atomic-write row of the device server's command table."""
-
-register(COMMANDS)

@@ -13,6 +13,7 @@ import struct
 from dataclasses import dataclass
 
 from sanlab.scsi.cdb import Opcode, ReadWriteCdb
+from sanlab.scsi.commands import CommandSpec
 from sanlab.scsi.context import Ctx
 from sanlab.scsi.lu import LogicalUnit
 from sanlab.scsi.sbc import check_range, check_transfer_length, received_blocks
@@ -116,11 +117,6 @@ async def orwrite(ctx: Ctx) -> ScsiResult:
     return ScsiResult(transfer_length=length, data_out_direction=True)
 
 
-# Imported last: device_server imports this module at its end, and whichever module is imported
-# first, the helpers above must exist before device_server (and through it the other command
-# modules) loads.
-from sanlab.scsi.device_server import CommandSpec, register  # noqa: E402
-
 COMMANDS: dict[int, CommandSpec] = {
     Opcode.COMPARE_AND_WRITE: CommandSpec("COMPARE AND WRITE", compare_and_write, data_out=True, writes=True,
                                           medium_error=Asc.WRITE_ERROR),
@@ -128,5 +124,3 @@ COMMANDS: dict[int, CommandSpec] = {
                                    medium_error=Asc.WRITE_ERROR),
 }
 """The read-modify-write rows of the device server's command table."""
-
-register(COMMANDS)

@@ -15,8 +15,9 @@ import struct
 from dataclasses import dataclass
 
 from sanlab.scsi.cdb import Opcode
+from sanlab.scsi.commands import CommandSpec
+from sanlab.scsi.reservation_state import READ
 from sanlab.scsi.context import Ctx, data_in
-from sanlab.scsi.device_server import CommandSpec, register
 from sanlab.scsi.lu import LogicalUnit
 from sanlab.scsi.sense import Asc, ScsiError, SenseKey, invalid_field, invalid_parameter
 from sanlab.scsi.task import ScsiResult
@@ -253,7 +254,7 @@ COMMANDS: dict[int, CommandSpec] = {
     Opcode.EXTENDED_COPY: CommandSpec("EXTENDED COPY(LID1)", extended_copy, data_out=True,
                                       medium_error=Asc.WRITE_ERROR, timeout=600),
     Opcode.RECEIVE_COPY_RESULTS: CommandSpec("RECEIVE COPY RESULTS", receive_copy_results,
-                                             allowed_without_medium=True),
+                                             allowed_without_medium=True, reservation=READ),
 }
 """Third-party copy rows of the command table.
 
@@ -261,5 +262,3 @@ EXTENDED COPY's LID1 SERVICE ACTION is 00h in SPC-4 (byte 1 was reserved in SPC-
 as a plain opcode and checks the field itself; RECEIVE COPY RESULTS likewise, since its service actions
 share one handler.
 """
-
-register(COMMANDS)

@@ -1,7 +1,8 @@
 """The SCSI device server of one target: dispatch, checks, unit attentions (SAM-5, SPC-4).
 
-:meth:`DeviceServer.execute` is the one entry point.  Checks run in tgt's
-order (ARCHITECTURE.md convention 2):
+:meth:`DeviceServer.execute` is the one entry point.  Each logical unit answers with the command
+table of its kind (scsi/commands.py, scsi/kinds.py: ``LuConfig.kind`` names it, the device server
+knows the kinds by name).  Checks run in tgt's order (ARCHITECTURE.md convention 2):
 
 1. the LUN exists — else only INQUIRY (qualifier 011b), REPORT LUNS and
    REQUEST SENSE run; anything else is LOGICAL UNIT NOT SUPPORTED (SPC-4 §6.4.2,
@@ -9,129 +10,44 @@ order (ARCHITECTURE.md convention 2):
 2. CDB length and CONTROL byte (NACA=1 → INVALID FIELD IN CDB);
 3. unit attention for this I_T nexus (SAM-5 §5.14): reported and cleared by
    every command except INQUIRY, REPORT LUNS and REQUEST SENSE;
-4. reservation conflict (:func:`sanlab.scsi.reservations.conflicts`, SPC-4 §5.9.1): RESERVATION
-   CONFLICT status for a command the reservations in force do not let this I_T nexus run;
-5. the command table: unknown opcode → INVALID COMMAND OPERATION CODE, unknown
-   service action → INVALID FIELD IN CDB pointing at byte 1.
+4. the command table: unknown opcode → INVALID COMMAND OPERATION CODE, unknown
+   service action → INVALID FIELD IN CDB pointing at byte 1;
+5. reservation conflict (SPC-4 §5.9.1): RESERVATION CONFLICT status for a command the reservations
+   in force do not let this I_T nexus run — the rule is the command's row's
+   (``CommandSpec.reservation``), applied by the LU's state (``LogicalUnit.reservations``);
+6. the LU's state (sanitize, medium, software write protect: :func:`check_lu_state`).
 
 Handlers raise :class:`~sanlab.scsi.sense.ScsiError`; it becomes CHECK
 CONDITION here with sense in the LU's format (D_SENSE).  A
 :class:`~sanlab.storage.volume.VolumeError` becomes MEDIUM ERROR.
+
+Reservations made with APTPL survive a restart in the device server's
+:class:`~sanlab.scsi.reservation_store.ReservationStore` (``<state_dir>/reservations.sqlite``); an
+LU's persisted state is restored before its first command, off the event loop.
 """
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 import structlog
 
-from sanlab.scsi import sbc, spc
-from sanlab.scsi.cdb import Opcode, ServiceActionIn16, check_control, service_action
+from sanlab.scsi import sbc
+from sanlab.scsi.cdb import check_control
+from sanlab.scsi.commands import CommandSpec, CommandTable, LuKind
 from sanlab.scsi.context import Ctx
+from sanlab.scsi.kinds import KINDS, SPC
 from sanlab.scsi.lu import LogicalUnit
 from sanlab.scsi.lun import LUN_RANGE, MAX_LUN
-from sanlab.scsi.sense import Asc, ScsiError, SenseKey, build_sense, invalid_field
+from sanlab.scsi.reservation_store import STORE_NAME, ReservationStore
+from sanlab.scsi.sense import Asc, ScsiError, SenseKey, build_sense
 from sanlab.scsi.task import Nexus, ScsiResult, ScsiStatus, ScsiTask, TaskAttribute
 from sanlab.storage.volume import VolumeError
 
 log = structlog.get_logger("sanlab.scsi")
-
-Handler = Callable[[Ctx], Awaitable[ScsiResult]]
-
-
-@dataclass(frozen=True, slots=True)
-class CommandSpec:
-    """One row of the command table (ARCHITECTURE.md convention 2)."""
-
-    name: str
-    """The command's name as SPC-4/SBC-3 spell it (for logs)."""
-    handler: Handler | None = None
-    """None when the opcode dispatches on its SERVICE ACTION."""
-    service_actions: dict[int, CommandSpec] = field(default_factory=dict)
-    """Service action (byte 1 bits 4-0) → command, for SERVICE ACTION IN(16), MAINTENANCE IN, PR..."""
-    any_lun: bool = False
-    """Runs for a LUN that does not exist (INQUIRY, REPORT LUNS, REQUEST SENSE; SPC-4 §6.4.2, §6.33, §6.39)."""
-    keeps_ua: bool = False
-    """Neither reports nor clears a pending unit attention (SAM-5 §5.14)."""
-    data_out: bool = False
-    """Takes Data-Out (write-type): residuals count against the Data-Out length."""
-    writes: bool = False
-    """Changes the medium (read-only LUs, and later replication ordering)."""
-    conflicts_with_reservation: bool = True
-    """Fails with RESERVATION CONFLICT for a nexus another holds a reservation against (SPC-4 §5.9.1,
-    table 53); used once PERSISTENT RESERVE exists."""
-    medium_error: Asc = Asc.UNRECOVERED_READ_ERROR
-    """ASC/ASCQ of the MEDIUM ERROR a VolumeError becomes: WRITE ERROR for commands that store data."""
-    allowed_without_medium: bool = False
-    """Runs while the medium is absent (after START STOP UNIT ejected it from a removable LU);
-    every other command gets NOT READY / MEDIUM NOT PRESENT (SBC-3 §4.2.2)."""
-    cdb_usage: bytes | None = None
-    """CDB USAGE DATA for REPORT SUPPORTED OPERATION CODES (SPC-4 §6.35.3): a bit set for each CDB bit
-    the device server looks at.  None: derived from the CDB length (every field may be used)."""
-    timeout: int = 30
-    """RECOMMENDED COMMAND TIMEOUT in seconds for the command timeouts descriptor (SPC-4 §6.35.4)."""
-    detach_on_abort: bool = False
-    """The command's work goes on without it (SANITIZE, SBC-3 §4.11.3): aborting the command (ABORT
-    TASK, a reset, the connection's end) ends it at once instead of waiting for the work."""
-    available: Callable[[LogicalUnit], bool] | None = None
-    """Supported on this LU only when this says so (e.g. SANITIZE BLOCK ERASE needs a thin LU); REPORT
-    SUPPORTED OPERATION CODES leaves the command out elsewhere.  None: always."""
-
-
-COMMANDS: dict[int, CommandSpec] = {
-    Opcode.TEST_UNIT_READY: CommandSpec("TEST UNIT READY", spc.test_unit_ready),
-    Opcode.REQUEST_SENSE: CommandSpec("REQUEST SENSE", spc.request_sense, any_lun=True, keeps_ua=True,
-                                      conflicts_with_reservation=False, allowed_without_medium=True),
-    Opcode.INQUIRY: CommandSpec("INQUIRY", spc.inquiry, any_lun=True, keeps_ua=True,
-                                conflicts_with_reservation=False, allowed_without_medium=True),
-    Opcode.REPORT_LUNS: CommandSpec("REPORT LUNS", spc.report_luns, any_lun=True, keeps_ua=True,
-                                    conflicts_with_reservation=False, allowed_without_medium=True),
-    Opcode.MODE_SENSE_6: CommandSpec("MODE SENSE(6)", spc.mode_sense, allowed_without_medium=True),
-    Opcode.MODE_SENSE_10: CommandSpec("MODE SENSE(10)", spc.mode_sense, allowed_without_medium=True),
-    Opcode.READ_CAPACITY_10: CommandSpec("READ CAPACITY(10)", sbc.read_capacity_10, conflicts_with_reservation=False),
-    Opcode.SERVICE_ACTION_IN_16: CommandSpec("SERVICE ACTION IN(16)", service_actions={
-        ServiceActionIn16.READ_CAPACITY_16: CommandSpec("READ CAPACITY(16)", sbc.read_capacity_16,
-                                                        conflicts_with_reservation=False),
-    }),
-    Opcode.READ_6: CommandSpec("READ(6)", sbc.read),
-    Opcode.READ_10: CommandSpec("READ(10)", sbc.read),
-    Opcode.READ_12: CommandSpec("READ(12)", sbc.read),
-    Opcode.READ_16: CommandSpec("READ(16)", sbc.read),
-    Opcode.WRITE_6: CommandSpec("WRITE(6)", sbc.write, data_out=True, writes=True,
-                                 medium_error=Asc.WRITE_ERROR),
-    Opcode.WRITE_10: CommandSpec("WRITE(10)", sbc.write, data_out=True, writes=True,
-                                 medium_error=Asc.WRITE_ERROR),
-    Opcode.WRITE_12: CommandSpec("WRITE(12)", sbc.write, data_out=True, writes=True,
-                                 medium_error=Asc.WRITE_ERROR),
-    Opcode.WRITE_16: CommandSpec("WRITE(16)", sbc.write, data_out=True, writes=True,
-                                 medium_error=Asc.WRITE_ERROR),
-    Opcode.SYNCHRONIZE_CACHE_10: CommandSpec("SYNCHRONIZE CACHE(10)", sbc.synchronize_cache,
-                                             medium_error=Asc.WRITE_ERROR),
-    Opcode.SYNCHRONIZE_CACHE_16: CommandSpec("SYNCHRONIZE CACHE(16)", sbc.synchronize_cache,
-                                             medium_error=Asc.WRITE_ERROR),
-}
-"""Opcode → command: the device server's dispatch table.  Later commands are new rows."""
-
-
-def register(table: dict[int, CommandSpec]) -> None:
-    """Add a command family's rows to :data:`COMMANDS` (one call per module, at import).
-
-    Opcodes that dispatch on a SERVICE ACTION merge their service-action tables,
-    so e.g. READ CAPACITY(16) and GET LBA STATUS can live in different modules.
-    """
-    for opcode, spec in table.items():
-        have = COMMANDS.get(opcode)
-        if have is None:
-            COMMANDS[opcode] = spec
-        elif have.handler is None and spec.handler is None:
-            clash = set(have.service_actions) & set(spec.service_actions)
-            if clash:
-                raise ValueError(f"opcode {opcode:02x}: service actions {sorted(clash)} registered twice")
-            have.service_actions.update(spec.service_actions)
-        else:
-            raise ValueError(f"opcode {opcode:02x} registered twice")
 
 
 def check_lu_state(spec: CommandSpec, lu: LogicalUnit) -> None:
@@ -151,44 +67,54 @@ def check_lu_state(spec: CommandSpec, lu: LogicalUnit) -> None:
         raise ScsiError(SenseKey.DATA_PROTECT, Asc.LOGICAL_UNIT_SOFTWARE_WRITE_PROTECTED)
 
 
-def lookup(cdb: bytes) -> CommandSpec:
-    """The table row for ``cdb``, resolving service actions (SPC-4 §4.2.5.3)."""
-    spec = COMMANDS.get(cdb[0])
-    if spec is None:
-        raise ScsiError(SenseKey.ILLEGAL_REQUEST, Asc.INVALID_COMMAND_OPERATION_CODE, field_pointer=0)
-    if spec.handler is None:
-        sa = spec.service_actions.get(service_action(cdb))
-        if sa is None:
-            raise invalid_field(1, 4)
-        return sa
-    return spec
-
-
 class DeviceServer:
     """The logical units behind one target and the rules for reaching them."""
 
-    def __init__(self, target_name: str, luns: dict[int, LogicalUnit], state_dir: Path | None = None) -> None:
+    def __init__(self, target_name: str, luns: Mapping[int, LogicalUnit], state_dir: Path | None = None,
+                 kinds: Mapping[str, LuKind] = KINDS) -> None:
         self.target_name = target_name
         """iSCSI name of the target this device server belongs to."""
-        for lun in luns:
-            self._check_lun(lun)
-        self._luns = dict(luns)
+        self.kinds = kinds
+        """The kinds of LU this device server knows, by name (``LuConfig.kind`` selects one)."""
+        self._luns: dict[int, LogicalUnit] = {}
+        self._tables: dict[int, CommandTable] = {}
+        """LUN → the command table of its LU's kind."""
+        self._plain: dict[int, LogicalUnit] = {}
+        """The LUs whose kind lets :meth:`plain_io` answer READ/WRITE without the table."""
         self.state_dir = state_dir
         """Directory for state that survives a restart (APTPL persistent reservations); None: none does."""
+        self.reservation_store = None if state_dir is None else ReservationStore(Path(state_dir) / STORE_NAME)
+        """Where APTPL reservation state is made durable (opened, off the event loop, on first use)."""
         self.on_abort: Callable[[int, list[Nexus]], Awaitable[None]] | None = None
         """Set by the transport: abort the tasks of these I_T nexuses on this LUN (PREEMPT AND ABORT,
         SPC-4 §5.9.11.5); returns once they have ended."""
         self.log = log.bind(target=target_name)
+        for lun in luns:
+            self._check_lun(lun)
+        for lun, lu in luns.items():
+            self._attach(lun, lu)
 
     @property
     def luns(self) -> dict[int, LogicalUnit]:
         """LUN → logical unit."""
         return self._luns
 
-    def detaches_on_abort(self, cdb: bytes) -> bool:
-        """Whether an abort may end this command without waiting for its work (see CommandSpec)."""
+    def kind_of(self, lu: LogicalUnit) -> LuKind:
+        """The kind ``lu``'s configuration names; ValueError when this device server does not know it."""
+        kind = self.kinds.get(lu.config.kind)
+        if kind is None:
+            raise ValueError(f"unknown kind of logical unit {lu.config.kind!r} (known: {', '.join(self.kinds)})")
+        return kind
+
+    def table(self, lun: int) -> CommandTable:
+        """The command table LUN ``lun`` answers with (the SPC base for a LUN that does not exist)."""
+        return self._tables.get(lun, SPC)
+
+    def detaches_on_abort(self, lun: int, cdb: bytes) -> bool:
+        """Whether an abort may end this command on ``lun`` without waiting for its work (see
+        CommandSpec)."""
         try:
-            return lookup(bytes(cdb)).detach_on_abort
+            return self.table(lun).lookup(bytes(cdb)).detach_on_abort
         except ScsiError:
             return False
 
@@ -201,21 +127,31 @@ class DeviceServer:
         if not 0 <= lun <= MAX_LUN:
             raise ValueError(f"LUN {lun} of {self.target_name} is outside {LUN_RANGE}")
 
+    def _attach(self, lun: int, lu: LogicalUnit) -> None:
+        kind = self.kind_of(lu)
+        self._luns[lun] = lu
+        self._tables[lun] = kind.table
+        if kind.plain_io:
+            self._plain[lun] = lu
+
     def add_lun(self, lun: int, lu: LogicalUnit) -> None:
         """Export another logical unit while running (management command); ValueError for a LUN
-        that exists or that the LUN field cannot encode (outside 0..MAX_LUN)."""
+        that exists or that the LUN field cannot encode (outside 0..MAX_LUN), or an LU of a kind
+        this device server does not know."""
         self._check_lun(lun)
         if lun in self._luns:
             raise ValueError(f"LUN {lun} already exists on {self.target_name}")
         nexuses = {nx for other in self._luns.values() for nx in other.nexuses}
+        self._attach(lun, lu)
         for nx in nexuses:
             lu.nexus_added(nx)
-        self._luns[lun] = lu
         self._luns_changed(exclude=lun)
 
     def remove_lun(self, lun: int) -> LogicalUnit:
         """Stop exporting ``lun``; returns the logical unit (its volume stays open)."""
         lu = self._luns.pop(lun)
+        del self._tables[lun]
+        self._plain.pop(lun, None)
         self._luns_changed()
         return lu
 
@@ -254,7 +190,7 @@ class DeviceServer:
         """The I_T nexus is gone: drop its unit attentions and sense."""
         for lu in self._luns.values():
             lu.nexus_removed(nexus)
-            reservations.nexus_lost(lu, nexus)
+            lu.reservations.nexus_lost(nexus)
 
     def lun_reset(self, lun: int, nexus: Nexus) -> bool:
         """LOGICAL UNIT RESET task management function (SAM-5 clause 7): False when there is no such LU.
@@ -268,7 +204,7 @@ class DeviceServer:
         if lu is None:
             return False
         lu.reset_ua(Asc.BUS_DEVICE_RESET_FUNCTION_OCCURRED)
-        reservations.reset(lu)
+        lu.reservations.reset()
         lu.reset()
         self.log.info("lun_reset", lun=lun, initiator=nexus.initiator_port)
         return True
@@ -283,17 +219,41 @@ class DeviceServer:
         asc = Asc.POWER_ON_OCCURRED if cold else Asc.BUS_DEVICE_RESET_FUNCTION_OCCURRED
         for lu in self._luns.values():
             lu.reset_ua(asc)
-            reservations.reset(lu, power_on=cold)
+            if cold:
+                # Only what APTPL persisted survives a power cycle: restored before the next command.
+                lu.reservations.power_off()
+            else:
+                lu.reservations.reset()
             lu.reset()
         self.log.info("target_reset", cold=cold, initiator=nexus.initiator_port)
 
     async def close(self) -> None:
-        """Flush and close every volume; one volume's failure (a peer gone) does not stop the others."""
+        """Flush and close every volume; one volume's failure (a peer gone) does not stop the others.
+        Then the reservation store, once its commits are done."""
         for lun, lu in self._luns.items():
             try:
                 await lu.volume.close()
             except VolumeError as exc:
                 self.log.error("volume_close_failed", lun=lun, error=str(exc))
+        if self.reservation_store is not None:
+            await self.reservation_store.close()
+
+    async def _restore_reservations(self, lu: LogicalUnit) -> None:
+        """Give ``lu`` what APTPL persisted (SPC-4 §5.9.4): after power on and after a cold reset,
+        before the LU's next command.  The store is read off the event loop."""
+        saved = None
+        store = self.reservation_store
+        if store is not None:
+            await store.open()
+            saved = store.saved(lu.reservations.lu_id)
+        st = lu.reservations
+        if st.loaded:
+            return  # another command restored it while this one waited
+        st.power_on(saved)
+        if st.registrations:
+            self.log.info("persistent_reservations_restored", lu=st.lu_id, lun=lu.config.lun,
+                          registrations=len(st.registrations),
+                          reservation=None if st.reservation is None else st.reservation.type.name)
 
     # --- execution -------------------------------------------------------------------------------------
 
@@ -322,17 +282,17 @@ class DeviceServer:
         result objects (target/connection.py, bench/README.md).
 
         Taken only when none of the checks of :meth:`_execute` could change the outcome: the LU
-        exists with its medium, is not sanitizing or software write protected, no unit attention
-        is pending for the nexus, no reservation is held (then :func:`reservations.conflicts`
-        would be consulted), and no ORDERED task is pending (the task starts at once and, when it
+        exists, is of a kind whose READ/WRITE are SBC's (``LuKind.plain_io``), has its medium, is
+        not sanitizing or software write protected, no unit attention is pending for the nexus, no
+        reservation is held (then the conflict rule would be consulted), and no ORDERED task is pending (the task starts at once and, when it
         does not wait, ends before anything else runs, so the task set need not count it).
         """
-        lu = self._luns.get(lun)
+        lu = self._plain.get(lun)
         if lu is None:
             return None
         volume = lu.nowait_volume
         if (volume is None or not lu.task_set.open or lu.sanitizing or not lu.medium_present or lu.swp
-                or lu.pending_ua(nexus) or reservations.held(self, lu)):
+                or lu.pending_ua(nexus) or not lu.reservations.free()):
             return None
         try:
             answer = sbc.plain_io(lu, cdb, data_out, volume, length)
@@ -381,12 +341,15 @@ class DeviceServer:
     async def _execute(self, task: ScsiTask) -> ScsiResult:
         cdb = bytes(task.cdb)
         lu = self._luns.get(task.lun)
+        table = self.table(task.lun)
         descriptor = bool(lu is not None and lu.d_sense)
         spec: CommandSpec | None = None
         try:
+            if lu is not None and not lu.reservations.loaded:
+                await self._restore_reservations(lu)
             if not cdb:
                 raise ScsiError(SenseKey.ILLEGAL_REQUEST, Asc.INVALID_COMMAND_OPERATION_CODE)
-            row = COMMANDS.get(cdb[0])
+            row = table.get(cdb[0])
             if lu is None and not (row is not None and row.any_lun):
                 raise ScsiError(SenseKey.ILLEGAL_REQUEST, Asc.LOGICAL_UNIT_NOT_SUPPORTED)
             check_control(cdb)
@@ -395,15 +358,15 @@ class DeviceServer:
                 if ua is not None:
                     return ScsiResult(status=ScsiStatus.CHECK_CONDITION,
                                       sense=build_sense(SenseKey.UNIT_ATTENTION, ua, descriptor=descriptor))
-            spec = lookup(cdb)
+            spec = table.lookup(cdb)
             assert spec.handler is not None
-            if lu is not None and reservations.conflicts(self, lu, task.nexus, cdb, spec):
+            if lu is not None and lu.reservations.conflicts(spec.reservation, cdb, task.nexus):
                 return ScsiResult(status=ScsiStatus.RESERVATION_CONFLICT)
             if lu is not None:
                 check_lu_state(spec, lu)
             if not isinstance(task.cdb, bytes):
                 task = replace(task, cdb=cdb)
-            return await spec.handler(Ctx(self, task, lu))
+            return await spec.handler(Ctx(self, task, lu, table))
         except ScsiError as exc:
             return ScsiResult(status=ScsiStatus.CHECK_CONDITION, sense=exc.sense(descriptor))
         except VolumeError as exc:
@@ -418,10 +381,3 @@ class DeviceServer:
         return ScsiResult(status=ScsiStatus.CHECK_CONDITION,
                           sense=build_sense(SenseKey.MEDIUM_ERROR, asc, descriptor=descriptor),
                           data_out_direction=data_out)
-
-
-# Command families in their own modules register themselves (register() above) when imported; the
-# import sits here, after CommandSpec and register exist, because those modules import them.
-from sanlab.scsi import compare, provisioning, verify  # noqa: E402,F401
-from sanlab.scsi import reservations  # noqa: E402
-from sanlab.scsi import atomic, copy, medium, mode, rsoc, sanitize  # noqa: E402,F401

@@ -8,12 +8,12 @@ reports.
 """
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from collections import deque
 from dataclasses import dataclass, field
 from importlib import metadata
 
+from sanlab.scsi.reservation_state import LuReservations
 from sanlab.scsi.sense import Asc
 from sanlab.scsi.task import Nexus
 from sanlab.scsi.task_set import TaskSet
@@ -33,6 +33,8 @@ UA_QUEUE_MAX = 16
 
 VENDOR = "SANLAB"
 PRODUCT = "VIRTUAL-DISK"
+DISK_KIND = "disk"
+"""Name of the kind of LU every LU is unless its configuration says otherwise (scsi/kinds.py)."""
 
 
 def _revision() -> str:
@@ -87,16 +89,20 @@ class LuConfig:
     """Bytes per second a SANITIZE pass may write (0: as fast as the volume takes them).  A real array
     paces background media work so the other LUs on the same drives keep their service; a sanitize
     that takes a realistic time also lets initiators see SANITIZE IN PROGRESS (SBC-3 §4.11)."""
+    kind: str = DISK_KIND
+    """Name of the LU's kind, which selects the command table it answers with (scsi/commands.py
+    :class:`~sanlab.scsi.commands.LuKind`); the device server knows the kinds by name."""
 
     @classmethod
     def for_lun(cls, target_name: str, lun: int, *, readonly: bool = False, thin: bool = True,
-                removable: bool = False, sanitize_rate: int = 0, physical_block_size: int = 0) -> LuConfig:
+                removable: bool = False, sanitize_rate: int = 0, physical_block_size: int = 0,
+                kind: str = DISK_KIND) -> LuConfig:
         """Stable identity derived from the target name and LUN."""
         # The serial is the next 64 bits of the same hash the NAA name uses: both stay stable.
         h = hashlib.sha256(f"{target_name}\0{lun}".encode()).digest()
         return cls(target_name, lun, naa6_designator(target_name, lun), h[13:21].hex().upper(),
                    readonly=readonly, thin=thin, removable=removable, sanitize_rate=sanitize_rate,
-                   physical_block_size=physical_block_size)
+                   physical_block_size=physical_block_size, kind=kind)
 
 
 class LogicalUnit:
@@ -126,12 +132,11 @@ class LogicalUnit:
         """(nexus, LIST IDENTIFIER) → COPY STATUS data held for RECEIVE COPY RESULTS (SPC-4 §6.18.2)."""
         self._ua: dict[Nexus, deque[int]] = {}
         self._sense: dict[Nexus, bytes] = {}
-        self.write_lock = asyncio.Lock()
-        self.reservations: object | None = None
-        """This LU's reservation state, kept by ``scsi/reservations.py`` (created on first use)."""
+        self.reservations = LuReservations(config.naa.hex())
+        """This LU's SPC-2 and persistent reservations (scsi/reservation_state.py); the device server
+        restores what APTPL persisted before the LU's first command."""
         self.task_set = TaskSet()
         """When each task may start by its attribute (SAM-5 §8.6)."""
-        """Serialises read-modify-write commands (COMPARE AND WRITE) against writes they race."""
 
     @property
     def block_size(self) -> int:

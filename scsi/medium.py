@@ -15,8 +15,9 @@ import struct
 from dataclasses import dataclass
 
 from sanlab.scsi.cdb import Opcode
+from sanlab.scsi.commands import CommandSpec
+from sanlab.scsi.reservation_state import ALLOWED, EXCLUSIVE, READ, Access
 from sanlab.scsi.context import Ctx, data_in
-from sanlab.scsi.device_server import CommandSpec, register
 from sanlab.scsi.sense import Asc, ScsiError, SenseKey, invalid_field
 from sanlab.scsi.task import ScsiResult
 
@@ -132,13 +133,26 @@ async def read_defect_data_12(ctx: Ctx) -> ScsiResult:
     return data_in(DEFECT_HEADER_12.pack(_defect_flags(flags, 1), 0, 0), alloc)
 
 
+def start_stop_access(cdb: bytes) -> Access:
+    """START=1 with POWER CONDITION 0 only spins the unit up: allowed past any reservation; anything
+    else (stop, eject, power conditions) is exclusive (SBC-3 §4.17 table 13, SPC-2 annex B)."""
+    _, _, _, b4, _ = START_STOP_UNIT.unpack_from(cdb)
+    return ALLOWED if b4 & START and not b4 & 0xF0 else EXCLUSIVE
+
+
+def prevent_allow_access(cdb: bytes) -> Access:
+    """PREVENT=0 (allow removal) may come from anyone; preventing it is exclusive (SBC-3 §4.17 table 13,
+    SPC-2 annex B)."""
+    _, prevent, _ = PREVENT_ALLOW.unpack_from(cdb)
+    return EXCLUSIVE if prevent & 0x03 else ALLOWED
+
+
 COMMANDS: dict[int, CommandSpec] = {
-    Opcode.START_STOP_UNIT: CommandSpec("START STOP UNIT", start_stop_unit, allowed_without_medium=True),
+    Opcode.START_STOP_UNIT: CommandSpec("START STOP UNIT", start_stop_unit, allowed_without_medium=True,
+                                        reservation=start_stop_access),
     Opcode.PREVENT_ALLOW_MEDIUM_REMOVAL: CommandSpec("PREVENT ALLOW MEDIUM REMOVAL", prevent_allow_medium_removal,
-                                                     allowed_without_medium=True),
-    Opcode.READ_DEFECT_DATA_10: CommandSpec("READ DEFECT DATA(10)", read_defect_data_10),
-    Opcode.READ_DEFECT_DATA_12: CommandSpec("READ DEFECT DATA(12)", read_defect_data_12),
+                                                     allowed_without_medium=True, reservation=prevent_allow_access),
+    Opcode.READ_DEFECT_DATA_10: CommandSpec("READ DEFECT DATA(10)", read_defect_data_10, reservation=READ),
+    Opcode.READ_DEFECT_DATA_12: CommandSpec("READ DEFECT DATA(12)", read_defect_data_12, reservation=READ),
 }
 """Medium commands of the command table."""
-
-register(COMMANDS)

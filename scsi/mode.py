@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 from sanlab.scsi.cdb import Opcode, PageControl
+from sanlab.scsi.commands import CommandSpec
 from sanlab.scsi.context import Ctx
-from sanlab.scsi.device_server import CommandSpec, register
 from sanlab.scsi.lu import LogicalUnit
 from sanlab.scsi.sense import Asc, ScsiError, SenseKey, invalid_field, invalid_parameter
 from sanlab.scsi.spc import D_SENSE, LONG_BLOCK_DESCRIPTOR, MODE_PAGES, SHORT_BLOCK_DESCRIPTOR, SWP, WCE
@@ -177,5 +177,3 @@ COMMANDS: dict[int, CommandSpec] = {
                                        allowed_without_medium=True),
 }
 """MODE SELECT rows of the command table."""
-
-register(COMMANDS)

@@ -14,6 +14,8 @@ import struct
 from dataclasses import dataclass
 
 from sanlab.scsi.cdb import Opcode, ServiceActionIn16
+from sanlab.scsi.commands import CommandSpec
+from sanlab.scsi.reservation_state import READ
 from sanlab.scsi.compare import check_writable
 from sanlab.scsi.context import Ctx, data_in
 from sanlab.scsi.lu import LogicalUnit
@@ -245,11 +247,6 @@ async def get_lba_status(ctx: Ctx) -> ScsiResult:
     return data_in(LBA_STATUS_HEADER.pack(len(body) + 4) + body, cdb.allocation_length)
 
 
-# Imported last: device_server imports this module at its end, and whichever module is imported
-# first, the helpers above must exist before device_server (and through it the other command
-# modules) loads.
-from sanlab.scsi.device_server import CommandSpec, register  # noqa: E402
-
 COMMANDS: dict[int, CommandSpec] = {
     Opcode.UNMAP: CommandSpec("UNMAP", unmap, data_out=True, writes=True, medium_error=Asc.WRITE_ERROR),
     Opcode.WRITE_SAME_10: CommandSpec("WRITE SAME(10)", write_same, data_out=True, writes=True,
@@ -257,9 +254,7 @@ COMMANDS: dict[int, CommandSpec] = {
     Opcode.WRITE_SAME_16: CommandSpec("WRITE SAME(16)", write_same, data_out=True, writes=True,
                                       medium_error=Asc.WRITE_ERROR),
     Opcode.SERVICE_ACTION_IN_16: CommandSpec("SERVICE ACTION IN(16)", service_actions={
-        ServiceActionIn16.GET_LBA_STATUS: CommandSpec("GET LBA STATUS", get_lba_status),
+        ServiceActionIn16.GET_LBA_STATUS: CommandSpec("GET LBA STATUS", get_lba_status, reservation=READ),
     }),
 }
 """The provisioning rows of the device server's command table."""
-
-register(COMMANDS)

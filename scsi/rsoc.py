@@ -1,10 +1,10 @@
 """REPORT SUPPORTED OPERATION CODES and REPORT SUPPORTED TASK MANAGEMENT FUNCTIONS (SPC-4 §6.35, §6.36).
 
 Both are MAINTENANCE IN service actions.  The command list is generated from
-the device server's dispatch table (:data:`sanlab.scsi.device_server.COMMANDS`)
-each time it is asked, so every family that registers its rows appears without
-being listed here; a row's ``available`` predicate hides commands the LU cannot
-honour (e.g. SANITIZE BLOCK ERASE on a fully provisioned LU).  CDB usage data
+the command table that dispatched the command — the LU kind's (``Ctx.table``,
+scsi/kinds.py) — each time it is asked, so every row of that table appears
+without being listed here, and an LU of another kind reports its own commands;
+a row's ``available`` predicate hides commands the LU cannot honour (e.g. SANITIZE BLOCK ERASE on a fully provisioned LU).  CDB usage data
 comes from :attr:`CommandSpec.cdb_usage` or, where a row gives none, from the
 CDB length: every bit but the CONTROL byte's may be used.
 """
@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from sanlab.scsi.cdb import MaintenanceIn, Opcode, cdb_length
+from sanlab.scsi.commands import CommandSpec, CommandTable
+from sanlab.scsi.reservation_state import READ
 from sanlab.scsi.context import Ctx, data_in
-from sanlab.scsi.device_server import COMMANDS, CommandSpec, register
 from sanlab.scsi.lu import LogicalUnit
 from sanlab.scsi.sense import invalid_field
 from sanlab.scsi.task import ScsiResult
@@ -86,21 +87,16 @@ class Supported:
         return TIMEOUTS_DESCRIPTOR.pack(0x0A, 0, 0, self.spec.timeout)
 
 
-def supported(lu: LogicalUnit | None) -> Iterator[Supported]:
-    """Every command of the dispatch table the LU supports, by opcode and service action."""
-    for opcode, spec in sorted(COMMANDS.items()):
-        if spec.handler is not None:
-            rows: list[tuple[int | None, CommandSpec]] = [(None, spec)]
-        else:
-            rows = [(sa, sub) for sa, sub in sorted(spec.service_actions.items())]
-        for sa, row in rows:
-            if lu is not None and row.available is not None and not row.available(lu):
-                continue
-            yield Supported(opcode, sa, row)
+def supported(table: CommandTable, lu: LogicalUnit | None) -> Iterator[Supported]:
+    """Every command of ``table`` the LU supports, by opcode and service action."""
+    for opcode, sa, row in table.commands():
+        if lu is not None and row.available is not None and not row.available(lu):
+            continue
+        yield Supported(opcode, sa, row)
 
 
-def _find(lu: LogicalUnit | None, opcode: int, sa: int | None) -> Supported | None:
-    return next((s for s in supported(lu) if s.opcode == opcode and s.service_action == sa), None)
+def _find(table: CommandTable, lu: LogicalUnit | None, opcode: int, sa: int | None) -> Supported | None:
+    return next((s for s in supported(table, lu) if s.opcode == opcode and s.service_action == sa), None)
 
 
 def _one_command(found: Supported | None, rctd: bool) -> bytes:
@@ -117,11 +113,12 @@ async def report_supported_operation_codes(ctx: Ctx) -> ScsiResult:
     rctd, option = bool(b2 & RCTD), b2 & 0x07
     if b2 & 0x78:
         raise invalid_field(2, 6)
-    lu = ctx.lu
-    has_sa = (COMMANDS.get(opcode) is not None and COMMANDS[opcode].handler is None)
+    lu, table = ctx.lu, ctx.table
+    row = table.get(opcode)
+    has_sa = row is not None and row.handler is None
     if option == ReportingOptions.ALL:
         body = bytearray()
-        for s in supported(lu):
+        for s in supported(table, lu):
             flags = (CTDP_DESCRIPTOR if rctd else 0) | (SERVACTV if s.service_action is not None else 0)
             body += COMMAND_DESCRIPTOR.pack(s.opcode, s.service_action or 0, flags, s.cdb_size)
             if rctd:
@@ -130,13 +127,13 @@ async def report_supported_operation_codes(ctx: Ctx) -> ScsiResult:
     if option == ReportingOptions.OPCODE:
         if has_sa:
             raise invalid_field(3)  # the opcode has service actions: ask with option 010b
-        return data_in(_one_command(_find(lu, opcode, None), rctd), alloc)
+        return data_in(_one_command(_find(table, lu, opcode, None), rctd), alloc)
     if option == ReportingOptions.OPCODE_AND_SERVICE_ACTION:
-        if COMMANDS.get(opcode) is not None and not has_sa:
+        if row is not None and not has_sa:
             raise invalid_field(3)  # the opcode has no service actions: ask with option 001b
-        return data_in(_one_command(_find(lu, opcode, sa), rctd), alloc)
+        return data_in(_one_command(_find(table, lu, opcode, sa), rctd), alloc)
     if option == ReportingOptions.OPCODE_OR_SERVICE_ACTION:
-        found = _find(lu, opcode, sa if has_sa else None)
+        found = _find(table, lu, opcode, sa if has_sa else None)
         if found is not None and not has_sa and sa:
             found = None  # a service action asked of an opcode that has none: not supported
         return data_in(_one_command(found, rctd), alloc)
@@ -164,18 +161,16 @@ async def report_supported_task_management_functions(ctx: Ctx) -> ScsiResult:
     return data_in(data, alloc)
 
 
-COMMANDS_ROWS: dict[int, CommandSpec] = {
+COMMANDS: dict[int, CommandSpec] = {
     Opcode.MAINTENANCE_IN: CommandSpec("MAINTENANCE IN", service_actions={
         MaintenanceIn.REPORT_SUPPORTED_OPERATION_CODES: CommandSpec(
             "REPORT SUPPORTED OPERATION CODES", report_supported_operation_codes,
-            conflicts_with_reservation=False, allowed_without_medium=True,
+            reservation=READ, allowed_without_medium=True,
             cdb_usage=bytes([0xA3, 0x0C, 0x87, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x00, 0x00])),
         MaintenanceIn.REPORT_SUPPORTED_TASK_MANAGEMENT_FUNCTIONS: CommandSpec(
             "REPORT SUPPORTED TASK MANAGEMENT FUNCTIONS", report_supported_task_management_functions,
-            conflicts_with_reservation=False, allowed_without_medium=True,
+            reservation=READ, allowed_without_medium=True,
             cdb_usage=bytes([0xA3, 0x0D, 0x80, 0x00, 0x00, 0x00, 0xFF, 0xFF, 0xFF, 0xFF, 0x00, 0x00])),
     }),
 }
 """MAINTENANCE IN rows of the command table."""
-
-register(COMMANDS_ROWS)

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import structlog
 
 from sanlab.scsi.cdb import Opcode
+from sanlab.scsi.commands import CommandSpec
 from sanlab.scsi.context import Ctx
-from sanlab.scsi.device_server import CommandSpec, register
 from sanlab.scsi.lu import LogicalUnit
 from sanlab.scsi.sense import Asc, ScsiError, SenseKey, invalid_field, invalid_parameter
 from sanlab.scsi.spc import lbprz, thin_provisioned
@@ -227,5 +227,3 @@ COMMANDS: dict[int, CommandSpec] = {
     }),
 }
 """SANITIZE rows of the command table (dispatch on the service action)."""
-
-register(COMMANDS)

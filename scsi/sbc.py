@@ -10,10 +10,13 @@ import struct
 from typing import Any, NamedTuple
 
 from sanlab.scsi.cdb import (
-    _RW10, _RW16, TRANSFER_LENGTH_OFFSET, Opcode, ReadCapacityCdb, ReadWriteCdb, SynchronizeCacheCdb,
+    _RW10, _RW16, TRANSFER_LENGTH_OFFSET, Opcode, ReadCapacityCdb, ReadWriteCdb, ServiceActionIn16,
+    SynchronizeCacheCdb,
 )
+from sanlab.scsi.commands import CommandSpec
 from sanlab.scsi.context import Ctx, data_in
 from sanlab.scsi.lu import LogicalUnit
+from sanlab.scsi.reservation_state import ALLOWED, READ
 from sanlab.scsi.sense import Asc, ScsiError, SenseKey, invalid_field
 from sanlab.scsi.spc import lbprz, max_transfer_blocks, thin_provisioned
 from sanlab.scsi.task import ScsiResult
@@ -135,6 +138,29 @@ async def synchronize_cache(ctx: Ctx) -> ScsiResult:
     check_range(lu, cdb.lba, cdb.number_of_blocks)
     await lu.volume.flush()
     return ScsiResult()
+
+
+COMMANDS: dict[int, CommandSpec] = {
+    # SBC-3 §4.17 table 13: capacity is reported to anyone, reads are shared under write-exclusive
+    # reservations, writes and cache flushes are exclusive (the default).
+    Opcode.READ_CAPACITY_10: CommandSpec("READ CAPACITY(10)", read_capacity_10, reservation=ALLOWED),
+    Opcode.SERVICE_ACTION_IN_16: CommandSpec("SERVICE ACTION IN(16)", service_actions={
+        ServiceActionIn16.READ_CAPACITY_16: CommandSpec("READ CAPACITY(16)", read_capacity_16, reservation=ALLOWED),
+    }),
+    Opcode.READ_6: CommandSpec("READ(6)", read, reservation=READ),
+    Opcode.READ_10: CommandSpec("READ(10)", read, reservation=READ),
+    Opcode.READ_12: CommandSpec("READ(12)", read, reservation=READ),
+    Opcode.READ_16: CommandSpec("READ(16)", read, reservation=READ),
+    Opcode.WRITE_6: CommandSpec("WRITE(6)", write, data_out=True, writes=True, medium_error=Asc.WRITE_ERROR),
+    Opcode.WRITE_10: CommandSpec("WRITE(10)", write, data_out=True, writes=True, medium_error=Asc.WRITE_ERROR),
+    Opcode.WRITE_12: CommandSpec("WRITE(12)", write, data_out=True, writes=True, medium_error=Asc.WRITE_ERROR),
+    Opcode.WRITE_16: CommandSpec("WRITE(16)", write, data_out=True, writes=True, medium_error=Asc.WRITE_ERROR),
+    Opcode.SYNCHRONIZE_CACHE_10: CommandSpec("SYNCHRONIZE CACHE(10)", synchronize_cache,
+                                             medium_error=Asc.WRITE_ERROR),
+    Opcode.SYNCHRONIZE_CACHE_16: CommandSpec("SYNCHRONIZE CACHE(16)", synchronize_cache,
+                                             medium_error=Asc.WRITE_ERROR),
+}
+"""The block commands of the disk kind's command table (scsi/kinds.py)."""
 
 
 # --- fast path ---------------------------------------------------------------------------------------

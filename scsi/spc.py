@@ -9,10 +9,12 @@ from __future__ import annotations
 import struct
 from typing import Callable
 
-from sanlab.scsi.cdb import InquiryCdb, ModeSenseCdb, PageControl, ReportLunsCdb, RequestSenseCdb
+from sanlab.scsi.cdb import InquiryCdb, ModeSenseCdb, Opcode, PageControl, ReportLunsCdb, RequestSenseCdb
+from sanlab.scsi.commands import CommandSpec
 from sanlab.scsi.context import Ctx, data_in
 from sanlab.scsi.lu import LogicalUnit
 from sanlab.scsi.lun import encode_lun
+from sanlab.scsi.reservation_state import ALLOWED, PR_ALLOWED, READ
 from sanlab.scsi.sense import Asc, ScsiError, SenseKey, build_sense, invalid_field
 from sanlab.scsi.task import ScsiResult
 from sanlab.storage.atomic import AtomicWriter
@@ -484,3 +486,19 @@ async def mode_sense(ctx: Ctx) -> ScsiResult:
     else:
         hdr = MODE_HEADER_6.pack(3 + len(bd) + len(pages), 0, dsp, len(bd))
     return data_in(hdr + bd + pages, cdb.allocation_length)
+
+
+COMMANDS: dict[int, CommandSpec] = {
+    # SPC-4 §5.9.1 table 60: TEST UNIT READY passes persistent reservations (ALLOW COMMANDS 011b) but
+    # not an SPC-2 one (SPC-2 annex B); the reports about the device and the nexus pass everything.
+    Opcode.TEST_UNIT_READY: CommandSpec("TEST UNIT READY", test_unit_ready, reservation=PR_ALLOWED),
+    Opcode.REQUEST_SENSE: CommandSpec("REQUEST SENSE", request_sense, any_lun=True, keeps_ua=True,
+                                      reservation=ALLOWED, allowed_without_medium=True),
+    Opcode.INQUIRY: CommandSpec("INQUIRY", inquiry, any_lun=True, keeps_ua=True, reservation=ALLOWED,
+                                allowed_without_medium=True),
+    Opcode.REPORT_LUNS: CommandSpec("REPORT LUNS", report_luns, any_lun=True, keeps_ua=True,
+                                    reservation=ALLOWED, allowed_without_medium=True),
+    Opcode.MODE_SENSE_6: CommandSpec("MODE SENSE(6)", mode_sense, allowed_without_medium=True, reservation=READ),
+    Opcode.MODE_SENSE_10: CommandSpec("MODE SENSE(10)", mode_sense, allowed_without_medium=True, reservation=READ),
+}
+"""The primary commands of the command table (every kind has them: scsi/kinds.py)."""

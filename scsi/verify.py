@@ -13,6 +13,8 @@ import struct
 from dataclasses import dataclass
 
 from sanlab.scsi.cdb import Opcode, ReadWriteCdb
+from sanlab.scsi.commands import CommandSpec
+from sanlab.scsi.reservation_state import READ
 from sanlab.scsi.compare import check_writable, miscompare
 from sanlab.scsi.context import Ctx
 from sanlab.scsi.lu import LogicalUnit
@@ -159,24 +161,17 @@ async def pre_fetch(ctx: Ctx) -> ScsiResult:
     return ScsiResult()
 
 
-# Imported last: device_server imports this module at its end, and whichever module is imported
-# first, the helpers above must exist before device_server (and through it the other command
-# modules) loads.
-from sanlab.scsi.device_server import CommandSpec, register  # noqa: E402
-
 COMMANDS: dict[int, CommandSpec] = {
-    Opcode.VERIFY_10: CommandSpec("VERIFY(10)", verify, data_out=True),
-    Opcode.VERIFY_12: CommandSpec("VERIFY(12)", verify, data_out=True),
-    Opcode.VERIFY_16: CommandSpec("VERIFY(16)", verify, data_out=True),
+    Opcode.VERIFY_10: CommandSpec("VERIFY(10)", verify, data_out=True, reservation=READ),
+    Opcode.VERIFY_12: CommandSpec("VERIFY(12)", verify, data_out=True, reservation=READ),
+    Opcode.VERIFY_16: CommandSpec("VERIFY(16)", verify, data_out=True, reservation=READ),
     Opcode.WRITE_AND_VERIFY_10: CommandSpec("WRITE AND VERIFY(10)", write_and_verify, data_out=True, writes=True,
                                             medium_error=Asc.WRITE_ERROR),
     Opcode.WRITE_AND_VERIFY_12: CommandSpec("WRITE AND VERIFY(12)", write_and_verify, data_out=True, writes=True,
                                             medium_error=Asc.WRITE_ERROR),
     Opcode.WRITE_AND_VERIFY_16: CommandSpec("WRITE AND VERIFY(16)", write_and_verify, data_out=True, writes=True,
                                             medium_error=Asc.WRITE_ERROR),
-    Opcode.PRE_FETCH_10: CommandSpec("PRE-FETCH(10)", pre_fetch),
-    Opcode.PRE_FETCH_16: CommandSpec("PRE-FETCH(16)", pre_fetch),
+    Opcode.PRE_FETCH_10: CommandSpec("PRE-FETCH(10)", pre_fetch, reservation=READ),
+    Opcode.PRE_FETCH_16: CommandSpec("PRE-FETCH(16)", pre_fetch, reservation=READ),
 }
 """The verify and pre-fetch rows of the device server's command table."""
-
-register(COMMANDS)

@@ -519,7 +519,7 @@ class IscsiServer:
             if result is not None:
                 c.conn.complete(ev.itt, result)
                 return
-            if ds.detaches_on_abort(ev.task.cdb):
+            if ds.detaches_on_abort(ev.task.lun, ev.task.cdb):
                 c.detachable.add(ev.itt)
         coro = self._execute(c, ev)
         try:

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from sanlab.scsi.cdb import Opcode
-from sanlab.scsi.device_server import COMMANDS, DeviceServer
+from sanlab.scsi.device_server import DeviceServer
+from sanlab.scsi.kinds import DISK, SPC
 from sanlab.scsi.lu import LogicalUnit, LuConfig
 from sanlab.scsi.sense import parse_sense
 from sanlab.scsi.task import Nexus, ScsiResult, ScsiStatus, ScsiTask
@@ -26,13 +27,14 @@ async def tur(ds: DeviceServer, nexus: Nexus = NX, lun: int = 0) -> ScsiResult:
 
 
 def test_table_rows_are_complete() -> None:
-    for op, spec in COMMANDS.items():
+    for op, spec in DISK.table.items():
         assert (spec.handler is None) == bool(spec.service_actions), spec.name
         for sa in spec.service_actions.values():
             assert sa.handler is not None
         assert spec.data_out or not spec.writes, spec.name  # a command that stores data takes Data-Out
-    assert {op for op, s in COMMANDS.items() if s.any_lun} == {Opcode.INQUIRY, Opcode.REPORT_LUNS,
-                                                               Opcode.REQUEST_SENSE}
+    for table in (DISK.table, SPC):
+        assert {op for op, s in table.items() if s.any_lun} == {Opcode.INQUIRY, Opcode.REPORT_LUNS,
+                                                                Opcode.REQUEST_SENSE}
 
 
 async def test_ua_on_first_command_then_cleared(tmp_path: Path) -> None:
@@ -176,24 +178,3 @@ async def test_tasks_on_two_luns(tmp_path: Path) -> None:
     assert w.status == ScsiStatus.GOOD
     assert (await ds.execute(ScsiTask(NX, 7, cdb10(Opcode.READ_10, 3, 1)))).data_in == data
     assert (await ds.execute(ScsiTask(NX, 0, cdb10(Opcode.READ_10, 3, 1)))).data_in == bytes(512)
-
-
-def test_register_merges_service_actions_and_refuses_duplicates() -> None:
-    from sanlab.scsi import device_server as dsm
-    from sanlab.scsi.device_server import COMMANDS, CommandSpec, register
-
-    async def h(ctx: object) -> object:  # pragma: no cover - never dispatched
-        raise AssertionError
-
-    saved = dict(COMMANDS[0x9E].service_actions)
-    try:
-        register({0x9E: CommandSpec("SERVICE ACTION IN(16)", service_actions={0x1F: CommandSpec("X", h)})})
-        assert 0x1F in COMMANDS[0x9E].service_actions and 0x10 in COMMANDS[0x9E].service_actions
-        with pytest.raises(ValueError):
-            register({0x9E: CommandSpec("SERVICE ACTION IN(16)", service_actions={0x10: CommandSpec("Y", h)})})
-        with pytest.raises(ValueError):
-            register({0x28: CommandSpec("READ(10)", h)})
-    finally:
-        COMMANDS[0x9E].service_actions.clear()
-        COMMANDS[0x9E].service_actions.update(saved)
-    assert dsm.lookup(bytes([0x9E, 0x10]) + bytes(14)).name == "READ CAPACITY(16)"

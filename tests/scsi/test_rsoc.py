@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import struct
 
-from sanlab.scsi.device_server import COMMANDS
+from sanlab.scsi.kinds import DISK
 from sanlab.scsi.task import ScsiStatus
 from tests.scsi.helpers import Run
 
@@ -29,7 +29,7 @@ def descriptors(data: bytes, rctd: bool) -> list[tuple[int, int, int, int]]:
 async def test_all_commands_come_from_the_table(run: Run) -> None:
     res = await run(rsoc(0))
     descs = descriptors(bytes(res.data_in), False)
-    expected = sum(len(s.service_actions) if s.handler is None else 1 for s in COMMANDS.values())
+    expected = sum(len(s.service_actions) if s.handler is None else 1 for _, s in DISK.table.items())
     assert len(descs) == expected
     assert (0x28, 0, 0, 10) in descs and (0x9E, 0x10, 0x01, 16) in descs and (0xA3, 0x0C, 0x01, 12) in descs
 
