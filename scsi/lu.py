@@ -12,12 +12,13 @@ import hashlib
 from collections import deque
 from dataclasses import dataclass, field
 from importlib import metadata
+from typing import Callable
 
 from sanlab.scsi.reservation_state import LuReservations
 from sanlab.scsi.sense import Asc
-from sanlab.scsi.task import Nexus
+from sanlab.scsi.task import Nexus, TaskAttribute
 from sanlab.scsi.task_set import TaskSet
-from sanlab.storage.volume import NowaitIO, Volume, grow_volume
+from sanlab.storage.volume import NowaitIO, Volume, VolumeError, grow_volume
 
 SANLAB_COMPANY_ID = 0x5A4E4C
 """24-bit IEEE COMPANY ID field of our NAA 6h names (the bytes "ZNL").
@@ -113,7 +114,8 @@ class LogicalUnit:
         """The backing store."""
         self.nowait_volume: NowaitIO | None = volume if isinstance(volume, NowaitIO) else None
         """The volume when it can finish some reads and writes without waiting (the fast path of
-        :meth:`~sanlab.scsi.device_server.DeviceServer.execute_nowait`)."""
+        :meth:`~sanlab.scsi.device_server.DeviceServer.execute_nowait`); set again by
+        :meth:`swap_volume`."""
         self.config = config
         """Identity and properties."""
         self.d_sense = False
@@ -147,6 +149,30 @@ class LogicalUnit:
     def num_blocks(self) -> int:
         """Capacity in logical blocks."""
         return self.volume.num_blocks
+
+    async def swap_volume(self, make: Callable[[Volume], Volume]) -> Volume:
+        """Put ``make(current volume)`` in place of the LU's volume while sessions stay logged in,
+        and return the volume it replaced (issue 13, seam 1: a pair wraps a volume hosts are using).
+
+        Quiesce, swap, resume: the swap takes the task set as an ORDERED task would (SAM-5 §8.6),
+        so it starts once every older task — fast-path ones counted by ``TaskSet.start_now`` and
+        HEAD OF QUEUE ones included — has completed, and every newer task starts after it and sees
+        the new volume.  Whether the fast path may use the volume is decided here again
+        (:attr:`nowait_volume`), never kept from the LU's creation.  ``make`` runs inside the
+        quiesced window; if it raises, nothing changes.  The new volume must have the old one's
+        geometry (a capacity change is :meth:`grow`'s, with its unit attention).
+        """
+        async with self.task_set.enabled(TaskAttribute.ORDERED):
+            if self.sanitizing:
+                raise VolumeError("a SANITIZE is running on the LU: its volume cannot be replaced")
+            old = self.volume
+            new = make(old)
+            if (new.block_size, new.num_blocks) != (old.block_size, old.num_blocks):
+                raise VolumeError(f"a replacement volume must have the LU's geometry ({old.num_blocks} blocks of "
+                                  f"{old.block_size} bytes), not {new.num_blocks} of {new.block_size}")
+            self.volume = new
+            self.nowait_volume = new if isinstance(new, NowaitIO) else None
+        return old
 
     async def grow(self, num_blocks: int) -> bool:
         """Grow the LU to ``num_blocks`` logical blocks; False when it already had that many.

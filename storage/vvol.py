@@ -23,6 +23,7 @@ volume of another LU, which stacks one virtual volume on another.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 from sanlab.storage.atomic import AtomicWriter
 from sanlab.storage.volume import LbaExtent, Volume, VolumeError
@@ -57,14 +58,26 @@ class OverlapError(ValueError):
 
 
 class WindowVolume:
-    """``size`` blocks of ``base`` starting at block ``start`` (one address conversion)."""
+    """``size`` blocks of ``base`` starting at block ``start`` (one address conversion).
 
-    def __init__(self, base: Volume, start: int, size: int) -> None:
-        if start < 0 or size <= 0 or start + size > base.num_blocks:
-            raise VolumeError(f"window {start}+{size} outside a volume of {base.num_blocks} blocks")
-        self.base = base
+    ``base`` may be given as a function that names the volume at each call: the mapping tables do
+    so, so that a volume replaced in them (a pair's wrapper put in front of a real volume, and
+    taken away again) is what every window over it uses from then on, never a stale object
+    captured when the window was made (issue 13, seam 1).
+    """
+
+    def __init__(self, base: Volume | Callable[[], Volume], start: int, size: int) -> None:
+        self._base: Callable[[], Volume] = base if callable(base) else (lambda: base)
+        current = self._base()
+        if start < 0 or size <= 0 or start + size > current.num_blocks:
+            raise VolumeError(f"window {start}+{size} outside a volume of {current.num_blocks} blocks")
         self.start = start
         self._size = size
+
+    @property
+    def base(self) -> Volume:
+        """The volume under the window, as of now."""
+        return self._base()
 
     @property
     def block_size(self) -> int:
@@ -249,13 +262,27 @@ class MappingTables:
         return False
 
     def virtual_volume(self, vvol: int) -> Volume:
+        """Virtual volume #V as a volume: its blocks in the real volume (or LU) it maps, resolved by
+        name at each call (see :class:`WindowVolume`)."""
         row = self.vr[vvol]
-        return WindowVolume(self.real_or_lu(row.real), row.real_start, row.size)
+        name = row.real
+        return WindowVolume(lambda: self.real_or_lu(name), row.real_start, row.size)
 
     def lu_volume(self, lu: str) -> Volume:
         """The LU as a volume: LU block → virtual block (T2) → real block (T1)."""
         row = self.luv[lu]
         return WindowVolume(self.virtual_volume(row.vvol), row.vstart, row.size)
+
+    def replace_real(self, name: str, volume: Volume) -> Volume:
+        """Put ``volume`` in place of real volume ``name`` (e.g. a wrapper around it) and return the
+        one it replaces; every window over ``name`` uses it from its next call.  The caller quiesces
+        the LUs above first (:meth:`~sanlab.scsi.lu.LogicalUnit.swap_volume` does it for one LU)."""
+        old = self.real[name]
+        if (volume.block_size, volume.num_blocks) != (old.block_size, old.num_blocks):
+            raise VolumeError(f"a replacement for {name} must have its geometry ({old.num_blocks} blocks of "
+                              f"{old.block_size} bytes)")
+        self.real[name] = volume
+        return old
 
     def resolve(self, lu: str, lba: int) -> tuple[str, int]:
         """(real volume name, block) that LU block ``lba`` lands on, following stacked LUs."""
