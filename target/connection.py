@@ -28,28 +28,28 @@ from typing import Callable, Protocol, Union
 import structlog
 
 from sanlab.scsi.lun import decode_lun, encode_lun
+from sanlab.scsi.sense import Asc, SenseKey, build_sense
 from sanlab.scsi.task import Nexus, ScsiResult, ScsiStatus, ScsiTask, TaskAttribute
 from sanlab.target.errors import ProtocolError, RejectReason
 from sanlab.target.keys import encode_text, parse_text
 from sanlab.target.pdu import (
     RESERVED_TAG, AsyncEvent, AsyncMessage, Buffer, DataIn, DataOut, LogoutReason, LogoutRequest,
     LogoutResponse, LogoutResponseCode, NopIn, NopOut, Opcode, Pdu, R2T, RawPdu, Reject, ScsiCommand,
-    ScsiResponse, SnackRequest, TaskMgmtRequest, TaskMgmtResponse, TextRequest, TextResponse, TmfFunction,
+    ScsiResponse, TaskMgmtRequest, TaskMgmtResponse, TextRequest, TextResponse, TmfFunction,
     TmfResponse, decode,
 )
-from sanlab.target.seqnum import sn_add, sn_in_window, sn_lt
+from sanlab.target.seqnum import sn_add, sn_in_window
 
 log = structlog.get_logger("sanlab.target.connection")
 
 # Sense for a command whose data phase failed a digest check: ABORTED COMMAND,
 # PROTOCOL SERVICE CRC ERROR (47h/05h), RFC 7143 §7.8 / §11.17.1.
-_CRC_ERROR_SENSE = bytes([0x70, 0, 0x0B, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x47, 0x05, 0, 0, 0, 0])
+_CRC_ERROR_SENSE = build_sense(SenseKey.ABORTED_COMMAND, Asc.PROTOCOL_SERVICE_CRC_ERROR)
 # Sense for a write whose Expected Data Transfer Length exceeds what we buffer per task:
 # ILLEGAL REQUEST, INVALID FIELD IN COMMAND INFORMATION UNIT (0Eh/03h, SPC-4 annex D).
-_EDTL_TOO_LARGE_SENSE = bytes([0x70, 0, 0x05, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x0E, 0x03, 0, 0, 0, 0])
-
+_EDTL_TOO_LARGE_SENSE = build_sense(SenseKey.ILLEGAL_REQUEST, Asc.INVALID_FIELD_IN_COMMAND_INFORMATION_UNIT)
 # Sense for a command whose Data-Out broke DataSN/offset rules: ABORTED COMMAND, DATA PHASE ERROR.
-_DATA_PHASE_ERROR_SENSE = bytes([0x70, 0, 0x0B, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x4B, 0x00, 0, 0, 0, 0])
+_DATA_PHASE_ERROR_SENSE = build_sense(SenseKey.ABORTED_COMMAND, Asc.DATA_PHASE_ERROR)
 
 _ATTRS = (TaskAttribute.UNTAGGED, TaskAttribute.SIMPLE, TaskAttribute.ORDERED, TaskAttribute.HEAD_OF_QUEUE,
           TaskAttribute.ACA, TaskAttribute.SIMPLE, TaskAttribute.SIMPLE, TaskAttribute.SIMPLE)
@@ -885,4 +885,3 @@ _HANDLERS: dict[type, Callable[[TargetConnection, object, RawPdu], None]] = {
 }
 """PDU type → handler: the full-feature phase dispatch table (ARCHITECTURE.md convention 2)."""
 
-_ = (SnackRequest, Buffer)

@@ -28,7 +28,7 @@ from sanlab.target.errors import LoginError, LoginStatus, ProtocolError
 from sanlab.target.keys import TARGET_DEFAULTS
 from sanlab.target.login import LoginResult, TargetAuth, TargetLogin
 from sanlab.target.pdu import (
-    LoginRequest, LoginResponse, Opcode, Pdu, PduFramer, RawPdu, TmfFunction, TmfResponse, decode, encode,
+    LoginRequest, LoginResponse, Opcode, PduFramer, TmfFunction, TmfResponse, decode, encode,
 )
 
 log = structlog.get_logger("sanlab.target.server")
@@ -664,5 +664,3 @@ class IscsiServer:
         """Live sessions (for status views and tests)."""
         return len(self._sessions)
 
-
-_ = (RawPdu, Pdu)
