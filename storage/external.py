@@ -3,9 +3,14 @@
 Seed 000 (claims 1-16) and seed 002 (storage control device 40): the array
 reaches the peer as an initiator (:mod:`sanlab.target.initiator`), and reads
 and writes pass through.  Failures are bounded in time: every command has a
-timeout, after which the host's command fails (a :class:`VolumeError`, which
-the device server turns into CHECK CONDITION) instead of hanging; the session
+timeout, after which the host's command fails instead of hanging; the session
 reconnects in the background and service resumes when the peer is back.
+
+Failures are typed (:mod:`sanlab.storage.peer`): :class:`PeerRefused` when the
+peer answered (its status and sense kept on the exception), :class:`PeerUnreachable`
+when it did not and the outcome is unknown.  Both are VolumeErrors, which the
+device server turns into MEDIUM ERROR for the host, as before; why the peer's
+own sense is not forwarded is said in :mod:`sanlab.storage.peer`.
 
 Reserve-based locking (seed 000, claims 14-15): while the array serves a host
 request from the external volume it can hold an SPC-2 reservation on the peer
@@ -25,25 +30,29 @@ from typing import Any, Awaitable, Protocol
 
 import structlog
 
+from sanlab.scsi.task import ScsiStatus
+from sanlab.storage.peer import PeerFailure, PeerRefused, PeerUnreachable, with_context
 from sanlab.storage.volume import EmulatedBlockOps, VolumeError
 
 log = structlog.get_logger("sanlab.storage.external")
 
 
-RESERVATION_CONFLICT = 0x18
-
-
 class PeerResult(Protocol):
+    """A command's answer (``sanlab.target.initiator.CommandResult``)."""
+
     status: int
 
-    def check(self) -> Any: ...
+    def check(self) -> Any:
+        """Raise the PeerRefused for a status other than GOOD."""
+        ...
 
 
 class PeerLun(Protocol):
     """What the volume needs from the initiator session (``sanlab.target.initiator.IscsiSession``).
 
     Injected by the caller so that ``storage`` does not import ``target``
-    (ARCHITECTURE.md import direction).
+    (ARCHITECTURE.md import direction).  Its failures are :class:`PeerRefused` or
+    :class:`PeerUnreachable` (the initiator's errors subclass them).
     """
 
     async def connect(self) -> None: ...
@@ -88,7 +97,8 @@ class ExternalVolume(EmulatedBlockOps):
         self.lock = lock
         self.session = session
         self.errors = errors
-        """Exceptions of the session that mean the command failed (they become VolumeError)."""
+        """Other exceptions of the session that mean the command failed (OSError, a bug's): the
+        outcome is unknown, so they become :class:`PeerUnreachable`."""
         self._block_size = 512
         self._num_blocks = 0
         self._active = 0
@@ -118,15 +128,16 @@ class ExternalVolume(EmulatedBlockOps):
 
     async def _reserve(self) -> None:
         r = await self._call(self.session.reserve6(self.lun))
-        if r.status == RESERVATION_CONFLICT:
-            raise VolumeError(f"external volume {self.name}: the peer LUN is reserved by someone else")
-        r.check()
+        if r.status == ScsiStatus.RESERVATION_CONFLICT:
+            raise PeerRefused(f"external volume {self.name}: the peer LUN is reserved by someone else",
+                              status=r.status)
+        self._check(r)
         self._reserved = True
 
     async def _release(self) -> None:
         if self._reserved:
             self._reserved = False
-            (await self._call(self.session.release6(self.lun))).check()
+            self._check(await self._call(self.session.release6(self.lun)))
 
     async def _enter(self) -> None:
         if self.lock is not LockMode.PER_REQUEST:
@@ -146,15 +157,25 @@ class ExternalVolume(EmulatedBlockOps):
 
     # --- I/O -------------------------------------------------------------------------------------------
 
+    def _check(self, result: PeerResult) -> None:
+        """Raise the peer's refusal of a command that did not end GOOD, naming this volume."""
+        try:
+            result.check()
+        except PeerFailure as exc:
+            raise with_context(exc, f"external volume {self.name}") from exc
+
     async def _call(self, aw: Awaitable[Any]) -> Any:
+        """Await a session call; its failure as PeerRefused or PeerUnreachable naming this volume."""
         try:
             return await aw
+        except PeerFailure as exc:
+            raise with_context(exc, f"external volume {self.name}") from exc
         except VolumeError:
             raise
-        except asyncio.TimeoutError as exc:
-            raise VolumeError(f"external volume {self.name}: peer did not answer ({exc})") from None
+        except asyncio.TimeoutError:
+            raise PeerUnreachable(f"external volume {self.name}: the peer did not answer in time") from None
         except self.errors as exc:
-            raise VolumeError(f"external volume {self.name}: {exc}") from None
+            raise PeerUnreachable(f"external volume {self.name}: {exc!r}") from exc
 
     async def _raw_read(self, lba: int, nblocks: int) -> bytes:
         await self._call(self._enter())

@@ -3,6 +3,10 @@ from __future__ import annotations
 
 from enum import IntEnum
 
+from sanlab.scsi.sense import Sense
+from sanlab.scsi.task import ScsiStatus
+from sanlab.storage.peer import PeerRefused, PeerUnreachable
+
 
 class RejectReason(IntEnum):
     """Reject PDU reason codes, RFC 7143 §11.17.1."""
@@ -62,3 +66,48 @@ class LoginError(Exception):
     def __init__(self, status: LoginStatus, message: str) -> None:
         super().__init__(message)
         self.status = status
+
+
+# --- the initiator's errors ------------------------------------------------------------------------
+# Each is either a PeerRefused (the target answered) or a PeerUnreachable (no answer, outcome
+# unknown), so that callers reaching peers (external volumes, pairs) can tell which happened
+# (sanlab.storage.peer).  IscsiError is their common base for code that only talks iSCSI.
+
+
+class IscsiError(Exception):
+    """Base of the initiator's errors; every concrete one is also a PeerRefused or a PeerUnreachable."""
+
+
+class LoginFailed(IscsiError, PeerRefused):
+    """The target refused the login (or answered it so that we cannot go on); ``login_status`` is
+    the RFC 7143 §11.13.5 Status-Class << 8 | Status-Detail (``status``, the SCSI status, is None)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        PeerRefused.__init__(self, f"login failed with status 0x{status:04x}: {message}", login_status=status)
+
+
+class CommandRejected(IscsiError, PeerRefused):
+    """The target answered a request with a Reject PDU (RFC 7143 §11.17): it was not carried out."""
+
+    def __init__(self, reason: int) -> None:
+        name = RejectReason(reason).name if reason in RejectReason._value2member_map_ else "unknown"
+        PeerRefused.__init__(self, f"target rejected the PDU (reason 0x{reason:02x} {name})")
+        self.reason = reason
+
+
+class ScsiCommandError(IscsiError, PeerRefused):
+    """A command ended with a status other than GOOD (the target's answer, with its sense)."""
+
+    def __init__(self, status: int, sense: Sense | None, message: str = "") -> None:
+        name = ScsiStatus(status).name if status in ScsiStatus._value2member_map_ else "unknown"
+        detail = f" sense {sense.key:x}/{sense.asc:02x}/{sense.ascq:02x}" if sense else ""
+        PeerRefused.__init__(self, f"{message}{': ' if message else ''}SCSI status 0x{status:02x} {name}{detail}",
+                             status=status, sense=sense)
+
+
+class ConnectionLost(IscsiError, PeerUnreachable):
+    """The connection ended (or could not be made) while the request was outstanding; its outcome is unknown."""
+
+
+class CommandTimeout(IscsiError, PeerUnreachable):
+    """The command did not complete in time and was aborted; its outcome is unknown."""

@@ -1,18 +1,26 @@
-"""The array's iSCSI initiator (RFC 7143, initiator role), on asyncio.
+"""The array's iSCSI initiator (RFC 7143, initiator role): the asyncio part.
 
-It reaches peer arrays for external volumes and replication, so it shares the
-target's codec (:mod:`sanlab.target.pdu`), key negotiation
-(:mod:`sanlab.target.keys`) and CHAP (:mod:`sanlab.target.chap`).
+It reaches peer arrays for external volumes, migration and replication.  The
+protocol is the sans-IO core's (:mod:`sanlab.target.initiator_connection`,
+:mod:`sanlab.target.initiator_login`), which shares the target's codec, key
+negotiation and CHAP; this module owns what needs the event loop: the socket,
+timers and the reconnect.
 
 One :class:`IscsiSession` is one session with one connection
 (ErrorRecoveryLevel 0).  Many commands run at once, up to the target's
-MaxCmdSN window; writes use immediate data, unsolicited Data-Out and R2T as
-negotiated; reads are reassembled from Data-In.  Target NOP-In pings are
-answered, idle connections are pinged, every command has a timeout (then it
-is aborted with ABORT TASK), and a lost connection fails the commands in flight
-with :class:`ConnectionLost` and, when ``reconnect`` is set, logs in again
-with backoff (session reinstatement: same ISID, TSIH 0, RFC 7143 §6.3.5).
-Failures carry the SCSI status and decoded sense (:class:`ScsiCommandError`).
+MaxCmdSN window.  Every command has a timeout, after which it is aborted with
+ABORT TASK; a target that answers neither the command nor the abort within
+``abort_timeout`` is taken for gone and the connection is dropped.  A lost
+connection fails the requests in flight and, when ``reconnect`` is set, logs in
+again with backoff (session reinstatement: same ISID, TSIH 0, RFC 7143 §6.3.5),
+which also ends whatever the old session left running on the target.
+
+Failures are typed (:mod:`sanlab.storage.peer`): the target's answers
+(``ScsiCommandError``, ``CommandRejected``, ``LoginFailed``) are PeerRefused;
+no answer (``CommandTimeout``, ``ConnectionLost``) is PeerUnreachable.
+:meth:`IscsiSession.execute` returns whatever status the target gave;
+:meth:`IscsiSession.run` and the SCSI helpers retry what SAM-5 says may be
+retried (:class:`RetryPolicy`) and raise the rest.
 """
 from __future__ import annotations
 
@@ -21,83 +29,65 @@ import os
 import struct
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Coroutine
 
 import structlog
 
-from sanlab.scsi.lun import encode_lun
-from sanlab.scsi.sense import Sense, parse_sense
-from sanlab.target.chap import ChapCredentials, InitiatorChap
-from sanlab.target.errors import LoginError, LoginStatus, ProtocolError
-from sanlab.target.keys import INITIATOR_DEFAULTS, Negotiator, SessionParams, encode_text, parse_text
-from sanlab.target.pdu import (
-    RESERVED_TAG, AsyncEvent, AsyncMessage, DataIn, DataOut, LoginRequest, LoginResponse, LoginStage,
-    LogoutReason, LogoutRequest, LogoutResponse, NopIn, NopOut, Pdu, PduFramer, R2T, Reject, ScsiCommand,
-    ScsiResponse, TaskMgmtRequest, TaskMgmtResponse, TextRequest, TextResponse, TmfFunction, decode, encode,
+from sanlab.scsi.sense import SenseKey
+from sanlab.scsi.task import ScsiStatus
+from sanlab.target.chap import ChapCredentials
+from sanlab.target.errors import (
+    CommandRejected, CommandTimeout, ConnectionLost, IscsiError, LoginFailed, ScsiCommandError,
 )
-from sanlab.target.seqnum import sn_add, sn_lt
+from sanlab.target.initiator_connection import (
+    Closed, CommandDone, CommandResult, Event, InitiatorConnection, LoginComplete, LogoutDone, LogoutRequested,
+    PingDone, RequestFailed, TaskMgmtDone, TextDone,
+)
+from sanlab.target.initiator_login import InitiatorLogin
+from sanlab.target.keys import INITIATOR_DEFAULTS, SessionParams, parse_text
+from sanlab.target.pdu import RESERVED_TAG, TmfFunction, encode
+
+__all__ = [
+    "CommandRejected", "CommandResult", "CommandTimeout", "ConnectionLost", "InitiatorConfig", "IscsiError",
+    "IscsiSession", "LoginFailed", "RetryPolicy", "ScsiCommandError", "discover",
+]
 
 log = structlog.get_logger("sanlab.target.initiator")
 
 DEFAULT_INITIATOR_NAME = "iqn.2026-11.org.sanlab:initiator"
-_SEC, _OP, _FFP = (LoginStage.SECURITY_NEGOTIATION, LoginStage.LOGIN_OPERATIONAL_NEGOTIATION,
-                   LoginStage.FULL_FEATURE_PHASE)
-
-GOOD = 0x00
-CHECK_CONDITION = 0x02
-RESERVATION_CONFLICT = 0x18
 
 
-class IscsiError(Exception):
-    """Base of the initiator's errors."""
+@dataclass(slots=True, frozen=True)
+class RetryPolicy:
+    """Which answers :meth:`IscsiSession.run` tries again: those where the command was not performed.
 
+    * BUSY and TASK SET FULL (SAM-5 §5.3): the target is alive but cannot take the command
+      now; tried again after each wait of ``busy_backoff``, then refused.
+    * CHECK CONDITION with UNIT ATTENTION: the command was not performed, and reporting the
+      condition cleared it (SAM-5 §5.14).  A peer reports one to the array's own I_T nexus
+      (after a reconnect: I_T NEXUS LOSS; a reset; a capacity change), never to the host, so it
+      is logged and the command tried again, at most ``unit_attention_retries`` times.
 
-class LoginFailed(IscsiError):
-    """The target refused the login; ``status`` is the RFC 7143 §11.13.5 class/detail."""
+    Everything else (other sense, RESERVATION CONFLICT, ACA ACTIVE, TASK ABORTED) is the
+    target's answer and is raised as :class:`ScsiCommandError` (a PeerRefused).
+    """
 
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"login failed with status 0x{status:04x}: {message}")
-        self.status = status
+    busy_backoff: tuple[float, ...] = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0)
+    unit_attention_retries: int = 8
 
-
-class ConnectionLost(IscsiError):
-    """The connection ended while the command was outstanding; its outcome is unknown."""
-
-
-class CommandTimeout(IscsiError):
-    """The command did not complete in time and was aborted."""
-
-
-class ScsiCommandError(IscsiError):
-    """A command ended with a status other than GOOD."""
-
-    def __init__(self, status: int, sense: Sense | None) -> None:
-        detail = f" sense {sense.key:x}/{sense.asc:02x}/{sense.ascq:02x}" if sense else ""
-        super().__init__(f"SCSI status 0x{status:02x}{detail}")
-        self.status = status
-        self.sense = sense
-
-
-@dataclass(slots=True)
-class CommandResult:
-    """Status, Data-In and sense of one command."""
-
-    status: int
-    data: bytes = b""
-    sense: Sense | None = None
-    residual: int = 0
-    """Positive: underflow (less moved than expected); negative: overflow."""
-
-    def check(self) -> "CommandResult":
-        """Raise :class:`ScsiCommandError` unless GOOD."""
-        if self.status != GOOD:
-            raise ScsiCommandError(self.status, self.sense)
-        return self
+    def delay(self, result: CommandResult, attempt: int) -> float | None:
+        """Seconds to wait before retry number ``attempt`` (from 0), or None: do not retry."""
+        if result.status in (ScsiStatus.BUSY, ScsiStatus.TASK_SET_FULL):
+            return self.busy_backoff[attempt] if attempt < len(self.busy_backoff) else None
+        if (result.status == ScsiStatus.CHECK_CONDITION and result.sense is not None
+                and result.sense.key == SenseKey.UNIT_ATTENTION and attempt < self.unit_attention_retries):
+            return 0.0
+        return None
 
 
 @dataclass(slots=True)
 class InitiatorConfig:
-    """Who we are and how we log in."""
+    """Who we are, how we log in, and how long we wait."""
 
     initiator_name: str = DEFAULT_INITIATOR_NAME
     isid: int = field(default_factory=lambda: (0x80 << 40) | int.from_bytes(os.urandom(3), "big") << 16)
@@ -108,21 +98,20 @@ class InitiatorConfig:
     keys: dict[str, str] = field(default_factory=lambda: dict(INITIATOR_DEFAULTS))
     login_timeout: float = 15.0
     command_timeout: float = 30.0
+    abort_timeout: float = 5.0
+    """How long the ABORT TASK of a timed-out command may take before the connection is dropped."""
     nop_interval: float = 10.0
     """Ping the target after this much silence (0: never)."""
     nop_timeout: float = 10.0
     reconnect: bool = True
     reconnect_backoff: tuple[float, ...] = (0.1, 0.5, 1.0, 2.0, 5.0)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
 
 
-@dataclass(slots=True)
-class _Cmd:
-    itt: int
-    future: asyncio.Future[CommandResult]
-    data_out: memoryview
-    read_buf: bytearray
-    read_got: int = 0
-    cmdsn: int = 0
+def _expire(fut: asyncio.Future[Any]) -> None:
+    """Fail a request's future that was not answered in time."""
+    if not fut.done():
+        fut.set_exception(TimeoutError())
 
 
 class IscsiSession:
@@ -133,119 +122,68 @@ class IscsiSession:
         self.target_name = target_name
         self.config = config or InitiatorConfig()
         self.params = SessionParams()
+        """The parameters negotiated at the last login."""
         self.tsih = 0
         self.log = log.bind(target=target_name or "discovery", portal=f"{host}:{port}")
-        self._reader: asyncio.StreamReader | None = None
+        self._conn: InitiatorConnection | None = None
         self._writer: asyncio.StreamWriter | None = None
-        self._framer = PduFramer()
-        self._hd = self._dd = False
-        self._itt = 0
-        self.cmdsn = 1
-        self.expstatsn = 0
-        self.maxcmdsn = 1
-        self._window = asyncio.Condition()
-        self._cmds: dict[int, _Cmd] = {}
-        self._waiters: dict[int, asyncio.Future[Pdu]] = {}
+        self._waiting: dict[int, asyncio.Future[Any]] = {}
+        """ITT → the future of whoever waits for that request's answer."""
         self._rx_task: asyncio.Task[None] | None = None
         self._nop_task: asyncio.Task[None] | None = None
-        self._last_rx = time.monotonic()
+        self._reconnect_task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
         self._connected = asyncio.Event()
-        self._reconnect_task: asyncio.Task[None] | None = None
+        self._reconnect_error: BaseException | None = None
 
     # --- connection and login --------------------------------------------------------------
 
     async def connect(self) -> None:
-        """Open the connection and log in (raises :class:`LoginFailed` or OSError)."""
+        """Open the connection and log in (raises :class:`LoginFailed`, ConnectionLost or OSError)."""
         self._closing = False
-        await asyncio.wait_for(self._connect_once(), self.config.login_timeout)
+        try:
+            await asyncio.wait_for(self._connect_once(), self.config.login_timeout)
+        except TimeoutError:
+            raise ConnectionLost(f"no login within {self.config.login_timeout:g}s") from None
 
     async def _connect_once(self) -> None:
+        cfg = self.config
         reader, writer = await asyncio.open_connection(self.host, self.port)
-        self._reader, self._writer = reader, writer
-        self._framer = PduFramer(max_data_segment=1 << 20)
-        self._hd = self._dd = False
+        cmdsn = self._conn.cmdsn if self._conn is not None else 1
+        login = InitiatorLogin(cfg.initiator_name, self.target_name, isid=cfg.isid, tsih=self.tsih, cmdsn=cmdsn,
+                               keys=cfg.keys, chap=cfg.chap, target_chap=cfg.target_chap)
+        keepalive = cfg.nop_interval if self.target_name is not None else 0.0
+        conn = InitiatorConnection(login, now=time.monotonic(), nop_interval=keepalive, nop_timeout=cfg.nop_timeout)
+        conn.start()
         try:
-            await self._login()
+            self._flush(conn, writer)
+            while not conn.full_feature:
+                chunk = await reader.read(65536)
+                if not chunk:
+                    raise ConnectionLost("connection closed during login")
+                conn.receive_data(chunk, time.monotonic())
+                for ev in conn.take_events():
+                    if isinstance(ev, Closed):
+                        raise ev.error
+                self._flush(conn, writer)
         except BaseException:
             writer.close()
             raise
-        self._framer.header_digest, self._framer.data_digest = self._hd, self._dd
-        self._framer.max_data_segment = self.params.max_recv_data_segment_length_initiator
-        self._last_rx = time.monotonic()
-        self._rx_task = asyncio.create_task(self._receive_loop())
-        if self.config.nop_interval > 0 and self.target_name is not None:
-            self._nop_task = asyncio.create_task(self._keepalive())
+        self._conn, self._writer = conn, writer
+        self.params = conn.params
+        self.tsih = conn.login.tsih
+        self._rx_task = asyncio.create_task(self._receive_loop(conn, reader, writer))
+        if keepalive > 0:
+            self._nop_task = asyncio.create_task(self._keepalive(conn, writer))
         self._connected.set()
-        self.log.info("initiator_logged_in", tsih=self.tsih, header_digest=self._hd, data_digest=self._dd)
-
-    def _next_itt(self) -> int:
-        self._itt = (self._itt + 1) & 0x7FFFFFFF or 1
-        return self._itt
-
-    async def _login_exchange(self, itt: int, csg: int, nsg: int, transit: bool,
-                              pairs: list[tuple[str, str]]) -> tuple[LoginResponse, dict[str, str]]:
-        assert self._writer is not None and self._reader is not None
-        req = LoginRequest(transit=transit, csg=csg, nsg=nsg if transit else 0, isid=self.config.isid,
-                           tsih=self.tsih, initiator_task_tag=itt, cid=0, cmdsn=self.cmdsn,
-                           expstatsn=self.expstatsn, data=encode_text(pairs))
-        self._writer.writelines(encode(req))
-        await self._writer.drain()
-        while True:
-            raw = self._framer.next()
-            if raw is not None:
-                break
-            chunk = await self._reader.read(65536)
-            if not chunk:
-                raise ConnectionLost("connection closed during login")
-            self._framer.feed(chunk)
-        resp = decode(raw)
-        if not isinstance(resp, LoginResponse):
-            raise LoginFailed(LoginStatus.INITIATOR_ERROR, f"{type(resp).__name__} during login")
-        status = (resp.status_class << 8) | resp.status_detail
-        if status:
-            raise LoginFailed(status, "refused by the target")
-        self.expstatsn = sn_add(resp.statsn, 1)
-        self.maxcmdsn = resp.maxcmdsn
-        return resp, dict(parse_text(bytes(resp.data)))
-
-    async def _login(self) -> None:
-        cfg = self.config
-        itt = self._next_itt()
-        neg = Negotiator("initiator", dict(cfg.keys))
-        st = "Normal" if self.target_name is not None else "Discovery"
-        neg.set_session_type(st)  # type: ignore[arg-type]
-        leading = [("InitiatorName", cfg.initiator_name), ("SessionType", st)]
-        if self.target_name is not None:
-            leading.append(("TargetName", self.target_name))
-        try:
-            if cfg.chap is not None:
-                chap = InitiatorChap(cfg.chap, cfg.target_chap)
-                _, ans = await self._login_exchange(itt, _SEC, _OP, False, leading + chap.auth_method())
-                if ans.get("AuthMethod") != "CHAP":
-                    raise LoginFailed(LoginStatus.AUTHENTICATION_FAILURE, f"AuthMethod={ans.get('AuthMethod')}")
-                _, ans = await self._login_exchange(itt, _SEC, _OP, False, chap.offer())
-                resp, ans = await self._login_exchange(itt, _SEC, _OP, True, chap.answer(ans))
-                chap.verify(ans)
-                stage, first = _OP, []
-                if not (resp.transit and resp.nsg == _OP):
-                    raise LoginFailed(LoginStatus.INITIATOR_ERROR, "target did not leave the security stage")
-            else:
-                stage, first = _OP, leading
-            resp, ans = await self._login_exchange(itt, stage, _FFP, True, first + neg.offers())
-            extra = neg.absorb(list(ans.items()))
-            while not (resp.transit and resp.nsg == _FFP):
-                resp, ans = await self._login_exchange(itt, _OP, _FFP, True, extra)
-                extra = neg.absorb(list(ans.items()))
-        except LoginError as exc:
-            raise LoginFailed(exc.status, str(exc)) from exc
-        self.tsih = resp.tsih
-        self.params = neg.params()
-        self._hd, self._dd = self.params.header_digest, self.params.data_digest
+        self.log.info("initiator_logged_in", tsih=self.tsih, header_digest=conn.header_digest,
+                      data_digest=conn.data_digest)
 
     async def discover(self) -> list[tuple[str, list[str]]]:
         """SendTargets=All on a discovery session: [(target name, [addresses])]."""
-        text = await self._text(b"SendTargets=All\0")
+        conn = self._ready()
+        text = await self._answer(conn, conn.text(b"SendTargets=All\0"), self.config.command_timeout)
         out: list[tuple[str, list[str]]] = []
         for k, v in parse_text(text):
             if k == "TargetName":
@@ -254,163 +192,188 @@ class IscsiSession:
                 out[-1][1].append(v)
         return out
 
-    async def _text(self, body: bytes) -> bytes:
-        acc = bytearray()
-        ttt = RESERVED_TAG
-        itt = self._next_itt()
-        data = body
-        while True:
-            fut = self._expect(itt)
-            self._send(TextRequest(immediate=False, final=True, initiator_task_tag=itt, target_transfer_tag=ttt,
-                                   cmdsn=self.cmdsn, expstatsn=self.expstatsn, data=data))
-            self.cmdsn = sn_add(self.cmdsn, 1)
-            resp = await asyncio.wait_for(fut, self.config.command_timeout)
-            assert isinstance(resp, TextResponse)
-            acc += resp.data
-            if resp.final or not resp.cont:
-                return bytes(acc)
-            ttt, data = resp.target_transfer_tag, b""
+    # --- driving the core -------------------------------------------------------------------------
 
-    # --- sending -----------------------------------------------------------------------------
-
-    def _send(self, *pdus: Pdu) -> None:
-        if self._writer is None or self._writer.is_closing():
+    def _ready(self) -> InitiatorConnection:
+        """The connection in full-feature phase, or ConnectionLost."""
+        conn = self._conn
+        if conn is None or conn.closed or not self._connected.is_set():
             raise ConnectionLost("not connected")
+        return conn
+
+    def _flush(self, conn: InitiatorConnection, writer: asyncio.StreamWriter | None = None) -> None:
+        """Write what the core has to send."""
+        out = conn.take_output()
+        if not out:
+            return
+        writer = writer or self._writer
+        if writer is None or writer.is_closing():
+            return  # the receive loop reports the loss
+        hd, dd = conn.header_digest, conn.data_digest
+        if len(out) == 1:
+            writer.writelines(encode(out[0], hd, dd))
+            return
         bufs: list[Any] = []
-        for p in pdus:
-            bufs.extend(encode(p, self._hd, self._dd))
-        self._writer.writelines(bufs)
+        for pdu in out:
+            bufs.extend(encode(pdu, hd, dd))
+        writer.writelines(bufs)
 
-    def _expect(self, itt: int) -> asyncio.Future[Pdu]:
-        fut: asyncio.Future[Pdu] = asyncio.get_running_loop().create_future()
-        self._waiters[itt] = fut
-        return fut
+    def _dispatch(self, events: list[Event]) -> None:
+        """Hand each event to whoever waits for it."""
+        for ev in events:
+            if isinstance(ev, Closed):
+                self._lost(ev.error)
+                continue
+            if isinstance(ev, LogoutRequested):
+                self.log.info("target_requests_logout", within=ev.within)
+                self._spawn(self._logout_for_target())
+                continue
+            if isinstance(ev, LoginComplete):
+                continue
+            fut = self._waiting.pop(ev.itt, None)
+            if fut is None or fut.done():
+                continue
+            if isinstance(ev, CommandDone):
+                fut.set_result(ev.result)
+            elif isinstance(ev, RequestFailed):
+                fut.set_exception(ev.error)
+            elif isinstance(ev, TaskMgmtDone | LogoutDone):
+                fut.set_result(ev.response)
+            elif isinstance(ev, TextDone | PingDone):
+                fut.set_result(ev.data)
 
-    async def _wait_window(self) -> None:
-        async with self._window:
-            # MaxCmdSN bounds the commands in flight (RFC 7143 §4.2.2.1).
-            await self._window.wait_for(lambda: not sn_lt(self.maxcmdsn, self.cmdsn) or self._writer is None)
+    async def _answer(self, conn: InitiatorConnection, itt: int, timeout: float) -> Any:
+        """Send what the core queued for request ``itt`` and wait for its answer (CommandTimeout after ``timeout``)."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        self._waiting[itt] = fut
+        self._flush(conn)
+        # A timer on the future rather than asyncio.timeout(): the target's device server may run
+        # this coroutine outside any task (its inline path), and this is the cheapest timeout.
+        timer = loop.call_later(timeout, _expire, fut)
+        try:
+            return await fut
+        except TimeoutError:
+            raise CommandTimeout(f"no answer to ITT {itt} in {timeout:g}s") from None
+        finally:
+            timer.cancel()
+            self._waiting.pop(itt, None)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run a background job of this session, reaped, its failure logged."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+
+        def reap(t: asyncio.Task[None]) -> None:
+            self._tasks.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                self.log.error("initiator_task_failed", error=repr(t.exception()))
+
+        task.add_done_callback(reap)
+        return task
 
     # --- SCSI ----------------------------------------------------------------------------------
 
     async def execute(self, lun: int, cdb: bytes, data_out: bytes | bytearray | memoryview = b"",
                       read_length: int = 0, timeout: float | None = None) -> CommandResult:
-        """Run one SCSI command; the result is returned whatever its status (see ``check``)."""
+        """Run one SCSI command; the result is returned whatever its status (see :meth:`run`).
+
+        Raises PeerUnreachable subclasses only: :class:`ConnectionLost` (not connected, or the
+        connection ended while the command was out) or :class:`CommandTimeout`; and
+        :class:`CommandRejected` (a PeerRefused) when the target rejects the PDU.
+        """
+        timeout = timeout or self.config.command_timeout
         if not self._connected.is_set():
-            # Down: fail at once without reconnect; with it, wait for the session to come back
-            # for at most the command's own timeout (a bounded failure, never a hang).
-            if not self.config.reconnect or self._closing or self.target_name is None:
-                raise ConnectionLost("not connected")
-            try:
-                await asyncio.wait_for(self._connected.wait(), timeout or self.config.command_timeout)
-            except asyncio.TimeoutError:
-                raise ConnectionLost("not connected (reconnecting)") from None
-        await self._wait_window()
-        p = self.params
-        itt = self._next_itt()
-        fut: asyncio.Future[CommandResult] = asyncio.get_running_loop().create_future()
-        out = memoryview(bytes(data_out) if not isinstance(data_out, (bytes, memoryview)) else data_out)
-        cmd = _Cmd(itt, fut, out, bytearray(read_length), cmdsn=self.cmdsn)
-        self._cmds[itt] = cmd
-        edtl = len(out) if len(out) else read_length
-        imm = min(len(out), p.first_burst_length, p.max_recv_data_segment_length_target) if p.immediate_data else 0
-        unsolicited_end = 0 if p.initial_r2t else min(len(out), p.first_burst_length)
-        lun_field = encode_lun(lun)
-        pdus: list[Pdu] = [ScsiCommand(
-            final=unsolicited_end <= imm, read=read_length > 0, write=len(out) > 0, attr=1, lun=lun_field,
-            initiator_task_tag=itt, expected_data_transfer_length=edtl, cmdsn=self.cmdsn, expstatsn=self.expstatsn,
-            cdb=cdb[:16], data=out[:imm])]
-        if len(cdb) > 16:
-            from sanlab.target.pdu import AhsType, make_ahs
-            pdus[0].ahs = make_ahs(AhsType.EXTENDED_CDB, bytes(cdb[16:]))  # type: ignore[attr-defined]
-        self.cmdsn = sn_add(self.cmdsn, 1)
-        if unsolicited_end > imm:
-            pdus += self._data_outs(itt, lun_field, RESERVED_TAG, imm, unsolicited_end)
+            await self._wait_connected(timeout)
+        conn = self._ready()
+        itt = conn.command(lun, cdb, data_out, read_length)
         try:
-            self._send(*pdus)
-        except ConnectionLost:
-            self._cmds.pop(itt, None)
-            raise
-        try:
-            return await asyncio.wait_for(asyncio.shield(fut), timeout or self.config.command_timeout)
-        except asyncio.TimeoutError:
-            await self._abort(itt, lun, cmd.cmdsn)
-            raise CommandTimeout(f"command 0x{cdb[0]:02x} (ITT {itt}) timed out") from None
-        finally:
-            self._cmds.pop(itt, None)
+            result: CommandResult = await self._answer(conn, itt, timeout)
+            return result
+        except CommandTimeout:
+            await self._abort(conn, itt, lun)
+            raise CommandTimeout(f"command 0x{cdb[0]:02x} (ITT {itt}) timed out after {timeout:g}s") from None
 
-    def _data_outs(self, itt: int, lun: bytes, ttt: int, start: int, end: int) -> list[Pdu]:
-        cmd = self._cmds.get(itt)
-        if cmd is None:
-            return []
-        seg = self.params.max_recv_data_segment_length_target
-        pdus: list[Pdu] = []
-        datasn = 0
-        off = start
-        while off < end:
-            n = min(seg, end - off)
-            pdus.append(DataOut(final=off + n >= end, lun=lun, initiator_task_tag=itt, target_transfer_tag=ttt,
-                                expstatsn=self.expstatsn, datasn=datasn, buffer_offset=off,
-                                data=cmd.data_out[off:off + n]))
-            datasn += 1
-            off += n
-        return pdus
+    async def run(self, lun: int, cdb: bytes, data_out: bytes | bytearray | memoryview = b"",
+                  read_length: int = 0, timeout: float | None = None) -> CommandResult:
+        """:meth:`execute`, retried as :class:`RetryPolicy` says; GOOD or a typed failure."""
+        attempt = 0
+        while True:
+            result = await self.execute(lun, cdb, data_out, read_length, timeout)
+            if result.status == ScsiStatus.GOOD:
+                return result
+            delay = self.config.retry.delay(result, attempt)
+            if delay is None:
+                return result.check()
+            sense = result.sense
+            self.log.info("peer_command_retried", lun=lun, opcode=f"{cdb[0]:02x}", status=f"{result.status:02x}",
+                          sense=f"{sense.key:x}/{sense.asc:02x}/{sense.ascq:02x}" if sense else None,
+                          attempt=attempt + 1)
+            attempt += 1
+            if delay:
+                await asyncio.sleep(delay)
 
-    async def _abort(self, itt: int, lun: int, cmdsn: int) -> None:
+    async def _wait_connected(self, timeout: float) -> None:
+        """Down: fail at once without reconnect; with it, wait for the session to come back for at
+        most the command's own timeout (a bounded failure, never a hang)."""
+        if not self.config.reconnect or self._closing or self.target_name is None:
+            raise ConnectionLost("not connected")
         try:
-            await self.task_management(TmfFunction.ABORT_TASK, lun, itt, cmdsn)
+            await asyncio.wait_for(self._connected.wait(), timeout)
+        except TimeoutError:
+            why = f": {self._reconnect_error}" if self._reconnect_error is not None else ""
+            raise ConnectionLost(f"not connected (reconnecting{why})") from None
+
+    async def _abort(self, conn: InitiatorConnection, itt: int, lun: int) -> None:
+        """ABORT TASK for a timed-out command the target may be running (RFC 7143 §11.5.1)."""
+        cmdsn = conn.forget(itt)
+        if cmdsn is None or conn.closed:
+            return  # it never left, or the connection is gone (and its tasks with it)
+        try:
+            await self.task_management(TmfFunction.ABORT_TASK, lun, itt, cmdsn, timeout=self.config.abort_timeout)
+        except CommandTimeout:
+            # Neither the command nor its abort answered: only a new session (reinstatement,
+            # §6.3.5) makes sure the task is gone, so this connection is given up.
+            conn.connection_lost(ConnectionLost(f"target answered neither ITT {itt} nor its ABORT TASK"))
+            self._dispatch(conn.take_events())
         except IscsiError as exc:
             self.log.warning("abort_failed", itt=itt, error=str(exc))
 
     async def task_management(self, function: TmfFunction, lun: int = 0, referenced_itt: int = RESERVED_TAG,
-                              refcmdsn: int | None = None) -> int:
-        """Send a TMF; return its response code (RFC 7143 §11.6.1).
-
-        For ABORT TASK, RefCmdSN is the CmdSN of the task to abort (§11.5.4): the target uses it
-        to recognise a task it has not received yet.
-        """
-        itt = self._next_itt()
-        fut = self._expect(itt)
-        self._send(TaskMgmtRequest(immediate=True, function=function, lun=encode_lun(lun), initiator_task_tag=itt,
-                                   referenced_task_tag=referenced_itt, cmdsn=self.cmdsn, expstatsn=self.expstatsn,
-                                   refcmdsn=self.cmdsn if refcmdsn is None else refcmdsn))
-        resp = await asyncio.wait_for(fut, self.config.command_timeout)
-        assert isinstance(resp, TaskMgmtResponse)
-        return resp.response
+                              refcmdsn: int | None = None, timeout: float | None = None) -> int:
+        """Send a TMF; return its response code (RFC 7143 §11.6.1)."""
+        conn = self._ready()
+        itt = conn.task_management(function, lun, referenced_itt, refcmdsn)
+        response: int = await self._answer(conn, itt, timeout or self.config.command_timeout)
+        return response
 
     async def ping(self, data: bytes = b"") -> float:
         """NOP-Out ping; returns the round-trip time in seconds."""
-        itt = self._next_itt()
-        fut = self._expect(itt)
+        conn = self._ready()
         t0 = time.monotonic()
-        self._send(NopOut(immediate=True, initiator_task_tag=itt, cmdsn=self.cmdsn, expstatsn=self.expstatsn,
-                          data=data))
-        await asyncio.wait_for(fut, self.config.nop_timeout)
+        await self._answer(conn, conn.ping(data), self.config.nop_timeout)
         return time.monotonic() - t0
 
     async def logout(self) -> None:
         """Close the session cleanly (Logout, reason close session)."""
         self._closing = True
-        if self._writer is not None and not self._writer.is_closing():
+        if self._connected.is_set():
             await self._send_logout()
         await self.close()
 
     async def _send_logout(self) -> None:
         """Logout (close session) and wait up to 5 s for the answer; failures only end it sooner."""
-        itt = self._next_itt()
-        fut = self._expect(itt)
         try:
-            self._send(LogoutRequest(immediate=True, reason=LogoutReason.CLOSE_SESSION, initiator_task_tag=itt,
-                                     cmdsn=self.cmdsn, expstatsn=self.expstatsn))
-            await asyncio.wait_for(fut, 5.0)
-        except (IscsiError, asyncio.TimeoutError, ConnectionError):
+            conn = self._ready()
+            await self._answer(conn, conn.logout(), 5.0)
+        except IscsiError:
             pass
 
     async def close(self) -> None:
         """Drop the connection without a logout."""
         self._closing = True
-        for t in (self._nop_task, self._reconnect_task):
-            if t is not None:
+        for t in (self._nop_task, *self._tasks):
+            if t is not None and t is not asyncio.current_task():
                 t.cancel()
         if self._writer is not None:
             self._writer.close()
@@ -428,144 +391,66 @@ class IscsiSession:
     async def __aexit__(self, *exc: object) -> None:
         await self.logout()
 
-    # --- receiving -----------------------------------------------------------------------------
+    # --- receiving, keepalive, loss -----------------------------------------------------------
 
-    async def _receive_loop(self) -> None:
-        assert self._reader is not None
-        reader = self._reader
+    async def _receive_loop(self, conn: InitiatorConnection, reader: asyncio.StreamReader,
+                            writer: asyncio.StreamWriter) -> None:
         try:
-            while True:
+            while not conn.closed:
                 chunk = await reader.read(1 << 20)
                 if not chunk:
-                    raise ConnectionLost("target closed the connection")
-                self._last_rx = time.monotonic()
-                self._framer.feed(chunk)
-                for raw in self._framer:
-                    if not raw.data_digest_ok:
-                        raise ConnectionLost("data digest error from the target")
-                    self._dispatch(decode(raw))
-                if self._writer is not None:
-                    await self._writer.drain()
-        except (ConnectionLost, ProtocolError, ConnectionError, asyncio.IncompleteReadError) as exc:
-            self._lost(exc)
+                    conn.connection_lost(ConnectionLost("target closed the connection"))
+                else:
+                    conn.receive_data(chunk, time.monotonic())
+                    self._flush(conn, writer)
+                self._dispatch(conn.take_events())
+                if not conn.closed:
+                    await writer.drain()
+        except (ConnectionError, OSError) as exc:
+            conn.connection_lost(ConnectionLost(str(exc) or type(exc).__name__))
+            self._dispatch(conn.take_events())
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - a bug here must fail the commands, not hang them
             self.log.exception("initiator_receive_crashed")
-            self._lost(exc)
+            conn.connection_lost(ConnectionLost(f"initiator crashed: {exc!r}"))
+            self._dispatch(conn.take_events())
 
-    def _update_sn(self, pdu: Pdu) -> None:
-        expcmdsn = getattr(pdu, "expcmdsn", None)
-        maxcmdsn = getattr(pdu, "maxcmdsn", None)
-        if maxcmdsn is not None and expcmdsn is not None and not sn_lt(maxcmdsn, sn_add(expcmdsn, -1 & 0xFFFFFFFF)):
-            if sn_lt(self.maxcmdsn, maxcmdsn):
-                self.maxcmdsn = maxcmdsn
-                asyncio.ensure_future(self._notify_window())
+    async def _keepalive(self, conn: InitiatorConnection, writer: asyncio.StreamWriter) -> None:
+        period = min(conn.nop_interval, conn.nop_timeout) / 2
+        while not conn.closed:
+            await asyncio.sleep(period)
+            conn.tick(time.monotonic())
+            self._flush(conn, writer)
+            self._dispatch(conn.take_events())
 
-    async def _notify_window(self) -> None:
-        async with self._window:
-            self._window.notify_all()
+    def _fail_all(self, exc: IscsiError) -> None:
+        waiting, self._waiting = self._waiting, {}
+        for fut in waiting.values():
+            if not fut.done():
+                fut.set_exception(exc)
 
-    def _dispatch(self, pdu: Pdu) -> None:
-        self._update_sn(pdu)
-        if isinstance(pdu, DataIn):
-            cmd = self._cmds.get(pdu.initiator_task_tag)
-            if cmd is not None:
-                off = pdu.buffer_offset
-                cmd.read_buf[off:off + len(pdu.data)] = pdu.data
-                cmd.read_got = max(cmd.read_got, off + len(pdu.data))
-                if pdu.status_present:
-                    self.expstatsn = sn_add(pdu.statsn, 1)
-                    residual = pdu.residual_count if pdu.underflow else -pdu.residual_count if pdu.overflow else 0
-                    self._finish(cmd, CommandResult(pdu.status, bytes(cmd.read_buf[:cmd.read_got]), None, residual))
-        elif isinstance(pdu, ScsiResponse):
-            self.expstatsn = sn_add(pdu.statsn, 1)
-            cmd = self._cmds.get(pdu.initiator_task_tag)
-            if cmd is not None:
-                sense = None
-                if pdu.status == CHECK_CONDITION and pdu.sense():
-                    try:
-                        sense = parse_sense(pdu.sense())
-                    except ValueError:
-                        sense = None
-                residual = pdu.residual_count if pdu.underflow else -pdu.residual_count if pdu.overflow else 0
-                self._finish(cmd, CommandResult(pdu.status, bytes(cmd.read_buf[:cmd.read_got]), sense, residual))
-        elif isinstance(pdu, R2T):
-            cmd = self._cmds.get(pdu.initiator_task_tag)
-            if cmd is not None:
-                end = min(pdu.buffer_offset + pdu.desired_data_transfer_length, len(cmd.data_out))
-                self._send(*self._data_outs(pdu.initiator_task_tag, pdu.lun, pdu.target_transfer_tag,
-                                            pdu.buffer_offset, end))
-        elif isinstance(pdu, NopIn):
-            if pdu.target_transfer_tag != RESERVED_TAG:
-                # The target pings us: answer with its TTT, immediate, no new CmdSN (§11.18).
-                self._send(NopOut(immediate=True, initiator_task_tag=RESERVED_TAG, lun=pdu.lun,
-                                  target_transfer_tag=pdu.target_transfer_tag, cmdsn=self.cmdsn,
-                                  expstatsn=self.expstatsn))
-            else:
-                self.expstatsn = sn_add(pdu.statsn, 1)
-                self._resolve(pdu.initiator_task_tag, pdu)
-        elif isinstance(pdu, (TaskMgmtResponse, TextResponse, LogoutResponse)):
-            self.expstatsn = sn_add(pdu.statsn, 1)
-            self._resolve(pdu.initiator_task_tag, pdu)
-        elif isinstance(pdu, Reject):
-            self.expstatsn = sn_add(pdu.statsn, 1)
-            hdr = bytes(pdu.data)
-            itt = int.from_bytes(hdr[16:20], "big") if len(hdr) >= 20 else RESERVED_TAG
-            self.log.warning("target_reject", reason=pdu.reason, itt=itt)
-            err = IscsiError(f"target rejected the PDU (reason 0x{pdu.reason:02x})")
-            cmd = self._cmds.get(itt)
-            if cmd is not None and not cmd.future.done():
-                cmd.future.set_exception(err)
-            w = self._waiters.pop(itt, None)
-            if w is not None and not w.done():
-                w.set_exception(err)
-        elif isinstance(pdu, AsyncMessage):
-            self.expstatsn = sn_add(pdu.statsn, 1)
-            if pdu.async_event == AsyncEvent.LOGOUT_REQUESTED:
-                self.log.info("target_requests_logout", within=pdu.parameter3)
-                asyncio.ensure_future(self._logout_for_target())
-            elif pdu.async_event in (AsyncEvent.CONNECTION_DROP, AsyncEvent.SESSION_DROP):
-                raise ConnectionLost(f"target announced drop (event {pdu.async_event})")
+    def _lost(self, error: IscsiError) -> None:
+        """The core closed the connection: fail what waits, and reconnect when configured."""
+        self._connected.clear()
+        if self._writer is not None:
+            self._writer.close()
+        self._fail_all(error)
+        if self._nop_task is not None and self._nop_task is not asyncio.current_task():
+            self._nop_task.cancel()
+        if not self._closing:
+            self.log.warning("initiator_connection_lost", error=str(error))
+            if self.config.reconnect and self.target_name is not None:
+                self._reconnect_task = self._spawn(self._reconnect())
 
     async def _logout_for_target(self) -> None:
         # Let commands in flight finish, then log out; reconnect later if configured.
-        while self._cmds:
+        while self._conn is not None and self._conn.outstanding:
             await asyncio.sleep(0.01)
         keep = self.config.reconnect
         await self._send_logout()
         if not keep:
             self._closing = True
-
-    def _resolve(self, itt: int, pdu: Pdu) -> None:
-        fut = self._waiters.pop(itt, None)
-        if fut is not None and not fut.done():
-            fut.set_result(pdu)
-
-    def _finish(self, cmd: _Cmd, result: CommandResult) -> None:
-        if not cmd.future.done():
-            cmd.future.set_result(result)
-
-    def _fail_all(self, exc: Exception) -> None:
-        for cmd in list(self._cmds.values()):
-            if not cmd.future.done():
-                cmd.future.set_exception(exc)
-        for fut in list(self._waiters.values()):
-            if not fut.done():
-                fut.set_exception(exc)
-        self._waiters.clear()
-
-    def _lost(self, exc: BaseException) -> None:
-        self._connected.clear()
-        if self._writer is not None:
-            self._writer.close()
-        self._fail_all(exc if isinstance(exc, ConnectionLost) else ConnectionLost(str(exc)))
-        if self._nop_task is not None:
-            self._nop_task.cancel()
-        if not self._closing:
-            self.log.warning("initiator_connection_lost", error=str(exc))
-            if self.config.reconnect and self.target_name is not None:
-                self._reconnect_task = asyncio.ensure_future(self._reconnect())
 
     async def _reconnect(self) -> None:
         delays = self.config.reconnect_backoff
@@ -576,20 +461,12 @@ class IscsiSession:
             self.tsih = 0  # session reinstatement: same ISID, new session (RFC 7143 §6.3.5)
             try:
                 await asyncio.wait_for(self._connect_once(), self.config.login_timeout)
+                self._reconnect_error = None
                 self.log.info("initiator_reconnected", attempts=attempt)
                 return
-            except (OSError, IscsiError, asyncio.TimeoutError) as exc:
-                self.log.info("initiator_reconnect_failed", attempt=attempt, error=str(exc))
-
-    async def _keepalive(self) -> None:
-        while True:
-            await asyncio.sleep(self.config.nop_interval / 2)
-            if time.monotonic() - self._last_rx >= self.config.nop_interval:
-                try:
-                    await self.ping()
-                except (asyncio.TimeoutError, IscsiError):
-                    self._lost(ConnectionLost("target did not answer NOP-Out"))
-                    return
+            except (OSError, IscsiError, TimeoutError) as exc:
+                self._reconnect_error = exc
+                self.log.info("initiator_reconnect_failed", attempt=attempt, error=str(exc) or type(exc).__name__)
 
     # --- SCSI helpers ------------------------------------------------------------------------
 
@@ -600,44 +477,44 @@ class IscsiSession:
         """TEST UNIT READY until no unit attention is pending (a fresh nexus starts with one)."""
         for _ in range(limit):
             r = await self.test_unit_ready(lun)
-            if r.status == RESERVATION_CONFLICT:
+            if r.status == ScsiStatus.RESERVATION_CONFLICT:
                 return  # UAs are reported before conflicts (SAM-5), so none is left; another holds the LU
-            if r.status != CHECK_CONDITION or r.sense is None or r.sense.key != 0x6:
+            if r.status != ScsiStatus.CHECK_CONDITION or r.sense is None or r.sense.key != SenseKey.UNIT_ATTENTION:
                 r.check()
                 return
-        raise IscsiError(f"more than {limit} unit attentions on LUN {lun}")
+        raise ScsiCommandError(r.status, r.sense, f"more than {limit} unit attentions on LUN {lun}")
 
     async def inquiry(self, lun: int, page: int | None = None, alloc: int = 255) -> bytes:
         cdb = bytes([0x12, 0 if page is None else 1, page or 0]) + alloc.to_bytes(2, "big") + b"\0"
-        return (await self.execute(lun, cdb, read_length=alloc)).check().data
+        return (await self.run(lun, cdb, read_length=alloc)).data
 
     async def report_luns(self) -> list[int]:
         from sanlab.scsi.lun import decode_lun
         alloc = 16 + 8 * 1024
         cdb = bytes([0xA0, 0, 0, 0, 0, 0]) + alloc.to_bytes(4, "big") + b"\0\0"
-        data = (await self.execute(0, cdb, read_length=alloc)).check().data
+        data = (await self.run(0, cdb, read_length=alloc)).data
         n = int.from_bytes(data[:4], "big") // 8
         return [decode_lun(data[8 + 8 * i:16 + 8 * i]) for i in range(n)]
 
     async def read_capacity16(self, lun: int) -> tuple[int, int]:
         """(number of blocks, block size)."""
         cdb = bytes([0x9E, 0x10]) + bytes(8) + (32).to_bytes(4, "big") + b"\0\0"
-        data = (await self.execute(lun, cdb, read_length=32)).check().data
+        data = (await self.run(lun, cdb, read_length=32)).data
         last, bs = struct.unpack_from(">QI", data)
         return last + 1, bs
 
     async def read16(self, lun: int, lba: int, blocks: int, block_size: int) -> bytes:
         cdb = bytes([0x88, 0]) + lba.to_bytes(8, "big") + blocks.to_bytes(4, "big") + b"\0\0"
-        return (await self.execute(lun, cdb, read_length=blocks * block_size)).check().data
+        return (await self.run(lun, cdb, read_length=blocks * block_size)).data
 
     async def write16(self, lun: int, lba: int, data: bytes | bytearray | memoryview, block_size: int,
                       fua: bool = False) -> None:
         blocks = len(data) // block_size
         cdb = bytes([0x8A, 0x08 if fua else 0]) + lba.to_bytes(8, "big") + blocks.to_bytes(4, "big") + b"\0\0"
-        (await self.execute(lun, cdb, data_out=data)).check()
+        await self.run(lun, cdb, data_out=data)
 
     async def synchronize_cache16(self, lun: int) -> None:
-        (await self.execute(lun, bytes([0x91]) + bytes(15))).check()
+        await self.run(lun, bytes([0x91]) + bytes(15))
 
     async def reserve6(self, lun: int) -> CommandResult:
         return await self.execute(lun, bytes([0x16, 0, 0, 0, 0, 0]))

@@ -1,7 +1,7 @@
 """Target side of the iSCSI login phase, sans-IO (RFC 7143 §6, §11.12-11.13).
 
 :class:`TargetLogin` is fed Login Request PDUs and returns Login Response
-PDUs.  It decides the stage transitions (one table, :data:`_TRANSITIONS`),
+PDUs.  It decides the stage transitions (one table, :data:`STAGE_TRANSITIONS`),
 runs CHAP in the security stage, the operational key negotiation, the target
 lookup, the initiator ACL and the ISID/TSIH rules (new session, session
 reinstatement, connection reinstatement).  When the final response goes out,
@@ -30,7 +30,7 @@ _SEC = LoginStage.SECURITY_NEGOTIATION
 _OP = LoginStage.LOGIN_OPERATIONAL_NEGOTIATION
 _FFP = LoginStage.FULL_FEATURE_PHASE
 
-_TRANSITIONS: dict[int, frozenset[int]] = {
+STAGE_TRANSITIONS: dict[int, frozenset[int]] = {
     _SEC: frozenset({_OP, _FFP}),
     _OP: frozenset({_FFP}),
 }
@@ -177,11 +177,11 @@ class TargetLogin:
             if req.csg != self._stage:
                 raise LoginError(LoginStatus.INITIATOR_ERROR,
                                  f"CSG {req.csg} but the login is in stage {self._stage}")
-        if req.csg not in _TRANSITIONS:
+        if req.csg not in STAGE_TRANSITIONS:
             raise LoginError(LoginStatus.INITIATOR_ERROR, f"invalid CSG {req.csg}")
         if req.transit and req.cont:
             raise LoginError(LoginStatus.INITIATOR_ERROR, "T and C bits both set")
-        if req.transit and req.nsg not in _TRANSITIONS[req.csg]:
+        if req.transit and req.nsg not in STAGE_TRANSITIONS[req.csg]:
             raise LoginError(LoginStatus.INITIATOR_ERROR, f"transit from stage {req.csg} to {req.nsg}")
 
         self._pending_text += req.data

@@ -166,12 +166,12 @@ async def test_chap_mutual_and_wrong_secret(sanlab_factory: Callable[..., Sanlab
         assert await s.report_luns() == [0, 1]
     with pytest.raises(LoginFailed) as exc:
         await IscsiSession(sp.host, sp.port, TARGET, cfg(chap=ChapCredentials("alice", b"wrong-secret-000"))).connect()
-    assert exc.value.status == 0x0201
+    assert exc.value.login_status == 0x0201
     fake = cfg(chap=ChapCredentials("alice", b"alice-secret-123"),
                target_chap=ChapCredentials("array0", b"not-the-target-secret"))
     with pytest.raises(LoginFailed) as exc:
         await IscsiSession(sp.host, sp.port, TARGET, fake).connect()
-    assert exc.value.status == 0x0201  # the target failed to prove itself
+    assert exc.value.login_status == 0x0201  # the target failed to prove itself
 
 
 async def test_connection_loss_fails_commands_and_reconnects(sanlab_factory: Callable[..., SanlabProcess]) -> None:
