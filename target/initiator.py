@@ -40,11 +40,12 @@ from sanlab.target.errors import (
     CommandRejected, CommandTimeout, ConnectionLost, IscsiError, LoginFailed, ScsiCommandError,
 )
 from sanlab.target.initiator_connection import (
-    Closed, CommandDone, CommandResult, Event, InitiatorConnection, LoginComplete, LogoutDone, LogoutRequested,
+    Closed, CommandDone, Event, InitiatorConnection, LoginComplete, LogoutDone, LogoutRequested,
     PingDone, RequestFailed, TaskMgmtDone, TextDone,
 )
 from sanlab.target.initiator_login import InitiatorLogin
 from sanlab.target.keys import INITIATOR_DEFAULTS, SessionParams, parse_text
+from sanlab.target.outcome import CommandResult, RetryPolicy
 from sanlab.target.pdu import RESERVED_TAG, TmfFunction, encode
 
 __all__ = [
@@ -55,34 +56,6 @@ __all__ = [
 log = structlog.get_logger("sanlab.target.initiator")
 
 DEFAULT_INITIATOR_NAME = "iqn.2026-11.org.sanlab:initiator"
-
-
-@dataclass(slots=True, frozen=True)
-class RetryPolicy:
-    """Which answers :meth:`IscsiSession.run` tries again: those where the command was not performed.
-
-    * BUSY and TASK SET FULL (SAM-5 §5.3): the target is alive but cannot take the command
-      now; tried again after each wait of ``busy_backoff``, then refused.
-    * CHECK CONDITION with UNIT ATTENTION: the command was not performed, and reporting the
-      condition cleared it (SAM-5 §5.14).  A peer reports one to the array's own I_T nexus
-      (after a reconnect: I_T NEXUS LOSS; a reset; a capacity change), never to the host, so it
-      is logged and the command tried again, at most ``unit_attention_retries`` times.
-
-    Everything else (other sense, RESERVATION CONFLICT, ACA ACTIVE, TASK ABORTED) is the
-    target's answer and is raised as :class:`ScsiCommandError` (a PeerRefused).
-    """
-
-    busy_backoff: tuple[float, ...] = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0)
-    unit_attention_retries: int = 8
-
-    def delay(self, result: CommandResult, attempt: int) -> float | None:
-        """Seconds to wait before retry number ``attempt`` (from 0), or None: do not retry."""
-        if result.status in (ScsiStatus.BUSY, ScsiStatus.TASK_SET_FULL):
-            return self.busy_backoff[attempt] if attempt < len(self.busy_backoff) else None
-        if (result.status == ScsiStatus.CHECK_CONDITION and result.sense is not None
-                and result.sense.key == SenseKey.UNIT_ATTENTION and attempt < self.unit_attention_retries):
-            return 0.0
-        return None
 
 
 @dataclass(slots=True)

@@ -47,9 +47,9 @@ import structlog
 from sanlab.scsi.lun import encode_lun
 from sanlab.scsi.sense import Sense, parse_sense
 from sanlab.scsi.task import ScsiStatus, TaskAttribute
-from sanlab.target.errors import CommandRejected, ConnectionLost, IscsiError, LoginFailed, ProtocolError, \
-    ScsiCommandError
+from sanlab.target.errors import CommandRejected, ConnectionLost, IscsiError, LoginFailed, ProtocolError
 from sanlab.target.initiator_login import InitiatorLogin
+from sanlab.target.outcome import CommandResult
 from sanlab.target.keys import SessionParams
 from sanlab.target.pdu import (
     RESERVED_TAG, AhsType, AsyncEvent, AsyncMessage, Buffer, DataIn, DataOut, LoginResponse, LogoutReason,
@@ -62,24 +62,6 @@ log = structlog.get_logger("sanlab.target.initiator")
 
 LOGIN_MAX_SEGMENT = 1 << 20
 """Largest data segment taken during login, before MaxRecvDataSegmentLength is in force."""
-
-
-@dataclass(slots=True)
-class CommandResult:
-    """Status, Data-In and sense of one command."""
-
-    status: int
-    """SAM-5 status (:class:`~sanlab.scsi.task.ScsiStatus` values)."""
-    data: bytes = b""
-    sense: Sense | None = None
-    residual: int = 0
-    """Positive: underflow (less moved than expected); negative: overflow."""
-
-    def check(self) -> "CommandResult":
-        """Raise :class:`~sanlab.target.errors.ScsiCommandError` (a PeerRefused) unless GOOD."""
-        if self.status != ScsiStatus.GOOD:
-            raise ScsiCommandError(self.status, self.sense)
-        return self
 
 
 # --- events ------------------------------------------------------------------------------------------
