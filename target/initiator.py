@@ -40,8 +40,8 @@ from sanlab.target.errors import (
     CommandRejected, CommandTimeout, ConnectionLost, IscsiError, LoginFailed, ScsiCommandError,
 )
 from sanlab.target.initiator_connection import (
-    Closed, CommandDone, Event, InitiatorConnection, LoginComplete, LogoutDone, LogoutRequested,
-    PingDone, RequestFailed, TaskMgmtDone, TextDone,
+    Answer, Closed, CommandDone, Event, InitiatorConnection, LogoutDone, LogoutRequested, PingDone, RequestFailed,
+    TaskMgmtDone, TextDone,
 )
 from sanlab.target.initiator_login import InitiatorLogin
 from sanlab.target.keys import INITIATOR_DEFAULTS, SessionParams, parse_text
@@ -194,26 +194,23 @@ class IscsiSession:
     def _dispatch(self, events: list[Event]) -> None:
         """Hand each event to whoever waits for it."""
         for ev in events:
-            if isinstance(ev, Closed):
+            if isinstance(ev, Answer):
+                fut = self._waiting.pop(ev.itt, None)
+                if fut is None or fut.done():
+                    continue  # nobody waits any more (timed out, or our own keepalive)
+                if isinstance(ev, RequestFailed):
+                    fut.set_exception(ev.error)
+                elif isinstance(ev, CommandDone):
+                    fut.set_result(ev.result)
+                elif isinstance(ev, TaskMgmtDone | LogoutDone):
+                    fut.set_result(ev.response)
+                elif isinstance(ev, TextDone | PingDone):
+                    fut.set_result(ev.data)
+            elif isinstance(ev, Closed):
                 self._lost(ev.error)
-                continue
-            if isinstance(ev, LogoutRequested):
+            elif isinstance(ev, LogoutRequested):
                 self.log.info("target_requests_logout", within=ev.within)
                 self._spawn(self._logout_for_target())
-                continue
-            if isinstance(ev, LoginComplete):
-                continue
-            fut = self._waiting.pop(ev.itt, None)
-            if fut is None or fut.done():
-                continue
-            if isinstance(ev, CommandDone):
-                fut.set_result(ev.result)
-            elif isinstance(ev, RequestFailed):
-                fut.set_exception(ev.error)
-            elif isinstance(ev, TaskMgmtDone | LogoutDone):
-                fut.set_result(ev.response)
-            elif isinstance(ev, TextDone | PingDone):
-                fut.set_result(ev.data)
 
     async def _answer(self, conn: InitiatorConnection, itt: int, timeout: float) -> Any:
         """Send what the core queued for request ``itt`` and wait for its answer (CommandTimeout after ``timeout``)."""

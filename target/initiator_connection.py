@@ -76,50 +76,51 @@ class LoginComplete:
 
 
 @dataclass(slots=True)
-class CommandDone:
-    """A SCSI command ended (whatever its status)."""
+class Answer:
+    """The target answered one of our requests, known by its Initiator Task Tag."""
 
     itt: int
+
+
+@dataclass(slots=True)
+class CommandDone(Answer):
+    """A SCSI command ended (whatever its status)."""
+
     result: CommandResult
 
 
 @dataclass(slots=True)
-class TaskMgmtDone:
-    """The answer to a Task Management request (RFC 7143 §11.6.1 response code)."""
+class TaskMgmtDone(Answer):
+    """The response code of a Task Management request (RFC 7143 §11.6.1)."""
 
-    itt: int
     response: int
 
 
 @dataclass(slots=True)
-class TextDone:
-    """The whole text of a Text Response sequence."""
+class LogoutDone(Answer):
+    """The response code of a Logout (§11.15.1); the target closes the connection next."""
 
-    itt: int
-    data: bytes
-
-
-@dataclass(slots=True)
-class PingDone:
-    """The NOP-In answering our NOP-Out, with the echoed ping data."""
-
-    itt: int
-    data: bytes
-
-
-@dataclass(slots=True)
-class LogoutDone:
-    """The Logout Response; the target closes the connection next."""
-
-    itt: int
     response: int
 
 
 @dataclass(slots=True)
-class RequestFailed:
-    """The target rejected a request (``error`` is a CommandRejected)."""
+class TextDone(Answer):
+    """The whole text of a Text Response sequence (§11.11)."""
 
-    itt: int
+    data: bytes
+
+
+@dataclass(slots=True)
+class PingDone(Answer):
+    """The ping data the NOP-In echoed for our NOP-Out (§11.19)."""
+
+    data: bytes
+
+
+@dataclass(slots=True)
+class RequestFailed(Answer):
+    """The target rejected the request (``error`` is a CommandRejected, §11.17)."""
+
     error: IscsiError
 
 

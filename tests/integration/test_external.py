@@ -26,14 +26,15 @@ size = "32MiB"
 """
 
 
-def a_config(b: SanlabProcess, lock: str = "off", timeout: int = 3) -> str:
+def a_config(b: SanlabProcess, lock: str = "off", timeout: int = 3, lun: int = 0) -> str:
+    """Array A serving B's LUN ``lun`` as its LUN 0, through external volume "b0"."""
     return f"""
 initiator_name = "iqn.2026-11.org.sanlab:array-a"
 [[external_volumes]]
 name = "b0"
 portal = "{b.portal}"
 target = "{B_TARGET}"
-lun = 0
+lun = {lun}
 lock = "{lock}"
 timeout = {timeout}
 [[targets]]

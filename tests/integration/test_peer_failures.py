@@ -23,35 +23,21 @@ from sanlab.storage.volume import VolumeError
 from sanlab.target.errors import ScsiCommandError
 from sanlab.target.initiator import InitiatorConfig, IscsiSession
 from tests.conftest import SanlabProcess
+from tests.integration.test_external import A_TARGET, B_CONFIG, B_TARGET, a_config
 
 pytestmark = pytest.mark.integration
 
-B_TARGET = "iqn.2026-11.org.sanlab:array-b"
-A_TARGET = "iqn.2026-11.org.sanlab:array-a"
 TIMEOUT = 1.0
 """The external volume's command timeout, and the ABORT TASK's."""
 
 
-def b_config(readonly_file: Path) -> str:
-    return f"""
-[[targets]]
-name = "{B_TARGET}"
-[[targets.luns]]
-lun = 0
-size = "8MiB"
-[[targets.luns]]
-lun = 1
-size = "8MiB"
-file = "{readonly_file}"
-readonly = true
-"""
-
-
 @pytest.fixture
 def peer(sanlab_factory: Callable[..., SanlabProcess], tmp_path: Path) -> SanlabProcess:
+    """Array B: test_external's LUN 0, and LUN 1 read-only."""
     ro = tmp_path / "readonly.img"
     ro.write_bytes(b"\x5a" * (8 << 20))  # a read-only LUN is never created (lab/examples/readonly.toml)
-    return sanlab_factory(b_config(ro), host="127.0.0.2")
+    return sanlab_factory(B_CONFIG + f'[[targets.luns]]\nlun = 1\nsize = "8MiB"\nfile = "{ro}"\nreadonly = true\n',
+                          host="127.0.0.2")
 
 
 def array_config(name: str = "iqn.2026-11.org.sanlab:array-a") -> InitiatorConfig:
@@ -120,20 +106,7 @@ async def test_lba_beyond_the_peer_lun_is_refused_by_the_peer(peer: SanlabProces
 async def test_host_sees_a_medium_error_for_a_refused_peer(sanlab_factory: Callable[..., SanlabProcess],
                                                           peer: SanlabProcess) -> None:
     """Host-visible behaviour is unchanged: MEDIUM ERROR / WRITE ERROR, not the peer's sense (storage/peer.py)."""
-    a = sanlab_factory(f"""
-initiator_name = "iqn.2026-11.org.sanlab:array-a"
-[[external_volumes]]
-name = "b1"
-portal = "{peer.portal}"
-target = "{B_TARGET}"
-lun = 1
-timeout = 3
-[[targets]]
-name = "{A_TARGET}"
-[[targets.luns]]
-lun = 0
-external = "b1"
-""", host="127.0.0.1")
+    a = sanlab_factory(a_config(peer, lun=1), host="127.0.0.1")
     host = InitiatorConfig(initiator_name="iqn.2026-11.test:host", nop_interval=0, reconnect=False)
     async with IscsiSession(a.host, a.port, A_TARGET, host) as s:
         await s.clear_unit_attentions(0)
