@@ -6,11 +6,11 @@ conclude differs (issue 13, seam 2):
 * :class:`PeerRefused` — **the peer answered**, and the answer was a failure:
   CHECK CONDITION with sense, RESERVATION CONFLICT, BUSY or TASK SET FULL that
   outlasted the initiator's retries, a Reject of the command, a login refused
-  with a status.  The outcome is *known*: the peer reported it.  A status other
-  than CHECK CONDITION means the command was not performed (SAM-5 §5.3); with
-  CHECK CONDITION the sense says what happened (a MEDIUM ERROR on a write may
-  have written part of it, as on a local disk).  A synchronous pair fails the
-  host's write.
+  with a status.  The outcome is *known*: the peer reported it.  RESERVATION
+  CONFLICT, BUSY and TASK SET FULL mean the command was not performed (SAM-5
+  §5.3); with CHECK CONDITION the sense says what happened (a MEDIUM ERROR on a
+  write may have written part of it, as on a local disk), and TASK ABORTED may
+  leave a write partly done.  A synchronous pair fails the host's write.
 * :class:`PeerUnreachable` — **no answer**: the command timed out, the
   connection was lost while it was outstanding, the session could not be
   re-established in time.  The outcome is *unknown*: the peer may or may not

@@ -387,7 +387,7 @@ class IscsiSession:
             self._dispatch(conn.take_events())
 
     async def _keepalive(self, conn: InitiatorConnection, writer: asyncio.StreamWriter) -> None:
-        period = min(conn.nop_interval, conn.nop_timeout) / 2
+        period = max(min(conn.nop_interval, conn.nop_timeout) / 2, 0.05)
         while not conn.closed:
             await asyncio.sleep(period)
             conn.tick(time.monotonic())
@@ -441,6 +441,7 @@ class IscsiSession:
     # --- SCSI helpers ------------------------------------------------------------------------
 
     async def test_unit_ready(self, lun: int) -> CommandResult:
+        """TEST UNIT READY, its result whatever the status."""
         return await self.execute(lun, bytes(6))
 
     async def clear_unit_attentions(self, lun: int, limit: int = 10) -> None:
@@ -455,10 +456,12 @@ class IscsiSession:
         raise ScsiCommandError(r.status, r.sense, f"more than {limit} unit attentions on LUN {lun}")
 
     async def inquiry(self, lun: int, page: int | None = None, alloc: int = 255) -> bytes:
+        """Standard INQUIRY data, or the VPD ``page`` (SPC-4 §6.4)."""
         cdb = bytes([0x12, 0 if page is None else 1, page or 0]) + alloc.to_bytes(2, "big") + b"\0"
         return (await self.run(lun, cdb, read_length=alloc)).data
 
     async def report_luns(self) -> list[int]:
+        """The target's LUNs (REPORT LUNS, SPC-4 §6.33)."""
         from sanlab.scsi.lun import decode_lun
         alloc = 16 + 8 * 1024
         cdb = bytes([0xA0, 0, 0, 0, 0, 0]) + alloc.to_bytes(4, "big") + b"\0\0"
@@ -474,40 +477,49 @@ class IscsiSession:
         return last + 1, bs
 
     async def read16(self, lun: int, lba: int, blocks: int, block_size: int) -> bytes:
+        """READ(16) of ``blocks`` blocks at ``lba``."""
         cdb = bytes([0x88, 0]) + lba.to_bytes(8, "big") + blocks.to_bytes(4, "big") + b"\0\0"
         return (await self.run(lun, cdb, read_length=blocks * block_size)).data
 
     async def write16(self, lun: int, lba: int, data: bytes | bytearray | memoryview, block_size: int,
                       fua: bool = False) -> None:
+        """WRITE(16) of ``data`` (whole blocks) at ``lba``, FUA when asked."""
         blocks = len(data) // block_size
         cdb = bytes([0x8A, 0x08 if fua else 0]) + lba.to_bytes(8, "big") + blocks.to_bytes(4, "big") + b"\0\0"
         await self.run(lun, cdb, data_out=data)
 
     async def synchronize_cache16(self, lun: int) -> None:
+        """SYNCHRONIZE CACHE(16) of the whole LUN."""
         await self.run(lun, bytes([0x91]) + bytes(15))
 
     async def reserve6(self, lun: int) -> CommandResult:
+        """SPC-2 RESERVE(6) of the whole LU; its result whatever the status (RESERVATION CONFLICT...)."""
         return await self.execute(lun, bytes([0x16, 0, 0, 0, 0, 0]))
 
     async def release6(self, lun: int) -> CommandResult:
+        """SPC-2 RELEASE(6); its result whatever the status."""
         return await self.execute(lun, bytes([0x17, 0, 0, 0, 0, 0]))
 
     async def persistent_reserve_in(self, lun: int, service_action: int, alloc: int = 8192) -> CommandResult:
+        """PERSISTENT RESERVE IN; its result whatever the status."""
         cdb = bytes([0x5E, service_action & 0x1F]) + bytes(5) + alloc.to_bytes(2, "big") + b"\0"
         return await self.execute(lun, cdb, read_length=alloc)
 
     async def persistent_reserve_out(self, lun: int, service_action: int, pr_type: int, key: int,
                                      sa_key: int = 0, flags: int = 0) -> CommandResult:
+        """PERSISTENT RESERVE OUT with a basic parameter list; its result whatever the status."""
         params = key.to_bytes(8, "big") + sa_key.to_bytes(8, "big") + bytes(4) + bytes([flags, 0, 0, 0])
         cdb = bytes([0x5F, service_action & 0x1F, pr_type & 0x0F, 0, 0]) + len(params).to_bytes(4, "big") + b"\0"
         return await self.execute(lun, cdb, data_out=params)
 
     async def compare_and_write(self, lun: int, lba: int, verify: bytes, write: bytes, block_size: int) -> CommandResult:
+        """COMPARE AND WRITE; MISCOMPARE comes back as its result."""
         blocks = len(verify) // block_size
         cdb = bytes([0x89, 0]) + lba.to_bytes(8, "big") + bytes(3) + bytes([blocks, 0, 0])
         return await self.execute(lun, cdb, data_out=verify + write)
 
     async def unmap(self, lun: int, ranges: list[tuple[int, int]]) -> CommandResult:
+        """UNMAP of (LBA, blocks) ranges (SBC-3 §5.28); its result whatever the status."""
         descs = b"".join(lba.to_bytes(8, "big") + n.to_bytes(4, "big") + bytes(4) for lba, n in ranges)
         params = (len(descs) + 6).to_bytes(2, "big") + len(descs).to_bytes(2, "big") + bytes(4) + descs
         cdb = bytes([0x42, 0]) + bytes(5) + len(params).to_bytes(2, "big") + b"\0"

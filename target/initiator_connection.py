@@ -16,13 +16,13 @@ What it does, in order of the RFC:
 * the command window (§4.2.2.1): a non-immediate request takes the next CmdSN
   only while CmdSN <= MaxCmdSN; later ones wait in order and go out as the
   target's ExpCmdSN/MaxCmdSN move the window;
-* writes (§4.2.5.2, §11.3-§11.8): immediate data up to FirstBurstLength and the
+* writes (§11.3-§11.8): immediate data up to FirstBurstLength and the
   target's MaxRecvDataSegmentLength when ImmediateData=Yes, unsolicited Data-Out
   up to FirstBurstLength when InitialR2T=No, and each R2T answered with its
   Data-Out sequence (DataSN from 0, BufferOffset, the TTT echoed, F on the last
   PDU, each PDU within the target's MaxRecvDataSegmentLength);
 * reads: Data-In reassembled at its BufferOffset, in DataSN order, the status
-  taken from the last Data-In (S bit, §11.7.3) or the SCSI Response, with the
+  taken from the last Data-In (S bit, §11.7) or the SCSI Response, with the
   residual (§11.4.5); event :class:`CommandDone`;
 * NOP-In: a target ping (TTT set) is answered by a NOP-Out echoing TTT and LUN
   (§11.18, §11.19); the answer to our own ping ends it; with ``nop_interval``
@@ -156,7 +156,7 @@ class _Command:
     read_buf: bytearray | None = None
     read_got: int = 0
     datasn: int = 0
-    """DataSN the next Data-In must carry (§11.7.4)."""
+    """DataSN the next Data-In must carry (§11.7.5)."""
     whole: bytes | None = None
     """All the data, when one Data-In brought it (then no reassembly buffer is needed)."""
 
@@ -260,7 +260,8 @@ class InitiatorConnection:
         """Submit a SCSI command (SIMPLE); return its ITT.  It goes out now or when the window opens."""
         self._check_ready()
         itt = self._next_itt()
-        out = data_out if isinstance(data_out, memoryview) else memoryview(data_out)
+        # A bytearray is copied: the caller may reuse or resize it while R2Ts still ask for its data.
+        out = memoryview(data_out if isinstance(data_out, (bytes, memoryview)) else bytes(data_out))
         cmd = _Command(itt, encode_lun(lun), bytes(cdb), out, read_length)
         self._commands[itt] = cmd
         self._window.append(cmd)
@@ -522,7 +523,7 @@ class InitiatorConnection:
                 cmd.read_buf[off:off + len(data)] = data
             cmd.read_got = max(cmd.read_got, off + len(data))
         if pdu.status_present:
-            # Phase collapse: the last Data-In carries the status (§11.7.3); never with sense.
+            # Phase collapse: the last Data-In carries the status (§11.7); never with sense.
             self._status(pdu.statsn)
             self._finish(cmd, pdu.status, None, _residual(pdu.underflow, pdu.overflow, pdu.residual_count))
 
@@ -587,7 +588,7 @@ class InitiatorConnection:
             del self._texts[req.itt]
             self._events.append(TextDone(req.itt, bytes(req.received)))
             return
-        # More to come: ask for it with an empty Text Request echoing the TTT (§11.10.4, §11.11.2).
+        # More to come: ask for it with an empty Text Request echoing the TTT (§11.10, §11.11).
         req.ttt, req.data, req.cmdsn = pdu.target_transfer_tag, b"", None
         self._window.append(req)
         self._pump()

@@ -17,7 +17,7 @@ The requests follow one table, :data:`_STEPS` (ARCHITECTURE.md convention 2):
   with a transit to the operational stage.
 
 A response with the C bit set carries only part of the target's text: we ask
-for the rest with an empty Login Request (RFC 7143 §6.1, §11.13.2).  Any login
+for the rest with an empty Login Request (RFC 7143 §6.1, §11.13).  Any login
 status other than success, or an answer we cannot accept, ends the login with
 :class:`~sanlab.target.errors.LoginFailed` (a PeerRefused: the target answered).
 """
@@ -68,7 +68,7 @@ class LoginOutcome:
     params: SessionParams
     """The negotiated parameters (digests, burst lengths, MaxRecvDataSegmentLength of each side)."""
     tsih: int
-    """The session's TSIH, given by the target (RFC 7143 §11.13.4)."""
+    """The session's TSIH, given by the target in the final Login Response (RFC 7143 §11.13)."""
     expstatsn: int
     """StatSN of the final Login Response + 1."""
     expcmdsn: int
