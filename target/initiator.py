@@ -104,7 +104,6 @@ class IscsiSession:
         """ITT → the future of whoever waits for that request's answer."""
         self._rx_task: asyncio.Task[None] | None = None
         self._nop_task: asyncio.Task[None] | None = None
-        self._reconnect_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
         self._connected = asyncio.Event()
@@ -229,7 +228,7 @@ class IscsiSession:
             timer.cancel()
             self._waiting.pop(itt, None)
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run a background job of this session, reaped, its failure logged."""
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
@@ -240,7 +239,6 @@ class IscsiSession:
                 self.log.error("initiator_task_failed", error=repr(t.exception()))
 
         task.add_done_callback(reap)
-        return task
 
     # --- SCSI ----------------------------------------------------------------------------------
 
@@ -411,7 +409,7 @@ class IscsiSession:
         if not self._closing:
             self.log.warning("initiator_connection_lost", error=str(error))
             if self.config.reconnect and self.target_name is not None:
-                self._reconnect_task = self._spawn(self._reconnect())
+                self._spawn(self._reconnect())
 
     async def _logout_for_target(self) -> None:
         # Let commands in flight finish, then log out; reconnect later if configured.
