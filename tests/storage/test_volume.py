@@ -4,7 +4,8 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
-from typing import AsyncIterator, Callable
+import inspect
+from typing import AsyncIterator, Awaitable, Callable
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -59,7 +60,7 @@ class MemoryVolume(EmulatedBlockOps):
         pass
 
 
-Factory = Callable[[Path, int, int], Volume]
+Factory = Callable[[Path, int, int], "Volume | Awaitable[Volume]"]
 def _raid5(d: Path, size: int, bs: int) -> Volume:
     from sanlab.storage.raid import Drive, RaidGroup
     from sanlab.storage.raid_volume import RaidVolume
@@ -87,6 +88,40 @@ def _window(d: Path, size: int, bs: int) -> Volume:
     return WindowVolume(base, 64, size // bs)
 
 
+def _migrating(d: Path, size: int, bs: int) -> Volume:
+    """A migration part way through: hosts use the destination while chunks come from the source
+    on demand (the conformance suite's data starts as zeros on both)."""
+    from sanlab.storage.migrate import MigratingVolume
+    src = FileVolume(str(d / "src.img"), size, bs)
+    dst = FileVolume(str(d / "dst.img"), size, bs)
+    return MigratingVolume("m", src, dst, str(d / "migrate-m.json"), chunk_blocks=64)
+
+
+_CLEANUP: list[Callable[[], Awaitable[None]]] = []
+
+
+async def _external(d: Path, size: int, bs: int) -> Volume:
+    """A peer's LUN over real iSCSI: an in-process target on a loopback port and the array's own
+    initiator (storage/external.py), as an external volume is used."""
+    from sanlab.scsi.device_server import DeviceServer
+    from sanlab.scsi.lu import LogicalUnit, LuConfig
+    from sanlab.storage.external import ExternalVolume
+    from sanlab.target.initiator import InitiatorConfig, IscsiSession
+    from sanlab.target.login import TargetAuth
+    from sanlab.target.server import IscsiServer, Target
+    name = "iqn.2026-12.org.sanlab:peer"
+    peer = LogicalUnit(FileVolume(str(d / "peer.img"), size, bs), LuConfig.for_lun(name, 0))
+    server = IscsiServer([Target(TargetAuth(name), DeviceServer(name, {0: peer}))], [("127.0.0.1", 0)])
+    await server.start()
+    host, port = server.bound[0]
+    session = IscsiSession(host, port, name, InitiatorConfig(initiator_name="iqn.2026-12.org.sanlab:array",
+                                                              nop_interval=0))
+    vol = ExternalVolume("ext", session, 0)
+    await vol.open()
+    _CLEANUP.append(server.stop)
+    return vol
+
+
 FACTORIES: dict[str, Factory] = {
     "file": lambda d, size, bs: FileVolume(str(d / "v.img"), size, bs),
     "file-thick": lambda d, size, bs: FileVolume(str(d / "v.img"), size, bs, thin=False),
@@ -94,14 +129,19 @@ FACTORIES: dict[str, Factory] = {
     "raid5": lambda d, size, bs: _raid5(d, size, bs),
     "logical": lambda d, size, bs: _logical(d, size, bs),
     "window": lambda d, size, bs: _window(d, size, bs),
+    "migrating": lambda d, size, bs: _migrating(d, size, bs),
+    "external": lambda d, size, bs: _external(d, size, bs),
 }
 
 
 @pytest.fixture(params=sorted(FACTORIES))
 async def volume(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Volume]:
-    vol = FACTORIES[request.param](tmp_path, 1 << 20, 512)
+    made = FACTORIES[request.param](tmp_path, 1 << 20, 512)
+    vol = await made if inspect.isawaitable(made) else made
     yield vol
     await vol.close()
+    while _CLEANUP:
+        await _CLEANUP.pop()()
 
 
 async def test_geometry_and_zero_fill(volume: Volume) -> None:
