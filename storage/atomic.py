@@ -10,10 +10,10 @@ therefore made durable in the journal first, then applied in place:
 
 A crash before 1 completes leaves a record whose checksum does not match (or
 none): the volume was not touched, the write never happened.  A crash after 1
-leaves a valid record, and :meth:`AtomicJournal.recover` (run when the volume is
-opened) writes it again: the whole write happened.  Step 3 is synced before the
-command completes because a valid record left behind would be replayed over
-later writes to the same blocks.
+leaves a valid record, which :meth:`AtomicJournal.pending` finds when the volume
+is opened and the volume writes again: the whole write happened.  Step 3 is
+synced before the command completes because a valid record left behind would be
+replayed over later writes to the same blocks.
 
 Against other commands the write is atomic through the volume's range lock
 (exclusive for the whole range, so no read sees part of it).
@@ -32,6 +32,7 @@ log = structlog.get_logger("sanlab.storage")
 JOURNAL_HEADER = struct.Struct(">8sQII")
 """MAGIC, LBA, LENGTH (bytes of data), CRC-32 of LBA|LENGTH|data; the data follows at :data:`DATA_OFFSET`."""
 MAGIC = b"SLATOMIC"
+"""First field of a valid record; :meth:`AtomicJournal.clear` zeroes it."""
 DATA_OFFSET = 4096
 """Data starts on its own page so the header write never shares a page with it."""
 MAX_ATOMIC_BYTES = 1 << 20
@@ -106,6 +107,7 @@ class AtomicJournal:
             os.close(fd)
 
     def close(self) -> None:
+        """Close the journal file if it is open (a later :meth:`record` or :meth:`clear` opens it again)."""
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None

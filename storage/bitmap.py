@@ -14,8 +14,9 @@ Flush order — what a caller can rely on after a crash (kill -9 or power loss):
 * :meth:`mark` changes the bit in memory only; it reaches the disk at the next :meth:`flush` or
   :meth:`set`.  For bits whose loss costs only repeated work (a chunk copied again), flushed in
   batches.  :attr:`pending` says whether any marked bit is not yet durable.
-* :meth:`clear` is lazy as well (memory, then the next flush): a crash may bring a cleared bit back.  Owners give bits the
-  meaning where a stale *set* bit costs work (a region resynchronised for nothing), never data.
+* :meth:`clear` is lazy as well (memory, then the next flush): a crash may bring a cleared bit back.
+  Owners give bits the meaning where a stale *set* bit costs work (a region resynchronised for
+  nothing), never data.
 
 The in-memory bits are authoritative while the process runs; all methods are thread-safe (RAID
 members set bits from the I/O thread pool).
@@ -68,6 +69,7 @@ class PersistentBitmap:
         return sum(bin(b).count("1") for b in self.bits)
 
     def all_set(self) -> bool:
+        """Every unit is set (in memory), e.g. every chunk copied."""
         return self.count() == self.size
 
     def first_clear(self, start: int = 0) -> int:

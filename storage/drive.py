@@ -9,9 +9,14 @@ _RWF_NOWAIT: int = getattr(os, "RWF_NOWAIT", 0)
 
 
 class DriveState(enum.Enum):
+    """What a member can be trusted with (kept across restarts in storage/raid_state.py)."""
+
     ONLINE = "online"
+    """Valid data everywhere: read and written."""
     FAILED = "failed"
+    """Out of the group: it missed writes and is never read or written again."""
     REBUILDING = "rebuilding"
+    """A replacement: written, but read only where the rebuild made it valid (:attr:`Drive.rebuilt_to`)."""
 
 
 class Drive:
@@ -37,6 +42,7 @@ class Drive:
 
     @property
     def readable(self) -> bool:
+        """ONLINE: any read may go to it (a REBUILDING member only where the group says it is valid)."""
         return self.state is DriveState.ONLINE
 
     def fail(self) -> None:
@@ -44,6 +50,8 @@ class Drive:
         self.state = DriveState.FAILED
 
     def pread(self, length: int, offset: int) -> bytes:
+        """``length`` bytes at ``offset``, zero-filled past the file's end (blocking); OSError when the
+        drive is FAILED or the read fails."""
         if self._fd is None or self.state is DriveState.FAILED:
             raise OSError(f"drive {self.path} is failed")
         data = os.pread(self._fd, length, offset)
@@ -61,6 +69,8 @@ class Drive:
             return False
 
     def pwrite(self, data: bytes | memoryview, offset: int) -> None:
+        """All of ``data`` at ``offset`` (blocking, not synced); OSError when the drive is FAILED or the
+        write fails."""
         if self._fd is None or self.state is DriveState.FAILED:
             raise OSError(f"drive {self.path} is failed")
         view = memoryview(data)
@@ -69,10 +79,12 @@ class Drive:
             view, offset = view[n:], offset + n
 
     def sync(self) -> None:
+        """``fdatasync`` (blocking); nothing to do for a FAILED drive or one that never opened."""
         if self._fd is not None and self.state is not DriveState.FAILED:
             os.fdatasync(self._fd)
 
     def close(self) -> None:
+        """Close the file (idempotent); the state stays as it is."""
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None

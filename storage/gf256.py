@@ -28,6 +28,8 @@ def _gf_tables() -> tuple[Bytes, Bytes]:
 
 
 GF_EXP, GF_LOG = _gf_tables()
+"""gⁱ for i in 0..509 (the second half repeats the first) and log_g x for x in 1..255 (GF_LOG[0] is
+meaningless: 0 has no logarithm)."""
 
 
 def gf_mul(data: Bytes, c: int) -> Bytes:
@@ -58,10 +60,12 @@ def gf_pow2(i: int) -> int:
 
 
 def gf_inv(c: int) -> int:
+    """c⁻¹ in GF(2⁸); ``c`` must not be 0, which has no inverse (the tables would answer 1)."""
     return int(GF_EXP[(255 - int(GF_LOG[c])) % 255])
 
 
 def gf_mul_scalar(a: int, b: int) -> int:
+    """a·b in GF(2⁸) for two single byte values (the coefficients of the two-erasure solution)."""
     if a == 0 or b == 0:
         return 0
     return int(GF_EXP[(int(GF_LOG[a]) + int(GF_LOG[b])) % 255])

@@ -20,13 +20,21 @@ class ByteStore(Protocol):
     """What an LDEV lives on: a RAID group's linear byte space."""
 
     @property
-    def capacity(self) -> int: ...
+    def capacity(self) -> int:
+        """Bytes addressable."""
+        ...
 
-    async def read(self, offset: int, length: int) -> bytes: ...
+    async def read(self, offset: int, length: int) -> bytes:
+        """``length`` bytes at byte ``offset``."""
+        ...
 
-    async def write(self, offset: int, data: bytes | bytearray | memoryview) -> None: ...
+    async def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
+        """``data`` at byte ``offset``; durable only after :meth:`flush`."""
+        ...
 
-    async def flush(self) -> None: ...
+    async def flush(self) -> None:
+        """Make every completed write durable."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,9 +42,13 @@ class Ldev:
     """One LDEV: ``size`` bytes at ``offset`` of RAID group ``group``."""
 
     group: str
+    """Name of the RAID group it is cut from."""
     index: int
+    """Its number within the group (``offset // size``)."""
     offset: int
+    """Byte offset in the group's address space."""
     size: int
+    """Bytes (the allocator's LDEV size)."""
 
     @property
     def ldev_id(self) -> str:
@@ -63,11 +75,13 @@ class LdevAllocator:
         return count
 
     def ldev(self, group: str, index: int) -> Ldev:
+        """LDEV ``index`` of ``group``, used or not; VolumeError when the group has no such LDEV."""
         if group not in self._groups or not 0 <= index < self._groups[group]:
             raise VolumeError(f"no LDEV {group}:{index}")
         return Ldev(group, index, index * self.ldev_size, self.ldev_size)
 
     def free(self, group: str) -> list[int]:
+        """Indexes of ``group``'s LDEVs not in use, ascending (none for a group not added)."""
         return [i for i in range(self._groups.get(group, 0)) if (group, i) not in self._used]
 
     def mark_used(self, ldevs: list[Ldev]) -> None:
@@ -79,6 +93,7 @@ class LdevAllocator:
         self._used.update((d.group, d.index) for d in ldevs)
 
     def release(self, ldevs: list[Ldev]) -> None:
+        """Return LDEVs to the free ones (an LDEV not in use is ignored)."""
         for d in ldevs:
             self._used.discard((d.group, d.index))
 
@@ -101,21 +116,30 @@ class LdevStats:
     """Access counters of one LDEV of a volume (seed 004, 4th embodiment: the basis of rearrangement)."""
 
     reads: int = 0
+    """Read requests that touched the LDEV."""
     writes: int = 0
+    """Write requests that touched the LDEV."""
     read_bytes: int = 0
+    """Bytes of those reads: each request's whole length, also the part on another LDEV."""
     write_bytes: int = 0
+    """Bytes of those writes, counted as :attr:`read_bytes` are."""
     sequential_reads: int = 0
+    """Reads that started where the previous access to this LDEV ended."""
     sequential_writes: int = 0
+    """Writes that started where the previous access to this LDEV ended."""
     busy: float = 0.0
     """Seconds spent with the LDEV's group on this LDEV's behalf (utilization numerator)."""
     last_end: int = -1
+    """Volume byte offset where the last access touching this LDEV ended (-1: none yet)."""
 
     @property
     def random_reads(self) -> int:
+        """Reads that were not sequential."""
         return self.reads - self.sequential_reads
 
     @property
     def random_writes(self) -> int:
+        """Writes that were not sequential."""
         return self.writes - self.sequential_writes
 
 
@@ -138,6 +162,7 @@ class LogicalVolume(EmulatedBlockOps):
         if size > total or size % block_size:
             raise ValueError(f"size {size} does not fit {total} bytes of LDEVs in whole {block_size}-byte blocks")
         self.ldevs = list(ldevs)
+        """The volume's LDEVs in address order, all of one size; an entry changes when :meth:`rearrange` ends."""
         self.groups = groups
         """The array's RAID groups by name, shared, not copied: a group created after this volume
         must be reachable as soon as an LDEV of it is handed to :meth:`rearrange`."""
@@ -146,13 +171,16 @@ class LogicalVolume(EmulatedBlockOps):
         self.moving: dict[int, tuple[Ldev, int]] = {}
         """LDEV index → (destination LDEV, copy pointer in bytes) while rearranging."""
         self.stats: list[LdevStats] = [LdevStats() for _ in ldevs]
+        """Access counters per LDEV, in the order of :attr:`ldevs` (kept across a rearrangement)."""
 
     @property
     def block_size(self) -> int:
+        """As given at creation (512 by default)."""
         return self._block_size
 
     @property
     def num_blocks(self) -> int:
+        """``size`` in blocks (``size`` defaults to all the LDEVs' bytes)."""
         return self._num_blocks
 
     def extents(self, offset: int, length: int) -> list[tuple[Ldev, int, int, int]]:
@@ -201,10 +229,14 @@ class LogicalVolume(EmulatedBlockOps):
             raise VolumeError(f"range {lba}+{n} outside volume of {self._num_blocks} blocks")
 
     async def read(self, lba: int, nblocks: int) -> bytes:
+        """Under a shared range hold, each LDEV extent read from its group, concurrently; VolumeError
+        outside the volume."""
         async with self.range_lock.hold(lba, nblocks, exclusive=False):
             return await self._raw_read(lba, nblocks)
 
     async def write(self, lba: int, data: bytes | bytearray | memoryview, fua: bool = False) -> None:
+        """Under an exclusive range hold, each LDEV extent written to its group, concurrently; with ``fua``
+        the groups of :attr:`ldevs` are flushed before this returns."""
         async with self.range_lock.hold(lba, len(data) // self._block_size):
             await self._raw_write(lba, data, fua)
 
@@ -266,8 +298,10 @@ class LogicalVolume(EmulatedBlockOps):
         return old
 
     async def flush(self) -> None:
+        """Flush every RAID group holding one of :attr:`ldevs`, one after the other in name order."""
         for name in sorted({d.group for d in self.ldevs}):
             await self.groups[name].flush()
 
     async def close(self) -> None:
+        """Flush only: the RAID groups are the array's, shared with other volumes, and stay open."""
         await self.flush()

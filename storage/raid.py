@@ -77,12 +77,16 @@ _POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="sanlab-raid")
 
 @dataclass(slots=True)
 class _StripeLock:
+    """The lock of one stripe and how many hold or wait for it (the entry is dropped at zero)."""
+
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     users: int = 0
 
 
 @dataclass(slots=True)
 class _StripeWrite:
+    """The parts of one host write that fall in one stripe."""
+
     stripe: int
     parts: list[tuple[int, int, int, int]] = field(default_factory=list)
     """(data index, offset in chunk, length, offset in request)"""
@@ -158,6 +162,7 @@ class RaidGroup:
 
     @property
     def capacity(self) -> int:
+        """Bytes of the group's linear address space (:attr:`Layout.capacity`)."""
         return self.layout.capacity
 
     @property
@@ -168,6 +173,7 @@ class RaidGroup:
 
     @property
     def degraded(self) -> bool:
+        """Some member is not ONLINE: failed, or a replacement not yet rebuilt."""
         return any(not d.readable for d in self.drives)
 
     @asynccontextmanager
@@ -488,6 +494,7 @@ class RaidGroup:
 
     @property
     def rebuild_progress(self) -> float | None:
+        """Fraction of the replacement rebuilt (0.0 to 1.0); None when there is no rebuild, running or paused."""
         return self.rebuild_job.progress if self.rebuild_job is not None else None
 
     @property
@@ -584,10 +591,13 @@ class RaidGroup:
             target.pwrite(chunks[i].tobytes(), base)
 
     async def flush(self) -> None:
+        """``fdatasync`` every member that is not FAILED, one after the other, in the group's pool."""
         for d in self.drives:
             await self._run(d.sync)
 
     async def close(self) -> None:
+        """Stop a running rebuild (its watermark recorded), flush, then close the write-intent bitmap,
+        the rebuild's ahead-map and the drives; later calls do nothing."""
         if self._closed:
             return
         await self.stop_rebuild()

@@ -17,6 +17,8 @@ from sanlab.storage.volume import VolumeError
 
 
 class RaidLevel(enum.IntEnum):
+    """The RAID levels a group can have; the value is the level's number, as configs and the catalog write it."""
+
     RAID0 = 0
     RAID1 = 1
     RAID5 = 5
@@ -33,8 +35,11 @@ class Layout:
 
     level: RaidLevel
     drives: int
+    """Number of members."""
     chunk: int
+    """Stripe unit in bytes: what one member holds of one stripe (the group's ``stripe_size``)."""
     drive_size: int
+    """Bytes of each member in use (the smallest member's size)."""
 
     def __post_init__(self) -> None:
         if self.drives < _MIN_DRIVES[self.level]:
@@ -52,10 +57,12 @@ class Layout:
 
     @property
     def stripes(self) -> int:
+        """Whole stripes on a member (a partial chunk at the end of the drive is not used)."""
         return self.drive_size // self.chunk
 
     @property
     def capacity(self) -> int:
+        """Bytes of data the group holds: stripes × data chunks per stripe × chunk."""
         return self.stripes * self.data_chunks * self.chunk
 
     def parity_drives(self, stripe: int) -> tuple[int, ...]:

@@ -33,18 +33,23 @@ class GroupState:
     """What must survive a restart of a group's member states (see the module docstring)."""
 
     failed: frozenset[int] = frozenset()
+    """Indexes of the members taken out (they missed writes)."""
     rebuild: RebuildRecord | None = None
+    """The rebuild in progress, if any."""
 
 
 class GroupStateFile:
     """``raid-<name>.state``: member failures and the rebuild watermark, JSON, replaced atomically."""
 
     VERSION = 1
+    """Format version written into the file (not checked on load)."""
 
     def __init__(self, path: str) -> None:
         self.path = path
 
     def load(self) -> GroupState:
+        """The states the file holds; all members in use and no rebuild when there is no file.
+        VolumeError when it cannot be read or is not JSON (guessing could trust a stale member)."""
         try:
             with open(self.path) as f:
                 raw = json.load(f)
@@ -59,6 +64,8 @@ class GroupStateFile:
                                         int(rb.get("rate", 0))) if rb else None)
 
     def save(self, state: GroupState) -> None:
+        """Replace the file with ``state``, atomically and durably (blocking: it fsyncs; run it in the
+        I/O pool)."""
         body: dict[str, object] = {"version": self.VERSION, "failed": sorted(state.failed), "rebuild": None}
         if state.rebuild is not None:
             body["rebuild"] = {"index": state.rebuild.index, "path": state.rebuild.path,

@@ -21,10 +21,12 @@ class RaidVolume(EmulatedBlockOps):
 
     @property
     def block_size(self) -> int:
+        """As given at creation (512 by default)."""
         return self._block_size
 
     @property
     def num_blocks(self) -> int:
+        """The group's capacity in whole blocks."""
         return self._num_blocks
 
     def _check(self, lba: int, n: int) -> None:
@@ -44,6 +46,8 @@ class RaidVolume(EmulatedBlockOps):
             await self.group.flush()
 
     async def read(self, lba: int, nblocks: int) -> bytes:
+        """:meth:`RaidGroup.read` under a shared range hold; VolumeError outside the volume or when no
+        member can supply a chunk."""
         async with self.range_lock.hold(lba, nblocks, exclusive=False):
             return await self._raw_read(lba, nblocks)
 
@@ -73,11 +77,15 @@ class RaidVolume(EmulatedBlockOps):
         return None
 
     async def write(self, lba: int, data: bytes | bytearray | memoryview, fua: bool = False) -> None:
+        """:meth:`RaidGroup.write` (data and parity) under an exclusive range hold; with ``fua`` the whole
+        group is then flushed."""
         async with self.range_lock.hold(lba, len(data) // self._block_size):
             await self._raw_write(lba, data, fua)
 
     async def flush(self) -> None:
+        """Flush the group (every member that is not FAILED)."""
         await self.group.flush()
 
     async def close(self) -> None:
+        """Close the group: this volume owns it (an LDEV volume only flushes its shared groups)."""
         await self.group.close()

@@ -17,7 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 MIRRORED_LEVELS = frozenset({1, 10})
+"""RAID levels where a small write costs two writes and no read: where hot random data goes."""
 PARITY_LEVELS = frozenset({5, 6})
+"""RAID levels where a small write is a read-modify-write of data and parity: what hot random data leaves."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,27 +27,40 @@ class LdevLoad:
     """One LDEV's load over the last interval."""
 
     volume: str
+    """Name of the logical volume the LDEV belongs to."""
     index: int
+    """The LDEV's position in that volume."""
     group: str
+    """RAID group the LDEV lives on now."""
     random_iops: float
+    """Random (not sequential) reads and writes per second."""
     sequential_iops: float
+    """Sequential reads and writes per second."""
     utilization: float
+    """Busy seconds per second of its group spent on this LDEV (:attr:`LdevStats.busy` over the interval)."""
 
 
 @dataclass(frozen=True, slots=True)
 class GroupInfo:
+    """A RAID group as the policy sees it."""
+
     name: str
     level: int
+    """RAID level number (0, 1, 5, 6 or 10)."""
     free_ldevs: int
+    """LDEVs not in use: how many moves it can take in."""
 
 
 @dataclass(frozen=True, slots=True)
 class Move:
+    """One proposed move: LDEV ``index`` of logical volume ``volume`` from group ``source`` to ``dest``."""
+
     volume: str
     index: int
     source: str
     dest: str
     reason: str
+    """Why, in words, for the log and the operator."""
 
 
 def plan_moves(loads: list[LdevLoad], groups: list[GroupInfo], *, hot_random_iops: float = 50.0,

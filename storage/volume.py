@@ -159,7 +159,7 @@ class NowaitIO(Protocol):
     :class:`Volume`): the page-cache hit of a file volume.  The device server's fast path for
     READ/WRITE calls these first and falls back to :meth:`Volume.read`/:meth:`Volume.write` on
     None/False, so wrappers that do not offer them (replication, external volumes) are never
-    bypassed.  RAID volumes offer cached reads only (storage/raid.py)."""
+    bypassed.  RAID volumes offer cached reads only (storage/raid_volume.py)."""
 
     def read_nowait(self, lba: int, nblocks: int) -> bytearray | None:
         """The blocks, or None when getting them would wait."""
@@ -358,13 +358,15 @@ class EmulatedBlockOps:
 # page-cache copies without thrashing.
 _IO_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="sanlab-io")
 _RWF_NOWAIT: int = getattr(os, "RWF_NOWAIT", 0)
+"""``preadv2``/``pwritev2`` flag, Linux ≥ 4.14: fail with EAGAIN instead of waiting for the disk (0 where
+unsupported).  Buffered writes honour it only where the file system does (:meth:`FileVolume._write_nowait`)."""
 INLINE_WRITE_MAX = 128 * 1024
 """Largest buffered write done on the event loop when RWF_NOWAIT writes are unsupported."""
-"""Linux ≥ 4.14: fail with EAGAIN instead of waiting for the disk (0 where unsupported)."""
 INLINE_WRITE_BUDGET = 0.002
 """An inline write slower than this means the page cache is throttling: use the pool for a second."""
 
 FALLOC_FL_KEEP_SIZE = 0x01
+"""linux/falloc.h: leave the file size as it is (a hole punched at the end does not shorten the file)."""
 FALLOC_FL_PUNCH_HOLE = 0x02
 """linux/falloc.h: deallocate a byte range (whole file-system blocks; partial ones are zeroed)."""
 
@@ -451,22 +453,27 @@ class FileVolume:
 
     @property
     def atomic_max_blocks(self) -> int:
+        """:data:`~sanlab.storage.atomic.MAX_ATOMIC_BYTES` in blocks: what the one journal slot takes."""
         return MAX_ATOMIC_BYTES // self._block_size  # a read-only volume refuses them as any write
 
     @property
     def block_size(self) -> int:
+        """512 or 4096, as given when the volume was opened."""
         return self._block_size
 
     @property
     def num_blocks(self) -> int:
+        """``size_bytes // block_size`` at open; larger after :meth:`grow`."""
         return self._num_blocks
 
     @property
     def thin(self) -> bool:
+        """The ``thin`` argument: a sparse file whose UNMAP punches holes."""
         return self._thin
 
     @property
     def lbprz(self) -> bool:
+        """Always True, thin or thick."""
         return True  # holes and the zeros UNMAP writes both read as zeros
 
     def _check(self, lba: int, nblocks: int) -> None:
@@ -480,6 +487,8 @@ class FileVolume:
     # --- blocking halves (run in the executor) -------------------------------------------------------
 
     def read_sync(self, lba: int, nblocks: int) -> bytes:
+        """Blocking ``pread`` of ``nblocks`` blocks at ``lba``, without the range lock (the caller holds it);
+        VolumeError outside the volume.  Past the end of a short file the blocks read as zeros."""
         self._check(lba, nblocks)
         want = nblocks * self._block_size
         data = os.pread(self._fd, want, lba * self._block_size)
@@ -495,6 +504,8 @@ class FileVolume:
             off += done
 
     def write_sync(self, lba: int, data: bytes | bytearray | memoryview, fua: bool = False) -> None:
+        """Blocking ``pwrite`` of whole blocks at ``lba`` (then ``fdatasync`` with ``fua``), without the range
+        lock; VolumeError when read-only, not whole blocks or outside the volume."""
         self._check_writable()
         n = len(data)
         if n % self._block_size:
@@ -530,12 +541,17 @@ class FileVolume:
         self._fill_sync(lba, nblocks, bytes(bs))
 
     def unmap_sync(self, lba: int, nblocks: int) -> None:
+        """Blocking UNMAP: holes punched (thin) or zeros written (thick, or no hole punching here);
+        VolumeError as for :meth:`write_sync`."""
         self._check_writable()
         self._check(lba, nblocks)
         self._punch_sync(lba, nblocks)
 
     def write_same_sync(self, lba: int, nblocks: int, block: bytes | bytearray | memoryview,
                         unmap: bool = False, fua: bool = False) -> None:
+        """Blocking WRITE SAME of the one block ``block`` over ``nblocks`` blocks; with ``unmap`` a thin
+        volume punches holes instead.  VolumeError as for :meth:`write_sync`, or when ``block`` is not
+        one block long."""
         self._check_writable()
         if len(block) != self._block_size:
             raise VolumeError(f"WRITE SAME block of {len(block)} bytes, block size {self._block_size}")
@@ -647,6 +663,8 @@ class FileVolume:
 
     def compare_and_write_sync(self, lba: int, verify: bytes | bytearray | memoryview,
                                data: bytes | bytearray | memoryview, fua: bool) -> int | None:
+        """Blocking COMPARE AND WRITE: write ``data`` if the blocks equal ``verify`` and return None, else
+        the offset of the first differing byte.  Atomic only under the caller's exclusive range hold."""
         self._check_writable()
         if len(verify) != len(data) or len(data) % self._block_size:
             raise VolumeError("COMPARE AND WRITE buffers must be the same whole number of blocks")
@@ -740,6 +758,8 @@ class FileVolume:
         return fut
 
     async def read(self, lba: int, nblocks: int) -> bytes:
+        """Under a shared range hold: from the page cache on the loop when all of it is there
+        (RWF_NOWAIT), else :meth:`read_sync` in the I/O pool."""
         async with self.range_lock.hold(lba, nblocks, exclusive=False):
             if _RWF_NOWAIT and nblocks:
                 self._check(lba, nblocks)
@@ -749,6 +769,9 @@ class FileVolume:
             return await asyncio.get_running_loop().run_in_executor(_IO_POOL, self.read_sync, lba, nblocks)
 
     async def write(self, lba: int, data: bytes | bytearray | memoryview, fua: bool = False) -> None:
+        """Under an exclusive range hold: without ``fua`` (and where RWF_NOWAIT exists), what
+        :meth:`_write_nowait` can write on the loop, the rest in the I/O pool; with ``fua`` all of it in the
+        pool, then ``fdatasync``."""
         bs = self._block_size
         async with self.range_lock.hold(lba, len(data) // bs):
             if _RWF_NOWAIT and not fua and data and not self.readonly:
@@ -765,26 +788,34 @@ class FileVolume:
             await asyncio.get_running_loop().run_in_executor(_IO_POOL, self.write_sync, lba, data, fua)
 
     async def unmap(self, lba: int, nblocks: int) -> None:
+        """:meth:`unmap_sync` in the I/O pool under an exclusive range hold."""
         async with self.range_lock.hold(lba, nblocks):
             await asyncio.get_running_loop().run_in_executor(_IO_POOL, self.unmap_sync, lba, nblocks)
 
     async def write_same(self, lba: int, nblocks: int, block: bytes | bytearray | memoryview, *,
                          unmap: bool = False, fua: bool = False) -> None:
+        """:meth:`write_same_sync` in the I/O pool under an exclusive range hold."""
         async with self.range_lock.hold(lba, nblocks):
             await asyncio.get_running_loop().run_in_executor(_IO_POOL, self.write_same_sync, lba, nblocks,
                                                              block, unmap, fua)
 
     async def get_lba_status(self, lba: int, max_ranges: int) -> list[LbaExtent]:
+        """:meth:`lba_status_sync` in the I/O pool.  No range hold: an UNMAP or write in flight may show
+        or not."""
         return await asyncio.get_running_loop().run_in_executor(_IO_POOL, self.lba_status_sync, lba,
                                                                 max_ranges)
 
     async def compare_and_write(self, lba: int, verify: bytes | bytearray | memoryview,
                                 data: bytes | bytearray | memoryview, *, fua: bool = False) -> int | None:
+        """:meth:`compare_and_write_sync` in the I/O pool under an exclusive range hold (what makes it
+        atomic)."""
         async with self.range_lock.hold(lba, len(data) // self._block_size):
             return await asyncio.get_running_loop().run_in_executor(
                 _IO_POOL, self.compare_and_write_sync, lba, verify, data, fua)
 
     async def write_atomic(self, lba: int, data: bytes | bytearray | memoryview) -> None:
+        """:meth:`write_atomic_sync` in the I/O pool under an exclusive range hold and the journal's turn;
+        durable on return.  VolumeError when read-only, not whole blocks, over MAX_ATOMIC_BYTES or out of range."""
         async with self.range_lock.hold(lba, len(data) // self._block_size), self._journal_turn:
             await asyncio.get_running_loop().run_in_executor(_IO_POOL, self.write_atomic_sync, lba, data)
 
@@ -799,10 +830,12 @@ class FileVolume:
             self._num_blocks = num_blocks
 
     async def flush(self) -> None:
+        """``fdatasync`` of the file in the I/O pool (nothing to do on a read-only volume)."""
         if not self.readonly:
             await asyncio.get_running_loop().run_in_executor(_IO_POOL, os.fdatasync, self._fd)
 
     async def close(self) -> None:
+        """Flush, then close the file and its atomic journal; later calls do nothing."""
         if self._closed:
             return
         await self.flush()

@@ -34,9 +34,13 @@ class VRRow:
     """V/R table row: virtual volume #V is ``size`` blocks of ``real`` starting at ``real_start``."""
 
     vvol: int
+    """Virtual volume number #V."""
     real: str
+    """Name of the real volume it is allocated on, or of an LU (a virtual volume stacked on an LU)."""
     real_start: int
+    """First block of ``real`` it maps."""
     size: int
+    """Length in blocks."""
     multiple_virtualization: bool = False
     """Asked for: this virtual volume may map blocks of ``real`` another one maps too."""
 
@@ -46,9 +50,13 @@ class LuVRow:
     """LU/V table row: the LU shows ``size`` blocks of virtual volume ``vvol`` from ``vstart``."""
 
     lu: str
+    """Name of the LU."""
     vvol: int
+    """Number of the virtual volume it shows."""
     vstart: int
+    """First block of the virtual volume it shows."""
     size: int
+    """Length in blocks (the LU's capacity)."""
     multiple_virtualization: bool = False
     """Asked for: this LU may show blocks of ``vvol`` another LU shows too."""
 
@@ -81,10 +89,12 @@ class WindowVolume:
 
     @property
     def block_size(self) -> int:
+        """The base's block size."""
         return self.base.block_size
 
     @property
     def num_blocks(self) -> int:
+        """The window's ``size``, whatever the base's capacity."""
         return self._size
 
     def _check(self, lba: int, n: int) -> None:
@@ -92,10 +102,13 @@ class WindowVolume:
             raise VolumeError(f"range {lba}+{n} outside volume of {self._size} blocks")
 
     async def read(self, lba: int, nblocks: int) -> bytes:
+        """Blocks ``lba``.. of the window, read from the base at ``start + lba``; VolumeError past the
+        window's end."""
         self._check(lba, nblocks)
         return await self.base.read(self.start + lba, nblocks)
 
     async def write(self, lba: int, data: bytes | bytearray | memoryview, fua: bool = False) -> None:
+        """Whole blocks written to the base at ``start + lba``; VolumeError past the window's end."""
         if len(data) % self.block_size:
             raise VolumeError(f"write of {len(data)} bytes is not whole blocks")
         self._check(lba, len(data) // self.block_size)
@@ -103,22 +116,28 @@ class WindowVolume:
 
     @property
     def thin(self) -> bool:
+        """The base's."""
         return self.base.thin
 
     @property
     def lbprz(self) -> bool:
+        """The base's."""
         return self.base.lbprz
 
     async def unmap(self, lba: int, nblocks: int) -> None:
+        """The base unmaps its blocks ``start + lba``..; a window sharing them sees them unmapped too."""
         self._check(lba, nblocks)
         await self.base.unmap(self.start + lba, nblocks)
 
     async def write_same(self, lba: int, nblocks: int, block: bytes | bytearray | memoryview, *,
                          unmap: bool = False, fua: bool = False) -> None:
+        """The base's WRITE SAME at ``start + lba``, range-checked against the window."""
         self._check(lba, nblocks)
         await self.base.write_same(self.start + lba, nblocks, block, unmap=unmap, fua=fua)
 
     async def get_lba_status(self, lba: int, max_ranges: int) -> list[LbaExtent]:
+        """The base's extents from ``start + lba`` in window addresses, the last one cut at the window's
+        end; VolumeError when ``lba`` is not in the window."""
         self._check(lba, 1)
         out = []
         for first, count, status in await self.base.get_lba_status(self.start + lba, max_ranges):
@@ -130,6 +149,7 @@ class WindowVolume:
 
     async def compare_and_write(self, lba: int, verify: bytes | bytearray | memoryview,
                                 data: bytes | bytearray | memoryview, *, fua: bool = False) -> int | None:
+        """The base's compare-and-write at ``start + lba`` (atomic as the base makes it)."""
         self._check(lba, len(data) // self.block_size)
         return await self.base.compare_and_write(self.start + lba, verify, data, fua=fua)
 
@@ -139,15 +159,18 @@ class WindowVolume:
         return self.base.atomic_max_blocks if isinstance(self.base, AtomicWriter) else 0
 
     async def write_atomic(self, lba: int, data: bytes | bytearray | memoryview) -> None:
+        """The base's atomic write at ``start + lba``; VolumeError when the base has none."""
         if not isinstance(self.base, AtomicWriter):
             raise VolumeError("the base volume has no atomic writes")
         self._check(lba, len(data) // self.block_size)
         await self.base.write_atomic(self.start + lba, data)
 
     async def flush(self) -> None:
+        """Flushes the whole base, not only the window's blocks."""
         await self.base.flush()
 
     async def close(self) -> None:
+        """Flushes the base and leaves it open."""
         # The base volume is shared (other virtual volumes map it): flush, never close it here.
         await self.base.flush()
 
@@ -157,12 +180,17 @@ class MappingTables:
 
     def __init__(self) -> None:
         self.real: dict[str, Volume] = {}
+        """Real volumes by name: what V/R rows allocate on (besides LUs)."""
         self.vr: dict[int, VRRow] = {}
+        """The V/R table (T1): #V → row."""
         self.luv: dict[str, LuVRow] = {}
+        """The LU/V table (T2): LU name → row."""
 
     # --- real volumes ------------------------------------------------------------------
 
     def add_real(self, name: str, volume: Volume) -> None:
+        """Register real volume ``name`` for virtual volumes to be allocated on; ValueError when a real
+        volume has that name already."""
         if name in self.real:
             raise ValueError(f"real volume {name} already exists")
         self.real[name] = volume
@@ -194,6 +222,8 @@ class MappingTables:
         self.vr[row.vvol] = row
 
     def unmap_virtual(self, vvol: int) -> None:
+        """Remove virtual volume #``vvol`` from the V/R table; ValueError while an LU shows it, KeyError
+        when there is no such row."""
         users = [r.lu for r in self.luv.values() if r.vvol == vvol]
         if users:
             raise ValueError(f"virtual volume #{vvol} is used by LU {', '.join(users)}")
@@ -235,6 +265,8 @@ class MappingTables:
         self.luv[row.lu] = row
 
     def unmap_lu(self, lu: str) -> None:
+        """Remove LU ``lu`` from the LU/V table; ValueError while a virtual volume is allocated on it
+        (stacking), KeyError when there is no such row."""
         users = [v.vvol for v in self.vr.values() if v.real == lu]
         if users:
             raise ValueError(f"LU {lu} carries virtual volumes {users}")
