@@ -33,10 +33,14 @@ class WriteAtomic16Cdb:
 
     lba: int
     transfer_length: int
+    """In logical blocks."""
     fua: bool
+    """FUA (changes nothing: an atomic write is durable before GOOD anyway)."""
 
     @classmethod
     def parse(cls, cdb: bytes) -> WriteAtomic16Cdb:
+        """Decode the CDB (SBC-4 §5.48); ScsiError INVALID FIELD IN CDB for WRPROTECT (no protection
+        information), a reserved bit of byte 1, the reserved bytes 10-11 or GROUP NUMBER's reserved bits."""
         _, flags, lba, reserved, length, group, _ = WRITE_ATOMIC_16_CDB.unpack_from(cdb)
         if flags & 0xE0:
             raise invalid_field(1, 7)  # WRPROTECT: this LU has no protection information

@@ -170,11 +170,14 @@ class InquiryCdb:
     """INQUIRY (SPC-4 §6.4.1, table 142)."""
 
     evpd: bool
+    """EVPD: return VPD page ``page_code`` instead of the standard data."""
     page_code: int
     allocation_length: int
 
     @classmethod
     def parse(cls, cdb: bytes) -> InquiryCdb:
+        """Decode the CDB; ScsiError INVALID FIELD IN CDB for CMDDT (obsolete), another reserved bit of
+        byte 1, or a PAGE CODE without EVPD (SPC-4 §6.4.1)."""
         _, flags, page, alloc, _ = _INQUIRY.unpack_from(cdb)
         if flags & 0x02:
             raise invalid_field(1, 1)  # CMDDT is obsolete in SPC-4: command support data is not offered
@@ -194,10 +197,13 @@ class ReportLunsCdb:
     """REPORT LUNS (SPC-4 §6.33, table 248)."""
 
     select_report: int
+    """SELECT REPORT: 01h asks for the well-known LUs only, 00h and 02h for every LU."""
     allocation_length: int
 
     @classmethod
     def parse(cls, cdb: bytes) -> ReportLunsCdb:
+        """Decode the CDB; ScsiError INVALID FIELD IN CDB for a SELECT REPORT other than 00h-02h or an
+        ALLOCATION LENGTH under 16 (SPC-4 §6.33)."""
         _, _, select, alloc, _, _ = _REPORT_LUNS.unpack_from(cdb)
         if select not in (0x00, 0x01, 0x02):
             raise invalid_field(2)
@@ -214,10 +220,12 @@ class RequestSenseCdb:
     """REQUEST SENSE (SPC-4 §6.39, table 294)."""
 
     desc: bool
+    """DESC: descriptor-format sense data wanted."""
     allocation_length: int
 
     @classmethod
     def parse(cls, cdb: bytes) -> RequestSenseCdb:
+        """Decode the CDB; ScsiError INVALID FIELD IN CDB for a reserved bit of byte 1."""
         _, flags, alloc, _ = _REQUEST_SENSE.unpack_from(cdb)
         if flags & 0xFE:
             raise invalid_field(1, 7)
@@ -244,14 +252,19 @@ class ModeSenseCdb:
     ten: bool
     """MODE SENSE(10): 8-byte header, LLBAA possible."""
     dbd: bool
+    """DBD: no block descriptors."""
     llbaa: bool
+    """LLBAA: a long (16-byte) block descriptor may be returned (MODE SENSE(10) only)."""
     pc: PageControl
+    """PC: which values of the pages to report."""
     page_code: int
     subpage_code: int
     allocation_length: int
 
     @classmethod
     def parse(cls, cdb: bytes) -> ModeSenseCdb:
+        """Decode MODE SENSE(6) or (10), told apart by the opcode; ScsiError INVALID FIELD IN CDB for a
+        reserved bit of byte 1.  PC, page and subpage are checked when the pages are looked up."""
         if cdb[0] == Opcode.MODE_SENSE_10:
             _, flags, pcpage, sub, alloc, _ = _MODE_SENSE_10.unpack_from(cdb)
             if flags & 0xE7:
@@ -277,12 +290,16 @@ class ReadCapacityCdb:
     """READ CAPACITY(10) (SBC-3 §5.15) and READ CAPACITY(16) (SBC-3 §5.16)."""
 
     lba: int
+    """LOGICAL BLOCK ADDRESS: zero unless PMI is set."""
     pmi: bool
+    """PMI: asks for the last LBA before a substantial delay (here always the last LBA)."""
     allocation_length: int
     """ALLOCATION LENGTH of READ CAPACITY(16); 8 for READ CAPACITY(10)."""
 
     @classmethod
     def parse(cls, cdb: bytes) -> ReadCapacityCdb:
+        """Decode READ CAPACITY(10) or (16), told apart by the opcode; ScsiError INVALID FIELD IN CDB for
+        RELADR (10), a reserved bit beside PMI, or a nonzero LBA with PMI zero (SBC-3 §5.15.1)."""
         if cdb[0] == Opcode.READ_CAPACITY_10:
             _, b1, lba, _, pmi, _ = _READ_CAPACITY_10.unpack_from(cdb)
             if b1 & 0x01:
@@ -315,13 +332,18 @@ class ReadWriteCdb:
     transfer_length: int
     """In logical blocks (READ(6)/WRITE(6): 0 already turned into 256)."""
     fua: bool
+    """FUA: a write is on the medium before GOOD; a read comes from the medium."""
     dpo: bool
+    """DPO: a cache retention hint."""
     protect: int
     """RDPROTECT or WRPROTECT."""
     group_number: int
 
     @classmethod
     def parse(cls, cdb: bytes) -> ReadWriteCdb:
+        """Decode the 6-, 10-, 12- or 16-byte layout the opcode's group code selects; ScsiError INVALID
+        FIELD IN CDB for the reserved bits of READ(6)/WRITE(6) byte 1 and for RELADR (10, 12).
+        Protection, range and transfer length are the handlers' checks."""
         group = cdb[0] >> 5
         if group == 0:
             _, hi, lo, length, _ = _RW6.unpack_from(cdb)
@@ -352,9 +374,12 @@ class SynchronizeCacheCdb:
     number_of_blocks: int
     """0: to the end of the medium."""
     immed: bool
+    """IMMED: GOOD may come before the cache is flushed (it does not here, see sbc.synchronize_cache)."""
 
     @classmethod
     def parse(cls, cdb: bytes) -> SynchronizeCacheCdb:
+        """Decode SYNCHRONIZE CACHE(10) or (16), told apart by the opcode; ScsiError INVALID FIELD IN CDB
+        for the obsolete RELADR bit."""
         if cdb[0] == Opcode.SYNCHRONIZE_CACHE_16:
             _, flags, lba, blocks, _, _ = _SYNC_CACHE_16.unpack_from(cdb)
         else:

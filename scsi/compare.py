@@ -25,6 +25,7 @@ COMPARE_AND_WRITE_CDB = struct.Struct(">BBQ3xBBB")
 """OPERATION CODE, WRPROTECT|DPO|FUA|FUA_NV, LBA, reserved (3), NUMBER OF LOGICAL BLOCKS, GROUP NUMBER,
 CONTROL (SBC-3 §5.2)."""
 NUMBER_OF_BLOCKS_OFFSET = 13
+"""Byte offset of NUMBER OF LOGICAL BLOCKS, for field pointers."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,12 +34,15 @@ class CompareAndWriteCdb:
 
     lba: int
     number_of_blocks: int
+    """Blocks in each of the verify and write instances (the Data-Out holds both)."""
     dpo: bool
     fua: bool
     group_number: int
 
     @classmethod
     def parse(cls, cdb: bytes) -> CompareAndWriteCdb:
+        """Decode the CDB (SBC-3 §5.2); ScsiError INVALID FIELD IN CDB for WRPROTECT (no protection
+        information).  FUA_NV is ignored and the reserved fields are not checked."""
         _, flags, lba, blocks, group, _ = COMPARE_AND_WRITE_CDB.unpack_from(cdb)
         if flags & 0xE0:
             raise invalid_field(1, 7)  # WRPROTECT: no protection information

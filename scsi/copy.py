@@ -5,9 +5,12 @@ by Identification descriptor target descriptors (E4h) carrying an NAA
 designator; they resolve to the logical units of this device server (same
 target) whose NAA name matches.  Block device to block device segment
 descriptors (02h) copy through each LU's volume ``read``/``write`` in chunks.
-The whole parameter list is checked before the first block moves; errors found
-while copying end the command with COPY ABORTED.  Results are held per I_T nexus
-and LIST IDENTIFIER for RECEIVE COPY RESULTS when LIST ID USAGE asks for it.
+The parameter list's format is checked before the first block moves (ILLEGAL
+REQUEST).  Each segment's targets, ranges and length are checked when its turn
+comes: an error then ends the command with COPY ABORTED (a write-protected
+destination with DATA PROTECT), and the segments before it stay copied.  Results
+are held per I_T nexus and LIST IDENTIFIER for RECEIVE COPY RESULTS when LIST ID
+USAGE asks for it.
 """
 from __future__ import annotations
 
@@ -49,18 +52,22 @@ COPY_STATUS = struct.Struct(">IBHBI")
 STATUS, SEGMENTS PROCESSED, TRANSFER COUNT UNITS, TRANSFER COUNT."""
 
 TARGET_IDENTIFICATION = 0xE4
+"""DESCRIPTOR TYPE CODE of the Identification descriptor target descriptor, the one target kind offered."""
 SEGMENT_BLOCK_TO_BLOCK = 0x02
+"""DESCRIPTOR TYPE CODE of the block device to block device segment, the one segment kind offered."""
 SEGMENT_B2B_LENGTH = 0x18
 DESIGNATOR_NAA = 0x3
 ASSOCIATION_LU = 0x00
 
 MAX_TARGET_DESCRIPTORS = 8
+"""MAXIMUM TARGET DESCRIPTOR COUNT (OPERATING PARAMETERS); more is TOO MANY TARGET DESCRIPTORS."""
 MAX_SEGMENT_DESCRIPTORS = 64
+"""MAXIMUM SEGMENT DESCRIPTOR COUNT (OPERATING PARAMETERS); more is TOO MANY SEGMENT DESCRIPTORS."""
 MAX_DESCRIPTOR_LIST_LENGTH = MAX_TARGET_DESCRIPTORS * TARGET_DESCRIPTOR.size + MAX_SEGMENT_DESCRIPTORS * SEGMENT_B2B.size
 """MAXIMUM DESCRIPTOR LIST LENGTH: room for the maximum counts of both kinds, no more."""
 MAX_SEGMENT_BYTES = 64 << 20
-"""MAXIMUM SEGMENT LENGTH (bytes): what one 16-bit BLOCK DEVICE NUMBER OF BLOCKS can move of 4 KiB blocks
-is more; segments beyond this are refused before copying."""
+"""MAXIMUM SEGMENT LENGTH in bytes.  A 16-bit BLOCK DEVICE NUMBER OF BLOCKS can ask for more (up to
+256 MiB of 4 KiB blocks): such a segment ends the command with COPY ABORTED before it is copied."""
 CHUNK_BYTES = 1 << 20
 """Bytes read and written per volume call while copying."""
 IMPLEMENTED_DESCRIPTORS = bytes([SEGMENT_BLOCK_TO_BLOCK, TARGET_IDENTIFICATION])
@@ -127,7 +134,8 @@ def _resolve_target(ctx: Ctx, desc: bytes, off: int) -> LogicalUnit | None:
 
 
 def parse_parameters(ctx: Ctx, data: bytes) -> tuple[int, int, list[Segment]]:
-    """(LIST IDENTIFIER, LIST ID USAGE, segments) from a LID1 parameter list, every check before any copy."""
+    """(LIST IDENTIFIER, LIST ID USAGE, segments) from a LID1 parameter list: the checks of its format,
+    all made before any block is copied (the segments' own are made as each runs)."""
     if len(data) < PARAMETER_HEADER.size:
         raise ScsiError(SenseKey.ILLEGAL_REQUEST, Asc.PARAMETER_LIST_LENGTH_ERROR)
     list_id, flags, tgt_len, seg_len, inline_len = PARAMETER_HEADER.unpack_from(data)

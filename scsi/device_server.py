@@ -2,7 +2,9 @@
 
 :meth:`DeviceServer.execute` is the one entry point.  Each logical unit answers with the command
 table of its kind (scsi/commands.py, scsi/kinds.py: ``LuConfig.kind`` names it, the device server
-knows the kinds by name).  Checks run in tgt's order (ARCHITECTURE.md convention 2):
+knows the kinds by name).  Checks run in this order — tgt's (ARCHITECTURE.md convention 2), except
+that the LUN is checked before the CONTROL byte and the command is looked up before the reservation
+check, since the conflict rule is the command row's:
 
 1. the LUN exists — else only INQUIRY (qualifier 011b), REPORT LUNS and
    REQUEST SENSE run; anything else is LOGICAL UNIT NOT SUPPORTED (SPC-4 §6.4.2,
@@ -284,8 +286,9 @@ class DeviceServer:
         Taken only when none of the checks of :meth:`_execute` could change the outcome: the LU
         exists, is of a kind whose READ/WRITE are SBC's (``LuKind.plain_io``), has its medium, is
         not sanitizing or software write protected, no unit attention is pending for the nexus, no
-        reservation is held (then the conflict rule would be consulted), and no ORDERED task is pending (the task starts at once and, when it
-        does not wait, ends before anything else runs, so the task set need not count it).
+        reservation is held (then the conflict rule would be consulted), and no ORDERED task is
+        pending (the task starts at once and, when it does not wait, ends before anything else runs,
+        so the task set need not count it).
         """
         lu = self._plain.get(lun)
         if lu is None:

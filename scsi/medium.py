@@ -40,9 +40,13 @@ DEFECT_HEADER_12 = struct.Struct(">xBHI")
 FORMAT, GENERATION CODE, DEFECT LIST LENGTH."""
 
 LOEJ = 0x02
+"""START STOP UNIT byte 4: load or eject the medium."""
 START = 0x01
+"""START STOP UNIT byte 4: make the LU ready (with LOEJ: load the medium)."""
 REQ_PLIST = 0x10
+"""READ DEFECT DATA: the primary defect list is asked for."""
 REQ_GLIST = 0x08
+"""READ DEFECT DATA: the grown defect list is asked for."""
 
 DEFECT_LIST_FORMATS = {0b000, 0b011, 0b100, 0b101, 0b110}
 """Short block, long block, bytes from index, physical sector, vendor specific (SBC-3 §6.2, table 186);
@@ -54,12 +58,16 @@ class StartStopUnitCdb:
     """START STOP UNIT fields (SBC-3 §5.25)."""
 
     immed: bool
+    """IMMED: GOOD may be sent before the operation ends."""
     power_condition: int
+    """POWER CONDITION (byte 4 bits 7-4); 0h (START_VALID): START and LOEJ apply."""
     loej: bool
     start: bool
 
     @classmethod
     def parse(cls, cdb: bytes) -> StartStopUnitCdb:
+        """Decode the CDB; ScsiError INVALID FIELD IN CDB for a reserved bit of byte 1.  POWER CONDITION
+        MODIFIER and NO_FLUSH are not decoded."""
         _, immed, _modifier, b4, _ = START_STOP_UNIT.unpack_from(cdb)
         if immed & 0xFE:
             raise invalid_field(1, 7)

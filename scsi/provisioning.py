@@ -40,11 +40,15 @@ class UnmapCdb:
     """UNMAP (SBC-3 §5.28)."""
 
     anchor: bool
+    """ANCHOR: anchor the blocks instead of deallocating them (refused: ANC_SUP=0)."""
     group_number: int
     parameter_list_length: int
+    """Bytes of Data-Out the parameter list occupies (0: nothing to unmap)."""
 
     @classmethod
     def parse(cls, cdb: bytes) -> UnmapCdb:
+        """Decode the CDB; ScsiError INVALID FIELD IN CDB for a reserved bit of byte 1.  The reserved
+        bytes 2-5 are not checked."""
         _, flags, group, length, _ = UNMAP_CDB.unpack_from(cdb)
         if flags & 0xFE:
             raise invalid_field(1, 7)
@@ -56,7 +60,9 @@ class UnmapDescriptor:
     """One UNMAP block descriptor."""
 
     lba: int
+    """UNMAP LOGICAL BLOCK ADDRESS."""
     number_of_blocks: int
+    """NUMBER OF LOGICAL BLOCKS (0: none)."""
 
 
 def parse_unmap_parameters(data: bytes | bytearray | memoryview) -> list[UnmapDescriptor]:
@@ -107,7 +113,7 @@ async def unmap(ctx: Ctx) -> ScsiResult:
     return result
 
 
-# --- WRITE SAME (SBC-3: WRITE SAME(10), WRITE SAME(16)) -------------------------------------------------------------------
+# --- WRITE SAME (SBC-3: WRITE SAME(10), WRITE SAME(16)) ------------------------------------------------
 
 WRITE_SAME_10_CDB = struct.Struct(">BBIBHB")
 """OPERATION CODE, WRPROTECT|ANCHOR|UNMAP|obsolete, LBA, GROUP NUMBER, NUMBER OF LOGICAL BLOCKS, CONTROL."""
@@ -126,13 +132,18 @@ class WriteSameCdb:
     number_of_blocks: int
     """0: from LBA to the end of the medium (WSNZ=0)."""
     anchor: bool
+    """ANCHOR (refused: ANC_SUP=0)."""
     unmap: bool
+    """UNMAP: a thin LU deallocates the blocks instead of writing them."""
     ndob: bool
     """No Data-Out Buffer: the block is all zeros (WRITE SAME(16) only)."""
     group_number: int
 
     @classmethod
     def parse(cls, cdb: bytes) -> WriteSameCdb:
+        """Decode WRITE SAME(10) or (16), told apart by the opcode; ScsiError INVALID FIELD IN CDB for
+        WRPROTECT (no protection information), PBDATA/LBDATA (obsolete) and RELADR (10).  ANCHOR and
+        UNMAP are judged by :func:`write_same_range`."""
         if cdb[0] == Opcode.WRITE_SAME_16:
             _, flags, lba, blocks, group, _ = WRITE_SAME_16_CDB.unpack_from(cdb)
             ndob = bool(flags & WS_NDOB)
@@ -176,7 +187,8 @@ async def write_same(ctx: Ctx) -> ScsiResult:
     The Data-Out Buffer is exactly one logical block (SBC-3, WRITE SAME); any other
     length is refused as INVALID FIELD IN CDB, since the command cannot complete
     with part of a block and extra data would be silently dropped.  With the UNMAP
-    bit on a thin LU the volume deallocates when the block is all zeros (LBPRZ).
+    bit on a thin LU the volume deallocates the blocks whatever the block holds,
+    so they then read as zeros (LBPRZ); a fully provisioned LU refuses the bit.
     """
     lu = ctx.need_lu()
     ws = WriteSameCdb.parse(ctx.cdb)
@@ -211,10 +223,12 @@ class GetLbaStatusCdb:
     """GET LBA STATUS (SERVICE ACTION IN(16), service action 12h)."""
 
     lba: int
+    """STARTING LOGICAL BLOCK ADDRESS."""
     allocation_length: int
 
     @classmethod
     def parse(cls, cdb: bytes) -> GetLbaStatusCdb:
+        """Decode the CDB (SBC-3 §5.13); nothing is refused here (the range is the handler's check)."""
         _, _, lba, alloc, _, _ = GET_LBA_STATUS_CDB.unpack_from(cdb)
         return cls(lba, alloc)
 

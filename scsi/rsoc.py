@@ -4,9 +4,10 @@ Both are MAINTENANCE IN service actions.  The command list is generated from
 the command table that dispatched the command — the LU kind's (``Ctx.table``,
 scsi/kinds.py) — each time it is asked, so every row of that table appears
 without being listed here, and an LU of another kind reports its own commands;
-a row's ``available`` predicate hides commands the LU cannot honour (e.g. SANITIZE BLOCK ERASE on a fully provisioned LU).  CDB usage data
-comes from :attr:`CommandSpec.cdb_usage` or, where a row gives none, from the
-CDB length: every bit but the CONTROL byte's may be used.
+a row's ``available`` predicate hides commands the LU cannot honour (e.g.
+SANITIZE BLOCK ERASE on a fully provisioned LU).  CDB usage data comes from
+:attr:`CommandSpec.cdb_usage` or, where a row gives none, from the CDB length:
+every bit but the CONTROL byte's may be used.
 """
 from __future__ import annotations
 

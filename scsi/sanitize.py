@@ -62,11 +62,15 @@ class SanitizeCdb:
     """SANITIZE CDB fields."""
 
     immed: bool
+    """IMMED: GOOD once the operation has started; it goes on in the background."""
     service_action: int
     parameter_list_length: int
 
     @classmethod
     def parse(cls, cdb: bytes) -> SanitizeCdb:
+        """Decode the CDB (SBC-3 §5.19.1); ScsiError INVALID FIELD IN CDB for the reserved bit 6 of byte 1
+        or a nonzero reserved byte 2-6.  AUSE is accepted and not kept; the service action was checked
+        by dispatch."""
         _, b1, reserved, length, _ = SANITIZE_CDB.unpack_from(cdb)
         if b1 & 0x40:
             raise invalid_field(1, 6)

@@ -62,6 +62,7 @@ async def read_capacity_10(ctx: Ctx) -> ScsiResult:
 LBPME = 0x8000
 """Byte 14 bit 7 of the READ CAPACITY(16) data, in the 16-bit word with LOWEST ALIGNED LBA."""
 LBPRZ_BIT = 0x4000
+"""Byte 14 bit 6 (LBPRZ), in the same 16-bit word."""
 
 
 async def read_capacity_16(ctx: Ctx) -> ScsiResult:
@@ -169,7 +170,7 @@ _FAST_RW: dict[int, tuple[struct.Struct, bool, bool]] = {
     Opcode.READ_10: (_RW10, False, False), Opcode.WRITE_10: (_RW10, False, True),
     Opcode.READ_16: (_RW16, True, False), Opcode.WRITE_16: (_RW16, True, True),
 }
-"""Opcode → (CDB layout, 16-byte form, writes) of the commands :func:`read_write_nowait` takes."""
+"""Opcode → (CDB layout, 16-byte form, writes) of the commands :func:`plain_io` takes."""
 _FAST_FLAGS_READ = 0x18
 """DPO and FUA: the only byte-1 bits a fast READ may carry (FUA: the page cache is the medium here)."""
 _FAST_FLAGS_WRITE = 0x10
@@ -182,6 +183,7 @@ class Pending(NamedTuple):
     io: asyncio.Future[Any]
     """The transfer: the data read, or None for a write; fails with its VolumeError."""
     writes: bool
+    """A WRITE (else a READ)."""
     length: int
     """Bytes the CDB transfers."""
 

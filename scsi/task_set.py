@@ -34,6 +34,7 @@ class TaskSet:
 
     @property
     def running(self) -> int:
+        """Tasks started and not yet completed (for tests and diagnostics)."""
         return self._running
 
     @property

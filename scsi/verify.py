@@ -134,9 +134,12 @@ class PreFetchCdb:
     prefetch_length: int
     """0: from LBA to the end of the medium."""
     immed: bool
+    """IMMED: GOOD may come before the blocks are fetched (nothing is fetched here either way)."""
 
     @classmethod
     def parse(cls, cdb: bytes) -> PreFetchCdb:
+        """Decode PRE-FETCH(10) or (16), told apart by the opcode; ScsiError INVALID FIELD IN CDB for the
+        obsolete RELADR bit (10)."""
         if cdb[0] == Opcode.PRE_FETCH_16:
             _, flags, lba, blocks, _, _ = PRE_FETCH_16_CDB.unpack_from(cdb)
         else:
