@@ -45,7 +45,7 @@ class WriteAtomic16Cdb:
         if flags & 0xE0:
             raise invalid_field(1, 7)  # WRPROTECT: this LU has no protection information
         if flags & 0x07:
-            raise invalid_field(1, flags.bit_length() - 1)
+            raise invalid_field(1, (flags & 0x07).bit_length() - 1)  # the reserved bit, not FUA or DPO
         if reserved:
             raise invalid_field(10)
         if group & 0xE0:

@@ -122,6 +122,9 @@ class PersistentBitmap:
                 self._write_locked()
 
     def _write_locked(self) -> None:
+        if self._closed:
+            # A bit that would silently stay in memory breaks the flush order the owner relies on.
+            raise ValueError(f"persistent bitmap {self.path} is closed")
         if self._fd is not None:
             for byte in sorted(self._unsynced):
                 os.pwrite(self._fd, bytes([self.bits[byte]]), byte)
@@ -134,11 +137,12 @@ class PersistentBitmap:
         """Flush and close the file (idempotent)."""
         if self._closed:
             return
+        self.flush()
         self._closed = True
         if self._fd is not None:
-            self.flush()
-            os.fsync(self._fd)
-            os.close(self._fd)
+            fd, self._fd = self._fd, None
+            os.fsync(fd)
+            os.close(fd)
 
     def remove(self) -> None:
         """Close and delete the file."""

@@ -277,7 +277,7 @@ class LogicalVolume(EmulatedBlockOps):
         if dest.size != old.size:
             raise VolumeError("LDEVs of different sizes")
         bs = self._block_size
-        step -= step % bs
+        step = max(bs, step - step % bs)  # at least one block per step, or the copy never ends
         self.moving[index] = (dest, 0)
         try:
             pointer = 0
@@ -298,8 +298,11 @@ class LogicalVolume(EmulatedBlockOps):
         return old
 
     async def flush(self) -> None:
-        """Flush every RAID group holding one of :attr:`ldevs`, one after the other in name order."""
-        for name in sorted({d.group for d in self.ldevs}):
+        """Flush every RAID group holding one of :attr:`ldevs` or an LDEV being moved onto (host
+        writes below a move's copy pointer land there: SYNCHRONIZE CACHE and FUA must cover them),
+        one after the other in name order."""
+        groups = {d.group for d in self.ldevs} | {dest.group for dest, _ in self.moving.values()}
+        for name in sorted(groups):
             await self.groups[name].flush()
 
     async def close(self) -> None:

@@ -395,24 +395,32 @@ class RaidGroup:
         stripe_ok = all(self._valid(self.drives[d], stripe * lay.chunk, lay.chunk) for d in members)
         small = len(sw.parts) * 2 <= lay.data_chunks
         if stripe_ok and small:
-            self._read_modify_write(sw, view)
-        else:
-            self._reconstruct_write(sw, view)
+            if self._read_modify_write(sw, view):
+                return
+        self._reconstruct_write(sw, view)
 
-    def _read_modify_write(self, sw: _StripeWrite, view: memoryview) -> None:
+    def _read_modify_write(self, sw: _StripeWrite, view: memoryview) -> bool:
+        """P ^= ΔD (and Q ^= gⁱ·ΔD) for a small write to a whole stripe.  Everything is read before
+        anything is written: a member failing a read here is taken out and False returned, so the
+        caller writes the stripe the degraded way instead (nothing was changed yet)."""
         lay = self.layout
         stripe = sw.stripe
         lo = min(c for _, c, _, _ in sw.parts)
         hi = max(c + n for _, c, n, _ in sw.parts)
         base = stripe * lay.chunk
         par = lay.parity_drives(stripe)
-        p = np.frombuffer(self.drives[par[0]].pread(hi - lo, base + lo), dtype=np.uint8).copy()
-        q = (np.frombuffer(self.drives[par[1]].pread(hi - lo, base + lo), dtype=np.uint8).copy()
-             if len(par) > 1 else None)
+        p0 = self._read_member(par[0], base + lo, hi - lo)
+        q0 = self._read_member(par[1], base + lo, hi - lo) if len(par) > 1 else None
+        if p0 is None or (len(par) > 1 and q0 is None):
+            return False
+        p = p0.copy()
+        q = q0.copy() if q0 is not None else None
         writes: list[tuple[int, bytes | memoryview, int]] = []
         for index, coff, n, roff in sw.parts:
             d = lay.data_drives(stripe, index)[0]
-            old = np.frombuffer(self.drives[d].pread(n, base + coff), dtype=np.uint8)
+            old = self._read_member(d, base + coff, n)
+            if old is None:
+                return False
             new = np.frombuffer(view[roff:roff + n], dtype=np.uint8)
             delta = old ^ new
             p[coff - lo:coff - lo + n] ^= delta
@@ -424,6 +432,7 @@ class RaidGroup:
         self._write_member(par[0], p.tobytes(), base + lo)
         if q is not None:
             self._write_member(par[1], q.tobytes(), base + lo)
+        return True
 
     def _reconstruct_write(self, sw: _StripeWrite, view: memoryview) -> None:
         lay = self.layout

@@ -58,10 +58,15 @@ class GroupStateFile:
         except (OSError, ValueError) as exc:
             # Guessing here could bring a stale member back online: refuse to open instead.
             raise VolumeError(f"RAID state file {self.path} is unreadable: {exc}") from None
-        rb = raw.get("rebuild")
-        return GroupState(frozenset(int(i) for i in raw.get("failed", [])),
-                          RebuildRecord(int(rb["index"]), str(rb["path"]), int(rb["stripes_done"]),
-                                        int(rb.get("rate", 0))) if rb else None)
+        try:
+            if raw.get("version") != self.VERSION:
+                raise ValueError(f"version {raw.get('version')!r}, this release reads {self.VERSION}")
+            rb = raw.get("rebuild")
+            return GroupState(frozenset(int(i) for i in raw.get("failed", [])),
+                              RebuildRecord(int(rb["index"]), str(rb["path"]), int(rb["stripes_done"]),
+                                            int(rb.get("rate", 0))) if rb else None)
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise VolumeError(f"RAID state file {self.path} is unreadable: {exc}") from None
 
     def save(self, state: GroupState) -> None:
         """Replace the file with ``state``, atomically and durably (blocking: it fsyncs; run it in the

@@ -87,3 +87,31 @@ async def test_logical_volume_bounds(tmp_path: Path) -> None:
     await vol.write(0, os.urandom(4096), fua=True)
     for g in gs.values():
         await g.close()
+
+
+async def test_a_flush_during_a_move_covers_the_destination_group(tmp_path: Path) -> None:
+    """Host writes below a move's copy pointer land on the destination LDEV's group: SYNCHRONIZE
+    CACHE (and FUA) must flush that group too, not only the groups the volume held before."""
+    gs = groups(tmp_path)
+    alloc = LdevAllocator(LDEV)
+    for name, g in gs.items():
+        alloc.add_group(name, g.capacity)
+    src = [d for d in alloc.allocate(LDEV, ["rg5"])]
+    vol = LogicalVolume(src, gs, 512, LDEV)  # type: ignore[arg-type]
+    dest = alloc.allocate(LDEV, ["rg1"])[0]
+    flushed: list[str] = []
+    for name, g in gs.items():
+        orig = g.flush
+
+        async def spy(name: str = name, orig=orig) -> None:  # type: ignore[no-untyped-def]
+            flushed.append(name)
+            await orig()
+        g.flush = spy  # type: ignore[method-assign]
+    gate = asyncio.Event()
+    move = asyncio.create_task(vol.rearrange(0, dest, step=512, progress=lambda f: gate.set()))
+    await gate.wait()
+    assert vol.moving
+    flushed.clear()
+    await vol.flush()
+    assert "rg1" in flushed and "rg5" in flushed
+    await move

@@ -382,6 +382,32 @@ async def test_an_io_error_takes_the_member_out_logged_and_durably(tmp_path: Pat
     await g2.close()
 
 
+async def test_a_read_error_in_a_small_write_takes_the_member_out_and_the_write_goes_on(tmp_path: Path) -> None:
+    g = make(tmp_path, RaidLevel.RAID5, 4)
+    model = await _fill(g)
+    bad = g.drives[1]
+    wo = os.open(str(tmp_path / "d1.img"), os.O_WRONLY)
+    assert bad._fd is not None
+    os.dup2(wo, bad._fd)  # reads of this member now fail (EBADF) before anything is written
+    os.close(wo)
+    for stripe in range(4):  # drive 1 is parity in one of these stripes and data in the others
+        off = stripe * g.layout.data_chunks * CHUNK + 100
+        await g.write(off, b"\x5a" * 200)  # small: a read-modify-write
+        model[off:off + 200] = b"\x5a" * 200
+    assert bad.state is DriveState.FAILED
+    assert await g.read(0, g.capacity) == bytes(model)
+    await g.close()
+
+
+def test_a_closed_bitmap_refuses_to_set() -> None:
+    from sanlab.storage.bitmap import PersistentBitmap
+    b = PersistentBitmap(None, 16)
+    b.set(3)
+    b.close()
+    with pytest.raises(ValueError, match="closed"):
+        b.set(4)
+
+
 async def test_stripe_locks_live_only_while_used(tmp_path: Path) -> None:
     g = make(tmp_path, RaidLevel.RAID6, 5)
     await asyncio.gather(*(g.write(i * 2000, os.urandom(3000)) for i in range(20)))  # overlapping stripes
@@ -399,6 +425,10 @@ def test_state_file_round_trip_and_unreadable_file_refused(tmp_path: Path) -> No
     (tmp_path / "x.state").write_text("{not json")
     with pytest.raises(VolumeError, match="unreadable"):
         f.load()
+    for bad in ('{"version": 9, "failed": []}', '{"version": 1, "rebuild": {"index": 1}}', '[1, 2]'):
+        (tmp_path / "x.state").write_text(bad)
+        with pytest.raises(VolumeError, match="unreadable"):
+            f.load()
 
 
 async def test_raid_volume_blocks(tmp_path: Path) -> None:

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import inspect
 import os
 from pathlib import Path
 
 import pytest
 
 from sanlab.storage.volume import FileVolume, ProvisioningStatus, Resizable, Volume, VolumeError, grow_volume
-from tests.storage.test_volume import FACTORIES
+from tests.storage.test_volume import _CLEANUP, FACTORIES
 
 MiB = 1 << 20
 
@@ -126,7 +127,8 @@ async def test_grows_are_serialised_and_io_goes_on(tmp_path: Path) -> None:
 async def test_every_volume_grows_or_says_it_cannot(tmp_path: Path, kind: str) -> None:
     """The shared contract: a volume grows to the new size, or refuses with a VolumeError naming
     its kind and keeps its capacity — never a silent no-op."""
-    vol: Volume = FACTORIES[kind](tmp_path, MiB, 512)
+    made = FACTORIES[kind](tmp_path, MiB, 512)
+    vol: Volume = await made if inspect.isawaitable(made) else made
     try:
         await vol.write(2047, b"\x42" * 512)
         if isinstance(vol, Resizable):
@@ -140,3 +142,5 @@ async def test_every_volume_grows_or_says_it_cannot(tmp_path: Path, kind: str) -
         assert kind not in ("file", "file-thick") or isinstance(vol, Resizable)
     finally:
         await vol.close()
+        while _CLEANUP:
+            await _CLEANUP.pop()()
