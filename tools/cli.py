@@ -25,8 +25,9 @@ from sanlab.target.login import TargetAuth
 from sanlab.target.server import IscsiServer, ServerSettings, Target
 from sanlab.tools import operations
 from sanlab.tools.config import LunConfig, ArrayConfig, ConfigError, TargetConfig, load_config, parse_portal
-from sanlab.tools.admin import Admin, AdminError, connect_external
+from sanlab.tools.admin import Admin, AdminError
 from sanlab.tools.datadir import DataDirBusy, DataDirLock
+from sanlab.tools.external_ops import connect_external
 from sanlab.tools.logging import setup_logging
 from sanlab.tools.mgmt import SOCKET_NAME, MgmtServer, request
 from sanlab.tools.units import format_blocks, format_size

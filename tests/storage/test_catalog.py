@@ -18,7 +18,7 @@ INSERT INTO lus VALUES ('a', 1, 0, 500), ('b', 1, 499, 10), ('c', 1, 509, 10), (
 """
 
 
-def test_an_older_catalog_gains_the_multiple_virtualization_flag(tmp_path: Path) -> None:
+async def test_an_older_catalog_gains_the_multiple_virtualization_flag(tmp_path: Path) -> None:
     path = tmp_path / "catalog.db"
     old = sqlite3.connect(path)
     old.executescript(OLD_TABLES)
@@ -31,11 +31,13 @@ def test_an_older_catalog_gains_the_multiple_virtualization_flag(tmp_path: Path)
     assert {r["name"]: r["multiple_virtualization"] for r in cat.lus()} == {"a": 1, "b": 1, "c": 0, "d": 0}
     assert [(r["vvol"], r["real"], r["real_start"], r["size"]) for r in cat.virtual_volumes()][:2] == \
         [(1, "v0", 0, 1000), (2, "v0", 900, 100)]
-    with cat.transaction() as db:
-        db.execute("INSERT INTO virtual_volumes (vvol, real, real_start, size) VALUES (5, 'v9', 0, 1)")
-    cat.close()
+    await cat.close()
+    db = sqlite3.connect(path)  # a row written without the flag, as older code did
+    db.execute("INSERT INTO virtual_volumes (vvol, real, real_start, size) VALUES (5, 'v9', 0, 1)")
+    db.commit()
+    db.close()
 
     again = Catalog(path)  # already upgraded: nothing changes on the next open
     assert {r["vvol"]: r["multiple_virtualization"] for r in again.virtual_volumes()} == \
         {1: 1, 2: 1, 3: 0, 4: 0, 5: 0}
-    again.close()
+    await again.close()
