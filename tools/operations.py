@@ -2,24 +2,27 @@
 
 Every operation the array offers — through ``sanlab admin``, the management
 socket (``tools/mgmt.py``) and, later, the command device — is one
-:class:`Operation` in :data:`OPERATIONS`: its name, a one-line doc, and its
-parameters with their kind, the unit a bare number of a size is counted in,
-whether they are required or their default, and a one-line description.
-From this one table come
+:class:`Operation` in :data:`OPERATIONS`: its name, its :class:`Domain` (the
+class, in a module of its own, whose method of that name carries it out), a
+one-line doc, and its parameters with their kind, the unit a bare number of a
+size is counted in, whether they are required or their default, and a one-line
+description.  From this one table come
 
 * the command line's parsing of ``key=value`` words and ``sanlab admin OP --help``
   (:func:`parse_words`, :func:`help_text`, :func:`overview`);
-* the socket's check of a request before it reaches :class:`~sanlab.tools.admin.Admin`
+* the socket's check of a request before it reaches the operation's method
   (:func:`check_args`), so a missing or misspelt argument is answered in the
   command line's terms for JSON clients too, never as a Python ``TypeError``;
-* ``Admin.OPERATIONS``, the allow-list of what the socket may call.
+* the dispatch: :meth:`~sanlab.tools.admin.Admin.handler` finds the method
+  through the operation's domain, and ``Admin.OPERATIONS`` is the allow-list of
+  what the socket may call.
 
-Adding a parameter: add the keyword to the ``Admin`` method and a :class:`Param`
+Adding a parameter: add the keyword to the domain's method and a :class:`Param`
 here with the same name and default (``tests/tools/test_operations.py`` compares
 the two), then say in README.md what it does.  Sizes are ``Kind.SIZE``: the value
-reaches ``Admin`` as written (an int, or text such as ``"1MiB"``) and ``Admin``
-converts it with :func:`sanlab.tools.units.to_blocks` / ``to_bytes``, because only
-it knows the block size underneath.
+reaches the method as written (an int, or text such as ``"1MiB"``) and the method
+converts it with :func:`sanlab.tools.units.to_blocks` / ``to_bytes`` (through
+tools/array.py), because only the array knows the block size underneath.
 """
 from __future__ import annotations
 
@@ -70,7 +73,7 @@ class Param:
     help: str
     """One line: what it is."""
     default: object = REQUIRED
-    """What the operation uses when it is left out (the ``Admin`` method's default), or REQUIRED."""
+    """What the operation uses when it is left out (the method's default), or REQUIRED."""
     unit: Literal["bytes", "blocks"] | None = None
     """For a SIZE: what a bare number counts (a number with a unit is always bytes)."""
     default_help: str | None = None
@@ -356,7 +359,7 @@ def lookup(name: str) -> Operation:
 
 
 def check_args(op: Operation, args: dict[str, object]) -> dict[str, object]:
-    """The arguments of ``op`` as the ``Admin`` method takes them, or ArgumentError in the command line's words.
+    """The arguments of ``op`` as its method takes them, or ArgumentError in the command line's words.
 
     ``args`` comes from the command line (all text) or from a JSON client; the same checks and
     conversions apply to both.  Defaults are left to the method (the table states the same ones).

@@ -1,6 +1,7 @@
 """Management operations: catalog transactions, restart, the socket and the CLI on a running array."""
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sqlite3
@@ -11,7 +12,9 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
+from structlog.testing import capture_logs
 
+from sanlab.storage.volume import FileVolume
 from sanlab.tools.admin import Admin, AdminError
 from tests.conftest import TARGET, SanlabProcess, need, run
 
@@ -156,8 +159,6 @@ def test_cli_on_a_running_array(sanlab_factory: Callable[..., SanlabProcess], tm
 async def test_auto_tiering_leaves_a_running_migration_alone(tmp_path: Path) -> None:
     # Turning tiering on or off is about LDEV placement: a migration started before it must go on
     # copying (it used to be stopped, and run-time external volumes closed, as at shutdown).
-    import asyncio
-
     admin = Admin(tmp_path)
     await admin.raid_ops.create_raid_group("rg1", 1, ["m0.img", "m1.img"], 32 * MiB, 64 * 1024, ldev_size=4 * MiB)
     await admin.volume_ops.create_volume("src", 8 * MiB)
@@ -175,6 +176,72 @@ async def test_auto_tiering_leaves_a_running_migration_alone(tmp_path: Path) -> 
     assert status["state"] == "simplex", status
     assert await admin.volumes["dst"].read(0, 8 * MiB // 512) == data
     await admin.close()
+
+
+class SlowPeer(FileVolume):
+    """A migration source that answers like a peer array some way off (20 ms a read)."""
+
+    async def read(self, lba: int, nblocks: int) -> bytes:
+        await asyncio.sleep(0.02)
+        return await super().read(lba, nblocks)
+
+
+async def test_background_work_is_supervised_shown_and_stopped_in_order(tmp_path: Path) -> None:
+    """Seam 4: rebuilds, migrations and tiering run under the supervisor; a failure is logged with its
+    group and shown; close() stops tiering, then migrations, then rebuilds (watermark recorded)."""
+    peer = SlowPeer(str(tmp_path / "peer.img"), 8 * MiB)
+    data = os.urandom(8 * MiB)
+    peer.write_sync(0, data)
+    dd = tmp_path / "data"
+    admin = Admin(dd, externals={"peer": peer})
+    await admin.raid_ops.create_raid_group("rg5", 5, ["a.img", "b.img", "c.img"], 16 * MiB, 64 * 1024,
+                                           ldev_size=4 * MiB)
+    await admin.raid_ops.create_raid_group("rg1", 1, ["m0.img", "m1.img"], 16 * MiB, 64 * 1024)
+    await admin.volume_ops.create_volume("dst", 8 * MiB, groups=["rg5"])
+    await admin.migration_ops.migrate_start("peer", "dst", chunk=64)  # 256 chunks of 20 ms: seconds
+    await admin.raid_ops.fail_drive("rg5", 1)
+    await admin.raid_ops.replace_drive("rg5", 1, "b-new.img", rate="64KiB")  # a stripe a second
+    await admin.tiering_ops.auto_tiering(enable=True, interval=0.05)
+
+    # A rebuild whose replacement cannot be written: the drive's descriptor is now a read-only one.
+    await admin.raid_ops.fail_drive("rg1", 1)
+    with capture_logs() as logs:
+        await admin.raid_ops.replace_drive("rg1", 1, "m1-new.img")
+        replacement = admin.groups["rg1"].drives[1]
+        readonly = os.open(replacement.path, os.O_RDONLY)
+        os.dup2(readonly, replacement._fd)  # type: ignore[arg-type]  # before the rebuild's first write
+        os.close(readonly)
+        with pytest.raises(AdminError, match="rebuild of drive 1 stopped at stripe 0"):
+            await admin.raid_ops.wait_rebuild("rg1")
+    (failed,) = [e for e in logs if e["event"] == "background_task_failed"]
+    assert (failed["kind"], failed["task"], failed["group"], failed["drive"]) == ("rebuild", "rg1", "rg1", 1)
+    assert "Bad file descriptor" in failed["error"], failed
+    await asyncio.sleep(0.2)
+    shown = {(t["kind"], t["name"]): t for t in admin.show()["background_tasks"]}
+    assert {k: t["state"] for k, t in shown.items()} == {
+        ("tiering", "auto"): "running", ("migration", "dst"): "running", ("rebuild", "rg1"): "failed",
+        ("rebuild", "rg5"): "running"}
+    assert shown[("rebuild", "rg1")]["error"].startswith("VolumeError: rebuild of drive 1 stopped at stripe 0")
+    assert shown[("rebuild", "rg1")]["context"] == {"group": "rg1", "drive": 1}
+    assert shown[("migration", "dst")]["context"] == {"volume": "dst", "source": "peer"}
+
+    with capture_logs() as logs:
+        await admin.close()
+    stopping = [e["kind"] for e in logs if e["event"] == "background_tasks_stopping"]
+    stopped = [(e["kind"], e["task"]) for e in logs if e["event"] == "background_task_stopped"]
+    assert stopping == ["tiering", "migration", "rebuild"]
+    assert stopped == [("tiering", "auto"), ("migration", "dst"), ("rebuild", "rg5")]
+    copied = admin.migrations["dst"].copied.count()
+    assert 0 < copied < 256
+
+    again = Admin(dd, externals={"peer": peer})  # both resume where they were stopped
+    with capture_logs() as logs:
+        await again.load()
+    (resumed,) = [e for e in logs if e["event"] == "rebuild_resumed"]
+    assert resumed["group"] == "rg5" and resumed["progress"] > 0
+    assert again.migrations["dst"].copied.count() >= copied
+    await again.close()
+    await peer.close()
 
 
 async def test_rearrange_onto_a_group_created_after_the_volume(tmp_path: Path) -> None:
@@ -196,8 +263,6 @@ async def test_rearrange_onto_a_group_created_after_the_volume(tmp_path: Path) -
 
 async def test_a_detached_migration_is_listed_once(tmp_path: Path) -> None:
     """Issue 12 item 9: after migrate-detach, `migrate status` shows the volume once, as detached."""
-    import asyncio
-
     admin = Admin(tmp_path)
     await admin.raid_ops.create_raid_group("rg0", 1, ["m0.img", "m1.img"], 16 * MiB, 64 * 1024, ldev_size=4 * MiB)
     await admin.volume_ops.create_volume("src", 4 * MiB)
