@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
-from typing import Callable
+from typing import Callable, TypeVar
 
 from sanlab.scsi.device_server import DeviceServer
 from sanlab.scsi.lu import LogicalUnit, LuConfig
@@ -36,6 +36,16 @@ Replication's copy movers will go before ``migration``: they too write volumes o
 
 class AdminError(Exception):
     """A management request that cannot be carried out; the message says why."""
+
+
+_T = TypeVar("_T")
+
+
+def found(value: _T | None, missing: str) -> _T:
+    """``value``, or AdminError(``missing``) when the array has none by the name the request gave."""
+    if value is None:
+        raise AdminError(missing)
+    return value
 
 
 def size_bytes(value: int | str, name: str) -> int:

@@ -12,7 +12,7 @@ from typing import Any
 from sanlab.storage.migrate import MigratingVolume
 from sanlab.storage.supervisor import SupervisorError
 from sanlab.storage.volume import Volume, VolumeError
-from sanlab.tools.array import AdminError, ArrayState, size_blocks
+from sanlab.tools.array import AdminError, ArrayState, found, size_blocks
 
 
 class MigrationOps:
@@ -107,9 +107,7 @@ class MigrationOps:
         """Forget the source of a finished (simplex) whole-volume migration."""
         a = self.array
         async with a.changes:
-            mv = a.migrations.get(dest)
-            if mv is None:
-                raise AdminError(f"no migration into {dest}")
+            mv = found(a.migrations.get(dest), f"no migration into {dest}")
             if not mv.simplex:
                 raise AdminError(f"migration into {dest} is not finished")
             if mv.start != 0 or mv.end < mv.source.num_blocks:

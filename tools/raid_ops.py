@@ -21,7 +21,7 @@ from sanlab.storage.raid import Drive, Layout, RaidGroup, RaidLevel
 from sanlab.storage.raid_files import open_group, replace_drive_path
 from sanlab.storage.supervisor import SupervisorError, TaskState
 from sanlab.storage.volume import VolumeError
-from sanlab.tools.array import AdminError, ArrayState, size_bytes
+from sanlab.tools.array import AdminError, ArrayState, found, size_bytes
 from sanlab.tools.config import file_identity
 
 log = structlog.get_logger("sanlab.admin")
@@ -200,10 +200,7 @@ class RaidOps:
                 os.unlink(p)
 
     def _group(self, name: str) -> RaidGroup:
-        g = self.array.groups.get(name)
-        if g is None:
-            raise AdminError(f"no RAID group {name}")
-        return g
+        return found(self.array.groups.get(name), f"no RAID group {name}")
 
     async def delete_raid_group(self, name: str) -> dict[str, Any]:
         """Delete group ``name`` (none of its LDEVs in use), its description, state and bitmap."""

@@ -15,7 +15,7 @@ import structlog
 from sanlab.storage.supervisor import SupervisorError
 from sanlab.storage.tiering import GroupInfo, LdevLoad, plan_moves
 from sanlab.storage.volume import VolumeError
-from sanlab.tools.array import AdminError, ArrayState
+from sanlab.tools.array import AdminError, ArrayState, found
 
 log = structlog.get_logger("sanlab.admin")
 
@@ -38,9 +38,7 @@ class TieringOps:
         """Move LDEV ``index`` of ``volume`` onto another RAID group (or a designated LDEV), online."""
         a = self.array
         async with a.changes:  # held through the copy: the volume and both LDEVs stay as checked
-            vol = a.volumes.get(volume)
-            if vol is None:
-                raise AdminError(f"no volume {volume}")
+            vol = found(a.volumes.get(volume), f"no volume {volume}")
             if not 0 <= index < len(vol.ldevs):
                 raise AdminError(f"volume {volume} has no LDEV {index}")
             try:
@@ -111,7 +109,7 @@ class TieringOps:
         return {"auto_tiering": enable, "interval": interval}
 
     async def _loop(self, interval: float, stop: asyncio.Event) -> None:
-        """Rounds every ``interval`` seconds until ``stop`` is set; a failed round is logged and the next tries again."""
+        """A round every ``interval`` seconds until ``stop`` is set; a failed round is logged, the next one tries."""
         self.ldev_loads(interval)
         while True:
             try:

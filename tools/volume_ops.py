@@ -6,17 +6,21 @@ exported as a LUN of a target.  ``resize-lun`` grows a file-backed LUN of the co
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import structlog
 
 from sanlab.scsi.lun import LUN_RANGE, MAX_LUN
+from sanlab.storage.catalog import CatalogChange
 from sanlab.storage.ldev import Ldev
 from sanlab.storage.volume import VolumeError
 from sanlab.storage.vvol import LuVRow, OverlapError, VRRow
-from sanlab.tools.array import AdminError, ArrayState, check_lun, size_blocks, size_bytes
+from sanlab.tools.array import AdminError, ArrayState, check_lun, found, size_blocks, size_bytes
 
 log = structlog.get_logger("sanlab.admin")
+
+_K = TypeVar("_K", int, str)
+_R = TypeVar("_R")
 
 
 class VolumeOps:
@@ -99,9 +103,7 @@ class VolumeOps:
         """Delete volume ``name`` (no virtual volume may map it) and free its LDEVs."""
         a = self.array
         async with a.changes:
-            vol = a.volumes.get(name)
-            if vol is None:
-                raise AdminError(f"no volume {name}")
+            vol = found(a.volumes.get(name), f"no volume {name}")
             users = [v.vvol for v in a.tables.vr.values() if v.real == name]
             if users:
                 raise AdminError(f"volume {name} carries virtual volumes {users}")
@@ -128,28 +130,45 @@ class VolumeOps:
                 raise AdminError(str(exc)) from None
             start_blocks = size_blocks(real_start, base.block_size, "real_start")
             count = size_blocks(size, base.block_size, "size")
-            try:
-                a.tables.map_virtual(VRRow(vvol, real, start_blocks, count, multiple_virtualization))
-            except OverlapError as exc:
-                raise AdminError(f"{exc} (add multiple_virtualization=yes to map them again)") from None
-            except ValueError as exc:
-                raise AdminError(str(exc)) from None
-            await a.persist(lambda c: c.add_vvol(vvol, real, start_blocks, count, multiple_virtualization),
+            await self._map(lambda: a.tables.map_virtual(VRRow(vvol, real, start_blocks, count,
+                                                               multiple_virtualization)), "map them again",
+                            lambda c: c.add_vvol(vvol, real, start_blocks, count, multiple_virtualization),
                             lambda: a.tables.vr.pop(vvol, None))
         return {"vvol": vvol, "real_start": start_blocks, "size": count, "block_size": base.block_size,
                 "multiple_virtualization": a.tables.multiple_virtualization(vvol),
                 "shares_with": a.tables.sharing_vvols(vvol)}
 
+    async def _map(self, add_row: Callable[[], None], again: str, record: Callable[[CatalogChange], None],
+                   undo: Callable[[], object]) -> None:
+        """Add a V/R or LU/V row to the running tables (they check it), then commit it; undone if that fails.
+
+        An overlap refusal says how to ask for it (``again``: what multiple virtualization would do).
+        """
+        try:
+            add_row()
+        except OverlapError as exc:
+            raise AdminError(f"{exc} (add multiple_virtualization=yes to {again})") from None
+        except ValueError as exc:
+            raise AdminError(str(exc)) from None
+        await self.array.persist(record, undo)
+
+    async def _unmap(self, table: dict[_K, _R], key: _K, remove: Callable[[_K], object], what: str,
+                     record: Callable[[CatalogChange], None]) -> None:
+        """Take row ``key`` out of a running mapping table (``remove`` refuses one still in use), then
+        commit its removal; the row is put back if that fails."""
+        try:
+            row = table[key]
+            remove(key)
+        except (KeyError, ValueError) as exc:
+            raise AdminError(f"cannot delete {what}: {exc}") from None
+        await self.array.persist(record, lambda: table.__setitem__(key, row))
+
     async def delete_vvol(self, vvol: int) -> dict[str, Any]:
         """Delete virtual volume #``vvol`` (no LU may use it)."""
         a = self.array
         async with a.changes:
-            try:
-                row = a.tables.vr[vvol]
-                a.tables.unmap_virtual(vvol)
-            except (KeyError, ValueError) as exc:
-                raise AdminError(f"cannot delete virtual volume #{vvol}: {exc}") from None
-            await a.persist(lambda c: c.delete_vvol(vvol), lambda: a.tables.vr.__setitem__(vvol, row))
+            await self._unmap(a.tables.vr, vvol, a.tables.unmap_virtual, f"virtual volume #{vvol}",
+                              lambda c: c.delete_vvol(vvol))
         return {"deleted": vvol}
 
     async def create_lu(self, name: str, vvol: int, vstart: int | str, size: int | str,
@@ -165,13 +184,9 @@ class VolumeOps:
                 raise AdminError(f"no virtual volume #{vvol}")
             bs = a.tables.virtual_volume(vvol).block_size
             start_blocks, count = size_blocks(vstart, bs, "vstart"), size_blocks(size, bs, "size")
-            try:
-                a.tables.map_lu(LuVRow(name, vvol, start_blocks, count, multiple_virtualization))
-            except OverlapError as exc:
-                raise AdminError(f"{exc} (add multiple_virtualization=yes to show them twice)") from None
-            except ValueError as exc:
-                raise AdminError(str(exc)) from None
-            await a.persist(lambda c: c.add_lu(name, vvol, start_blocks, count, multiple_virtualization),
+            await self._map(lambda: a.tables.map_lu(LuVRow(name, vvol, start_blocks, count, multiple_virtualization)),
+                            "show them twice",
+                            lambda c: c.add_lu(name, vvol, start_blocks, count, multiple_virtualization),
                             lambda: a.tables.luv.pop(name, None))
         return {"lu": name, "vstart": start_blocks, "size": count, "block_size": bs,
                 "shares_with": a.tables.sharing_lus(name)}
@@ -182,21 +197,14 @@ class VolumeOps:
         async with a.changes:
             if any(e["lu"] == name for e in a.catalog.exports()):
                 raise AdminError(f"LU {name} is exported; unexport it first")
-            try:
-                row = a.tables.luv[name]
-                a.tables.unmap_lu(name)
-            except (KeyError, ValueError) as exc:
-                raise AdminError(f"cannot delete LU {name}: {exc}") from None
-            await a.persist(lambda c: c.delete_lu(name), lambda: a.tables.luv.__setitem__(name, row))
+            await self._unmap(a.tables.luv, name, a.tables.unmap_lu, f"LU {name}", lambda c: c.delete_lu(name))
         return {"deleted": name}
 
     async def export(self, lu: str, target: str, lun: int) -> dict[str, Any]:
         """Serve LU ``lu`` as LUN ``lun`` of ``target``."""
         a = self.array
         async with a.changes:
-            ds = a.device_servers.get(target)
-            if ds is None:
-                raise AdminError(f"no target {target}")
+            ds = found(a.device_servers.get(target), f"no target {target}")
             check_lun(lun, "LUN")
             if lu not in a.tables.luv:
                 raise AdminError(f"no LU {lu}")
@@ -230,12 +238,8 @@ class VolumeOps:
         ``size`` (tools/cli.py).  Shrinking is refused, as are volumes that cannot grow.
         """
         a = self.array
-        ds = a.device_servers.get(target)
-        if ds is None:
-            raise AdminError(f"no target {target}")
-        lu = ds.luns.get(lun)
-        if lu is None:
-            raise AdminError(f"{target} has no LUN {lun}")
+        ds = found(a.device_servers.get(target), f"no target {target}")
+        lu = found(ds.luns.get(lun), f"{target} has no LUN {lun}")
         name = f"{target} LUN {lun}"
         export = next((e for e in a.catalog.exports() if e["target"] == target and e["lun"] == lun), None)
         if export is not None:
