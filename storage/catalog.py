@@ -2,18 +2,22 @@
 
 RAID groups, LDEV assignments, logical volumes, the V/R table (virtual
 volumes), the LU/V table (LUs) and LU exports live here.  Each management
-operation is one transaction: it happens entirely or not at all, and a restart
-brings back exactly the committed state.  WAL mode keeps readers off the
-writer's back; ``synchronous=FULL`` makes a commit durable before it returns.
+operation is one transaction (:meth:`Catalog.change`, its rows recorded through
+the typed methods of :class:`CatalogChange`): it happens entirely or not at all,
+and a restart brings back exactly the committed state.  WAL mode keeps readers
+off the writer's back; ``synchronous=FULL`` makes a commit durable before it
+returns, and the commit runs on the catalog's own thread, off the event loop.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
-from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, AsyncIterator, Sequence
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -64,87 +68,259 @@ ADDED_COLUMNS: list[tuple[str, str, str, str | None]] = [
 
 @dataclass(frozen=True, slots=True)
 class GroupRow:
+    """A RAID group of the catalog."""
+
     name: str
     level: int
     stripe_size: int
+    """Bytes of one drive in one stripe (the chunk)."""
     drive_size: int
     drives: list[str]
+    """Drive file paths, member 0 first."""
+
+
+Statement = tuple[str, tuple[object, ...]]
+
+
+class CatalogChange:
+    """The rows one management operation adds, changes and removes: committed together or not at all.
+
+    Got from :meth:`Catalog.change`; each method records one statement (nothing touches the
+    database before the commit), so the SQL stays here, beside the schema it belongs to.
+    """
+
+    __slots__ = ("statements",)
+
+    def __init__(self) -> None:
+        self.statements: list[Statement] = []
+        """What the commit executes, in order."""
+
+    def _add(self, sql: str, *params: object) -> None:
+        self.statements.append((sql, params))
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Set an array-wide setting (``ldev_size``)."""
+        self._add("INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                  key, value)
+
+    # --- RAID groups
+
+    def add_group(self, name: str, level: int, stripe_size: int, drive_size: int, drives: list[str]) -> None:
+        """A new RAID group on ``drives`` (paths as the array opens them)."""
+        self._add("INSERT INTO raid_groups (name, level, stripe_size, drive_size, drives) VALUES (?, ?, ?, ?, ?)",
+                  name, level, stripe_size, drive_size, json.dumps(drives))
+
+    def set_group_drives(self, name: str, drives: list[str]) -> None:
+        """The drive list of group ``name`` (a member replaced)."""
+        self._add("UPDATE raid_groups SET drives=? WHERE name=?", json.dumps(drives), name)
+
+    def delete_group(self, name: str) -> None:
+        """Remove group ``name`` (none of its LDEVs may belong to a volume: the foreign key says so)."""
+        self._add("DELETE FROM raid_groups WHERE name=?", name)
+
+    # --- volumes and their LDEVs
+
+    def add_volume(self, name: str, block_size: int, blocks: int, ldevs: Sequence[tuple[str, int]]) -> None:
+        """Volume ``name`` on ``ldevs`` ((group, index) in the volume's order)."""
+        self._add("INSERT INTO volumes (name, block_size, blocks) VALUES (?, ?, ?)", name, block_size, blocks)
+        for seq, (group, index) in enumerate(ldevs):
+            self._add("INSERT INTO volume_ldevs (volume, seq, grp, idx) VALUES (?, ?, ?, ?)", name, seq, group, index)
+
+    def move_ldev(self, volume: str, seq: int, group: str, index: int) -> None:
+        """LDEV ``seq`` of ``volume`` is now LDEV ``index`` of ``group`` (rearrangement)."""
+        self._add("UPDATE volume_ldevs SET grp=?, idx=? WHERE volume=? AND seq=?", group, index, volume, seq)
+
+    def delete_volume(self, name: str) -> None:
+        """Remove volume ``name`` and its LDEV list."""
+        self._add("DELETE FROM volumes WHERE name=?", name)
+
+    # --- the V/R and LU/V tables, exports
+
+    def add_vvol(self, vvol: int, real: str, real_start: int, size: int, multiple_virtualization: bool) -> None:
+        """A V/R row: virtual volume ``vvol`` is ``size`` blocks of ``real`` from ``real_start``."""
+        self._add("INSERT INTO virtual_volumes (vvol, real, real_start, size, multiple_virtualization) "
+                  "VALUES (?, ?, ?, ?, ?)", vvol, real, real_start, size, int(multiple_virtualization))
+
+    def delete_vvol(self, vvol: int) -> None:
+        """Remove V/R row ``vvol``."""
+        self._add("DELETE FROM virtual_volumes WHERE vvol=?", vvol)
+
+    def add_lu(self, name: str, vvol: int, vstart: int, size: int, multiple_virtualization: bool) -> None:
+        """An LU/V row: LU ``name`` is ``size`` blocks of virtual volume ``vvol`` from ``vstart``."""
+        self._add("INSERT INTO lus (name, vvol, vstart, size, multiple_virtualization) VALUES (?, ?, ?, ?, ?)",
+                  name, vvol, vstart, size, int(multiple_virtualization))
+
+    def delete_lu(self, name: str) -> None:
+        """Remove LU/V row ``name``."""
+        self._add("DELETE FROM lus WHERE name=?", name)
+
+    def add_export(self, target: str, lun: int, lu: str) -> None:
+        """LU ``lu`` is served as LUN ``lun`` of ``target``."""
+        self._add("INSERT INTO exports (target, lun, lu) VALUES (?, ?, ?)", target, lun, lu)
+
+    def delete_export(self, target: str, lun: int) -> None:
+        """LUN ``lun`` of ``target`` is no longer served."""
+        self._add("DELETE FROM exports WHERE target=? AND lun=?", target, lun)
+
+    # --- external volumes and migrations
+
+    def add_external(self, name: str, host: str, port: int, target: str, lun: int, lock: str,
+                     timeout: float) -> None:
+        """A peer's LUN mapped at run time as external volume ``name``."""
+        self._add("INSERT INTO externals (name, host, port, target, lun, lock, timeout) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                  name, host, port, target, lun, lock, timeout)
+
+    def delete_external(self, name: str) -> None:
+        """Remove run-time external volume ``name``."""
+        self._add("DELETE FROM externals WHERE name=?", name)
+
+    def add_migration(self, dest: str, source: str, start: int, end: int, chunk: int) -> None:
+        """A migratory copy of ``source`` into volume ``dest`` (blocks ``start`` to ``end``), copying."""
+        self._add("INSERT INTO migrations (dest, source, start, end_block, chunk, state) "
+                  "VALUES (?, ?, ?, ?, ?, 'copying')", dest, source, start, end, chunk)
+
+    def set_migration_state(self, dest: str, state: str) -> None:
+        """The migration into ``dest`` is now ``state`` (``detached``)."""
+        self._add("UPDATE migrations SET state=? WHERE dest=?", state, dest)
 
 
 class Catalog:
-    """SQLite-backed tables of the storage configuration."""
+    """SQLite-backed tables of the storage configuration.
+
+    Changes are committed on the catalog's one worker thread (:meth:`change`), so the event loop
+    never waits for a ``synchronous=FULL`` commit's fsync (ARCHITECTURE.md convention 6), and they
+    are committed in the order they were submitted.  The worker has the writing connection to
+    itself.  Reads run on the thread that made the catalog (the event loop's), on a connection of
+    their own: in WAL mode a reader neither waits for the writer nor syncs anything, and it sees
+    the last committed state, never a change still in flight.
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
-        self.db = sqlite3.connect(self.path, isolation_level=None)
-        self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.execute("PRAGMA foreign_keys=ON")
-        self.db.executescript(SCHEMA)
+        # Made and set up here, at start, before anything is served; from then on used on the worker only.
+        self._writer = self._connect(check_same_thread=False)
+        self._writer.executescript(SCHEMA)
         self._upgrade()
+        self._reader = self._connect(check_same_thread=True)
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sanlab-catalog")
+        self._closed = False
+
+    def _connect(self, *, check_same_thread: bool) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=check_same_thread)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")  # a committed change survives power loss
+        db.execute("PRAGMA foreign_keys=ON")
+        return db
 
     def _upgrade(self) -> None:
         """Add the :data:`ADDED_COLUMNS` an older catalog lacks (all in one transaction)."""
-        missing = [(t, c, decl, fill) for t, c, decl, fill in ADDED_COLUMNS
-                   if c not in {r["name"] for r in self.db.execute(f"PRAGMA table_info({t})")}]
-        if not missing:
-            return
-        with self.transaction() as db:
-            for table, column, decl, fill in missing:
-                db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
-                if fill is not None:
-                    db.execute(fill)
+        statements: list[Statement] = []
+        for table, column, decl, fill in ADDED_COLUMNS:
+            if column in {r["name"] for r in self._writer.execute(f"PRAGMA table_info({table})")}:
+                continue
+            statements.append((f"ALTER TABLE {table} ADD COLUMN {column} {decl}", ()))
+            if fill is not None:
+                statements.append((fill, ()))
+        if statements:
+            self._apply(statements)
 
-    def close(self) -> None:
-        self.db.close()
-
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One all-or-nothing change (BEGIN IMMEDIATE … COMMIT, ROLLBACK on any exception)."""
-        self.db.execute("BEGIN IMMEDIATE")
+    def _apply(self, statements: list[Statement]) -> None:
+        """Execute ``statements`` in one transaction (on the worker thread, or at start)."""
+        db = self._writer
+        db.execute("BEGIN IMMEDIATE")
         try:
-            yield self.db
+            for sql, params in statements:
+                db.execute(sql, params)
+            db.execute("COMMIT")
         except BaseException:
-            self.db.execute("ROLLBACK")
+            if db.in_transaction:
+                db.execute("ROLLBACK")
             raise
-        self.db.execute("COMMIT")
 
-    # --- meta ---------------------------------------------------------------------------------
+    @asynccontextmanager
+    async def change(self) -> AsyncIterator[CatalogChange]:
+        """One all-or-nothing change: record it in the block; it is committed when the block ends.
+
+        An exception in the block commits nothing; a failing commit raises here, after its rollback.
+        The caller changes its running objects only after the block (or undoes what it changed
+        before it when the block raises).  Work that must be done before the commit and undone
+        with it (a file the change names) goes in the block, after the statements.
+        """
+        change = CatalogChange()
+        yield change
+        if change.statements:
+            await self._commit(change.statements)
+
+    async def _commit(self, statements: list[Statement]) -> None:
+        """Commit on the worker and wait for it; a cancelled caller learns the outcome first.
+
+        Once the worker has the transaction it cannot be called back, and the caller decides from
+        the outcome whether to apply or undo its running change: so a cancellation that arrives
+        meanwhile is held back until the commit is done and delivered again afterwards (the
+        caller's next await, or its end, raises it).
+        """
+        if self._closed:
+            raise sqlite3.ProgrammingError("the catalog is closed")
+        done = asyncio.wrap_future(self._worker.submit(self._apply, statements))
+        cancelled = False
+        while not done.done():
+            try:
+                await asyncio.wait([done])  # being cancelled here leaves ``done`` running
+            except asyncio.CancelledError:
+                cancelled = True
+        if cancelled:
+            task = asyncio.current_task()
+            if task is not None:
+                task.cancel()
+        done.result()
+
+    async def close(self) -> None:
+        """Close after every commit submitted so far (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        await asyncio.wrap_future(self._worker.submit(self._writer.close))
+        self._worker.shutdown(wait=False)
+        self._reader.close()
+
+    # --- reads (committed state) ------------------------------------------------------------------
 
     def get_meta(self, key: str, default: str | None = None) -> str | None:
-        row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        """An array-wide setting, or ``default``."""
+        row = self._reader.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         return str(row["value"]) if row else default
 
-    def set_meta(self, db: sqlite3.Connection, key: str, value: str) -> None:
-        db.execute("INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-                   (key, value))
-
-    # --- reads ---------------------------------------------------------------------------------
-
     def groups(self) -> list[GroupRow]:
+        """The RAID groups, by name."""
         return [GroupRow(r["name"], r["level"], r["stripe_size"], r["drive_size"], json.loads(r["drives"]))
-                for r in self.db.execute("SELECT * FROM raid_groups ORDER BY name")]
+                for r in self._reader.execute("SELECT * FROM raid_groups ORDER BY name")]
 
     def volumes(self) -> list[dict[str, Any]]:
+        """The volumes, by name: ``name``, ``block_size``, ``blocks`` and ``ldevs`` [(group, index)]."""
         out = []
-        for r in self.db.execute("SELECT * FROM volumes ORDER BY name"):
-            ldevs = [(x["grp"], x["idx"]) for x in self.db.execute(
+        for r in self._reader.execute("SELECT * FROM volumes ORDER BY name").fetchall():
+            ldevs = [(x["grp"], x["idx"]) for x in self._reader.execute(
                 "SELECT grp, idx FROM volume_ldevs WHERE volume=? ORDER BY seq", (r["name"],))]
             out.append({"name": r["name"], "block_size": r["block_size"], "blocks": r["blocks"], "ldevs": ldevs})
         return out
 
     def virtual_volumes(self) -> list[dict[str, Any]]:
-        return [dict(r) for r in self.db.execute("SELECT * FROM virtual_volumes ORDER BY vvol")]
+        """The V/R table, by virtual volume number."""
+        return [dict(r) for r in self._reader.execute("SELECT * FROM virtual_volumes ORDER BY vvol")]
 
     def lus(self) -> list[dict[str, Any]]:
-        return [dict(r) for r in self.db.execute("SELECT * FROM lus ORDER BY name")]
+        """The LU/V table, by LU name."""
+        return [dict(r) for r in self._reader.execute("SELECT * FROM lus ORDER BY name")]
 
     def externals(self) -> list[dict[str, Any]]:
-        return [dict(r) for r in self.db.execute("SELECT * FROM externals ORDER BY name")]
+        """The run-time external volumes, by name."""
+        return [dict(r) for r in self._reader.execute("SELECT * FROM externals ORDER BY name")]
 
     def migrations(self) -> list[dict[str, Any]]:
-        return [dict(r) for r in self.db.execute("SELECT * FROM migrations ORDER BY dest")]
+        """The migrations (``state`` copying or detached), by destination."""
+        return [dict(r) for r in self._reader.execute("SELECT * FROM migrations ORDER BY dest")]
 
     def exports(self) -> list[dict[str, Any]]:
-        return [dict(r) for r in self.db.execute("SELECT * FROM exports ORDER BY target, lun")]
+        """The exports, by target and LUN."""
+        return [dict(r) for r in self._reader.execute("SELECT * FROM exports ORDER BY target, lun")]

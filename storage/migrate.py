@@ -19,7 +19,8 @@ copying the chunk again), but before a host write to a chunk is acknowledged
 every bit set so far is durable, so the background copy can never bring the
 source's old data back over an acknowledged write after a crash.  When every
 chunk is copied the pair is *simplex*: the source is no longer read and can be
-detached.
+detached.  The background copy (:meth:`MigratingVolume.run`) runs under the array's task
+supervisor (storage/supervisor.py), which asks it to stop (:meth:`MigratingVolume.stop`).
 """
 from __future__ import annotations
 
@@ -72,7 +73,10 @@ class MigratingVolume(EmulatedBlockOps):
         self.pointer = self.copied.first_clear()
         self._bytes_copied = 0
         self._t0 = time.monotonic()
-        self._task: asyncio.Task[None] | None = None
+        self._stop_asked = False
+        self._idle = asyncio.Event()
+        """Set while :meth:`run` is not running."""
+        self._idle.set()
 
     # --- persistence --------------------------------------------------------------------------------
 
@@ -139,37 +143,45 @@ class MigratingVolume(EmulatedBlockOps):
         self.copied.mark(c)  # after the data is on the destination; durable at the next _persist
         self._bytes_copied += len(data)
 
-    async def run(self, persist_every: int = 16) -> None:
-        """The background copy, from the copy pointer to the end."""
-        since = 0
-        while self.pointer < self.total:
-            c = self.pointer
-            first, n = self._chunk_range(c)
-            if not self.copied.has(c):
-                async with self.range_lock.hold(first, n):
-                    await self._copy_chunk(c)
-                since += 1
-            self.pointer = c + 1
-            if since >= persist_every:
-                await self._persist()
-                since = 0
-            await asyncio.sleep(0)  # let host I/O in between chunks
-        await self._persist()
-        log.info("migration_simplex", volume=self.name, chunks=self.total)
+    async def run(self, persist_every: int = 16) -> bool:
+        """The background copy, from the copy pointer to the end: True once the pair is simplex.
 
-    def start_background(self) -> asyncio.Task[None]:
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self.run())
-        return self._task
-
-    async def stop_background(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        Returns False when :meth:`stop` asked it to stop, after the chunk in hand, with every bit
+        set so far durable (so the next start resumes there).
+        """
+        self._idle.clear()
+        try:
+            since = 0
+            while self.pointer < self.total and not self._stop_asked:
+                c = self.pointer
+                first, n = self._chunk_range(c)
+                if not self.copied.has(c):
+                    async with self.range_lock.hold(first, n):
+                        await self._copy_chunk(c)
+                    since += 1
+                self.pointer = c + 1
+                if since >= persist_every:
+                    await self._persist()
+                    since = 0
+                await asyncio.sleep(0)  # let host I/O in between chunks
             await self._persist()
+        finally:
+            self._idle.set()
+        if self.pointer < self.total:
+            log.info("migration_paused", volume=self.name, copied_chunks=self.copied.count(), chunks=self.total)
+            return False
+        log.info("migration_simplex", volume=self.name, chunks=self.total)
+        return True
+
+    async def stop(self) -> None:
+        """Ask :meth:`run` to return after the chunk in hand, and wait until it has.
+
+        A chunk's copy is never cancelled midway: its write to the destination may be running in
+        an executor thread, and once the range lock was let go a host write to the chunk could be
+        overtaken by it.  The background copy stays stopped (until the array starts again).
+        """
+        self._stop_asked = True
+        await self._idle.wait()
 
     # --- host I/O --------------------------------------------------------------------------------------
 
@@ -250,7 +262,8 @@ class MigratingVolume(EmulatedBlockOps):
             await self.source.flush()
 
     async def close(self) -> None:
-        await self.stop_background()
+        """Stop the background copy, flush, and close the copied-map."""
+        await self.stop()
         await self.flush()
         self.copied.close()
 

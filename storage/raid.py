@@ -483,10 +483,12 @@ class RaidGroup:
                 self._write_member(par[1], q.tobytes(), base)
         return int(differs)
 
-    async def scrub(self, repair: bool = True) -> int:
-        """Check (and repair) parity of every stripe; returns the number of mismatched stripes."""
+    async def scrub(self, repair: bool = True, stop: asyncio.Event | None = None) -> int:
+        """Check (and repair) parity of every stripe, until ``stop`` is set; the mismatched stripes' count."""
         bad = 0
         for stripe in range(self.layout.stripes):
+            if stop is not None and stop.is_set():
+                break
             async with self._lock(stripe):
                 bad += await self._run(self._resync_stripe, stripe, repair)
         return bad

@@ -25,8 +25,9 @@ from sanlab.target.login import TargetAuth
 from sanlab.target.server import IscsiServer, ServerSettings, Target
 from sanlab.tools import operations
 from sanlab.tools.config import LunConfig, ArrayConfig, ConfigError, TargetConfig, load_config, parse_portal
-from sanlab.tools.admin import Admin, AdminError, connect_external
+from sanlab.tools.admin import Admin, AdminError
 from sanlab.tools.datadir import DataDirBusy, DataDirLock
+from sanlab.tools.external_ops import connect_external
 from sanlab.tools.logging import setup_logging
 from sanlab.tools.mgmt import SOCKET_NAME, MgmtServer, request
 from sanlab.tools.units import format_blocks, format_size
@@ -193,6 +194,8 @@ async def _serve(cfg: ArrayConfig) -> int:
     log.info("shutdown_requested")
     await mgmt.stop()
     await server.stop()
+    # Hosts are gone: the supervisor stops tiering, migrations' copies, scrubs and rebuilds in that
+    # order, each after the unit in hand; then the catalog's groups and the catalog close.
     await admin.close()
     return 0
 
@@ -294,6 +297,13 @@ def _print_show(view: dict[str, Any]) -> None:
     table("Exports", view["exports"], [("target", "TARGET"), ("lun", "LUN"), ("lu", "LU")])
     ext = [dict(e, size=_blocks_text(e["blocks"], e["block_size"])) for e in view.get("external_volumes", [])]
     table("External volumes", ext, [("name", "NAME"), ("size", "SIZE")])
+    tasks = [dict(t, on=" ".join(f"{k}={v}" for k, v in t.get("context", {}).items()),
+                  time=_duration(float(t.get("seconds", 0.0)))) for t in view.get("background_tasks", [])]
+    table("Background tasks", tasks, [("kind", "KIND"), ("name", "NAME"), ("on", "ON"), ("state", "STATE"),
+                                      ("time", "TIME")])
+    for t in tasks:
+        if t.get("error"):
+            print(f"  {t['kind']} {t['name']}: {t['error']}")
 
 
 def _bar(fraction: float, width: int = 30) -> str:

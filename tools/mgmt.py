@@ -28,7 +28,8 @@ MAX_REQUEST = 1 << 20
 
 
 class MgmtServer:
-    """Serves :class:`~sanlab.tools.admin.Admin` operations on ``<data_dir>/sanlab.sock``."""
+    """Serves the operations of tools/operations.py, carried out by :class:`~sanlab.tools.admin.Admin`'s
+    domains, on ``<data_dir>/sanlab.sock``."""
 
     def __init__(self, admin: Admin, path: Path) -> None:
         self.admin = admin
@@ -128,7 +129,7 @@ class MgmtServer:
             # "create-lu: missing argument vvol=INT (...)" rather than a Python TypeError.
             op = operations.lookup(req["op"])
             args = operations.check_args(op, args)
-            fn = getattr(self.admin, op.name)
+            fn = self.admin.handler(op)
             result = fn(**args)
             if asyncio.iscoroutine(result):
                 result = await result

@@ -2,24 +2,27 @@
 
 Every operation the array offers — through ``sanlab admin``, the management
 socket (``tools/mgmt.py``) and, later, the command device — is one
-:class:`Operation` in :data:`OPERATIONS`: its name, a one-line doc, and its
-parameters with their kind, the unit a bare number of a size is counted in,
-whether they are required or their default, and a one-line description.
-From this one table come
+:class:`Operation` in :data:`OPERATIONS`: its name, its :class:`Domain` (the
+class, in a module of its own, whose method of that name carries it out), a
+one-line doc, and its parameters with their kind, the unit a bare number of a
+size is counted in, whether they are required or their default, and a one-line
+description.  From this one table come
 
 * the command line's parsing of ``key=value`` words and ``sanlab admin OP --help``
   (:func:`parse_words`, :func:`help_text`, :func:`overview`);
-* the socket's check of a request before it reaches :class:`~sanlab.tools.admin.Admin`
+* the socket's check of a request before it reaches the operation's method
   (:func:`check_args`), so a missing or misspelt argument is answered in the
   command line's terms for JSON clients too, never as a Python ``TypeError``;
-* ``Admin.OPERATIONS``, the allow-list of what the socket may call.
+* the dispatch: :meth:`~sanlab.tools.admin.Admin.handler` finds the method
+  through the operation's domain, and ``Admin.OPERATIONS`` is the allow-list of
+  what the socket may call.
 
-Adding a parameter: add the keyword to the ``Admin`` method and a :class:`Param`
+Adding a parameter: add the keyword to the domain's method and a :class:`Param`
 here with the same name and default (``tests/tools/test_operations.py`` compares
 the two), then say in README.md what it does.  Sizes are ``Kind.SIZE``: the value
-reaches ``Admin`` as written (an int, or text such as ``"1MiB"``) and ``Admin``
-converts it with :func:`sanlab.tools.units.to_blocks` / ``to_bytes``, because only
-it knows the block size underneath.
+reaches the method as written (an int, or text such as ``"1MiB"``) and the method
+converts it with :func:`sanlab.tools.units.to_blocks` / ``to_bytes`` (through
+tools/array.py), because only the array knows the block size underneath.
 """
 from __future__ import annotations
 
@@ -70,7 +73,7 @@ class Param:
     help: str
     """One line: what it is."""
     default: object = REQUIRED
-    """What the operation uses when it is left out (the ``Admin`` method's default), or REQUIRED."""
+    """What the operation uses when it is left out (the method's default), or REQUIRED."""
     unit: Literal["bytes", "blocks"] | None = None
     """For a SIZE: what a bare number counts (a number with a unit is always bytes)."""
     default_help: str | None = None
@@ -166,12 +169,26 @@ def _show(value: object) -> str:
     return value if isinstance(value, str) else repr(value)
 
 
+class Domain(enum.Enum):
+    """What an operation works on: each domain's operations are methods of one class in one module
+    (``Admin.DOMAINS`` says which), and the management socket finds them through this table."""
+
+    RAID = "RAID groups and drives (tools/raid_ops.py)"
+    VOLUMES = "volumes, virtual volumes, LUs and exports (tools/volume_ops.py)"
+    TIERING = "LDEV rearrangement and tiering (tools/tiering_ops.py)"
+    MIGRATION = "migratory copy (tools/migration_ops.py)"
+    EXTERNALS = "external volumes (tools/external_ops.py)"
+    VIEWS = "views over the whole array (tools/admin.py)"
+
+
 @dataclass(frozen=True, slots=True)
 class Operation:
-    """One management operation: an ``Admin`` coroutine method of the same name."""
+    """One management operation: a method of the same name of its domain's class (``Admin.handler``)."""
 
     name: str
     """The method and the JSON ``op``: ``create_lu``."""
+    domain: Domain
+    """Where the method is."""
     doc: str
     """One line: what it does."""
     params: tuple[Param, ...] = ()
@@ -198,7 +215,8 @@ _MV_LU = Param("multiple_virtualization", Kind.BOOL,
 
 OPERATIONS: Final[dict[str, Operation]] = {op.name: op for op in (
     # --- RAID groups and drives
-    Operation("create_raid_group", "Create RAID group NAME on new drive files; its capacity becomes LDEVs.", (
+    Operation("create_raid_group", Domain.RAID,
+              "Create RAID group NAME on new drive files; its capacity becomes LDEVs.", (
         Param("name", Kind.TEXT, "RAID group name"),
         Param("level", Kind.INT, "RAID level: 0, 1, 5, 6 or 10"),
         Param("drives", Kind.LIST, "new drive files, comma-separated (a relative path is in the data directory)"),
@@ -207,27 +225,31 @@ OPERATIONS: Final[dict[str, Operation]] = {op.name: op for op in (
         _size("ldev_size", "bytes", "size of every LDEV of the array; set once, with the first RAID group", None,
               "8 MiB, fixed by the first group"),
     )),
-    Operation("delete_raid_group", "Delete RAID group NAME; none of its LDEVs may be in use.", (
+    Operation("delete_raid_group", Domain.RAID, "Delete RAID group NAME; none of its LDEVs may be in use.", (
         Param("name", Kind.TEXT, "RAID group name"),
     )),
-    Operation("fail_drive", "Take drive INDEX of GROUP out of service (refused when that would lose data).", (
+    Operation("fail_drive", Domain.RAID,
+              "Take drive INDEX of GROUP out of service (refused when that would lose data).", (
         Param("group", Kind.TEXT, "RAID group name"),
         Param("index", Kind.INT, "drive position in the group, from 0"),
     )),
-    Operation("replace_drive", "Rebuild failed drive INDEX of GROUP onto a new drive file, in the background.", (
+    Operation("replace_drive", Domain.RAID,
+              "Rebuild failed drive INDEX of GROUP onto a new drive file, in the background.", (
         Param("group", Kind.TEXT, "RAID group name"),
         Param("index", Kind.INT, "drive position in the group, from 0"),
         Param("path", Kind.TEXT, "the new drive file (must not exist; a relative path is in the data directory)"),
         _size("rate", "bytes", "most bytes of the new drive rebuilt per second (e.g. 64MiB); 0: no limit", 0),
     )),
-    Operation("wait_rebuild", "Wait for GROUP's rebuild to end; answers whether the group is still degraded.", (
+    Operation("wait_rebuild", Domain.RAID,
+              "Wait for GROUP's rebuild to end; answers whether the group is still degraded.", (
         Param("group", Kind.TEXT, "RAID group name"),
     )),
-    Operation("scrub", "Check GROUP's redundancy stripe by stripe and repair what disagrees.", (
+    Operation("scrub", Domain.RAID, "Check GROUP's redundancy stripe by stripe and repair what disagrees.", (
         Param("group", Kind.TEXT, "RAID group name"),
     )),
     # --- volumes, virtual volumes, LUs
-    Operation("create_volume", "Create volume NAME of SIZE bytes from free LDEVs of one or more RAID groups.", (
+    Operation("create_volume", Domain.VOLUMES,
+              "Create volume NAME of SIZE bytes from free LDEVs of one or more RAID groups.", (
         Param("name", Kind.TEXT, "volume name"),
         _size("size", "bytes", "capacity; a whole number of blocks"),
         _size("block_size", "bytes", "logical block size of the volume and of what maps it", 512),
@@ -236,71 +258,78 @@ OPERATIONS: Final[dict[str, Operation]] = {op.name: op for op in (
         Param("ldevs", Kind.LIST, "take exactly these free LDEVs, comma-separated GROUP:INDEX (rg0:4,rg1:0)", None,
               default_help="allocated"),
     )),
-    Operation("delete_volume", "Delete volume NAME (no virtual volume may map it) and free its LDEVs.", (
+    Operation("delete_volume", Domain.VOLUMES,
+              "Delete volume NAME (no virtual volume may map it) and free its LDEVs.", (
         Param("name", Kind.TEXT, "volume name"),
     )),
-    Operation("create_vvol", "Create virtual volume VVOL: SIZE blocks of real volume REAL from REAL_START.", (
+    Operation("create_vvol", Domain.VOLUMES,
+              "Create virtual volume VVOL: SIZE blocks of real volume REAL from REAL_START.", (
         Param("vvol", Kind.INT, "virtual volume number"),
         Param("real", Kind.TEXT, "what it maps: a volume, an external volume, or an LU (stacking)"),
         _size("real_start", "blocks", "first block in the real volume"),
         _size("size", "blocks", "size of the virtual volume"),
         _MV_VVOL,
     )),
-    Operation("delete_vvol", "Delete virtual volume VVOL (no LU may use it).", (
+    Operation("delete_vvol", Domain.VOLUMES, "Delete virtual volume VVOL (no LU may use it).", (
         Param("vvol", Kind.INT, "virtual volume number"),
     )),
-    Operation("create_lu", "Create LU NAME: SIZE blocks of virtual volume VVOL from VSTART (export it to serve it).", (
+    Operation("create_lu", Domain.VOLUMES,
+              "Create LU NAME: SIZE blocks of virtual volume VVOL from VSTART (export it to serve it).", (
         Param("name", Kind.TEXT, "LU name"),
         Param("vvol", Kind.INT, "virtual volume number"),
         _size("vstart", "blocks", "first block in the virtual volume"),
         _size("size", "blocks", "size of the LU"),
         _MV_LU,
     )),
-    Operation("delete_lu", "Delete LU NAME (unexport it first).", (
+    Operation("delete_lu", Domain.VOLUMES, "Delete LU NAME (unexport it first).", (
         Param("name", Kind.TEXT, "LU name"),
     )),
-    Operation("export", "Serve LU as LUN of TARGET; hosts see it on their next REPORT LUNS.", (
+    Operation("export", Domain.VOLUMES, "Serve LU as LUN of TARGET; hosts see it on their next REPORT LUNS.", (
         Param("lu", Kind.TEXT, "LU name"),
         Param("target", Kind.TEXT, "target name (IQN) of this array"),
         Param("lun", Kind.INT, "LUN number"),
     )),
-    Operation("unexport", "Stop serving LUN of TARGET (the LU stays).", (
+    Operation("unexport", Domain.VOLUMES, "Stop serving LUN of TARGET (the LU stays).", (
         Param("target", Kind.TEXT, "target name (IQN) of this array"),
         Param("lun", Kind.INT, "LUN number"),
     )),
-    Operation("resize_lun", "Grow a file-backed LUN of the config while hosts stay logged in.", (
+    Operation("resize_lun", Domain.VOLUMES, "Grow a file-backed LUN of the config while hosts stay logged in.", (
         Param("target", Kind.TEXT, "target name (IQN) of this array"),
         Param("lun", Kind.INT, "LUN number"),
         _size("size", "bytes", "the new size; a whole number of the LUN's blocks, not smaller than now"),
     )),
     # --- rearrangement and tiering
-    Operation("rearrange", "Move LDEV INDEX of VOLUME onto another RAID group or LDEV while hosts keep going.", (
+    Operation("rearrange", Domain.TIERING,
+              "Move LDEV INDEX of VOLUME onto another RAID group or LDEV while hosts keep going.", (
         Param("volume", Kind.TEXT, "volume name"),
         Param("index", Kind.INT, "LDEV position in the volume, from 0"),
         Param("group", Kind.TEXT, "move onto a free LDEV of this RAID group", None, default_help="give group= or ldev="),
         Param("ldev", Kind.TEXT, "move onto this free LDEV, GROUP:INDEX", None, default_help="give group= or ldev="),
     )),
-    Operation("tiering_round", "Sample the LDEV statistics once and carry out the moves the tiering policy proposes.", (
+    Operation("tiering_round", Domain.TIERING,
+              "Sample the LDEV statistics once and carry out the moves the tiering policy proposes.", (
         Param("seconds", Kind.NUMBER, "the period the statistics' rates are taken over", 1.0),
     )),
-    Operation("auto_tiering", "Run a tiering round every INTERVAL seconds, or stop doing so.", (
+    Operation("auto_tiering", Domain.TIERING, "Run a tiering round every INTERVAL seconds, or stop doing so.", (
         Param("enable", Kind.BOOL, "yes to start, no to stop", True),
         Param("interval", Kind.NUMBER, "seconds between rounds", 60.0),
     )),
     # --- migratory copy
-    Operation("migrate_start", "Take SOURCE over into fresh volume DEST: hosts use DEST at once, the copy runs behind.", (
+    Operation("migrate_start", Domain.MIGRATION,
+              "Take SOURCE over into fresh volume DEST: hosts use DEST at once, the copy runs behind.", (
         Param("source", Kind.TEXT, "external volume (or volume) to take over"),
         Param("dest", Kind.TEXT, "a volume no virtual volume maps yet"),
         _size("start", "blocks", "first block to copy", 0),
         _size("end", "blocks", "block after the last to copy", None, default_help="the end of the source"),
         _size("chunk", "blocks", "blocks copied per step", 2048),
     )),
-    Operation("migrate_status", "Progress and rate of every migration."),
-    Operation("migrate_detach", "Forget the source of a finished whole-volume migration into DEST.", (
+    Operation("migrate_status", Domain.MIGRATION, "Progress and rate of every migration."),
+    Operation("migrate_detach", Domain.MIGRATION, "Forget the source of a finished whole-volume migration into DEST.", (
         Param("dest", Kind.TEXT, "the destination volume"),
     )),
     # --- external volumes
-    Operation("add_external", "Map LUN of a peer array's TARGET at PORTAL as real volume NAME of this array.", (
+    Operation("add_external", Domain.EXTERNALS,
+              "Map LUN of a peer array's TARGET at PORTAL as real volume NAME of this array.", (
         Param("name", Kind.TEXT, "name of the external volume here"),
         Param("portal", Kind.TEXT, "the peer's HOST:PORT"),
         Param("target", Kind.TEXT, "the peer's target name (IQN)"),
@@ -309,11 +338,11 @@ OPERATIONS: Final[dict[str, Operation]] = {op.name: op for op in (
               "off"),
         Param("timeout", Kind.NUMBER, "seconds to wait for the peer (login and each command)", 10.0),
     )),
-    Operation("remove_external", "Unmap external volume NAME (nothing may map or migrate from it).", (
+    Operation("remove_external", Domain.EXTERNALS, "Unmap external volume NAME (nothing may map or migrate from it).", (
         Param("name", Kind.TEXT, "name of the external volume"),
     )),
     # --- views
-    Operation("show", "The RAID groups, volumes, V/R and LU/V tables, exports and external volumes."),
+    Operation("show", Domain.VIEWS, "The RAID groups, volumes, V/R and LU/V tables, exports and external volumes."),
 )}
 """Every management operation by its JSON name (``create_lu``)."""
 
@@ -330,7 +359,7 @@ def lookup(name: str) -> Operation:
 
 
 def check_args(op: Operation, args: dict[str, object]) -> dict[str, object]:
-    """The arguments of ``op`` as the ``Admin`` method takes them, or ArgumentError in the command line's words.
+    """The arguments of ``op`` as its method takes them, or ArgumentError in the command line's words.
 
     ``args`` comes from the command line (all text) or from a JSON client; the same checks and
     conversions apply to both.  Defaults are left to the method (the table states the same ones).

@@ -26,7 +26,7 @@ async def test_migration_under_host_writes(tmp_path: Path) -> None:
     # Before any copy: reads come from the source (on demand) and are kept locally.
     assert await mv.read(100, 8) == bytes(model[100 * 512:108 * 512])
     assert mv.copied.has(100 // 64)
-    task = mv.start_background()
+    task = asyncio.create_task(mv.run())
     rng = random.Random(5)
     for _ in range(150):
         lba = rng.randrange(BLOCKS - 100)

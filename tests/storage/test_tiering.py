@@ -80,15 +80,15 @@ def test_policy_levels_utilization_and_respects_free_space() -> None:
 
 async def test_admin_tiering_round_moves_and_persists(tmp_path: Path) -> None:
     admin = Admin(tmp_path)
-    await admin.create_raid_group("p", 5, ["p0.img", "p1.img", "p2.img"], 1 << 20, 4096, ldev_size=128 * 1024)
-    await admin.create_raid_group("m", 1, ["m0.img", "m1.img"], 1 << 20, 4096)
-    await admin.create_volume("v", 512 * 1024, groups=["p"])
+    await admin.raid_ops.create_raid_group("p", 5, ["p0.img", "p1.img", "p2.img"], 1 << 20, 4096, ldev_size=128 * 1024)
+    await admin.raid_ops.create_raid_group("m", 1, ["m0.img", "m1.img"], 1 << 20, 4096)
+    await admin.volume_ops.create_volume("v", 512 * 1024, groups=["p"])
     vol = admin.volumes["v"]
-    admin.ldev_loads(1.0)
+    admin.tiering_ops.ldev_loads(1.0)
     rng = random.Random(1)
     for _ in range(200):  # random 4 KiB writes on LDEV 0
         await vol.write(rng.randrange(0, 256 - 8), os.urandom(4096))
-    result = await admin.tiering_round(1.0)
+    result = await admin.tiering_ops.tiering_round(1.0)
     assert [(m["volume"], m["index"]) for m in result["moves"]][:1] == [("v", 0)]
     assert vol.ldevs[0].group == "m"
     await admin.close()

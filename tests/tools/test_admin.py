@@ -1,8 +1,10 @@
 """Management operations: catalog transactions, restart, the socket and the CLI on a running array."""
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -10,7 +12,9 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
+from structlog.testing import capture_logs
 
+from sanlab.storage.volume import FileVolume
 from sanlab.tools.admin import Admin, AdminError
 from tests.conftest import TARGET, SanlabProcess, need, run
 
@@ -19,13 +23,13 @@ MiB = 1 << 20
 
 async def _build(admin: Admin) -> None:
     (admin.data_dir / "d").mkdir(exist_ok=True)  # create-raid-group makes no directories
-    await admin.create_raid_group("rg5", 5, ["d/a.img", "d/b.img", "d/c.img"], 16 * MiB, 64 * 1024,
+    await admin.raid_ops.create_raid_group("rg5", 5, ["d/a.img", "d/b.img", "d/c.img"], 16 * MiB, 64 * 1024,
                                   ldev_size=4 * MiB)
-    await admin.create_raid_group("rg1", 1, ["d/m0.img", "d/m1.img"], 16 * MiB, 64 * 1024)
-    await admin.create_volume("vol0", 24 * MiB)
-    await admin.create_vvol(1, "vol0", 0, 30000)
-    await admin.create_vvol(2, "vol0", 20000, 10000, multiple_virtualization=True)  # overlaps #1, on purpose
-    await admin.create_lu("lu-a", 1, 100, 20000)
+    await admin.raid_ops.create_raid_group("rg1", 1, ["d/m0.img", "d/m1.img"], 16 * MiB, 64 * 1024)
+    await admin.volume_ops.create_volume("vol0", 24 * MiB)
+    await admin.volume_ops.create_vvol(1, "vol0", 0, 30000)
+    await admin.volume_ops.create_vvol(2, "vol0", 20000, 10000, multiple_virtualization=True)  # overlaps #1, on purpose
+    await admin.volume_ops.create_lu("lu-a", 1, 100, 20000)
 
 
 async def test_tables_persist_and_changes_are_all_or_nothing(tmp_path: Path) -> None:
@@ -38,13 +42,13 @@ async def test_tables_persist_and_changes_are_all_or_nothing(tmp_path: Path) -> 
     assert [r["multiple_virtualization"] for r in view["vr_table"]] == [True, True]
     free_before = {g["name"]: g["ldevs_free"] for g in view["raid_groups"]}
     with pytest.raises(AdminError):
-        await admin.create_volume("vol0", 4 * MiB)  # exists: nothing allocated
+        await admin.volume_ops.create_volume("vol0", 4 * MiB)  # exists: nothing allocated
     with pytest.raises(AdminError):
-        await admin.create_volume("vol1", 400 * MiB)  # too big: nothing allocated
+        await admin.volume_ops.create_volume("vol1", 400 * MiB)  # too big: nothing allocated
     with pytest.raises(AdminError):
-        await admin.create_vvol(3, "vol0", 49100, 100)  # past the end
+        await admin.volume_ops.create_vvol(3, "vol0", 49100, 100)  # past the end
     with pytest.raises(AdminError):
-        await admin.delete_volume("vol0")  # carries virtual volumes
+        await admin.volume_ops.delete_volume("vol0")  # carries virtual volumes
     assert {g["name"]: g["ldevs_free"] for g in admin.show()["raid_groups"]} == free_before
     lu = admin.tables.lu_volume("lu-a")
     await lu.write(5, b"\x5a" * 512)
@@ -94,7 +98,7 @@ async def test_resize_lun_through_the_management_socket_and_its_refusals(tmp_pat
 
     # A catalog LU is a window on a virtual volume: it is not grown (it would show blocks it does not own).
     await _build(admin)
-    await admin.export("lu-a", TARGET, 1)
+    await admin.volume_ops.export("lu-a", TARGET, 1)
     reply = await resize(target=TARGET, lun=1, size=16 * MiB)
     assert reply["ok"] is False and "catalog LU lu-a" in str(reply["error"]) and "#1" in str(reply["error"])
     assert ds.luns[1].num_blocks == 20000
@@ -155,19 +159,17 @@ def test_cli_on_a_running_array(sanlab_factory: Callable[..., SanlabProcess], tm
 async def test_auto_tiering_leaves_a_running_migration_alone(tmp_path: Path) -> None:
     # Turning tiering on or off is about LDEV placement: a migration started before it must go on
     # copying (it used to be stopped, and run-time external volumes closed, as at shutdown).
-    import asyncio
-
     admin = Admin(tmp_path)
-    await admin.create_raid_group("rg1", 1, ["m0.img", "m1.img"], 32 * MiB, 64 * 1024, ldev_size=4 * MiB)
-    await admin.create_volume("src", 8 * MiB)
-    await admin.create_volume("dst", 8 * MiB)
+    await admin.raid_ops.create_raid_group("rg1", 1, ["m0.img", "m1.img"], 32 * MiB, 64 * 1024, ldev_size=4 * MiB)
+    await admin.volume_ops.create_volume("src", 8 * MiB)
+    await admin.volume_ops.create_volume("dst", 8 * MiB)
     data = os.urandom(8 * MiB)
     await admin.volumes["src"].write(0, data)
-    await admin.migrate_start("src", "dst", chunk=256)
-    await admin.auto_tiering(enable=True, interval=3600)
-    await admin.auto_tiering(enable=False)
+    await admin.migration_ops.migrate_start("src", "dst", chunk=256)
+    await admin.tiering_ops.auto_tiering(enable=True, interval=3600)
+    await admin.tiering_ops.auto_tiering(enable=False)
     for _ in range(400):
-        (status,) = await admin.migrate_status()
+        (status,) = await admin.migration_ops.migrate_status()
         if status["state"] == "simplex":
             break
         await asyncio.sleep(0.05)
@@ -176,16 +178,82 @@ async def test_auto_tiering_leaves_a_running_migration_alone(tmp_path: Path) -> 
     await admin.close()
 
 
+class SlowPeer(FileVolume):
+    """A migration source that answers like a peer array some way off (20 ms a read)."""
+
+    async def read(self, lba: int, nblocks: int) -> bytes:
+        await asyncio.sleep(0.02)
+        return await super().read(lba, nblocks)
+
+
+async def test_background_work_is_supervised_shown_and_stopped_in_order(tmp_path: Path) -> None:
+    """Seam 4: rebuilds, migrations and tiering run under the supervisor; a failure is logged with its
+    group and shown; close() stops tiering, then migrations, then rebuilds (watermark recorded)."""
+    peer = SlowPeer(str(tmp_path / "peer.img"), 8 * MiB)
+    data = os.urandom(8 * MiB)
+    peer.write_sync(0, data)
+    dd = tmp_path / "data"
+    admin = Admin(dd, externals={"peer": peer})
+    await admin.raid_ops.create_raid_group("rg5", 5, ["a.img", "b.img", "c.img"], 16 * MiB, 64 * 1024,
+                                           ldev_size=4 * MiB)
+    await admin.raid_ops.create_raid_group("rg1", 1, ["m0.img", "m1.img"], 16 * MiB, 64 * 1024)
+    await admin.volume_ops.create_volume("dst", 8 * MiB, groups=["rg5"])
+    await admin.migration_ops.migrate_start("peer", "dst", chunk=64)  # 256 chunks of 20 ms: seconds
+    await admin.raid_ops.fail_drive("rg5", 1)
+    await admin.raid_ops.replace_drive("rg5", 1, "b-new.img", rate="64KiB")  # a stripe a second
+    await admin.tiering_ops.auto_tiering(enable=True, interval=0.05)
+
+    # A rebuild whose replacement cannot be written: the drive's descriptor is now a read-only one.
+    await admin.raid_ops.fail_drive("rg1", 1)
+    with capture_logs() as logs:
+        await admin.raid_ops.replace_drive("rg1", 1, "m1-new.img")
+        replacement = admin.groups["rg1"].drives[1]
+        readonly = os.open(replacement.path, os.O_RDONLY)
+        os.dup2(readonly, replacement._fd)  # type: ignore[arg-type]  # before the rebuild's first write
+        os.close(readonly)
+        with pytest.raises(AdminError, match="rebuild of drive 1 stopped at stripe 0"):
+            await admin.raid_ops.wait_rebuild("rg1")
+    (failed,) = [e for e in logs if e["event"] == "background_task_failed"]
+    assert (failed["kind"], failed["task"], failed["group"], failed["drive"]) == ("rebuild", "rg1", "rg1", 1)
+    assert "Bad file descriptor" in failed["error"], failed
+    await asyncio.sleep(0.2)
+    shown = {(t["kind"], t["name"]): t for t in admin.show()["background_tasks"]}
+    assert {k: t["state"] for k, t in shown.items()} == {
+        ("tiering", "auto"): "running", ("migration", "dst"): "running", ("rebuild", "rg1"): "failed",
+        ("rebuild", "rg5"): "running"}
+    assert shown[("rebuild", "rg1")]["error"].startswith("VolumeError: rebuild of drive 1 stopped at stripe 0")
+    assert shown[("rebuild", "rg1")]["context"] == {"group": "rg1", "drive": 1}
+    assert shown[("migration", "dst")]["context"] == {"volume": "dst", "source": "peer"}
+
+    with capture_logs() as logs:
+        await admin.close()
+    stopping = [e["kind"] for e in logs if e["event"] == "background_tasks_stopping"]
+    stopped = [(e["kind"], e["task"]) for e in logs if e["event"] == "background_task_stopped"]
+    assert stopping == ["tiering", "migration", "rebuild"]
+    assert stopped == [("tiering", "auto"), ("migration", "dst"), ("rebuild", "rg5")]
+    copied = admin.migrations["dst"].copied.count()
+    assert 0 < copied < 256
+
+    again = Admin(dd, externals={"peer": peer})  # both resume where they were stopped
+    with capture_logs() as logs:
+        await again.load()
+    (resumed,) = [e for e in logs if e["event"] == "rebuild_resumed"]
+    assert resumed["group"] == "rg5" and resumed["progress"] > 0
+    assert again.migrations["dst"].copied.count() >= copied
+    await again.close()
+    await peer.close()
+
+
 async def test_rearrange_onto_a_group_created_after_the_volume(tmp_path: Path) -> None:
     """Issue 12 item 8: the volume sees the array's live RAID groups, not the ones of its creation."""
     admin = Admin(tmp_path)
-    await admin.create_raid_group("rg0", 5, ["a.img", "b.img", "c.img"], 8 * MiB, 64 * 1024, ldev_size=4 * MiB)
-    await admin.create_volume("vol0", 8 * MiB)
+    await admin.raid_ops.create_raid_group("rg0", 5, ["a.img", "b.img", "c.img"], 8 * MiB, 64 * 1024, ldev_size=4 * MiB)
+    await admin.volume_ops.create_volume("vol0", 8 * MiB)
     vol = admin.volumes["vol0"]
     data = os.urandom(8 * MiB)
     await vol.write(0, data)
-    await admin.create_raid_group("rg1", 1, ["m0.img", "m1.img"], 8 * MiB, 64 * 1024)  # after the volume
-    moved = await admin.rearrange("vol0", 1, group="rg1")
+    await admin.raid_ops.create_raid_group("rg1", 1, ["m0.img", "m1.img"], 8 * MiB, 64 * 1024)  # after the volume
+    moved = await admin.tiering_ops.rearrange("vol0", 1, group="rg1")
     assert moved["from"] == "rg0:1" and str(moved["to"]).startswith("rg1:")
     assert await vol.read(0, vol.num_blocks) == data
     dest = vol.ldevs[1]
@@ -195,28 +263,26 @@ async def test_rearrange_onto_a_group_created_after_the_volume(tmp_path: Path) -
 
 async def test_a_detached_migration_is_listed_once(tmp_path: Path) -> None:
     """Issue 12 item 9: after migrate-detach, `migrate status` shows the volume once, as detached."""
-    import asyncio
-
     admin = Admin(tmp_path)
-    await admin.create_raid_group("rg0", 1, ["m0.img", "m1.img"], 16 * MiB, 64 * 1024, ldev_size=4 * MiB)
-    await admin.create_volume("src", 4 * MiB)
-    await admin.create_volume("dst", 4 * MiB)
+    await admin.raid_ops.create_raid_group("rg0", 1, ["m0.img", "m1.img"], 16 * MiB, 64 * 1024, ldev_size=4 * MiB)
+    await admin.volume_ops.create_volume("src", 4 * MiB)
+    await admin.volume_ops.create_volume("dst", 4 * MiB)
     data = os.urandom(4 * MiB)
     await admin.volumes["src"].write(0, data)
-    await admin.migrate_start("src", "dst", chunk=1024)
+    await admin.migration_ops.migrate_start("src", "dst", chunk=1024)
     for _ in range(500):
         if admin.migrations["dst"].simplex:
             break
         await asyncio.sleep(0.01)
-    assert [(r["volume"], r["state"]) for r in await admin.migrate_status()] == [("dst", "simplex")]
-    await admin.migrate_detach("dst")
-    assert await admin.migrate_status() == [{"volume": "dst", "source": "src", "state": "detached", "progress": 1.0}]
+    assert [(r["volume"], r["state"]) for r in await admin.migration_ops.migrate_status()] == [("dst", "simplex")]
+    await admin.migration_ops.migrate_detach("dst")
+    assert await admin.migration_ops.migrate_status() == [{"volume": "dst", "source": "src", "state": "detached", "progress": 1.0}]
     assert await admin.volumes["dst"].read(0, 8192) == data
     await admin.close()
 
     again = Admin(tmp_path)  # and after a restart, the same single row
     await again.load()
-    assert [(r["volume"], r["state"]) for r in await again.migrate_status()] == [("dst", "detached")]
+    assert [(r["volume"], r["state"]) for r in await again.migration_ops.migrate_status()] == [("dst", "detached")]
     await again.close()
 
 
@@ -261,18 +327,20 @@ async def test_an_out_of_range_export_left_in_the_catalog_is_not_served(tmp_path
     admin = Admin(tmp_path, {TARGET: ds})
     await _build(admin)
     with pytest.raises(AdminError, match=r"LUN -1 is out of range: LUNs are 0\.\.16383"):
-        await admin.export("lu-a", TARGET, -1)
-    await admin.export("lu-a", TARGET, 2)
-    with admin.catalog.transaction() as db:  # what the old code let through
-        db.execute("INSERT INTO exports VALUES (?, ?, ?)", (TARGET, -1, "lu-a"))
+        await admin.volume_ops.export("lu-a", TARGET, -1)
+    await admin.volume_ops.export("lu-a", TARGET, 2)
     await admin.close()
     await ds.close()
+    db = sqlite3.connect(tmp_path / "catalog.db")  # what the old code let through
+    db.execute("INSERT INTO exports VALUES (?, ?, ?)", (TARGET, -1, "lu-a"))
+    db.commit()
+    db.close()
 
     ds = DeviceServer(TARGET, {})
     again = Admin(tmp_path, {TARGET: ds})
     await again.load()
     assert sorted(ds.luns) == [2]
-    await again.unexport(TARGET, -1)
+    await again.volume_ops.unexport(TARGET, -1)
     assert [e["lun"] for e in again.catalog.exports()] == [2]
     await again.close()
     await ds.close()
@@ -293,7 +361,7 @@ async def test_a_drive_is_one_file_of_one_group_whatever_its_spelling(tmp_path: 
         await g.close()
     (dd / "lun0.img").write_bytes(bytes(512))
     admin = Admin(dd, config=cfg)
-    await admin.create_raid_group("rg0", 5, ["a.img", "b.img", "c.img"], 4 * MiB, 64 * 1024, ldev_size=1 * MiB)
+    await admin.raid_ops.create_raid_group("rg0", 5, ["a.img", "b.img", "c.img"], 4 * MiB, 64 * 1024, ldev_size=1 * MiB)
     os.link(dd / "a.img", dd / "hard.img")
     os.symlink(dd / "b.img", dd / "soft.img")
     os.symlink(dd, tmp_path / "alias")
@@ -311,22 +379,22 @@ async def test_a_drive_is_one_file_of_one_group_whatever_its_spelling(tmp_path: 
     }
     for drives, why in refusals.items():
         with pytest.raises(AdminError) as exc:
-            await admin.create_raid_group("rg9", 5, list(drives), 4 * MiB, 64 * 1024)
+            await admin.raid_ops.create_raid_group("rg9", 5, list(drives), 4 * MiB, 64 * 1024)
         assert why in str(exc.value), (drives, str(exc.value))
         assert sorted(p.name for p in dd.rglob("*")) == before, drives  # nothing made
     assert [r.name for r in admin.catalog.groups()] == ["rg0"]
     with pytest.raises(AdminError, match="declared in the configuration"):
-        await admin.create_raid_group("crg", 1, ["q0.img", "q1.img"], 4 * MiB, 64 * 1024)
+        await admin.raid_ops.create_raid_group("crg", 1, ["q0.img", "q1.img"], 4 * MiB, 64 * 1024)
 
     # The helper replace-drive uses: a failed member's own path may be reused, another member's not.
     os.unlink(dd / "c.img")  # drive 2 of rg0 is gone (a failed member): its path is still rg0's
     with pytest.raises(AdminError, match="already drive 2 of RAID group rg0"):
-        admin.check_drive_paths(["c.img"])
-    admin.check_drive_paths(["c.img"], exclude_group="rg0", exclude_index=2)
+        admin.raid_ops.check_drive_paths(["c.img"])
+    admin.raid_ops.check_drive_paths(["c.img"], exclude_group="rg0", exclude_index=2)
     with pytest.raises(AdminError, match="already drive 0 of RAID group rg0"):
-        admin.check_drive_paths(["a.img"], exclude_group="rg0", exclude_index=2)
-    admin.check_drive_paths(["a.img", "b.img"], exclude_group="rg0")
-    await admin.create_raid_group("rg1", 1, ["q0.img", "q1.img"], 4 * MiB, 64 * 1024)
+        admin.raid_ops.check_drive_paths(["a.img"], exclude_group="rg0", exclude_index=2)
+    admin.raid_ops.check_drive_paths(["a.img", "b.img"], exclude_group="rg0")
+    await admin.raid_ops.create_raid_group("rg1", 1, ["q0.img", "q1.img"], 4 * MiB, 64 * 1024)
     await admin.close()
 
 
@@ -337,7 +405,7 @@ async def test_the_catalog_refuses_to_start_on_a_file_the_configuration_also_use
 
     dd = tmp_path / "data"
     admin = Admin(dd)
-    await admin.create_raid_group("rg0", 1, ["m0.img", "m1.img"], 4 * MiB, 64 * 1024, ldev_size=1 * MiB)
+    await admin.raid_ops.create_raid_group("rg0", 1, ["m0.img", "m1.img"], 4 * MiB, 64 * 1024, ldev_size=1 * MiB)
     await admin.close()
     cfg = parse_config({"targets": [{"name": TARGET, "luns": [{"lun": 0, "size": "1MiB", "file": "m1.img"}]}]},
                        "test.toml", dd)
@@ -375,24 +443,24 @@ async def test_a_failed_create_raid_group_leaves_nothing_and_can_be_retried(tmp_
     for args, why in refusals:
         kw: dict[str, object] = dict(name="rg0", drive_size=4 * MiB, stripe_size=64 * 1024) | args
         with pytest.raises(AdminError) as exc:
-            await admin.create_raid_group(**kw)  # type: ignore[arg-type]
+            await admin.raid_ops.create_raid_group(**kw)  # type: ignore[arg-type]
         assert why in str(exc.value), (args, str(exc.value))
         assert made() == before, args
     assert admin.catalog.groups() == [] and admin.groups == {}
     # A failure after the drive files exist (the bitmap's place is taken): undone, catalog included.
     (dd / "raid-rg0.bitmap").mkdir()
     with pytest.raises(AdminError, match="cannot build RAID group rg0"):
-        await admin.create_raid_group("rg0", 5, ["x0.img", "x1.img", "x2.img"], 4 * MiB, 64 * 1024)
+        await admin.raid_ops.create_raid_group("rg0", 5, ["x0.img", "x1.img", "x2.img"], 4 * MiB, 64 * 1024)
     (dd / "raid-rg0.bitmap").rmdir()
     assert made() == before and admin.catalog.groups() == [] and admin.catalog.get_meta("ldev_size") is None
     # The retry of the request as first typed, with a third drive, is not told "drive files already exist".
-    out = await admin.create_raid_group("rg0", 5, ["x0.img", "x1.img", "x2.img"], 4 * MiB, 64 * 1024,
+    out = await admin.raid_ops.create_raid_group("rg0", 5, ["x0.img", "x1.img", "x2.img"], 4 * MiB, 64 * 1024,
                                         ldev_size=1 * MiB)
     assert out == {"name": "rg0", "capacity": 8 * MiB, "ldevs": 8}
     # Deleting a group removes its description and bitmap: the name can be used again.
-    await admin.delete_raid_group("rg0")
+    await admin.raid_ops.delete_raid_group("rg0")
     assert not (dd / "raid-rg0.json").exists() and not (dd / "raid-rg0.bitmap").exists()
-    await admin.create_raid_group("rg0", 1, ["y0.img", "y1.img"], 4 * MiB, 64 * 1024)
+    await admin.raid_ops.create_raid_group("rg0", 1, ["y0.img", "y1.img"], 4 * MiB, 64 * 1024)
     await admin.close()
 
 
@@ -506,7 +574,7 @@ async def test_sizes_with_a_unit_are_bytes_in_whole_blocks_of_the_volume_underne
     assert [r["name"] for r in admin.catalog.lus()] == ["a", "b", "c"]
 
     # replace-drive rate= is bytes per second, with a unit as written on the command line.
-    await admin.fail_drive("rg", 1)
+    await admin.raid_ops.fail_drive("rg", 1)
     reply = await _ask(mgmt, "replace_drive", group="rg", index=1, path="m1-new.img", rate="lots")
     assert reply["ok"] is False and "rate=lots is not a size" in str(reply["error"])
     assert (await _ask(mgmt, "replace_drive", group="rg", index=1, path="m1-new.img", rate="64KiB"))["ok"] is True
@@ -517,23 +585,23 @@ async def test_sizes_with_a_unit_are_bytes_in_whole_blocks_of_the_volume_underne
 
 async def test_overlapping_mappings_need_multiple_virtualization_and_keep_it(tmp_path: Path) -> None:
     admin = Admin(tmp_path)
-    await admin.create_raid_group("rg", 1, ["m0.img", "m1.img"], 16 * MiB, ldev_size=4 * MiB)
-    await admin.create_volume("v", "8MiB")
-    await admin.create_vvol(1, "v", 0, "4MiB")
-    await admin.create_lu("a", 1, 0, "2MiB")
+    await admin.raid_ops.create_raid_group("rg", 1, ["m0.img", "m1.img"], 16 * MiB, ldev_size=4 * MiB)
+    await admin.volume_ops.create_volume("v", "8MiB")
+    await admin.volume_ops.create_vvol(1, "v", 0, "4MiB")
+    await admin.volume_ops.create_lu("a", 1, 0, "2MiB")
     with pytest.raises(AdminError, match=r"#2: blocks 4096-12287 of v are already mapped by virtual volume #1 and "
                                          r"multiple virtualization was not asked for \(add multiple_virtualization=yes"):
-        await admin.create_vvol(2, "v", "2MiB", "4MiB")
+        await admin.volume_ops.create_vvol(2, "v", "2MiB", "4MiB")
     with pytest.raises(AdminError, match=r"LU b: blocks 4095-4095 of virtual volume #1 are already mapped by LU a .*"
                                          r"multiple_virtualization=yes"):
-        await admin.create_lu("b", 1, 4095, 1)
+        await admin.volume_ops.create_lu("b", 1, 4095, 1)
     assert admin.catalog.virtual_volumes() == [{"vvol": 1, "real": "v", "real_start": 0, "size": 8192,
                                                 "multiple_virtualization": 0}]
     assert [r["name"] for r in admin.catalog.lus()] == ["a"]
-    await admin.create_vvol(3, "v", "4MiB", "4MiB")  # the blocks after #1 are free
-    await admin.create_lu("b", 1, 4096, 4096)  # and so are those after LU a
-    assert (await admin.create_vvol(2, "v", "2MiB", "4MiB", multiple_virtualization=True))["shares_with"] == [1, 3]
-    assert (await admin.create_lu("c", 1, 0, 1, multiple_virtualization=True))["shares_with"] == ["a"]
+    await admin.volume_ops.create_vvol(3, "v", "4MiB", "4MiB")  # the blocks after #1 are free
+    await admin.volume_ops.create_lu("b", 1, 4096, 4096)  # and so are those after LU a
+    assert (await admin.volume_ops.create_vvol(2, "v", "2MiB", "4MiB", multiple_virtualization=True))["shares_with"] == [1, 3]
+    assert (await admin.volume_ops.create_lu("c", 1, 0, 1, multiple_virtualization=True))["shares_with"] == ["a"]
     await admin.tables.lu_volume("a").write(0, b"\x11" * 512)
     assert await admin.tables.lu_volume("c").read(0, 1) == b"\x11" * 512  # what sharing means
     view = admin.show()
@@ -549,16 +617,15 @@ async def test_overlapping_mappings_need_multiple_virtualization_and_keep_it(tmp
     luv = {r["lu"]: (r["multiple_virtualization_asked"], r["shares_with"]) for r in shown["luv_table"]}
     assert luv == {"a": (False, ["c"]), "b": (False, []), "c": (True, ["a"])}
     with pytest.raises(AdminError, match="already mapped by virtual volume #1, #2, #3"):
-        await again.create_vvol(4, "v", 0, 16384)  # asking once is not asking for every later mapping
+        await again.volume_ops.create_vvol(4, "v", 0, 16384)  # asking once is not asking for every later mapping
     await again.close()
 
 
 async def test_an_older_catalog_loads_with_its_overlaps_marked(tmp_path: Path) -> None:
     """Mappings made before overlaps had to be asked for still load after the catalog gains the column."""
-    import sqlite3
     admin = Admin(tmp_path)
     await _build(admin)
-    await admin.create_lu("lu-b", 1, 20000, 100, multiple_virtualization=True)
+    await admin.volume_ops.create_lu("lu-b", 1, 20000, 100, multiple_virtualization=True)
     await admin.close()
     db = sqlite3.connect(tmp_path / "catalog.db")
     db.execute("ALTER TABLE lus DROP COLUMN multiple_virtualization")  # back to the layout before the flag

@@ -174,6 +174,11 @@ def _view(**group: Any) -> dict[str, Any]:
                        "multiple_virtualization_asked": False, "shares_with": [], "block_size": 512}],
         "exports": [{"target": TARGET, "lun": 1, "lu": "lu0"}],
         "external_volumes": [],
+        "background_tasks": [
+            {"kind": "migration", "name": "vol1", "state": "running", "error": None,
+             "context": {"volume": "vol1", "source": "b-lun0"}, "seconds": 75.2},
+            {"kind": "rebuild", "name": "rg0", "state": "failed", "error": "VolumeError: rebuild of drive 1 stopped",
+             "context": {"group": "rg0", "drive": 1}, "seconds": 3.0}],
     }
 
 
@@ -192,6 +197,11 @@ def test_show_is_readable(capsys: pytest.CaptureFixture[str]) -> None:
     assert v2.endswith("yes: #1 (asked)")
     (lu,) = [ln for ln in out.splitlines() if ln.startswith("  lu0 ")]
     assert "2048 blocks (1 MiB)" in lu and lu.endswith("no")
+    (mig,) = [ln for ln in out.splitlines() if ln.startswith("  migration ")]
+    assert mig.split() == ["migration", "vol1", "volume=vol1", "source=b-lun0", "running", "1m15s"]
+    (rebuild,) = [ln for ln in out.splitlines() if ln.split()[:2] == ["rebuild", "rg0"]]
+    assert rebuild.split()[:5] == ["rebuild", "rg0", "group=rg0", "drive=1", "failed"]
+    assert "  rebuild rg0: VolumeError: rebuild of drive 1 stopped" in out.splitlines()
 
 
 def test_show_without_rate_and_eta_keys(capsys: pytest.CaptureFixture[str]) -> None:

@@ -10,31 +10,50 @@ import pytest
 
 from sanlab.tools import operations
 from sanlab.tools.admin import Admin
+from sanlab.tools.array import ArrayState
 from sanlab.tools.mgmt import MgmtServer
-from sanlab.tools.operations import OPERATIONS, REQUIRED, ArgumentError, Kind, check_args, help_text, lookup, \
-    parse_words
+from sanlab.tools.operations import OPERATIONS, REQUIRED, ArgumentError, Domain, Kind, check_args, help_text, \
+    lookup, parse_words
 from tests.conftest import REPO
 
 NOT_OPERATIONS = {"load", "close"}
-"""Admin's coroutine methods that are the array's own, not the socket's."""
+"""Coroutine methods of the domains that are the array's own (start, shutdown), not the socket's."""
 
 
-def test_the_table_declares_every_admin_operation_with_its_signature() -> None:
+def _domain_class(domain: Domain) -> type:
+    return Admin.DOMAINS.get(domain, Admin)  # Domain.VIEWS: the facade itself
+
+
+def test_the_table_declares_every_operation_of_each_domain_with_its_signature() -> None:
     assert Admin.OPERATIONS == tuple(OPERATIONS)
-    public = {n for n, f in inspect.getmembers(Admin, inspect.iscoroutinefunction) if not n.startswith("_")}
-    assert public - NOT_OPERATIONS <= set(OPERATIONS), "an Admin operation missing from tools/operations.py"
+    assert set(Admin.DOMAINS) | {Domain.VIEWS} == set(Domain)
+    for domain in Domain:
+        cls = _domain_class(domain)
+        public = {n for n, f in inspect.getmembers(cls, inspect.iscoroutinefunction) if not n.startswith("_")
+                  and n not in vars(ArrayState)}  # the state's helpers (persist) that the facade inherits
+        declared = {op.name for op in OPERATIONS.values() if op.domain is domain}
+        assert public - NOT_OPERATIONS <= declared, f"an operation of {cls.__name__} missing from tools/operations.py"
     for op in OPERATIONS.values():
-        sig = inspect.signature(getattr(Admin, op.name))
+        sig = inspect.signature(getattr(_domain_class(op.domain), op.name))
         params = [p for p in sig.parameters.values() if p.name != "self"]
         assert [p.name for p in params] == [p.name for p in op.params], op.name
-        for declared, real in zip(op.params, params):
+        for declared_param, real in zip(op.params, params):
             default = REQUIRED if real.default is inspect.Parameter.empty else real.default
-            assert declared.default == default, (op.name, declared.name, declared.default, default)
-            if declared.kind is Kind.SIZE:
+            assert declared_param.default == default, (op.name, declared_param.name, declared_param.default, default)
+            if declared_param.kind is Kind.SIZE:
                 # The value arrives as written ("1MiB"): the method must take text and convert it itself.
-                assert declared.unit in ("bytes", "blocks"), (op.name, declared.name)
-                assert "str" in str(real.annotation), (op.name, declared.name, real.annotation)
+                assert declared_param.unit in ("bytes", "blocks"), (op.name, declared_param.name)
+                assert "str" in str(real.annotation), (op.name, declared_param.name, real.annotation)
         assert op.doc and all(p.help for p in op.params)
+
+
+async def test_the_socket_dispatches_through_the_table_to_each_domain(tmp_path: Path) -> None:
+    """Admin.handler finds every declared operation as a bound method of its domain's object."""
+    admin = Admin(tmp_path)
+    for op in OPERATIONS.values():
+        method = admin.handler(op)
+        assert method.__name__ == op.name and isinstance(method.__self__, _domain_class(op.domain)), op.name
+    await admin.close()
 
 
 def test_check_args_speaks_the_command_lines_words() -> None:
