@@ -55,24 +55,33 @@ class PeerLun(Protocol):
     :class:`PeerUnreachable` (the initiator's errors subclass them).
     """
 
-    async def connect(self) -> None: ...
+    async def connect(self) -> None:
+        """Log in (and keep logged in: the session reconnects)."""
 
-    async def logout(self) -> None: ...
+    async def logout(self) -> None:
+        """Log out and close the connection."""
 
-    async def clear_unit_attentions(self, lun: int, limit: int = 10) -> None: ...
+    async def clear_unit_attentions(self, lun: int, limit: int = 10) -> None:
+        """TEST UNIT READY until no unit attention is pending (at most ``limit`` times)."""
 
-    async def read_capacity16(self, lun: int) -> tuple[int, int]: ...
+    async def read_capacity16(self, lun: int) -> tuple[int, int]:
+        """(number of blocks, block size) from READ CAPACITY(16)."""
 
-    async def read16(self, lun: int, lba: int, blocks: int, block_size: int) -> bytes: ...
+    async def read16(self, lun: int, lba: int, blocks: int, block_size: int) -> bytes:
+        """READ(16) of ``blocks`` blocks at ``lba``."""
 
     async def write16(self, lun: int, lba: int, data: bytes | bytearray | memoryview, block_size: int,
-                      fua: bool = False) -> None: ...
+                      fua: bool = False) -> None:
+        """WRITE(16) of ``data`` (whole blocks) at ``lba``."""
 
-    async def synchronize_cache16(self, lun: int) -> None: ...
+    async def synchronize_cache16(self, lun: int) -> None:
+        """SYNCHRONIZE CACHE(16) of the whole LU."""
 
-    async def reserve6(self, lun: int) -> Any: ...
+    async def reserve6(self, lun: int) -> Any:
+        """RESERVE(6): the SPC-2 reservation; its result tells GOOD from RESERVATION CONFLICT."""
 
-    async def release6(self, lun: int) -> Any: ...
+    async def release6(self, lun: int) -> Any:
+        """RELEASE(6) of our SPC-2 reservation."""
 
 
 def stable_isid(initiator_name: str, volume: str) -> int:
@@ -82,6 +91,8 @@ def stable_isid(initiator_name: str, volume: str) -> int:
 
 
 class LockMode(enum.Enum):
+    """Reserve-based locking of the peer's LUN: none, around each request, or held while open."""
+
     OFF = "off"
     PER_REQUEST = "per-request"
     HELD = "held"
@@ -118,10 +129,12 @@ class ExternalVolume(EmulatedBlockOps):
 
     @property
     def block_size(self) -> int:
+        """The peer LUN's logical block length (learnt at open)."""
         return self._block_size
 
     @property
     def num_blocks(self) -> int:
+        """The peer LUN's capacity in blocks (learnt at open)."""
         return self._num_blocks
 
     # --- locking ---------------------------------------------------------------------------------
@@ -194,12 +207,14 @@ class ExternalVolume(EmulatedBlockOps):
             await self._call(self._leave())
 
     async def read(self, lba: int, nblocks: int) -> bytes:
+        """READ(16) from the peer, range-checked here first (a bad range is ours, not the peer's)."""
         if lba < 0 or nblocks < 0 or lba + nblocks > self._num_blocks:
             raise VolumeError(f"range {lba}+{nblocks} outside volume of {self._num_blocks} blocks")
         async with self.range_lock.hold(lba, nblocks, exclusive=False):
             return await self._raw_read(lba, nblocks)
 
     async def write(self, lba: int, data: bytes | bytearray | memoryview, fua: bool = False) -> None:
+        """WRITE(16) to the peer under an exclusive range hold (COMPARE AND WRITE emulation relies on it)."""
         n = len(data) // self._block_size
         if len(data) % self._block_size or lba < 0 or lba + n > self._num_blocks:
             raise VolumeError(f"write of {len(data)} bytes at {lba} does not fit the external volume")
@@ -207,9 +222,11 @@ class ExternalVolume(EmulatedBlockOps):
             await self._raw_write(lba, data, fua)
 
     async def flush(self) -> None:
+        """SYNCHRONIZE CACHE(16) at the peer."""
         await self._call(self.session.synchronize_cache16(self.lun))
 
     async def close(self) -> None:
+        """Release a held reservation (a failure is logged) and log out."""
         try:
             await self._release()
         except VolumeError as exc:

@@ -42,6 +42,7 @@ log = structlog.get_logger("sanlab.storage.migrate")
 
 @dataclass(slots=True)
 class MigrationStatus:
+    """Where a migration stands (``migrate status``)."""
     state: str
     """``copying`` or ``simplex``."""
     copied_chunks: int
@@ -111,17 +112,21 @@ class MigratingVolume(EmulatedBlockOps):
 
     @property
     def block_size(self) -> int:
+        """The destination's block length (the source's is the same)."""
         return self.dest.block_size
 
     @property
     def num_blocks(self) -> int:
+        """The source's capacity: hosts see the volume they are taken over from."""
         return self.source.num_blocks
 
     @property
     def simplex(self) -> bool:
+        """Every chunk is the destination's: the source is no longer read."""
         return self.copied.all_set()
 
     def status(self) -> MigrationStatus:
+        """Copied chunks, copy pointer and rate since this object was made."""
         elapsed = max(time.monotonic() - self._t0, 1e-6)
         return MigrationStatus("simplex" if self.simplex else "copying", self.copied.count(), self.total,
                                self.pointer, self._bytes_copied / elapsed)
@@ -248,15 +253,18 @@ class MigratingVolume(EmulatedBlockOps):
         await self._persist()
 
     async def read(self, lba: int, nblocks: int) -> bytes:
+        """Read; chunks not copied yet are copied first (exclusive hold: a read may write the destination)."""
         # Exclusive: a read may copy a chunk on demand.
         async with self.range_lock.hold(lba, nblocks):
             return await self._raw_read(lba, nblocks)
 
     async def write(self, lba: int, data: bytes | bytearray | memoryview, fua: bool = False) -> None:
+        """Write under an exclusive hold; GOOD only once the copied-map covering it is durable."""
         async with self.range_lock.hold(lba, len(data) // self.block_size):
             await self._raw_write(lba, data, fua)
 
     async def flush(self) -> None:
+        """Flush the destination, and the source when part of the volume still lives there."""
         await self.dest.flush()
         if self.start > 0 or self.end < self.source.num_blocks:
             await self.source.flush()
@@ -268,6 +276,7 @@ class MigratingVolume(EmulatedBlockOps):
         self.copied.close()
 
     def describe(self) -> dict[str, Any]:
+        """The JSON row of ``migrate status``."""
         st = self.status()
         return {"volume": self.name, "state": st.state, "copied_chunks": st.copied_chunks,
                 "total_chunks": st.total_chunks, "progress": st.copied_chunks / st.total_chunks,

@@ -168,10 +168,14 @@ class Pdu:
     LAYOUT: ClassVar[struct.Struct]
 
     def bhs(self) -> bytes:  # pragma: no cover - overridden
+        """The 48-byte Basic Header Segment of this PDU, packed with the class's LAYOUT (RFC 7143
+        §11.2); AHS and data segment go after it (see :func:`encode`)."""
         raise NotImplementedError
 
     @classmethod
     def from_bhs(cls, b: Buffer, ahs: bytes, data: Buffer) -> "Pdu":  # pragma: no cover
+        """The PDU whose BHS is ``b`` (its opcode already chosen this class), with the AHS and data
+        segment the framer cut after it."""
         raise NotImplementedError
 
 
@@ -199,12 +203,14 @@ class NopOut(Pdu):
     data: Buffer = b""
 
     def bhs(self) -> bytes:
+        """This PDU's 48-byte BHS (layout: LAYOUT, fields as the class docstring's section shows)."""
         return self.LAYOUT.pack(self.OPCODE | (I_BIT if self.immediate else 0), F_BIT, 0,
                                 _lengths(self.ahs, self.data), self.lun, self.initiator_task_tag,
                                 self.target_transfer_tag, self.cmdsn, self.expstatsn)
 
     @classmethod
     def from_bhs(cls, b: Buffer, ahs: bytes, data: Buffer) -> "NopOut":
+        """Decode a NopOut BHS with the AHS and data segment that followed it."""
         b0, _, _, _, lun, itt, ttt, cmdsn, expstatsn = cls.LAYOUT.unpack_from(b)
         return cls(bool(b0 & I_BIT), lun, itt, ttt, cmdsn, expstatsn, ahs, data)
 
@@ -230,6 +236,7 @@ class ScsiCommand(Pdu):
     data: Buffer = b""
 
     def bhs(self) -> bytes:
+        """This PDU's 48-byte BHS (layout: LAYOUT, fields as the class docstring's section shows)."""
         flags = ((F_BIT if self.final else 0) | (0x40 if self.read else 0)
                  | (0x20 if self.write else 0) | (self.attr & 7))
         return self.LAYOUT.pack(self.OPCODE | (I_BIT if self.immediate else 0), flags, 0,
@@ -239,6 +246,7 @@ class ScsiCommand(Pdu):
 
     @classmethod
     def from_bhs(cls, b: Buffer, ahs: bytes, data: Buffer) -> "ScsiCommand":
+        """Decode a ScsiCommand BHS with the AHS and data segment that followed it."""
         b0, b1, _, _, lun, itt, edtl, cmdsn, expstatsn, cdb = cls.LAYOUT.unpack_from(b)
         # Comparisons rather than bool() calls: one of these per SCSI command.
         return cls(b0 & I_BIT != 0, b1 & F_BIT != 0, b1 & 0x40 != 0, b1 & 0x20 != 0, b1 & 7,
@@ -278,6 +286,7 @@ class TaskMgmtRequest(Pdu):
     data: Buffer = b""
 
     def bhs(self) -> bytes:
+        """This PDU's 48-byte BHS (layout: LAYOUT, fields as the class docstring's section shows)."""
         return self.LAYOUT.pack(self.OPCODE | (I_BIT if self.immediate else 0), F_BIT | (self.function & 0x7F),
                                 0, _lengths(self.ahs, self.data), self.lun, self.initiator_task_tag,
                                 self.referenced_task_tag, self.cmdsn, self.expstatsn, self.refcmdsn,
@@ -285,6 +294,7 @@ class TaskMgmtRequest(Pdu):
 
     @classmethod
     def from_bhs(cls, b: Buffer, ahs: bytes, data: Buffer) -> "TaskMgmtRequest":
+        """Decode a TaskMgmtRequest BHS with the AHS and data segment that followed it."""
         b0, b1, _, _, lun, itt, rtt, cmdsn, expstatsn, refcmdsn, expdatasn = cls.LAYOUT.unpack_from(b)
         return cls(bool(b0 & I_BIT), b1 & 0x7F, lun, itt, rtt, cmdsn, expstatsn, refcmdsn, expdatasn, ahs, data)
 
@@ -311,6 +321,7 @@ class LoginRequest(Pdu):
     data: Buffer = b""
 
     def bhs(self) -> bytes:
+        """This PDU's 48-byte BHS (layout: LAYOUT, fields as the class docstring's section shows)."""
         flags = (0x80 if self.transit else 0) | (0x40 if self.cont else 0) | ((self.csg & 3) << 2) | (self.nsg & 3)
         return self.LAYOUT.pack(self.OPCODE | I_BIT, flags, self.version_max, self.version_min,
                                 _lengths(self.ahs, self.data), self.isid.to_bytes(6, "big"), self.tsih,
@@ -318,6 +329,7 @@ class LoginRequest(Pdu):
 
     @classmethod
     def from_bhs(cls, b: Buffer, ahs: bytes, data: Buffer) -> "LoginRequest":
+        """Decode a LoginRequest BHS with the AHS and data segment that followed it."""
         _, b1, vmax, vmin, _, isid, tsih, itt, cid, _, cmdsn, expstatsn = cls.LAYOUT.unpack_from(b)
         return cls(bool(b1 & 0x80), bool(b1 & 0x40), (b1 >> 2) & 3, b1 & 3, vmax, vmin,
                    int.from_bytes(isid, "big"), tsih, itt, cid, cmdsn, expstatsn, ahs, data)
@@ -341,6 +353,7 @@ class TextRequest(Pdu):
     data: Buffer = b""
 
     def bhs(self) -> bytes:
+        """This PDU's 48-byte BHS (layout: LAYOUT, fields as the class docstring's section shows)."""
         flags = (F_BIT if self.final else 0) | (C_BIT if self.cont else 0)
         return self.LAYOUT.pack(self.OPCODE | (I_BIT if self.immediate else 0), flags, 0,
                                 _lengths(self.ahs, self.data), self.lun, self.initiator_task_tag,
@@ -348,6 +361,7 @@ class TextRequest(Pdu):
 
     @classmethod
     def from_bhs(cls, b: Buffer, ahs: bytes, data: Buffer) -> "TextRequest":
+        """Decode a TextRequest BHS with the AHS and data segment that followed it."""
         b0, b1, _, _, lun, itt, ttt, cmdsn, expstatsn = cls.LAYOUT.unpack_from(b)
         return cls(bool(b0 & I_BIT), bool(b1 & F_BIT), bool(b1 & C_BIT), lun, itt, ttt, cmdsn, expstatsn, ahs, data)
 
@@ -369,12 +383,14 @@ class DataOut(Pdu):
     data: Buffer = b""
 
     def bhs(self) -> bytes:
+        """This PDU's 48-byte BHS (layout: LAYOUT, fields as the class docstring's section shows)."""
         return self.LAYOUT.pack(self.OPCODE, F_BIT if self.final else 0, 0, _lengths(self.ahs, self.data),
                                 self.lun, self.initiator_task_tag, self.target_transfer_tag, self.expstatsn,
                                 self.datasn, self.buffer_offset)
 
     @classmethod
     def from_bhs(cls, b: Buffer, ahs: bytes, data: Buffer) -> "DataOut":
+        """Decode a DataOut BHS with the AHS and data segment that followed it."""
         _, b1, _, _, lun, itt, ttt, expstatsn, datasn, off = cls.LAYOUT.unpack_from(b)
         return cls(bool(b1 & F_BIT), lun, itt, ttt, expstatsn, datasn, off, ahs, data)
 
@@ -395,12 +411,14 @@ class LogoutRequest(Pdu):
     data: Buffer = b""
 
     def bhs(self) -> bytes:
+        """This PDU's 48-byte BHS (layout: LAYOUT, fields as the class docstring's section shows)."""
         return self.LAYOUT.pack(self.OPCODE | (I_BIT if self.immediate else 0), F_BIT | (self.reason & 0x7F), 0,
                                 _lengths(self.ahs, self.data), self.initiator_task_tag, self.cid, self.cmdsn,
                                 self.expstatsn)
 
     @classmethod
     def from_bhs(cls, b: Buffer, ahs: bytes, data: Buffer) -> "LogoutRequest":
+        """Decode a LogoutRequest BHS with the AHS and data segment that followed it."""
         b0, b1, _, _, itt, cid, cmdsn, expstatsn = cls.LAYOUT.unpack_from(b)
         return cls(bool(b0 & I_BIT), b1 & 0x7F, itt, cid, cmdsn, expstatsn, ahs, data)
 
@@ -422,12 +440,14 @@ class SnackRequest(Pdu):
     data: Buffer = b""
 
     def bhs(self) -> bytes:
+        """This PDU's 48-byte BHS (layout: LAYOUT, fields as the class docstring's section shows)."""
         return self.LAYOUT.pack(self.OPCODE, F_BIT | (self.type & 0x0F), 0, _lengths(self.ahs, self.data),
                                 self.lun, self.initiator_task_tag, self.target_transfer_tag, self.expstatsn,
                                 self.begrun, self.runlength)
 
     @classmethod
     def from_bhs(cls, b: Buffer, ahs: bytes, data: Buffer) -> "SnackRequest":
+        """Decode a SnackRequest BHS with the AHS and data segment that followed it."""
         _, b1, _, _, lun, itt, ttt, expstatsn, begrun, runlength = cls.LAYOUT.unpack_from(b)
         return cls(b1 & 0x0F, lun, itt, ttt, expstatsn, begrun, runlength, ahs, data)
 
@@ -451,12 +471,14 @@ class NopIn(Pdu):
     data: Buffer = b""
 
     def bhs(self) -> bytes:
+        """This PDU's 48-byte BHS (layout: LAYOUT, fields as the class docstring's section shows)."""
         return self.LAYOUT.pack(self.OPCODE, F_BIT, 0, _lengths(self.ahs, self.data), self.lun,
                                 self.initiator_task_tag, self.target_transfer_tag, self.statsn, self.expcmdsn,
                                 self.maxcmdsn)
 
     @classmethod
     def from_bhs(cls, b: Buffer, ahs: bytes, data: Buffer) -> "NopIn":
+        """Decode a NopIn BHS with the AHS and data segment that followed it."""
         _, _, _, _, lun, itt, ttt, statsn, expcmdsn, maxcmdsn = cls.LAYOUT.unpack_from(b)
         return cls(lun, itt, ttt, statsn, expcmdsn, maxcmdsn, ahs, data)
 
@@ -485,6 +507,7 @@ class ScsiResponse(Pdu):
     data: Buffer = b""
 
     def bhs(self) -> bytes:
+        """This PDU's 48-byte BHS (layout: LAYOUT, fields as the class docstring's section shows)."""
         flags = (F_BIT | (0x10 if self.bidi_overflow else 0) | (0x08 if self.bidi_underflow else 0)
                  | (0x04 if self.overflow else 0) | (0x02 if self.underflow else 0))
         return self.LAYOUT.pack(self.OPCODE, flags, self.response, self.status, _lengths(self.ahs, self.data),
@@ -493,6 +516,7 @@ class ScsiResponse(Pdu):
 
     @classmethod
     def from_bhs(cls, b: Buffer, ahs: bytes, data: Buffer) -> "ScsiResponse":
+        """Decode a ScsiResponse BHS with the AHS and data segment that followed it."""
         (_, b1, resp, status, _, itt, snack, statsn, expcmdsn, maxcmdsn, expdatasn, brc,
          rc) = cls.LAYOUT.unpack_from(b)
         return cls(bool(b1 & 0x10), bool(b1 & 0x08), bool(b1 & 0x04), bool(b1 & 0x02), resp, status, itt, snack,
@@ -521,11 +545,13 @@ class TaskMgmtResponse(Pdu):
     data: Buffer = b""
 
     def bhs(self) -> bytes:
+        """This PDU's 48-byte BHS (layout: LAYOUT, fields as the class docstring's section shows)."""
         return self.LAYOUT.pack(self.OPCODE, F_BIT, self.response, _lengths(self.ahs, self.data),
                                 self.initiator_task_tag, self.statsn, self.expcmdsn, self.maxcmdsn)
 
     @classmethod
     def from_bhs(cls, b: Buffer, ahs: bytes, data: Buffer) -> "TaskMgmtResponse":
+        """Decode a TaskMgmtResponse BHS with the AHS and data segment that followed it."""
         _, _, resp, _, itt, statsn, expcmdsn, maxcmdsn = cls.LAYOUT.unpack_from(b)
         return cls(resp, itt, statsn, expcmdsn, maxcmdsn, ahs, data)
 
@@ -554,6 +580,7 @@ class LoginResponse(Pdu):
     data: Buffer = b""
 
     def bhs(self) -> bytes:
+        """This PDU's 48-byte BHS (layout: LAYOUT, fields as the class docstring's section shows)."""
         flags = (0x80 if self.transit else 0) | (0x40 if self.cont else 0) | ((self.csg & 3) << 2) | (self.nsg & 3)
         return self.LAYOUT.pack(self.OPCODE, flags, self.version_max, self.version_active,
                                 _lengths(self.ahs, self.data), self.isid.to_bytes(6, "big"), self.tsih,
@@ -562,6 +589,7 @@ class LoginResponse(Pdu):
 
     @classmethod
     def from_bhs(cls, b: Buffer, ahs: bytes, data: Buffer) -> "LoginResponse":
+        """Decode a LoginResponse BHS with the AHS and data segment that followed it."""
         (_, b1, vmax, vact, _, isid, tsih, itt, statsn, expcmdsn, maxcmdsn, sclass,
          sdetail) = cls.LAYOUT.unpack_from(b)
         return cls(bool(b1 & 0x80), bool(b1 & 0x40), (b1 >> 2) & 3, b1 & 3, vmax, vact,
@@ -586,6 +614,7 @@ class TextResponse(Pdu):
     data: Buffer = b""
 
     def bhs(self) -> bytes:
+        """This PDU's 48-byte BHS (layout: LAYOUT, fields as the class docstring's section shows)."""
         flags = (F_BIT if self.final else 0) | (C_BIT if self.cont else 0)
         return self.LAYOUT.pack(self.OPCODE, flags, 0, _lengths(self.ahs, self.data), self.lun,
                                 self.initiator_task_tag, self.target_transfer_tag, self.statsn, self.expcmdsn,
@@ -593,6 +622,7 @@ class TextResponse(Pdu):
 
     @classmethod
     def from_bhs(cls, b: Buffer, ahs: bytes, data: Buffer) -> "TextResponse":
+        """Decode a TextResponse BHS with the AHS and data segment that followed it."""
         _, b1, _, _, lun, itt, ttt, statsn, expcmdsn, maxcmdsn = cls.LAYOUT.unpack_from(b)
         return cls(bool(b1 & F_BIT), bool(b1 & C_BIT), lun, itt, ttt, statsn, expcmdsn, maxcmdsn, ahs, data)
 
@@ -622,6 +652,7 @@ class DataIn(Pdu):
     data: Buffer = b""
 
     def bhs(self) -> bytes:
+        """This PDU's 48-byte BHS (layout: LAYOUT, fields as the class docstring's section shows)."""
         flags = ((F_BIT if self.final else 0) | (0x40 if self.acknowledge else 0) | (0x04 if self.overflow else 0)
                  | (0x02 if self.underflow else 0) | (0x01 if self.status_present else 0))
         return self.LAYOUT.pack(self.OPCODE, flags, 0, self.status, _lengths(self.ahs, self.data), self.lun,
@@ -630,6 +661,7 @@ class DataIn(Pdu):
 
     @classmethod
     def from_bhs(cls, b: Buffer, ahs: bytes, data: Buffer) -> "DataIn":
+        """Decode a DataIn BHS with the AHS and data segment that followed it."""
         (_, b1, _, status, _, lun, itt, ttt, statsn, expcmdsn, maxcmdsn, datasn, off,
          rc) = cls.LAYOUT.unpack_from(b)
         return cls(bool(b1 & F_BIT), bool(b1 & 0x40), bool(b1 & 0x04), bool(b1 & 0x02), bool(b1 & 0x01), status,
@@ -653,12 +685,14 @@ class LogoutResponse(Pdu):
     data: Buffer = b""
 
     def bhs(self) -> bytes:
+        """This PDU's 48-byte BHS (layout: LAYOUT, fields as the class docstring's section shows)."""
         return self.LAYOUT.pack(self.OPCODE, F_BIT, self.response, _lengths(self.ahs, self.data),
                                 self.initiator_task_tag, self.statsn, self.expcmdsn, self.maxcmdsn,
                                 self.time2wait, self.time2retain)
 
     @classmethod
     def from_bhs(cls, b: Buffer, ahs: bytes, data: Buffer) -> "LogoutResponse":
+        """Decode a LogoutResponse BHS with the AHS and data segment that followed it."""
         _, _, resp, _, itt, statsn, expcmdsn, maxcmdsn, t2w, t2r = cls.LAYOUT.unpack_from(b)
         return cls(resp, itt, statsn, expcmdsn, maxcmdsn, t2w, t2r, ahs, data)
 
@@ -682,12 +716,14 @@ class R2T(Pdu):
     data: Buffer = b""
 
     def bhs(self) -> bytes:
+        """This PDU's 48-byte BHS (layout: LAYOUT, fields as the class docstring's section shows)."""
         return self.LAYOUT.pack(self.OPCODE, F_BIT, 0, _lengths(self.ahs, self.data), self.lun,
                                 self.initiator_task_tag, self.target_transfer_tag, self.statsn, self.expcmdsn,
                                 self.maxcmdsn, self.r2tsn, self.buffer_offset, self.desired_data_transfer_length)
 
     @classmethod
     def from_bhs(cls, b: Buffer, ahs: bytes, data: Buffer) -> "R2T":
+        """Decode a R2T BHS with the AHS and data segment that followed it."""
         _, _, _, _, lun, itt, ttt, statsn, expcmdsn, maxcmdsn, r2tsn, off, ddtl = cls.LAYOUT.unpack_from(b)
         return cls(lun, itt, ttt, statsn, expcmdsn, maxcmdsn, r2tsn, off, ddtl, ahs, data)
 
@@ -711,12 +747,14 @@ class AsyncMessage(Pdu):
     data: Buffer = b""
 
     def bhs(self) -> bytes:
+        """This PDU's 48-byte BHS (layout: LAYOUT, fields as the class docstring's section shows)."""
         return self.LAYOUT.pack(self.OPCODE, F_BIT, 0, _lengths(self.ahs, self.data), self.lun, RESERVED_TAG,
                                 self.statsn, self.expcmdsn, self.maxcmdsn, self.async_event, self.async_vcode,
                                 self.parameter1, self.parameter2, self.parameter3)
 
     @classmethod
     def from_bhs(cls, b: Buffer, ahs: bytes, data: Buffer) -> "AsyncMessage":
+        """Decode a AsyncMessage BHS with the AHS and data segment that followed it."""
         _, _, _, _, lun, _, statsn, expcmdsn, maxcmdsn, ev, vcode, p1, p2, p3 = cls.LAYOUT.unpack_from(b)
         return cls(lun, statsn, expcmdsn, maxcmdsn, ev, vcode, p1, p2, p3, ahs, data)
 
@@ -736,11 +774,13 @@ class Reject(Pdu):
     data: Buffer = b""
 
     def bhs(self) -> bytes:
+        """This PDU's 48-byte BHS (layout: LAYOUT, fields as the class docstring's section shows)."""
         return self.LAYOUT.pack(self.OPCODE, F_BIT, self.reason, _lengths(self.ahs, self.data), RESERVED_TAG,
                                 self.statsn, self.expcmdsn, self.maxcmdsn, self.datasn_r2tsn)
 
     @classmethod
     def from_bhs(cls, b: Buffer, ahs: bytes, data: Buffer) -> "Reject":
+        """Decode a Reject BHS with the AHS and data segment that followed it."""
         _, _, reason, _, _, statsn, expcmdsn, maxcmdsn, dsn = cls.LAYOUT.unpack_from(b)
         return cls(reason, statsn, expcmdsn, maxcmdsn, dsn, ahs, data)
 
@@ -791,14 +831,17 @@ class RawPdu:
 
     @property
     def opcode(self) -> int:
+        """The opcode (byte 0, I bit masked off)."""
         return self.bhs[0] & 0x3F
 
     @property
     def immediate(self) -> bool:
+        """The I (immediate delivery) bit of byte 0."""
         return bool(self.bhs[0] & I_BIT)
 
     @property
     def initiator_task_tag(self) -> int:
+        """Initiator Task Tag (bytes 16-19)."""
         return int.from_bytes(self.bhs[16:20], "big")
 
 

@@ -48,6 +48,7 @@ class Target:
 
     @property
     def name(self) -> str:
+        """The target's iSCSI name."""
         return self.auth.name
 
 
@@ -227,14 +228,17 @@ class IscsiServer:
     # --- LoginDirectory --------------------------------------------------------
 
     def target(self, name: str) -> TargetAuth | None:
+        """The login policy of target ``name``, None when there is no such target (LoginDirectory)."""
         t = self.targets.get(name)
         return t.auth if t else None
 
     def session_exists(self, initiator_name: str, isid: int, target_name: str, tsih: int) -> bool:
+        """A session with this TSIH exists for this initiator port and target (session reinstatement)."""
         c = self._tsihs.get(tsih)
         return c is not None and c.key == (initiator_name, isid, target_name)
 
     def new_tsih(self) -> int:
+        """A TSIH no live session uses (never 0); OUT OF RESOURCES when all are taken."""
         for _ in range(0x10000):
             tsih = self._next_tsih
             self._next_tsih = tsih + 1 if tsih < 0xFFFF else 1

@@ -312,6 +312,7 @@ def _bar(fraction: float, width: int = 30) -> str:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
+    """``sanlab migrate start|status``: through the running array's management socket."""
     from pathlib import Path
     import time as _time
     data_dir = Path(args.data_dir or "sanlab-data")
@@ -386,6 +387,7 @@ def cmd_admin(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    """``sanlab serve``: load the config, lock the data directory, run the array until SIGINT/SIGTERM."""
     setup_logging(args.log_format, args.log_level)
     try:
         cfg = load_config(args.config, args.data_dir)
@@ -423,6 +425,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def make_parser() -> argparse.ArgumentParser:
+    """The ``sanlab`` command line: serve, show, admin, migrate."""
     p = argparse.ArgumentParser(prog="sanlab", description="sanlab: a software disk array that speaks iSCSI")
     p.add_argument("--version", action="version", version=f"sanlab {_version()}")
     sub = p.add_subparsers(dest="command", required=True)

@@ -83,6 +83,7 @@ class MgmtServer:
         raise OSError(errno.EADDRINUSE, f"{self.path} is in use by another running process")
 
     async def stop(self) -> None:
+        """Stop listening and remove the socket file, if it is still the one this server bound."""
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
@@ -118,6 +119,7 @@ class MgmtServer:
             writer.close()
 
     async def handle(self, line: bytes) -> dict[str, Any]:
+        """One JSON request line → its reply: arguments checked against the operation table first."""
         try:
             req = json.loads(line)
             if not isinstance(req, dict) or not isinstance(req.get("op"), str):

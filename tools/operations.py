@@ -81,6 +81,7 @@ class Param:
 
     @property
     def required(self) -> bool:
+        """The argument has no default: a request without it is refused."""
         return self.default is REQUIRED
 
     @property
@@ -89,6 +90,7 @@ class Param:
         return f"{self.name}={self.kind.value}"
 
     def describe_default(self) -> str:
+        """The default as ``--help`` prints it."""
         if self.default_help is not None:
             return self.default_help
         if isinstance(self.default, bool):
@@ -199,6 +201,7 @@ class Operation:
         return self.name.replace("_", "-")
 
     def param(self, name: str) -> Param | None:
+        """The parameter called ``name``, None when the operation has none."""
         return next((p for p in self.params if p.name == name), None)
 
 
@@ -405,6 +408,7 @@ SIZE_RULE = (f"A size with a unit ({UNITS_HELP}; K, M, G, T mean the same) is by
 
 
 def usage(op: Operation) -> str:
+    """The one-line usage of ``sanlab admin OP`` with its arguments."""
     words = [p.placeholder if p.required else f"[{p.placeholder}]" for p in op.params]
     return " ".join(["usage: sanlab admin", op.command, *words, "[--data-dir DIR]"])
 

@@ -40,6 +40,7 @@ class Quantity:
 
     @property
     def has_unit(self) -> bool:
+        """The value was written with a unit (then it is bytes)."""
         return self.unit_bytes is not None
 
 
