@@ -32,7 +32,8 @@ import structlog
 
 from sanlab.scsi.task import ScsiStatus
 from sanlab.storage.peer import PeerFailure, PeerRefused, PeerUnreachable, with_context
-from sanlab.storage.volume import EmulatedBlockOps, VolumeError
+from sanlab.storage.volume import VolumeError
+from sanlab.storage.emulated import EmulatedBlockOps
 
 log = structlog.get_logger("sanlab.storage.external")
 

@@ -13,7 +13,9 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Mapping, Protocol
 
-from sanlab.storage.volume import EmulatedBlockOps, VolumeError
+from sanlab.storage.volume import VolumeError
+
+from sanlab.storage.emulated import EmulatedBlockOps
 
 
 class ByteStore(Protocol):

@@ -35,7 +35,8 @@ import structlog
 
 from sanlab.storage.bitmap import PersistentBitmap
 from sanlab.storage.durable import replace_json
-from sanlab.storage.volume import EmulatedBlockOps, Volume, VolumeError
+from sanlab.storage.volume import Volume, VolumeError
+from sanlab.storage.emulated import EmulatedBlockOps
 
 log = structlog.get_logger("sanlab.storage.migrate")
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 import asyncio
 
 from sanlab.storage.raid import RaidGroup
-from sanlab.storage.volume import EmulatedBlockOps, VolumeError
+from sanlab.storage.volume import VolumeError
+from sanlab.storage.emulated import EmulatedBlockOps
 
 
 class RaidVolume(EmulatedBlockOps):

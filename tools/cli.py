@@ -19,7 +19,8 @@ from sanlab.storage.external import ExternalVolume
 from sanlab.storage.raid import RaidGroup
 from sanlab.storage.raid_files import open_group
 from sanlab.storage.raid_volume import RaidVolume
-from sanlab.storage.volume import FileVolume, Volume, VolumeError
+from sanlab.storage.volume import Volume, VolumeError
+from sanlab.storage.file_volume import FileVolume
 from sanlab.target.chap import ChapCredentials
 from sanlab.target.login import TargetAuth
 from sanlab.target.server import IscsiServer, ServerSettings, Target

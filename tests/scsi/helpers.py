@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import struct
 from pathlib import Path
-from typing import Awaitable, Callable, Protocol
+from typing import Awaitable, Protocol
 
 from sanlab.scsi.device_server import DeviceServer
 from sanlab.scsi.lu import LogicalUnit, LuConfig
 from sanlab.scsi.task import Nexus, ScsiResult, ScsiStatus, ScsiTask
-from sanlab.storage.volume import FileVolume, VolumeError
+from sanlab.storage.volume import VolumeError
+from sanlab.storage.file_volume import FileVolume
 
 TARGET = "iqn.2026-11.org.sanlab:test"
 NX = Nexus("iqn.1994-05.com.redhat:host-a", 0x023D00000001, TARGET, 1)

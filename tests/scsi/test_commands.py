@@ -5,7 +5,7 @@ import pytest
 
 from sanlab.scsi import sbc
 from sanlab.scsi.cdb import Opcode
-from sanlab.scsi.commands import CommandSpec, CommandTable
+from sanlab.scsi.commands import CommandSpec
 from sanlab.scsi.context import Ctx
 from sanlab.scsi.kinds import DISK, SPC
 from sanlab.scsi.reservation_state import EXCLUSIVE, READ

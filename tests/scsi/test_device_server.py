@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 
 from sanlab.scsi.cdb import Opcode
 from sanlab.scsi.device_server import DeviceServer

@@ -18,7 +18,8 @@ from sanlab.scsi.cdb import Opcode
 from sanlab.scsi.device_server import DeviceServer
 from sanlab.scsi.lu import LogicalUnit
 from sanlab.scsi.task import ScsiStatus, ScsiTask, TaskAttribute
-from sanlab.storage.volume import FileVolume, VolumeError
+from sanlab.storage.volume import VolumeError
+from sanlab.storage.file_volume import FileVolume
 from tests.scsi.helpers import BLOCKS, NX, NX2, cdb10, cdb16, make_lu, ready_server
 
 FAST_OPS = (Opcode.READ_10, Opcode.WRITE_10, Opcode.READ_16, Opcode.WRITE_16)

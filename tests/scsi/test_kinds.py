@@ -20,7 +20,7 @@ from sanlab.scsi.lu import LogicalUnit, LuConfig
 from sanlab.scsi.reservation_state import EXCLUSIVE
 from sanlab.scsi.sbc import received_blocks
 from sanlab.scsi.task import Nexus, ScsiResult, ScsiStatus, ScsiTask
-from sanlab.storage.volume import FileVolume
+from sanlab.storage.file_volume import FileVolume
 from tests.scsi.helpers import BLOCKS, NX, NX2, TARGET, cdb10, inquiry, make_lu
 from tests.scsi.test_rsoc import descriptors, rsoc
 

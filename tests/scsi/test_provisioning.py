@@ -14,7 +14,7 @@ import pytest
 from sanlab.scsi.lu import LogicalUnit, LuConfig
 from sanlab.scsi.sense import parse_sense
 from sanlab.scsi.task import ScsiResult, ScsiStatus
-from sanlab.storage.volume import FileVolume
+from sanlab.storage.file_volume import FileVolume
 from tests.scsi.helpers import TARGET, Run, cdb10, inquiry, ready_server, runner
 
 BLOCKS = 4096

@@ -11,7 +11,7 @@ from sanlab.scsi.cdb import Opcode
 from sanlab.scsi.lu import LogicalUnit, LuConfig
 from sanlab.scsi.sense import parse_sense
 from sanlab.scsi.task import ScsiResult, ScsiStatus
-from sanlab.storage.volume import FileVolume
+from sanlab.storage.file_volume import FileVolume
 from tests.scsi.helpers import (BLOCKS, TARGET, FakeVolume, Run, cdb6, cdb10, cdb12, cdb16, make_lu, ready_server,
                                 runner)
 

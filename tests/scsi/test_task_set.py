@@ -8,7 +8,7 @@ from pathlib import Path
 from sanlab.scsi.lu import LogicalUnit, LuConfig
 from sanlab.scsi.task import ScsiStatus, ScsiTask, TaskAttribute
 from sanlab.scsi.task_set import TaskSet
-from sanlab.storage.volume import FileVolume
+from sanlab.storage.file_volume import FileVolume
 from tests.scsi.helpers import NX, TARGET, cdb10, ready_server
 
 S, O, H = TaskAttribute.SIMPLE, TaskAttribute.ORDERED, TaskAttribute.HEAD_OF_QUEUE

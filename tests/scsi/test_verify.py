@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from sanlab.scsi.lu import LogicalUnit, LuConfig
-from sanlab.storage.volume import FileVolume, VolumeError
+from sanlab.storage.volume import VolumeError
+from sanlab.storage.file_volume import FileVolume
 from tests.scsi.helpers import TARGET, Run, cdb10, cdb12, cdb16
 from tests.scsi.test_provisioning import (BLOCKS, LBA_OUT_OF_RANGE, WRITE_PROTECTED, fixed, good, invalid_cdb, make,
                                           read, sense, serve)

@@ -17,7 +17,9 @@ from sanlab.scsi.device_server import DeviceServer
 from sanlab.scsi.lu import LogicalUnit, LuConfig
 from sanlab.scsi.task import TaskAttribute
 from sanlab.storage.vvol import MappingTables, VRRow, LuVRow
-from sanlab.storage.volume import EmulatedBlockOps, FileVolume, Volume, VolumeError
+from sanlab.storage.volume import Volume, VolumeError
+from sanlab.storage.emulated import EmulatedBlockOps
+from sanlab.storage.file_volume import FileVolume
 from sanlab.target.initiator import InitiatorConfig, IscsiSession
 from sanlab.target.login import TargetAuth
 from sanlab.target.server import IscsiServer, Target

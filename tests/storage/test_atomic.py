@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from sanlab.storage.atomic import DATA_OFFSET, AtomicJournal, AtomicWriter
-from sanlab.storage.volume import FileVolume, VolumeError
+from sanlab.storage.volume import VolumeError
+from sanlab.storage.file_volume import FileVolume
 from sanlab.storage.vvol import WindowVolume
 
 SIZE = 1 << 20

@@ -7,7 +7,7 @@ import random
 from pathlib import Path
 
 from sanlab.storage.migrate import MigratingVolume
-from sanlab.storage.volume import FileVolume
+from sanlab.storage.file_volume import FileVolume
 
 BLOCKS = 4096
 

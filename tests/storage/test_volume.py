@@ -11,7 +11,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sanlab.storage.volume import EmulatedBlockOps, FileVolume, RangeLock, Volume, VolumeError, first_mismatch
+from sanlab.storage.volume import Volume, VolumeError, first_mismatch
+
+from sanlab.storage.emulated import EmulatedBlockOps
+
+from sanlab.storage.file_volume import FileVolume
+
+from sanlab.storage.range_lock import RangeLock
 
 
 class MemoryVolume(EmulatedBlockOps):

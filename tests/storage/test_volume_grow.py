@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from sanlab.storage.volume import FileVolume, ProvisioningStatus, Resizable, Volume, VolumeError, grow_volume
+from sanlab.storage.volume import ProvisioningStatus, Resizable, Volume, VolumeError, grow_volume
+
+from sanlab.storage.file_volume import FileVolume
 from tests.storage.test_volume import _CLEANUP, FACTORIES
 
 MiB = 1 << 20

@@ -8,7 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sanlab.storage.volume import FileVolume, VolumeError
+from sanlab.storage.volume import VolumeError
+
+from sanlab.storage.file_volume import FileVolume
 from sanlab.storage.vvol import LuVRow, MappingTables, OverlapError, VRRow
 
 

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import AsyncIterator, Callable, Iterator
+from typing import Callable, Iterator
 
 import pytest
 

@@ -14,7 +14,7 @@ from typing import Callable
 import pytest
 from structlog.testing import capture_logs
 
-from sanlab.storage.volume import FileVolume
+from sanlab.storage.file_volume import FileVolume
 from sanlab.tools.admin import Admin, AdminError
 from tests.conftest import TARGET, SanlabProcess, need, run
 
@@ -68,7 +68,7 @@ async def test_tables_persist_and_changes_are_all_or_nothing(tmp_path: Path) -> 
 async def test_resize_lun_through_the_management_socket_and_its_refusals(tmp_path: Path) -> None:
     from sanlab.scsi.device_server import DeviceServer
     from sanlab.scsi.lu import LogicalUnit, LuConfig
-    from sanlab.storage.volume import FileVolume
+    from sanlab.storage.file_volume import FileVolume
     from sanlab.tools.mgmt import MgmtServer
 
     img = tmp_path / "lun0.img"
