@@ -494,9 +494,16 @@ class RaidGroup:
         return bad
 
     def fail_drive(self, index: int) -> None:
-        """Mark a member failed (operator command or test); durable before this returns."""
+        """Mark a member failed (operator command or test); durable before this returns (blocking:
+        from the event loop use :meth:`take_out`)."""
         self.drives[index].fail()
         self._save_state()
+
+    async def take_out(self, index: int) -> None:
+        """:meth:`fail_drive` for the event loop: the member is out at once (no later I/O uses it),
+        and the state file's fsync runs in the I/O pool; durable when this returns."""
+        self.drives[index].fail()
+        await self._run(self._save_state)
 
     @property
     def rebuilding(self) -> int | None:

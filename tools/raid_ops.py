@@ -237,7 +237,7 @@ class RaidOps:
             if sum(not d.readable for d in g.drives) >= g.redundancy and g.drives[index].readable:
                 raise AdminError(f"failing drive {index} would lose data of RAID group {group}")
             try:
-                g.fail_drive(index)  # durable before the answer: a restart keeps the member out
+                await g.take_out(index)  # durable before the answer: a restart keeps the member out
             except OSError as exc:
                 raise AdminError(f"drive {index} of {group} is out, but recording it failed: {exc}") from None
         log.warning("drive_failed", group=group, index=index)
