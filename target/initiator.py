@@ -1,7 +1,8 @@
 """The array's iSCSI initiator (RFC 7143, initiator role): the asyncio part.
 
 It reaches peer arrays for external volumes, migration and replication.  The
-protocol is the sans-IO core's (:mod:`sanlab.target.initiator_connection`,
+protocol is the sans-IO core's (:mod:`sanlab.target.initiator_connection`, its
+events in :mod:`sanlab.target.initiator_events`, and
 :mod:`sanlab.target.initiator_login`), which shares the target's codec, key
 negotiation and CHAP; this module owns what needs the event loop: the socket,
 timers and the reconnect.
@@ -39,9 +40,9 @@ from sanlab.target.chap import ChapCredentials
 from sanlab.target.errors import (
     CommandRejected, CommandTimeout, ConnectionLost, IscsiError, LoginFailed, ScsiCommandError,
 )
-from sanlab.target.initiator_connection import (
-    Answer, Closed, CommandDone, Event, InitiatorConnection, LogoutDone, LogoutRequested, PingDone, RequestFailed,
-    TaskMgmtDone, TextDone,
+from sanlab.target.initiator_connection import InitiatorConnection
+from sanlab.target.initiator_events import (
+    Answer, Closed, CommandDone, Event, LogoutDone, LogoutRequested, PingDone, RequestFailed, TaskMgmtDone, TextDone,
 )
 from sanlab.target.initiator_login import InitiatorLogin
 from sanlab.target.keys import INITIATOR_DEFAULTS, SessionParams, parse_text

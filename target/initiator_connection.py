@@ -4,15 +4,16 @@ The mirror of :mod:`sanlab.target.connection`.  :class:`InitiatorConnection`
 is fed the bytes the target sent (:meth:`~InitiatorConnection.receive_data`)
 and the current time; the asyncio glue (:mod:`sanlab.target.initiator`) writes
 what :meth:`~InitiatorConnection.take_output` gives and acts on what
-:meth:`~InitiatorConnection.take_events` gives.  Nothing here touches a socket
+:meth:`~InitiatorConnection.take_events` gives (the events:
+:mod:`sanlab.target.initiator_events`).  Nothing here touches a socket
 or a clock, and tags come from a counter, so every rule is testable with byte
 fixtures (tests/target/test_initiator_connection.py).
 
 What it does, in order of the RFC:
 
 * the login phase, through :class:`~sanlab.target.initiator_login.InitiatorLogin`
-  (event :class:`LoginComplete` with the negotiated parameters, or
-  :class:`Closed` with the ``LoginFailed``);
+  (event :class:`~sanlab.target.initiator_events.LoginComplete` with the negotiated parameters, or
+  :class:`~sanlab.target.initiator_events.Closed` with the ``LoginFailed``);
 * the command window (§4.2.2.1): a non-immediate request takes the next CmdSN
   only while CmdSN <= MaxCmdSN; later ones wait in order and go out as the
   target's ExpCmdSN/MaxCmdSN move the window;
@@ -23,7 +24,7 @@ What it does, in order of the RFC:
   PDU, each PDU within the target's MaxRecvDataSegmentLength);
 * reads: Data-In reassembled at its BufferOffset, in DataSN order, the status
   taken from the last Data-In (S bit, §11.7) or the SCSI Response, with the
-  residual (§11.4.5); event :class:`CommandDone`;
+  residual (§11.4.5); event :class:`~sanlab.target.initiator_events.CommandDone`;
 * NOP-In: a target ping (TTT set) is answered by a NOP-Out echoing TTT and LUN
   (§11.18, §11.19); the answer to our own ping ends it; with ``nop_interval``
   :meth:`~InitiatorConnection.tick` pings an idle target and closes the
@@ -33,14 +34,14 @@ What it does, in order of the RFC:
 
 We run ErrorRecoveryLevel 0 with one connection: a PDU that breaks the RFC
 (digest error, Data-In out of sequence or beyond the buffer, an R2T beyond the
-command's data or MaxBurstLength) ends the connection (:class:`Closed`, §7.1.5),
-and every outstanding command's outcome is then unknown.
+command's data or MaxBurstLength) ends the connection
+(:class:`~sanlab.target.initiator_events.Closed`, §7.1.5), and every outstanding
+command's outcome is then unknown.
 """
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Union
 
 import structlog
 
@@ -48,6 +49,10 @@ from sanlab.scsi.lun import encode_lun
 from sanlab.scsi.sense import Sense, parse_sense
 from sanlab.scsi.task import ScsiStatus, TaskAttribute
 from sanlab.target.errors import CommandRejected, ConnectionLost, IscsiError, LoginFailed, ProtocolError
+from sanlab.target.initiator_events import (
+    Closed, CommandDone, Event, LoginComplete, LogoutDone, LogoutRequested, PingDone, RequestFailed, TaskMgmtDone,
+    TextDone,
+)
 from sanlab.target.initiator_login import InitiatorLogin
 from sanlab.target.outcome import CommandResult
 from sanlab.target.keys import SessionParams
@@ -62,84 +67,6 @@ log = structlog.get_logger("sanlab.target.initiator")
 
 LOGIN_MAX_SEGMENT = 1 << 20
 """Largest data segment taken during login, before MaxRecvDataSegmentLength is in force."""
-
-
-# --- events ------------------------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class LoginComplete:
-    """The target transited to full-feature phase."""
-
-    params: SessionParams
-    tsih: int
-
-
-@dataclass(slots=True)
-class Answer:
-    """The target answered one of our requests, known by its Initiator Task Tag."""
-
-    itt: int
-
-
-@dataclass(slots=True)
-class CommandDone(Answer):
-    """A SCSI command ended (whatever its status)."""
-
-    result: CommandResult
-
-
-@dataclass(slots=True)
-class TaskMgmtDone(Answer):
-    """The response code of a Task Management request (RFC 7143 §11.6.1)."""
-
-    response: int
-
-
-@dataclass(slots=True)
-class LogoutDone(Answer):
-    """The response code of a Logout (§11.15.1); the target closes the connection next."""
-
-    response: int
-
-
-@dataclass(slots=True)
-class TextDone(Answer):
-    """The whole text of a Text Response sequence (§11.11)."""
-
-    data: bytes
-
-
-@dataclass(slots=True)
-class PingDone(Answer):
-    """The ping data the NOP-In echoed for our NOP-Out (§11.19)."""
-
-    data: bytes
-
-
-@dataclass(slots=True)
-class RequestFailed(Answer):
-    """The target rejected the request (``error`` is a CommandRejected, §11.17)."""
-
-    error: IscsiError
-
-
-@dataclass(slots=True)
-class LogoutRequested:
-    """The target asks us to log out within ``within`` seconds (Asynchronous Message, §11.9.1)."""
-
-    within: int
-
-
-@dataclass(slots=True)
-class Closed:
-    """The connection must be closed; every outstanding request failed with ``error``."""
-
-    error: IscsiError
-
-
-Event = Union[LoginComplete, CommandDone, TaskMgmtDone, TextDone, PingDone, LogoutDone, RequestFailed,
-              LogoutRequested, Closed]
 
 
 @dataclass(slots=True, eq=False)

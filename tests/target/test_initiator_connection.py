@@ -7,9 +7,9 @@ from sanlab.scsi.lun import encode_lun
 from sanlab.scsi.sense import Asc, SenseKey, build_sense
 from sanlab.storage.peer import PeerRefused, PeerUnreachable
 from sanlab.target.errors import CommandRejected, ConnectionLost, RejectReason, ScsiCommandError
-from sanlab.target.initiator_connection import (
-    Closed, CommandDone, Event, InitiatorConnection, LoginComplete, LogoutRequested, PingDone, RequestFailed,
-    TaskMgmtDone, TextDone,
+from sanlab.target.initiator_connection import InitiatorConnection
+from sanlab.target.initiator_events import (
+    Closed, CommandDone, Event, LoginComplete, LogoutRequested, PingDone, RequestFailed, TaskMgmtDone, TextDone,
 )
 from sanlab.target.initiator_login import InitiatorLogin
 from sanlab.target.keys import INITIATOR_DEFAULTS, encode_text
