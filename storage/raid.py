@@ -59,8 +59,8 @@ from sanlab.storage.bitmap import PersistentBitmap
 from sanlab.storage.drive import Drive, DriveState
 from sanlab.storage.gf256 import Bytes, gf_inv, gf_mul, gf_mul_scalar, gf_pow2, syndromes
 from sanlab.storage.raid_layout import Layout, RaidLevel
-from sanlab.storage.raid_state import GroupState, GroupStateFile, RebuildRecord
-from sanlab.storage.rebuild import Rebuild
+from sanlab.storage.raid_state import GroupState, GroupStateFile
+from sanlab.storage.rebuild import Rebuild, begin_rebuild, resume_rebuild
 from sanlab.storage.volume import VolumeError
 
 __all__ = ["Drive", "DriveState", "Layout", "RaidLevel", "RaidGroup"]
@@ -127,23 +127,12 @@ class RaidGroup:
                               f"{self.redundancy}")
 
     def _apply(self, state: GroupState) -> None:
-        """Bring member states back from the state file (at open)."""
+        """Bring member states back from the state file (at open), a rebuild in progress included."""
         for i in state.failed:
             if 0 <= i < len(self.drives):
                 self.drives[i].fail()
-        rb = state.rebuild
-        if rb is None or not 0 <= rb.index < len(self.drives):
-            return
-        drive = self.drives[rb.index]
-        if drive.path != rb.path:
-            raise VolumeError(f"RAID state file names {rb.path} as drive {rb.index} being rebuilt, the group "
-                              f"has {drive.path}")
-        if drive.state is DriveState.FAILED:  # the replacement itself is gone: it is a failed member now
-            self.rebuild_error = f"replacement {drive.path} could not be opened ({drive.error})"
-            return
-        done = min(rb.stripes_done, self.layout.stripes)
-        self.rebuild_job = Rebuild(self, RebuildRecord(rb.index, rb.path, done, rb.rate),
-                                   PersistentBitmap(self._ahead_path, self.layout.stripes))
+        if state.rebuild is not None:
+            resume_rebuild(self, state.rebuild)
 
     def _failed_members(self) -> frozenset[int]:
         return frozenset(i for i, d in enumerate(self.drives) if d.state is DriveState.FAILED)
@@ -531,44 +520,9 @@ class RaidGroup:
         Call :meth:`run_rebuild` next.  The caller may record the new drive list only after this
         returns (flush order rule 2, module docstring).  ``rate`` paces the rebuild (bytes of the
         replacement per second, 0 for no limit), as arrays let an operator keep host I/O first.
+        The checks and the steps are :func:`sanlab.storage.rebuild.begin_rebuild`'s.
         """
-        if self.redundancy == 0:
-            raise VolumeError("RAID 0 cannot rebuild")
-        if self.rebuild_job is not None:
-            raise VolumeError(f"drive {self.rebuild_job.index} is being rebuilt")
-        if not 0 <= index < len(self.drives):
-            raise VolumeError(f"no drive {index}")
-        if replacement.state is DriveState.FAILED:
-            raise VolumeError(f"replacement drive unusable: {replacement.error or replacement.path}")
-        if not self._has_rebuild_source(index):
-            raise VolumeError(f"too many other members are out: nothing to rebuild drive {index} from")
-        old = self.drives[index]
-        try:
-            await self._run(replacement.sync)
-            # A fresh (empty) ahead-map before the record that makes it count.
-            ahead = await self._run(PersistentBitmap, self._ahead_path, self.layout.stripes, True)
-        except OSError as exc:
-            raise VolumeError(f"cannot prepare the rebuild of drive {index}: {exc}") from None
-        self.drives[index] = replacement
-        self.rebuild_job = Rebuild(self, RebuildRecord(index, replacement.path, 0, max(0, rate)), ahead)
-        self.rebuild_error = None
-        try:
-            await self._run(self._save_state)
-        except OSError as exc:
-            self.drives[index] = old
-            self.rebuild_job = None
-            ahead.remove()
-            raise VolumeError(f"cannot record the rebuild of drive {index}: {exc}") from None
-        old.close()
-        log.warning("rebuild_started", drive=replacement.path, index=index, rate=rate)
-
-    def _has_rebuild_source(self, index: int) -> bool:
-        others = [i for i, d in enumerate(self.drives) if i != index and not d.readable]
-        if self.level is RaidLevel.RAID1:
-            return len(others) < len(self.drives) - 1
-        if self.level is RaidLevel.RAID10:
-            return (index ^ 1) not in others
-        return len(others) < self.redundancy
+        await begin_rebuild(self, index, replacement, rate)
 
     async def rebuild(self, index: int, replacement: Drive,
                       progress: Callable[[float], None] | None = None) -> None:
@@ -586,27 +540,6 @@ class RaidGroup:
         """Stop a running rebuild after the stripe in hand, its watermark recorded."""
         if self.rebuild_job is not None:
             await self.rebuild_job.stop()
-
-    def _rebuild_stripe(self, stripe: int, index: int) -> None:
-        lay = self.layout
-        base = stripe * lay.chunk
-        target = self.drives[index]
-        if self.level in (RaidLevel.RAID1, RaidLevel.RAID10):
-            for i in range(lay.data_chunks):
-                ds = lay.data_drives(stripe, i)
-                if index in ds:
-                    src = next(d for d in ds if d != index and self.drives[d].readable)
-                    target.pwrite(self.drives[src].pread(lay.chunk, base), base)
-            return
-        # Parity levels: treat the member as missing, solve the stripe, write its chunk.
-        chunks = self._reconstruct(stripe, 0, lay.chunk)
-        par = lay.parity_drives(stripe)
-        if index in par:
-            p, q = syndromes(chunks, len(par) > 1)
-            target.pwrite((p if index == par[0] or q is None else q).tobytes(), base)
-        else:
-            i = next(i for i in range(lay.data_chunks) if lay.data_drives(stripe, i)[0] == index)
-            target.pwrite(chunks[i].tobytes(), base)
 
     async def flush(self) -> None:
         """``fdatasync`` every member that is not FAILED, one after the other, in the group's pool."""

@@ -7,9 +7,12 @@ watermark in the group's state file, the ahead-map in ``raid-<name>.rebuilt``), 
 order of storage/raid.py's module docstring: the replacement's data is fdatasync'd before the
 watermark or a bit vouches for it.
 
-The group's stripe math (which member, which parity) stays in
-:class:`~sanlab.storage.raid.RaidGroup` (``_rebuild_stripe``); this module owns the progress,
-pacing, checkpoints and the stop/finish/fail transitions.
+:class:`~sanlab.storage.raid.RaidGroup` keeps the rebuild's public face (``begin_rebuild``,
+``run_rebuild``, ``stop_rebuild``, ``rebuild_progress`` ...) and the solving of a stripe from the
+members it has (``_reconstruct``, shared with degraded reads and writes).  This module owns the
+rest: starting a rebuild (:func:`begin_rebuild`) or taking it up after a restart
+(:func:`resume_rebuild`), what the replacement gets for each stripe, progress, pacing, checkpoints
+and the stop/finish/fail transitions.
 """
 from __future__ import annotations
 
@@ -20,7 +23,9 @@ from typing import TYPE_CHECKING, Callable
 import structlog
 
 from sanlab.storage.bitmap import PersistentBitmap
-from sanlab.storage.drive import DriveState
+from sanlab.storage.drive import Drive, DriveState
+from sanlab.storage.gf256 import syndromes
+from sanlab.storage.raid_layout import RaidLevel
 from sanlab.storage.raid_state import RebuildRecord
 from sanlab.storage.volume import VolumeError
 
@@ -28,6 +33,77 @@ if TYPE_CHECKING:
     from sanlab.storage.raid import RaidGroup
 
 log = structlog.get_logger("sanlab.storage.rebuild")
+
+
+async def begin_rebuild(group: RaidGroup, index: int, replacement: Drive, rate: int) -> None:
+    """Put ``replacement`` in as member ``index`` of ``group``, REBUILDING from stripe 0, and make
+    that durable (:meth:`RaidGroup.begin_rebuild <sanlab.storage.raid.RaidGroup.begin_rebuild>`).
+
+    A refusal, or an I/O error before the record is durable, leaves the old member in place and
+    raises VolumeError.
+    """
+    if group.redundancy == 0:
+        raise VolumeError("RAID 0 cannot rebuild")
+    if group.rebuild_job is not None:
+        raise VolumeError(f"drive {group.rebuild_job.index} is being rebuilt")
+    if not 0 <= index < len(group.drives):
+        raise VolumeError(f"no drive {index}")
+    if replacement.state is DriveState.FAILED:
+        raise VolumeError(f"replacement drive unusable: {replacement.error or replacement.path}")
+    if not _has_source(group, index):
+        raise VolumeError(f"too many other members are out: nothing to rebuild drive {index} from")
+    old = group.drives[index]
+    try:
+        await group._run(replacement.sync)
+        # A fresh (empty) ahead-map before the record that makes it count.
+        ahead = await group._run(PersistentBitmap, group._ahead_path, group.layout.stripes, True)
+    except OSError as exc:
+        raise VolumeError(f"cannot prepare the rebuild of drive {index}: {exc}") from None
+    group.drives[index] = replacement
+    group.rebuild_job = Rebuild(group, RebuildRecord(index, replacement.path, 0, max(0, rate)), ahead)
+    group.rebuild_error = None
+    try:
+        await group._run(group._save_state)
+    except OSError as exc:
+        group.drives[index] = old
+        group.rebuild_job = None
+        ahead.remove()
+        raise VolumeError(f"cannot record the rebuild of drive {index}: {exc}") from None
+    old.close()
+    log.warning("rebuild_started", drive=replacement.path, index=index, rate=rate)
+
+
+def resume_rebuild(group: RaidGroup, record: RebuildRecord) -> None:
+    """Take up the rebuild ``group``'s state file records (at open, before any I/O).
+
+    The group's ``rebuild_job`` is then that rebuild, paused at its watermark until
+    :meth:`~sanlab.storage.raid.RaidGroup.run_rebuild`; a replacement that could not be opened is a
+    failed member instead (``rebuild_error`` says so).  A record naming another file than the group
+    has as that member is a VolumeError (:func:`~sanlab.storage.raid_files.open_group` has already
+    made the drive list follow the record, flush order rule 2).
+    """
+    if not 0 <= record.index < len(group.drives):
+        return
+    drive = group.drives[record.index]
+    if drive.path != record.path:
+        raise VolumeError(f"RAID state file names {record.path} as drive {record.index} being rebuilt, the "
+                          f"group has {drive.path}")
+    if drive.state is DriveState.FAILED:  # the replacement itself is gone: it is a failed member now
+        group.rebuild_error = f"replacement {drive.path} could not be opened ({drive.error})"
+        return
+    done = min(record.stripes_done, group.layout.stripes)
+    group.rebuild_job = Rebuild(group, RebuildRecord(record.index, record.path, done, record.rate),
+                                PersistentBitmap(group._ahead_path, group.layout.stripes))
+
+
+def _has_source(group: RaidGroup, index: int) -> bool:
+    """Enough of the other members are readable to rebuild member ``index`` from."""
+    others = [i for i, d in enumerate(group.drives) if i != index and not d.readable]
+    if group.level is RaidLevel.RAID1:
+        return len(others) < len(group.drives) - 1
+    if group.level is RaidLevel.RAID10:
+        return (index ^ 1) not in others  # its mirror is its only source
+    return len(others) < group.redundancy
 
 
 class Rebuild:
@@ -81,7 +157,7 @@ class Rebuild:
             while stripe < lay.stripes and not self._stop:
                 async with g._lock(stripe):
                     if not self.ahead.has(stripe):  # else a host write rebuilt it already
-                        await g._run(g._rebuild_stripe, stripe, self.index)
+                        await g._run(self._rebuild_stripe, stripe)
                     self.drive.rebuilt_to = (stripe + 1) * lay.chunk
                 stripe += 1
                 now = time.monotonic()
@@ -142,12 +218,34 @@ class Rebuild:
         if self.drive.state is not DriveState.REBUILDING or self.holds(stripe):
             return
         try:
-            self.group._rebuild_stripe(stripe, self.index)
+            self._rebuild_stripe(stripe)
             self.drive.sync()
         except OSError as exc:
             self.group._member_failed(self.drive, exc, "rebuild")  # the write goes on degraded
             return
         self.ahead.set(stripe)
+
+    def _rebuild_stripe(self, stripe: int) -> None:
+        """Write the replacement's chunk of ``stripe`` from the other members (blocking; under the
+        stripe's lock)."""
+        g, lay, index = self.group, self.group.layout, self.index
+        base = stripe * lay.chunk
+        if g.level in (RaidLevel.RAID1, RaidLevel.RAID10):
+            for i in range(lay.data_chunks):
+                ds = lay.data_drives(stripe, i)
+                if index in ds:
+                    src = next(d for d in ds if d != index and g.drives[d].readable)
+                    self.drive.pwrite(g.drives[src].pread(lay.chunk, base), base)
+            return
+        # Parity levels: treat the member as missing, solve the stripe, write its chunk.
+        chunks = g._reconstruct(stripe, 0, lay.chunk)
+        par = lay.parity_drives(stripe)
+        if index in par:
+            p, q = syndromes(chunks, len(par) > 1)
+            self.drive.pwrite((p if index == par[0] or q is None else q).tobytes(), base)
+        else:
+            i = next(i for i in range(lay.data_chunks) if lay.data_drives(stripe, i)[0] == index)
+            self.drive.pwrite(chunks[i].tobytes(), base)
 
     async def stop(self) -> None:
         """Stop a running rebuild after the stripe in hand, its watermark recorded."""
