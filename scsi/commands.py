@@ -173,6 +173,6 @@ class LuKind:
     """Opcode → command for LUs of this kind."""
     plain_io: bool = False
     """The device server may answer READ/WRITE(10)/(16) of these LUs on its fast path
-    (``DeviceServer.plain_io``), which runs ``sbc.plain_io`` without consulting the table: true only
+    (``DeviceServer.start``), which runs ``sbc.plain_io`` without consulting the table: true only
     for a kind whose rows for those opcodes are SBC's :func:`~sanlab.scsi.sbc.read` and
     :func:`~sanlab.scsi.sbc.write`.  A kind answering them otherwise leaves it False."""

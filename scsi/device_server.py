@@ -29,11 +29,10 @@ LU's persisted state is restored before its first command, off the event loop.
 """
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Awaitable, Callable
 
 import structlog
 
@@ -44,6 +43,7 @@ from sanlab.scsi.context import Ctx
 from sanlab.scsi.kinds import KINDS, SPC
 from sanlab.scsi.lu import LogicalUnit
 from sanlab.scsi.lun import LUN_RANGE, MAX_LUN
+from sanlab.scsi.outcome import DECLINE, Outcome, Pending, medium_error, starts_at_once
 from sanlab.scsi.reservation_store import STORE_NAME, ReservationStore
 from sanlab.scsi.sense import Asc, ScsiError, SenseKey, build_sense
 from sanlab.scsi.task import Nexus, ScsiResult, ScsiStatus, ScsiTask, TaskAttribute
@@ -82,7 +82,7 @@ class DeviceServer:
         self._tables: dict[int, CommandTable] = {}
         """LUN → the command table of its LU's kind."""
         self._plain: dict[int, LogicalUnit] = {}
-        """The LUs whose kind lets :meth:`plain_io` answer READ/WRITE without the table."""
+        """The LUs whose kind lets :meth:`start` answer READ/WRITE without the table."""
         self.state_dir = state_dir
         """Directory for state that survives a restart (APTPL persistent reservations); None: none does."""
         self.reservation_store = None if state_dir is None else ReservationStore(Path(state_dir) / STORE_NAME)
@@ -259,72 +259,28 @@ class DeviceServer:
 
     # --- execution -------------------------------------------------------------------------------------
 
-    def execute_nowait(self, task: ScsiTask) -> ScsiResult | asyncio.Future[ScsiResult] | None:
-        """:meth:`plain_io` for a task: its answer as a ScsiResult (or the future of one), or None:
-        then :meth:`execute` runs it.  Only SIMPLE tasks are taken (an ORDERED or HEAD OF QUEUE
-        task must be placed in the task set)."""
-        if task.attr != TaskAttribute.SIMPLE:
-            return None
-        answer = self.plain_io(task.nexus, task.lun, task.cdb, task.data_out)
-        if answer is None or isinstance(answer, asyncio.Future):
-            return answer
-        if answer is True:
-            return ScsiResult(transfer_length=len(task.data_out), data_out_direction=True)
-        assert isinstance(answer, bytearray)
-        return ScsiResult(data_in=answer, transfer_length=len(answer))
+    def start(self, task: ScsiTask) -> Outcome:
+        """Start ``task`` on the spot when it is a plain READ/WRITE that needs none of the general
+        path's machinery (scsi/outcome.py): its result, the wait for it (:class:`Pending`), or
+        DECLINE — then :meth:`execute` runs it, and it is not offered here again.  Most of a host's
+        commands end here, in the turn of the event loop that framed them, with no coroutine.
 
-    def plain_io(self, nexus: Nexus, lun: int, cdb: bytes, data_out: bytes | bytearray | memoryview,
-                 length: int | None = None) -> bytearray | bool | asyncio.Future[ScsiResult] | None:
-        """A plain READ/WRITE of a SIMPLE task answered here and now: the data read (exactly the
-        CDB's transfer length, which must be ``length`` bytes when that is given), True for a
-        write done, or — when the transfer must wait for the
-        disk — the future of its answer (started in the thread pool, still no coroutine); None
-        when only :meth:`execute` can give the answer.  Most of a host's commands are these: the
-        iSCSI connection calls this for them straight from the bytes it framed, with no task or
-        result objects (target/connection.py, bench/README.md).
-
-        Taken only when none of the checks of :meth:`_execute` could change the outcome: the LU
-        exists, is of a kind whose READ/WRITE are SBC's (``LuKind.plain_io``), has its medium, is
-        not sanitizing or software write protected, no unit attention is pending for the nexus, no
-        reservation is held (then the conflict rule would be consulted), and no ORDERED task is
-        pending (the task starts at once and, when it does not wait, ends before anything else runs,
-        so the task set need not count it).
+        Taken only for a SIMPLE task (an ORDERED or HEAD OF QUEUE task must be placed in the task
+        set) on an LU whose kind answers READ/WRITE as SBC does (``LuKind.plain_io``) and that
+        :func:`~sanlab.scsi.outcome.starts_at_once` admits.  A task that ends at once ends before
+        anything else runs, so the task set need not count it; one that waits is counted as
+        started until its answer, so an ORDERED task arriving meanwhile waits for it (SAM-5 §8.6).
         """
-        lu = self._plain.get(lun)
-        if lu is None:
-            return None
-        volume = lu.nowait_volume
-        if (volume is None or not lu.task_set.open or lu.sanitizing or not lu.medium_present or lu.swp
-                or lu.pending_ua(nexus) or not lu.reservations.free()):
-            return None
-        try:
-            answer = sbc.plain_io(lu, cdb, data_out, volume, length)
-        except VolumeError:
-            return None  # the full path tries again and reports it as a MEDIUM ERROR
-        if not isinstance(answer, sbc.Pending):
-            return answer
-        # Started and waiting: an ORDERED task arriving meanwhile must wait for it (SAM-5 §8.6).
-        ts = lu.task_set
-        ts.start_now(TaskAttribute.SIMPLE)
-        out: asyncio.Future[ScsiResult] = answer.io.get_loop().create_future()
-        writes, length = answer.writes, answer.length
-
-        def done(f: asyncio.Future[Any]) -> None:
-            ts.stopped()
-            if f.cancelled():
-                out.cancel()
-            elif isinstance(exc := f.exception(), VolumeError):
-                asc = Asc.WRITE_ERROR if writes else Asc.UNRECOVERED_READ_ERROR
-                out.set_result(self._medium_error(lun, cdb, exc, asc, lu.d_sense, writes))
-            elif exc is not None:
-                out.set_exception(exc)
-            elif writes:
-                out.set_result(ScsiResult(transfer_length=length, data_out_direction=True))
-            else:
-                out.set_result(ScsiResult(data_in=f.result(), transfer_length=length))
-
-        answer.io.add_done_callback(done)
-        return out
+        lu = self._plain.get(task.lun)
+        if lu is None or task.attr is not TaskAttribute.SIMPLE or not starts_at_once(lu, task.nexus):
+            return DECLINE
+        assert lu.nowait_volume is not None  # starts_at_once
+        outcome = sbc.plain_io(lu, task.cdb, task.data_out, lu.nowait_volume)
+        if type(outcome) is Pending:
+            ts = lu.task_set
+            ts.start_now(TaskAttribute.SIMPLE)
+            outcome.answer.add_done_callback(lambda _f: ts.stopped())
+        return outcome
 
     async def execute(self, task: ScsiTask) -> ScsiResult:
         """Run one command and return its status, data and sense; it starts when its task attribute
@@ -374,13 +330,4 @@ class DeviceServer:
             return ScsiResult(status=ScsiStatus.CHECK_CONDITION, sense=exc.sense(descriptor))
         except VolumeError as exc:
             asc = spec.medium_error if spec is not None else Asc.UNRECOVERED_READ_ERROR
-            return self._medium_error(task.lun, task.cdb, exc, asc, descriptor, spec is not None and spec.data_out)
-
-    def _medium_error(self, lun: int, cdb: bytes, exc: VolumeError, asc: Asc, descriptor: bool,
-                      data_out: bool) -> ScsiResult:
-        """The answer to a command whose volume I/O failed: MEDIUM ERROR with ``asc`` (UNRECOVERED
-        READ ERROR, or WRITE ERROR for commands that store data), logged."""
-        self.log.error("volume_error", lun=lun, cdb=bytes(cdb[:16]).hex(), error=str(exc))
-        return ScsiResult(status=ScsiStatus.CHECK_CONDITION,
-                          sense=build_sense(SenseKey.MEDIUM_ERROR, asc, descriptor=descriptor),
-                          data_out_direction=data_out)
+            return medium_error(task.lun, task.cdb, exc, asc, descriptor, spec is not None and spec.data_out, self.log)

@@ -114,7 +114,7 @@ class LogicalUnit:
         """The backing store."""
         self.nowait_volume: NowaitIO | None = volume if isinstance(volume, NowaitIO) else None
         """The volume when it can finish some reads and writes without waiting (the fast path of
-        :meth:`~sanlab.scsi.device_server.DeviceServer.execute_nowait`); set again by
+        :meth:`~sanlab.scsi.device_server.DeviceServer.start`); set again by
         :meth:`swap_volume`."""
         self.config = config
         """Identity and properties."""
@@ -250,8 +250,10 @@ class LogicalUnit:
         return q[0] if q else None
 
     def pending_ua(self, nexus: Nexus) -> bool:
-        """A unit attention is pending for ``nexus``."""
-        return self.peek_ua(nexus) is not None
+        """A unit attention is pending for ``nexus`` (:meth:`peek_ua` is not None; asked for every
+        command on the device server's fast path)."""
+        q = self._ua.get(nexus)
+        return q is None or len(q) > 0
 
     # --- sense for REQUEST SENSE (SPC-4 §6.39) -----------------------------------------------------
 

@@ -42,3 +42,8 @@ def encode_lun(lun: int) -> bytes:
     if lun <= MAX_LUN:
         return bytes([0x40 | (lun >> 8), lun & 0xFF]) + bytes(6)
     raise ValueError(f"LUN {lun} needs more than 14 bits")
+
+
+PERIPHERAL_LUNS: dict[bytes, int] = {encode_lun(n): n for n in range(256)}
+"""LUN field → LUN for LUNs 0-255 as Linux and libiscsi send them (peripheral device addressing,
+SAM-5 §4.7): :func:`decode_lun`'s answers for the fields seen on nearly every command, looked up."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
-from typing import Any, NamedTuple
+from typing import Any
 
 from sanlab.scsi.cdb import (
     _RW10, _RW16, TRANSFER_LENGTH_OFFSET, Opcode, ReadCapacityCdb, ReadWriteCdb, ServiceActionIn16,
@@ -16,11 +16,12 @@ from sanlab.scsi.cdb import (
 from sanlab.scsi.commands import CommandSpec
 from sanlab.scsi.context import Ctx, data_in
 from sanlab.scsi.lu import LogicalUnit
+from sanlab.scsi.outcome import DECLINE, Outcome, Pending, medium_error
 from sanlab.scsi.reservation_state import ALLOWED, READ
 from sanlab.scsi.sense import Asc, ScsiError, SenseKey, invalid_field
-from sanlab.scsi.spc import lbprz, max_transfer_blocks, thin_provisioned
+from sanlab.scsi.spc import MAX_TRANSFER_BYTES, lbprz, max_transfer_blocks, thin_provisioned
 from sanlab.scsi.task import ScsiResult
-from sanlab.storage.volume import NowaitIO
+from sanlab.storage.volume import NowaitIO, VolumeError
 
 READ_CAPACITY_10_DATA = struct.Struct(">II")
 """RETURNED LOGICAL BLOCK ADDRESS, LOGICAL BLOCK LENGTH IN BYTES (SBC-3 §5.15.2)."""
@@ -177,60 +178,72 @@ _FAST_FLAGS_WRITE = 0x10
 """DPO: a FUA write must reach the disk before GOOD, which is a wait."""
 
 
-class Pending(NamedTuple):
-    """A fast-path transfer that had to wait: started in the volume's thread pool."""
-
-    io: asyncio.Future[Any]
-    """The transfer: the data read, or None for a write; fails with its VolumeError."""
-    writes: bool
-    """A WRITE (else a READ)."""
-    length: int
-    """Bytes the CDB transfers."""
-
-
-def plain_io(lu: LogicalUnit, cdb: bytes, data_out: bytes | bytearray | memoryview,
-             volume: NowaitIO, expected: int | None = None) -> bytearray | bool | Pending | None:
-    """READ/WRITE(10)/(16) done on the spot: the data read, or True for a write done — or, when
-    only the data transfer would wait (page cache miss, dirty-page throttling), the transfer
-    started in the volume's thread pool (:class:`Pending`) — or None: then the full handler
-    (:func:`read`, :func:`write`) runs and gives the answer, sense data included.
+def plain_io(lu: LogicalUnit, cdb: bytes, data_out: bytes | bytearray | memoryview, volume: NowaitIO) -> Outcome:
+    """READ/WRITE(10)/(16) started on the spot (scsi/outcome.py): the result when the page cache
+    answers (the data read; a write copied in), :class:`~sanlab.scsi.outcome.Pending` when only
+    the transfer must wait (page cache miss, dirty-page throttling: it runs in the volume's
+    thread pool), or DECLINE: then the full handler (:func:`read`, :func:`write`) runs and gives
+    the answer, sense data included.
 
     Only the plain case is taken: no protection, RELADR, group number or CONTROL bits, a
     transfer within range and limits, Data-Out exactly as long as the CDB says, a write-back
     cache (WCE) and a volume that can finish without waiting.  The device server has already
     established that no unit attention, reservation, task attribute or LU state stands in the
-    way (:meth:`~sanlab.scsi.device_server.DeviceServer.plain_io`).  Anything else — every
-    error included — is left to the handlers, so the answers stay theirs to the bit.  A read
-    answers exactly the CDB's transfer length; a write is done only when all of it was sent.
-    With ``expected``, a CDB that transfers another number of bytes is declined before any I/O.
+    way (:func:`~sanlab.scsi.outcome.starts_at_once`).  Anything else is left to the handlers,
+    so the answers stay theirs to the bit; residuals against the iSCSI EDTL are the
+    transport's, as for every result.  A volume error is the MEDIUM ERROR :func:`read` and
+    :func:`write` would give.
     """
     row = _FAST_RW.get(cdb[0])
     if row is None:
-        return None
+        return DECLINE
     layout, long_form, writes = row
     if len(cdb) < layout.size:
-        return None
+        return DECLINE
     if long_form:
         _, flags, lba, blocks, group, control = layout.unpack_from(cdb)
     else:
         _, flags, lba, group, blocks, control = layout.unpack_from(cdb)
+    bs = lu.block_size
+    length = blocks * bs
     if (flags & ~(_FAST_FLAGS_WRITE if writes else _FAST_FLAGS_READ) or group or control or not blocks
-            or lba + blocks > lu.num_blocks or blocks > max_transfer_blocks(lu.block_size)):
-        return None
-    length = blocks * lu.block_size
-    if expected is not None and expected != length:
-        return None
-    if writes:
-        if not lu.wce or lu.config.readonly or len(data_out) != length:
-            return None
-        if volume.write_nowait(lba, data_out):
-            return True
-        written = volume.write_pooled(lba, data_out)
-        return None if written is None else Pending(written, True, length)
-    if data_out:
-        return None
-    data = volume.read_nowait(lba, blocks)
-    if data is not None:
-        return data
-    read = volume.read_pooled(lba, blocks)
-    return None if read is None else Pending(read, False, length)
+            or lba + blocks > lu.num_blocks or length > MAX_TRANSFER_BYTES):  # max_transfer_blocks
+        return DECLINE
+    io: asyncio.Future[Any] | None
+    try:
+        if writes:
+            if not lu.wce or lu.config.readonly or len(data_out) != length:
+                return DECLINE
+            if volume.write_nowait(lba, data_out):
+                return ScsiResult(transfer_length=length, data_out_direction=True)
+            io = volume.write_pooled(lba, data_out)
+        else:
+            if data_out:
+                return DECLINE
+            data = volume.read_nowait(lba, blocks)
+            if data is not None:
+                return ScsiResult(data_in=data, transfer_length=length)
+            io = volume.read_pooled(lba, blocks)
+    except VolumeError as exc:
+        return medium_error(lu.config.lun, cdb, exc, Asc.WRITE_ERROR if writes else Asc.UNRECOVERED_READ_ERROR,
+                            lu.d_sense, writes)
+    if io is None:
+        return DECLINE
+    answer: asyncio.Future[ScsiResult] = io.get_loop().create_future()
+
+    def done(f: asyncio.Future[Any]) -> None:
+        if f.cancelled():
+            answer.cancel()
+        elif isinstance(exc := f.exception(), VolumeError):
+            answer.set_result(medium_error(lu.config.lun, cdb, exc,
+                                           Asc.WRITE_ERROR if writes else Asc.UNRECOVERED_READ_ERROR,
+                                           lu.d_sense, writes))
+        elif exc is not None:
+            answer.set_exception(exc)
+        elif writes:
+            answer.set_result(ScsiResult(transfer_length=length, data_out_direction=True))
+        else:
+            answer.set_result(ScsiResult(data_in=f.result(), transfer_length=length))
+
+    io.add_done_callback(done)
+    return Pending(answer)

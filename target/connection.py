@@ -20,14 +20,12 @@ recover within a command at higher levels ends the connection here
 from __future__ import annotations
 
 import enum
-import struct
-from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import Callable, Protocol, Union
+from typing import Callable, Protocol
 
 import structlog
 
-from sanlab.scsi.lun import decode_lun, encode_lun
+from sanlab.scsi.lun import PERIPHERAL_LUNS, decode_lun
 from sanlab.scsi.sense import Asc, SenseKey, build_sense
 from sanlab.scsi.task import Nexus, ScsiResult, ScsiStatus, ScsiTask, TaskAttribute
 from sanlab.target.errors import ProtocolError, RejectReason
@@ -83,15 +81,6 @@ class Execute:
 
 
 @dataclass(slots=True)
-class Started:
-    """A SCSI command the :class:`InlineIO` hook started and that is waiting (for the disk): the
-    glue answers with :meth:`TargetConnection.complete` when ``answer`` is done."""
-
-    itt: int
-    answer: Awaitable[ScsiResult]
-
-
-@dataclass(slots=True)
 class TaskManagement:
     """A TMF for the glue to carry out (it may reach other sessions and the device server)."""
 
@@ -109,32 +98,10 @@ class Close:
     reason: str
 
 
-Event = Execute | Started | TaskManagement | Close
+Event = Execute | TaskManagement | Close
 
-
-InlineAnswer = Union[bytearray, bool, Awaitable[ScsiResult], None]
-"""What :class:`InlineIO` gives: the data read, True for a write done, the answer still to come,
-or None: the command takes the general path (an :class:`Execute` event)."""
-
-
-class InlineIO(Protocol):
-    """Runs a plain READ/WRITE on the spot (``DeviceServer.plain_io``): the glue's hook for the
-    commands most hosts send most, answered without the task, event and result objects."""
-
-    def __call__(self, nexus: Nexus, lun: int, cdb: bytes, data_out: Buffer, length: int) -> InlineAnswer:
-        """``length``: the bytes the initiator expects to move (iSCSI EDTL).  A command whose CDB
-        transfers another amount is declined before any I/O (its residual is the general path's)."""
-        ...
-
-
-_INLINE_BHS = struct.Struct(">8x8sII8x16s")
-"""LUN field, ITT, EDTL and CDB of a SCSI Command BHS (RFC 7143 §11.3)."""
-_INLINE_READ_FLAGS = 0xC1
-"""Byte 1 of a SCSI Command the inline path takes for a read: F, R, ATTR = SIMPLE."""
-_INLINE_WRITE_FLAGS = 0xA1
-"""... and for a write: F, W, ATTR = SIMPLE (all its data immediate)."""
-_SINGLE_LEVEL_LUNS = {encode_lun(n): n for n in range(256)}
-"""LUN fields of LUNs 0-255 as Linux and libiscsi send them (peripheral addressing, SAM-5 §4.7)."""
+_Request = NopOut | ScsiCommand | TaskMgmtRequest | TextRequest | LogoutRequest
+"""The requests an initiator sends with a CmdSN (the opcodes of ``_COMMAND_OPCODES``)."""
 
 
 class _TaskState(enum.Enum):
@@ -191,7 +158,6 @@ class TargetConnection:
         send_targets: Callable[[str], list[tuple[str, str]]] | None = None,
         lun_exists: Callable[[int], bool] | None = None,
         max_task_buffer: int = MAX_TASK_BUFFER,
-        inline: InlineIO | None = None,
     ) -> None:
         self.nexus = nexus
         self.params = params
@@ -205,11 +171,10 @@ class TargetConnection:
         self._send_targets = send_targets or (lambda _v: [])
         self._lun_exists = lun_exists or (lambda _l: True)
         self.max_task_buffer = max_task_buffer
-        self.inline = None if self.discovery else inline
-        """Hook that answers plain READ/WRITEs as they are framed (:meth:`_inline`)."""
         self._out: list[Pdu] = []
         self._events: list[Event] = []
-        self._pending: dict[int, RawPdu] = {}
+        self._pending: dict[int, tuple[_Request, RawPdu]] = {}
+        """CmdSN → a request that arrived ahead of a gap in the CmdSN sequence (§4.2.2.1)."""
         self._tasks: dict[int, _Task] = {}
         self._ttt_to_itt: dict[int, int] = {}
         self._next_ttt = 1
@@ -232,7 +197,7 @@ class TargetConnection:
     @property
     def maxcmdsn(self) -> int:
         """Highest CmdSN the initiator may send: a constant window above ExpCmdSN (§4.2.2.1)."""
-        return sn_add(self.expcmdsn, self.cmd_window - 1)
+        return (self.expcmdsn + self.cmd_window - 1) & 0xFFFFFFFF  # sn_add, inline: once per response
 
     def _next_statsn(self) -> int:
         sn = self.statsn
@@ -264,12 +229,46 @@ class TargetConnection:
     # --- input -------------------------------------------------------------
 
     def receive(self, raw: RawPdu, now: float) -> None:
-        """Process one framed PDU."""
+        """Process one framed PDU: only state changes, output PDUs and events (no I/O)."""
         if self.closed:
             return
         self._last_rx = now
         try:
-            self._receive(raw)
+            op = raw.opcode
+            if op == Opcode.SCSI_DATA_OUT:
+                self._data_out(raw)
+                return
+            if op not in _COMMAND_OPCODES:
+                self._not_a_request(op)
+            if not raw.data_digest_ok:
+                # The header is sound, the data is not: Reject and drop the PDU (§7.8.1).  A
+                # SCSI command with bad immediate data is lost, so its CmdSN is consumed.
+                self._reject(raw.bhs, RejectReason.DATA_DIGEST_ERROR)
+                if not raw.immediate:
+                    self._consume_cmdsn(raw.cmdsn)
+                return
+            # The request's own layout decodes it (the SCSI Command's without the table lookup:
+            # most PDUs are SCSI Commands).
+            req: _Request = (ScsiCommand.from_bhs(raw.bhs, raw.ahs, raw.data) if op == Opcode.SCSI_COMMAND
+                             else decode(raw))  # type: ignore[assignment]
+            if req.immediate:  # immediate delivery (I bit): ahead of the CmdSN order
+                self._dispatch(req, raw)
+                return
+            cmdsn = req.cmdsn
+            if cmdsn == self.expcmdsn:
+                self.expcmdsn = (cmdsn + 1) & 0xFFFFFFFF  # sn_add, inline: once per command
+                if type(req) is ScsiCommand and not self._aborted_cmdsns and self._logout_itt is None:
+                    self._scsi_command(req, raw)  # what _dispatch would do, one call shorter
+                else:
+                    self._dispatch(req, raw, cmdsn)
+                if self._pending:
+                    self._drain_pending()
+            elif sn_in_window(cmdsn, self.expcmdsn, self.maxcmdsn):
+                # A later command that arrived early waits for the gap (§4.2.2.1 ordered delivery).
+                self._pending.setdefault(cmdsn, (req, raw))
+            else:
+                # Outside the window: silently ignored (RFC 7143 §4.2.2.1).
+                self.log.info("cmdsn_outside_window", cmdsn=cmdsn, expcmdsn=self.expcmdsn, maxcmdsn=self.maxcmdsn)
         except ProtocolError as exc:
             self.log.warning("protocol_error", error=str(exc), opcode=raw.opcode)
             if exc.reject is not None:
@@ -277,44 +276,16 @@ class TargetConnection:
             else:
                 self._close(f"protocol error: {exc}")
 
-    def _receive(self, raw: RawPdu) -> None:
-        op = raw.bhs[0] & 0x3F
-        if op == Opcode.SCSI_DATA_OUT:
-            self._data_out(raw)
-            return
-        if op not in _COMMAND_OPCODES:
-            if op == Opcode.SNACK_REQUEST:
-                # ErrorRecoveryLevel 0: SNACK is not supported (§11.16, Reject reason 03h? no: SNACK
-                # Reject applies to ERL>0); answer "command not supported".
-                raise ProtocolError("SNACK at ErrorRecoveryLevel 0", RejectReason.COMMAND_NOT_SUPPORTED)
-            if op == Opcode.LOGIN_REQUEST:
-                raise ProtocolError("Login Request in full-feature phase", RejectReason.PROTOCOL_ERROR)
-            raise ProtocolError(f"opcode 0x{op:02x} not valid from an initiator",
-                                RejectReason.COMMAND_NOT_SUPPORTED)
-        if not raw.data_digest_ok:
-            # The header is sound, the data is not: Reject and drop the PDU (§7.8.1).  A
-            # SCSI command with bad immediate data is lost, so its CmdSN is consumed.
-            self._reject(raw.bhs, RejectReason.DATA_DIGEST_ERROR)
-            if not raw.immediate:
-                self._consume_cmdsn(int.from_bytes(raw.bhs[24:28], "big"))
-            return
-        bhs = raw.bhs
-        if bhs[0] & 0x40:  # immediate delivery (I bit)
-            self._dispatch(raw)
-            return
-        cmdsn = (bhs[24] << 24) | (bhs[25] << 16) | (bhs[26] << 8) | bhs[27]
-        if cmdsn == self.expcmdsn:
-            self.expcmdsn = sn_add(cmdsn, 1)
-            if op != Opcode.SCSI_COMMAND or self.inline is None or not self._inline(raw, cmdsn):
-                self._dispatch(raw, cmdsn)
-            if self._pending:
-                self._drain_pending()
-        elif sn_in_window(cmdsn, self.expcmdsn, self.maxcmdsn):
-            # A later command that arrived early waits for the gap (§4.2.2.1 ordered delivery).
-            self._pending.setdefault(cmdsn, raw)
-        else:
-            # Outside the window: silently ignored (RFC 7143 §4.2.2.1).
-            self.log.info("cmdsn_outside_window", cmdsn=cmdsn, expcmdsn=self.expcmdsn, maxcmdsn=self.maxcmdsn)
+    @staticmethod
+    def _not_a_request(op: int) -> None:
+        """Raise the Reject for an opcode an initiator may not send in full-feature phase."""
+        if op == Opcode.SNACK_REQUEST:
+            # SNACK exists only at ErrorRecoveryLevel > 0 (§11.16); at 0 it is a command we do not
+            # support.
+            raise ProtocolError("SNACK at ErrorRecoveryLevel 0", RejectReason.COMMAND_NOT_SUPPORTED)
+        if op == Opcode.LOGIN_REQUEST:
+            raise ProtocolError("Login Request in full-feature phase", RejectReason.PROTOCOL_ERROR)
+        raise ProtocolError(f"opcode 0x{op:02x} not valid from an initiator", RejectReason.COMMAND_NOT_SUPPORTED)
 
     def _consume_cmdsn(self, cmdsn: int) -> None:
         if cmdsn == self.expcmdsn:
@@ -322,20 +293,18 @@ class TargetConnection:
             self._drain_pending()
 
     def _drain_pending(self) -> None:
-        while (raw := self._pending.pop(self.expcmdsn, None)) is not None:
+        while (waiting := self._pending.pop(self.expcmdsn, None)) is not None:
             cmdsn = self.expcmdsn
             self.expcmdsn = sn_add(cmdsn, 1)
-            self._dispatch(raw, cmdsn)
+            self._dispatch(waiting[0], waiting[1], cmdsn)
 
-    def _dispatch(self, raw: RawPdu, cmdsn: int | None = None) -> None:
-        pdu = decode(raw)
-        if cmdsn is not None and cmdsn in self._aborted_cmdsns:
+    def _dispatch(self, req: _Request, raw: RawPdu, cmdsn: int | None = None) -> None:
+        if cmdsn is not None and self._aborted_cmdsns and cmdsn in self._aborted_cmdsns:
             self._aborted_cmdsns.discard(cmdsn)
             return  # aborted by ABORT TASK before it arrived (§11.5.1)
-        if self._logout_itt is not None and not isinstance(pdu, LogoutRequest):
+        if self._logout_itt is not None and not isinstance(req, LogoutRequest):
             raise ProtocolError("command after Logout", RejectReason.WAITING_FOR_LOGOUT)
-        handler = _HANDLERS[type(pdu)]
-        handler(self, pdu, raw)
+        _HANDLERS[type(req)](self, req, raw)
 
     # --- NOP ---------------------------------------------------------------
 
@@ -399,24 +368,25 @@ class TargetConnection:
             raise ProtocolError("F bit clear on a command with no Data-Out", RejectReason.PROTOCOL_ERROR)
         if pdu.write and not pdu.final and p.initial_r2t:
             raise ProtocolError("unsolicited Data-Out announced but InitialR2T=Yes", RejectReason.PROTOCOL_ERROR)
-        try:
-            lun = decode_lun(pdu.lun)
-        except ValueError:
-            lun = -1  # the device server answers LOGICAL UNIT NOT SUPPORTED
+        lun_field = pdu.lun
+        lun = PERIPHERAL_LUNS.get(lun_field)
+        if lun is None:
+            lun = decode_lun(lun_field)  # NOT_SUPPORTED: the device server answers LOGICAL UNIT NOT SUPPORTED
         wlen = edtl if pdu.write else 0
-        if wlen > self.max_task_buffer:
-            # A buffer of EDTL bytes is allocated per write; refuse absurd EDTLs up front so one
-            # initiator cannot exhaust memory.  Data-Out that follows is discarded (_finished_itts).
-            self.log.warning("edtl_too_large", itt=itt, edtl=edtl)
-            self._fail_task(_Task(itt=itt, cmdsn=pdu.cmdsn, lun_field=pdu.lun, lun=-1, cmd=pdu, edtl=0, buf=None),
-                            _EDTL_TOO_LARGE_SENSE)
-            return
+        # A buffer of EDTL bytes is allocated per write: an absurd EDTL is refused up front so one
+        # initiator cannot exhaust memory.  Data-Out that follows is discarded (_finished_itts).
+        too_large = wlen > self.max_task_buffer
         imm_data = pdu.data
         whole = isinstance(imm_data, bytes) and imm == wlen and pdu.final
         buf: bytearray | bytes | None = None
-        if wlen:
+        if wlen and not too_large:
             buf = imm_data if isinstance(imm_data, bytes) and whole else bytearray(wlen)
-        task = _Task(itt=itt, cmdsn=pdu.cmdsn, lun_field=pdu.lun, lun=lun, cmd=pdu, edtl=wlen, buf=buf)
+        task = _Task(itt=itt, cmdsn=pdu.cmdsn, lun_field=pdu.lun, lun=lun, cmd=pdu, edtl=0 if too_large else wlen,
+                     buf=buf)
+        if too_large:
+            self.log.warning("edtl_too_large", itt=itt, edtl=edtl)
+            self._fail_task(task, _EDTL_TOO_LARGE_SENSE)
+            return
         if imm:
             assert task.buf is not None
             if not whole:
@@ -430,59 +400,10 @@ class TargetConnection:
         task.solicit_next = task.unsolicited_end
         self._tasks[itt] = task
         pdu.data = b""  # the bytes live in task.buf now
-        self._issue_r2ts(task)
-        self._maybe_execute(task)
-
-    def _inline(self, raw: RawPdu, cmdsn: int) -> bool:
-        """Answer a plain READ/WRITE through :attr:`inline` as soon as it is framed, in order; False
-        when it must take the general path (:meth:`_scsi_command`), with nothing done.
-
-        Taken only for what needs none of the general path's bookkeeping: a SIMPLE, final READ
-        with no data or WRITE with all of its data immediate, no AHS, a free ITT, a single-level
-        LUN, a read that fits one Data-In PDU, and no TMF or Logout in progress.  Every other
-        case, protocol errors included, goes the general way.  Its answer is the same PDU
-        :meth:`_respond` builds for the same result: one Data-In with the status collapsed into
-        it (§11.7.4), or a SCSI Response with no residual.
-        """
-        bhs = raw.bhs
-        flags = bhs[1]
-        if ((flags != _INLINE_READ_FLAGS and flags != _INLINE_WRITE_FLAGS) or raw.ahs or self._aborted_cmdsns
-                or self._logout_itt is not None):
-            return False
-        lun_field, itt, edtl, cdb = _INLINE_BHS.unpack_from(bhs)
-        lun = _SINGLE_LEVEL_LUNS.get(lun_field)
-        if lun is None or itt == RESERVED_TAG or itt in self._tasks or not edtl:
-            return False
-        p = self.params
-        data = raw.data
-        writes = flags == _INLINE_WRITE_FLAGS
-        if writes:
-            if (len(data) != edtl or not p.immediate_data or edtl > p.first_burst_length
-                    or edtl > p.max_recv_data_segment_length_target):
-                return False
-        elif data or edtl > p.max_recv_data_segment_length_initiator or edtl > p.max_burst_length:
-            return False
-        assert self.inline is not None
-        answer = self.inline(self.nexus, lun, cdb, data, edtl)
-        if answer is None:
-            return False
-        if answer is True:  # a write, done
-            self._out.append(ScsiResponse(initiator_task_tag=itt, statsn=self._next_statsn(),
-                                          expcmdsn=self.expcmdsn, maxcmdsn=self.maxcmdsn))
-        elif isinstance(answer, bytearray):
-            assert len(answer) == edtl  # InlineIO's contract: another length is declined
-            self._status_data_in(lun_field, itt, ScsiStatus.GOOD, answer)
-        else:
-            # Waiting for the disk: a task like any other from here on (abort, logout, complete).
-            cmd = decode(raw)
-            assert isinstance(cmd, ScsiCommand) and not isinstance(answer, bool)
-            self._tasks[itt] = _Task(itt=itt, cmdsn=cmdsn, lun_field=lun_field, lun=lun, cmd=cmd,
-                                     edtl=edtl if writes else 0, buf=bytes(data) if writes else None,
-                                     received=len(data), state=_TaskState.EXECUTING)
-            self._events.append(Started(itt, answer))
-            return True
-        self._finished(itt)  # as for every task: stray Data-Out for it is discarded, not an error
-        return True
+        if task.solicit_next < wlen:
+            self._issue_r2ts(task)
+        if task.received >= task.edtl:
+            self._execute(task)
 
     def _issue_r2ts(self, task: _Task) -> None:
         p = self.params
@@ -500,14 +421,19 @@ class TargetConnection:
             task.solicit_next += length
 
     def _maybe_execute(self, task: _Task) -> None:
-        if task.state is not _TaskState.WAIT_DATA or task.received < task.edtl:
-            return
+        if task.state is _TaskState.WAIT_DATA and task.received >= task.edtl:
+            self._execute(task)
+
+    def _execute(self, task: _Task) -> None:
+        """WAIT_DATA → EXECUTING: all of the task's Data-Out is here; hand it to the glue."""
         task.state = _TaskState.EXECUTING
         cmd = task.cmd
-        read_len = cmd.expected_data_transfer_length if cmd.read and not cmd.write else 0
-        if cmd.read and cmd.write:
-            read_len = cmd.bidi_read_edtl() or 0
-        data = memoryview(task.buf) if task.buf is not None else b""
+        if not cmd.write:
+            read_len = cmd.expected_data_transfer_length if cmd.read else 0
+            data: Buffer = b""
+        else:
+            read_len = (cmd.bidi_read_edtl() or 0) if cmd.read else 0
+            data = memoryview(task.buf) if task.buf is not None else b""
         self._events.append(Execute(task.itt, ScsiTask(
             self.nexus, task.lun, cmd.full_cdb() if cmd.ahs else cmd.cdb, _ATTRS[cmd.attr], data, read_len,
             task.itt, task.edtl)))
@@ -592,8 +518,9 @@ class TargetConnection:
 
     def _forget(self, task: _Task) -> None:
         self._tasks.pop(task.itt, None)
-        for ttt in task.r2ts:
-            self._ttt_to_itt.pop(ttt, None)
+        if task.r2ts:
+            for ttt in task.r2ts:
+                self._ttt_to_itt.pop(ttt, None)
         self._finished(task.itt)
 
     def _finished(self, itt: int) -> None:
@@ -610,11 +537,19 @@ class TargetConnection:
         task = self._tasks.get(itt)
         if task is None or task.state is not _TaskState.EXECUTING:
             return
-        self._forget(task)
+        del self._tasks[itt]
+        if task.r2ts:  # (the rest of _forget)
+            for ttt in task.r2ts:
+                self._ttt_to_itt.pop(ttt, None)
+        finished = self._finished_itts
+        finished.add(itt)
+        if len(finished) > 4096:
+            self._finished(itt)
         if not (task.aborted or self.closed):
             self._respond(task, result)
-        # A Logout waiting for this command is answered after its response (§11.14).
-        self._maybe_logout()
+        if self._logout_pdu is not None:
+            # A Logout waiting for this command is answered after its response (§11.14).
+            self._maybe_logout()
 
     def _respond(self, task: _Task, result: ScsiResult) -> None:
         itt = task.itt
@@ -681,9 +616,11 @@ class TargetConnection:
 
     def _status_data_in(self, lun_field: bytes, itt: int, status: int, data: Buffer) -> None:
         """All of a read's data in one Data-In with the status collapsed into it (§11.7.4), no
-        residual: the answer to most reads, from :meth:`_respond` and :meth:`_inline` alike."""
+        residual: the answer to most reads."""
+        statsn = self.statsn
+        self.statsn = (statsn + 1) & 0xFFFFFFFF  # _next_statsn, inline: once per read
         self._out.append(DataIn(True, False, False, False, True, status, lun_field, itt, RESERVED_TAG,
-                                self._next_statsn(), self.expcmdsn, self.maxcmdsn, 0, 0, 0, b"", data))
+                                statsn, self.expcmdsn, self.maxcmdsn, 0, 0, 0, b"", data))
 
     # --- task management -----------------------------------------------------
 
@@ -707,18 +644,18 @@ class TargetConnection:
                 else:
                     self.tmf_done(itt, TmfResponse.TASK_DOES_NOT_EXIST)
                 return
-            waiting = self.abort_tasks(lambda t: t.itt == task.itt)
+            waiting = self.abort_tasks(lambda t_itt, _lun: t_itt == task.itt)
             self._events.append(TaskManagement(itt, TmfFunction.ABORT_TASK, lun, waiting))
             return
         if fn in (TmfFunction.ABORT_TASK_SET, TmfFunction.CLEAR_TASK_SET, TmfFunction.LOGICAL_UNIT_RESET):
             if not self._lun_exists(lun):
                 self.tmf_done(itt, TmfResponse.LUN_DOES_NOT_EXIST)
                 return
-            waiting = self.abort_tasks(lambda t: t.lun == lun)
+            waiting = self.abort_tasks(lambda _itt, t_lun: t_lun == lun)
             self._events.append(TaskManagement(itt, TmfFunction(fn), lun, waiting))
             return
         if fn in (TmfFunction.TARGET_WARM_RESET, TmfFunction.TARGET_COLD_RESET):
-            waiting = self.abort_tasks(lambda t: True)
+            waiting = self.abort_tasks(lambda _itt, _lun: True)
             self._events.append(TaskManagement(itt, TmfFunction(fn), lun, waiting))
             return
         if fn == TmfFunction.CLEAR_ACA:
@@ -731,34 +668,27 @@ class TargetConnection:
             return
         self.tmf_done(itt, TmfResponse.FUNCTION_REJECTED)
 
-    def abort_tasks(self, match: Callable[[_Task], bool]) -> list[int]:
-        """Abort this session's matching tasks; return the ITTs still executing (to await)."""
+    def abort_tasks(self, match: Callable[[int, int], bool]) -> list[int]:
+        """Abort this session's tasks that ``match(itt, lun)``; return the ITTs still executing (to
+        await).  Commands that wait in the CmdSN window for a gap are aborted too: they will never
+        execute, and their CmdSN still counts when the gap fills."""
         executing = []
         for task in list(self._tasks.values()):
-            if not match(task):
+            if not match(task.itt, task.lun):
                 continue
             if task.state is _TaskState.EXECUTING:
                 task.aborted = True
                 executing.append(task.itt)
             else:
                 self._forget(task)
-        for cmdsn, raw in list(self._pending.items()):
-            if raw.opcode == Opcode.SCSI_COMMAND:
-                lun_ok = True
-                try:
-                    fake = _Task(itt=raw.initiator_task_tag, cmdsn=cmdsn, lun_field=raw.bhs[8:16],
-                                 lun=decode_lun(raw.bhs[8:16]), cmd=ScsiCommand(), edtl=0, buf=None)
-                    lun_ok = match(fake)
-                except ValueError:
-                    lun_ok = False
-                if lun_ok:
-                    # Never executed; its CmdSN still counts when the gap fills.
-                    self._aborted_cmdsns.add(cmdsn)
+        for cmdsn, (req, _raw) in list(self._pending.items()):
+            if isinstance(req, ScsiCommand) and match(req.initiator_task_tag, decode_lun(req.lun)):
+                self._aborted_cmdsns.add(cmdsn)
         return executing
 
     def abort_lun_tasks(self, lun: int | None) -> list[int]:
         """For another session's LUN/target reset: abort this session's tasks on ``lun`` (None: all)."""
-        return self.abort_tasks(lambda t: lun is None or t.lun == lun)
+        return self.abort_tasks(lambda _itt, t_lun: lun is None or t_lun == lun)
 
     def tmf_done(self, itt: int, response: TmfResponse) -> None:
         """Send the TMF Response (after every task it aborted has ended)."""

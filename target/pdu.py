@@ -851,6 +851,13 @@ class RawPdu:
         """Initiator Task Tag (bytes 16-19)."""
         return int.from_bytes(self.bhs[16:20], "big")
 
+    @property
+    def cmdsn(self) -> int:
+        """CmdSN (bytes 24-27) of a request from an initiator: the field every request's layout
+        holds there (§11.3-§11.18), read without decoding the rest (a PDU whose data segment
+        failed its digest still consumes its CmdSN, §7.8.1)."""
+        return int.from_bytes(self.bhs[24:28], "big")
+
 
 def decode(raw: RawPdu) -> Pdu:
     """The dataclass for a framed PDU; unknown opcodes raise ProtocolError (Reject, §11.17.1)."""

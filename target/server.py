@@ -21,9 +21,10 @@ from typing import Any, Coroutine, Generator, Iterable
 import structlog
 
 from sanlab.scsi.device_server import DeviceServer
+from sanlab.scsi.outcome import Pending
 from sanlab.scsi.sense import SenseKey, build_sense
 from sanlab.scsi.task import Nexus, ScsiResult, ScsiStatus
-from sanlab.target.connection import Close, Execute, Started, TargetConnection, TaskManagement
+from sanlab.target.connection import Close, Execute, TargetConnection, TaskManagement
 from sanlab.target.errors import LoginError, LoginStatus, ProtocolError
 from sanlab.target.keys import TARGET_DEFAULTS
 from sanlab.target.login import LoginResult, TargetAuth, TargetLogin
@@ -360,18 +361,7 @@ class IscsiServer:
             # they stay what the session's leading login settled (RFC 7143 §13, "LO" keys).
             for name in _SESSION_WIDE:
                 setattr(result.params, name, getattr(old.result.params, name))
-        target = self.targets.get(result.target.name) if result.target else None
-        nexus = Nexus(result.initiator_name, result.isid, target.name if target else "", self.portal_group_tag)
-        local = writer.get_extra_info("sockname")
-        conn = TargetConnection(
-            nexus=nexus, params=result.params, cid=result.cid, statsn=result.statsn, expcmdsn=result.expcmdsn,
-            now=time.monotonic(), cmd_window=self.settings.cmd_window, nop_interval=self.settings.nop_interval,
-            nop_timeout=self.settings.nop_timeout,
-            send_targets=lambda v: self._send_targets(v, result.initiator_name, local),
-            lun_exists=(target.device_server.has_lun if target else None),
-            inline=(target.device_server.plain_io if target else None))
-        c = _Conn(conn, writer, target, result)
-        self._register(c)
+        c = self._connect(result, writer)
         framer.header_digest = c.header_digest
         framer.data_digest = c.data_digest
         # A data segment longer than we declared breaks the negotiated contract (RFC 7143 §13.12);
@@ -385,6 +375,22 @@ class IscsiServer:
             await self._drain_running(c)
             self._unregister(c)
             c.closed.set()
+
+    def _connect(self, result: LoginResult, writer: asyncio.StreamWriter) -> _Conn:
+        """The full-feature connection a login ended in, registered (session or connection
+        reinstatement done)."""
+        target = self.targets.get(result.target.name) if result.target else None
+        nexus = Nexus(result.initiator_name, result.isid, target.name if target else "", self.portal_group_tag)
+        local = writer.get_extra_info("sockname")
+        conn = TargetConnection(
+            nexus=nexus, params=result.params, cid=result.cid, statsn=result.statsn, expcmdsn=result.expcmdsn,
+            now=time.monotonic(), cmd_window=self.settings.cmd_window, nop_interval=self.settings.nop_interval,
+            nop_timeout=self.settings.nop_timeout,
+            send_targets=lambda v: self._send_targets(v, result.initiator_name, local),
+            lun_exists=(target.device_server.has_lun if target else None))
+        c = _Conn(conn, writer, target, result)
+        self._register(c)
+        return c
 
     def _register(self, c: _Conn) -> None:
         key = c.key
@@ -486,12 +492,8 @@ class IscsiServer:
         try:
             while events := c.conn.take_events():
                 for ev in events:
-                    if isinstance(ev, Execute):
+                    if type(ev) is Execute:
                         self._start(c, ev)
-                    elif isinstance(ev, Started):
-                        # Started by DeviceServer.plain_io and waiting for the disk.
-                        assert isinstance(ev.answer, asyncio.Future)
-                        self._wait_pooled(c, ev.itt, ev.answer)
                     elif isinstance(ev, TaskManagement):
                         # Keep a reference: the loop holds tasks only weakly.
                         tmf = asyncio.create_task(self._tmf(c, ev))
@@ -511,17 +513,19 @@ class IscsiServer:
             asyncio.get_running_loop().call_soon(self._scheduled_flush, c)
 
     def _start(self, c: _Conn, ev: Execute) -> None:
-        """Run the command now, up to its first real wait; only a command that waits (for the thread
-        pool, a range lock, a peer) costs a Task.  Page-cache reads and writes finish right here,
-        without even a coroutine (DeviceServer.execute_nowait)."""
+        """Run the command now, up to its first real wait (scsi/outcome.py).  The device server
+        answers a plain READ/WRITE at once (:meth:`DeviceServer.start`): from the page cache, with
+        no coroutine, or with the future of a transfer in the thread pool.  Anything else, or
+        anything it declines, runs :meth:`DeviceServer.execute` as a coroutine that is stepped here
+        once; only a command that then waits (for the pool, a range lock, a peer) costs a Task."""
         ds = c.target.device_server if c.target else None
         if ds is not None:
-            result = ds.execute_nowait(ev.task)
-            if isinstance(result, asyncio.Future):
-                self._wait_pooled(c, ev.itt, result)
+            outcome = ds.start(ev.task)
+            if type(outcome) is ScsiResult:
+                c.conn.complete(ev.itt, outcome)
                 return
-            if result is not None:
-                c.conn.complete(ev.itt, result)
+            if type(outcome) is Pending:
+                self._wait_pooled(c, ev.itt, outcome.answer)
                 return
             if ds.detaches_on_abort(ev.task.lun, ev.task.cdb):
                 c.detachable.add(ev.itt)
@@ -566,7 +570,7 @@ class IscsiServer:
         fut.add_done_callback(functools.partial(self._pooled_done, c, itt))
 
     def _pooled_done(self, c: _Conn, itt: int, fut: asyncio.Future[ScsiResult]) -> None:
-        """A fast-path command that waited in the thread pool has its answer (see _start)."""
+        """A command the device server started that waited in the thread pool has its answer (see _start)."""
         if c.running.get(itt) is fut:
             del c.running[itt]
         if fut.cancelled():

@@ -1,8 +1,9 @@
-"""DeviceServer.execute_nowait (the READ/WRITE fast path) against DeviceServer.execute.
+"""DeviceServer.start (the READ/WRITE fast path, scsi/outcome.py) against DeviceServer.execute.
 
 The fast path must never change an answer: wherever it answers, the full path on an identical
 LU answers the same (status, data, sense, residual basis) and leaves the same bytes on the
-medium; wherever a check of the full path could matter it declines (returns None).
+medium; wherever a check of the full path could matter it declines (DECLINE); and a declined
+command is not tried on the fast path again.
 """
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ import pytest
 from sanlab.scsi.cdb import Opcode
 from sanlab.scsi.device_server import DeviceServer
 from sanlab.scsi.lu import LogicalUnit
-from sanlab.scsi.task import ScsiStatus, ScsiTask, TaskAttribute
+from sanlab.scsi.outcome import DECLINE, Pending
+from sanlab.scsi.task import ScsiResult, ScsiStatus, ScsiTask, TaskAttribute
 from sanlab.storage.volume import VolumeError
 from sanlab.storage.file_volume import FileVolume
 from tests.scsi.helpers import BLOCKS, NX, NX2, cdb10, cdb16, make_lu, ready_server
@@ -76,18 +78,17 @@ async def test_fast_answers_equal_the_full_path(tmp_path: Path, cache: str, monk
     answered = declined = 0
     for _ in range(3000):
         task = random_task(rng)
-        got = fast.execute_nowait(task)
+        outcome = fast.start(task)
         want = await full.execute(task)
-        if got is None:
+        if outcome is DECLINE:
             declined += 1
             got = await fast.execute(task)
         else:
             answered += 1
             if cache == "miss":
-                assert isinstance(got, asyncio.Future)
-            if isinstance(got, asyncio.Future):
-                # Also with a warm cache a write may wait: the page cache throttles dirty pages.
-                got = await got
+                assert isinstance(outcome, Pending)
+            # Also with a warm cache a write may wait: the page cache throttles dirty pages.
+            got = await outcome.answer if isinstance(outcome, Pending) else outcome
         assert got == want, (task.cdb.hex(), len(task.data_out), got, want)
     assert volume(a).read_sync(0, BLOCKS) == volume(b).read_sync(0, BLOCKS)
     # Both paths were exercised: plain commands answered fast, odd ones declined.
@@ -114,36 +115,38 @@ def write10(lba: int = 8, blocks: int = 2, flags: int = 0) -> ScsiTask:
 
 
 async def test_plain_read_and_write_are_answered(ds: DeviceServer) -> None:
-    w = ds.execute_nowait(write10())
-    assert w is not None and w.status == ScsiStatus.GOOD and w.transfer_length == 1024 and w.data_out_direction
-    r = ds.execute_nowait(read10())
-    assert r is not None and r.status == ScsiStatus.GOOD and bytes(r.data_in) == bytes([0x5A]) * 1024
-    r16 = ds.execute_nowait(ScsiTask(NX, 0, cdb16(Opcode.READ_16, 8, 2)))
-    assert r16 is not None and r16.data_in == r.data_in
+    w = ds.start(write10())
+    assert isinstance(w, ScsiResult)
+    assert w.status == ScsiStatus.GOOD and w.transfer_length == 1024 and w.data_out_direction
+    r = ds.start(read10())
+    assert isinstance(r, ScsiResult)
+    assert r.status == ScsiStatus.GOOD and bytes(r.data_in) == bytes([0x5A]) * 1024
+    r16 = ds.start(ScsiTask(NX, 0, cdb16(Opcode.READ_16, 8, 2)))
+    assert isinstance(r16, ScsiResult) and r16.data_in == r.data_in
 
 
 async def test_declines_a_pending_unit_attention(ds: DeviceServer) -> None:
     ds.luns[0].add_ua(0x2A09)  # CAPACITY DATA HAS CHANGED for every nexus
-    assert ds.execute_nowait(read10()) is None
+    assert ds.start(read10()) is DECLINE
     res = await ds.execute(read10())
     assert res.status == ScsiStatus.CHECK_CONDITION and res.sense[2] == 0x06 and res.sense[12:14] == b"\x2a\x09"
-    assert ds.execute_nowait(read10()) is not None  # reported, cleared: fast again
+    assert ds.start(read10()) is not DECLINE  # reported, cleared: fast again
 
 
 async def test_declines_while_a_reservation_is_held(ds: DeviceServer) -> None:
     reserve6 = bytes([Opcode.RESERVE_6, 0, 0, 0, 0, 0])
     assert (await ds.execute(ScsiTask(NX2, 0, reserve6))).status == ScsiStatus.GOOD
-    assert ds.execute_nowait(read10()) is None
+    assert ds.start(read10()) is DECLINE
     assert (await ds.execute(read10())).status == ScsiStatus.RESERVATION_CONFLICT
-    assert ds.execute_nowait(read10(nexus=NX2)) is None  # even the holder goes the full way
+    assert ds.start(read10(nexus=NX2)) is DECLINE  # even the holder goes the full way
     release6 = bytes([Opcode.RELEASE_6, 0, 0, 0, 0, 0])
     assert (await ds.execute(ScsiTask(NX2, 0, release6))).status == ScsiStatus.GOOD
-    assert ds.execute_nowait(read10()) is not None
+    assert ds.start(read10()) is not DECLINE
 
 
 async def test_declines_task_attributes_other_than_simple_and_a_pending_ordered_task(ds: DeviceServer) -> None:
-    assert ds.execute_nowait(read10(attr=TaskAttribute.ORDERED)) is None
-    assert ds.execute_nowait(read10(attr=TaskAttribute.HEAD_OF_QUEUE)) is None
+    assert ds.start(read10(attr=TaskAttribute.ORDERED)) is DECLINE
+    assert ds.start(read10(attr=TaskAttribute.HEAD_OF_QUEUE)) is DECLINE
     ts = ds.luns[0].task_set
     entered, leave = asyncio.Event(), asyncio.Event()
 
@@ -155,44 +158,44 @@ async def test_declines_task_attributes_other_than_simple_and_a_pending_ordered_
     holder = asyncio.create_task(ordered())
     await entered.wait()
     assert not ts.open
-    assert ds.execute_nowait(read10()) is None  # must start after the ORDERED task
+    assert ds.start(read10()) is DECLINE  # must start after the ORDERED task
     leave.set()
     await holder
-    assert ts.open and ds.execute_nowait(read10()) is not None
+    assert ts.open and ds.start(read10()) is not DECLINE
 
 
 async def test_declines_what_the_lu_state_refuses(ds: DeviceServer) -> None:
     lu = ds.luns[0]
     for attr, value in (("sanitizing", True), ("medium_present", False), ("swp", True)):
         setattr(lu, attr, value)
-        assert ds.execute_nowait(write10()) is None, attr
+        assert ds.start(write10()) is DECLINE, attr
         assert (await ds.execute(write10())).status == ScsiStatus.CHECK_CONDITION, attr
         setattr(lu, attr, not value)
     lu.wce = False  # write-through: every write is forced to the medium, a wait
-    assert ds.execute_nowait(write10()) is None
+    assert ds.start(write10()) is DECLINE
     lu.wce = True
-    assert ds.execute_nowait(write10(flags=0x08)) is None  # FUA
+    assert ds.start(write10(flags=0x08)) is DECLINE  # FUA
 
 
 async def test_declines_a_readonly_lu(tmp_path: Path) -> None:
     make_lu(tmp_path, "ro").volume  # create the file
     ro = make_lu(tmp_path, "ro", readonly=True)
     server = await ready_server({0: ro})
-    assert server.execute_nowait(write10()) is None
+    assert server.start(write10()) is DECLINE
     res = await server.execute(write10())
     assert res.status == ScsiStatus.CHECK_CONDITION and res.sense[2] == 0x07  # DATA PROTECT
-    assert server.execute_nowait(read10()) is not None
+    assert server.start(read10()) is not DECLINE
 
 
 async def test_declines_a_range_with_an_operation_in_flight(ds: DeviceServer) -> None:
     vol = volume(ds.luns[0])
     async with vol.range_lock.hold(8, 4):  # e.g. a COMPARE AND WRITE waiting for the thread pool
-        assert ds.execute_nowait(write10(lba=10, blocks=1)) is None
-        assert ds.execute_nowait(read10(lba=9, blocks=1)) is None
-        assert ds.execute_nowait(write10(lba=12, blocks=1)) is not None  # next to it, not over it
+        assert ds.start(write10(lba=10, blocks=1)) is DECLINE
+        assert ds.start(read10(lba=9, blocks=1)) is DECLINE
+        assert ds.start(write10(lba=12, blocks=1)) is not DECLINE  # next to it, not over it
     async with vol.range_lock.hold(8, 4, exclusive=False):  # a read in flight: reads share it
-        assert ds.execute_nowait(read10(lba=9, blocks=1)) is not None
-        assert ds.execute_nowait(write10(lba=9, blocks=1)) is None
+        assert ds.start(read10(lba=9, blocks=1)) is not DECLINE
+        assert ds.start(write10(lba=9, blocks=1)) is DECLINE
 
 
 async def test_a_read_waiting_for_the_disk_holds_its_place(ds: DeviceServer, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -209,16 +212,16 @@ async def test_a_read_waiting_for_the_disk_holds_its_place(ds: DeviceServer, mon
         return real(lba, n)
 
     monkeypatch.setattr(vol, "read_sync", slow_read)
-    pending = ds.execute_nowait(read10(lba=8, blocks=2))
-    assert isinstance(pending, asyncio.Future)
+    pending = ds.start(read10(lba=8, blocks=2))
+    assert isinstance(pending, Pending)
     assert lu.task_set.running == 1
     assert vol.range_lock.would_wait(9, 1, exclusive=True)
-    assert ds.execute_nowait(write10(lba=9, blocks=1)) is None  # queues behind the read instead
+    assert ds.start(write10(lba=9, blocks=1)) is DECLINE  # queues behind the read instead
     ordered = asyncio.create_task(ds.execute(ScsiTask(NX, 0, bytes(6), attr=TaskAttribute.ORDERED)))
     await asyncio.sleep(0.05)
     assert not ordered.done()
     gate.set()
-    res = await pending
+    res = await pending.answer
     assert res.status == ScsiStatus.GOOD and bytes(res.data_in) == real(8, 2)
     assert (await ordered).status == ScsiStatus.GOOD
     assert lu.task_set.running == 0 and not vol.range_lock.busy
@@ -237,9 +240,9 @@ async def test_a_disk_error_in_the_thread_pool_is_a_medium_error(ds: DeviceServe
     monkeypatch.setattr(vol, "read_sync", fail)
     monkeypatch.setattr(vol, "write_sync", fail)
     for task, asc in ((read10(), b"\x11\x00"), (write10(), b"\x0c\x00")):
-        pending = ds.execute_nowait(task)
-        assert isinstance(pending, asyncio.Future)
-        res = await pending
+        pending = ds.start(task)
+        assert isinstance(pending, Pending)
+        res = await pending.answer
         want = await ds.execute(task)  # the full path meets the same failure
         assert res == want
         assert res.status == ScsiStatus.CHECK_CONDITION and res.sense[2] == 0x03 and res.sense[12:14] == asc
@@ -270,14 +273,15 @@ async def test_raid_lu_reads_fast_writes_the_full_way(tmp_path: Path) -> None:
     for _ in range(600):
         task = random_task(rng)
         if task.cdb[0] in (Opcode.WRITE_10, Opcode.WRITE_16):
-            assert fast.execute_nowait(task) is None
+            assert fast.start(task) is DECLINE
             got = await fast.execute(task)
         else:
-            got = fast.execute_nowait(task)
-            if got is None:
+            outcome = fast.start(task)
+            if outcome is DECLINE:
                 got = await fast.execute(task)
             else:
-                assert not isinstance(got, asyncio.Future)  # never the pool: uncached RAID reads go the full way
+                assert isinstance(outcome, ScsiResult)  # never the pool: uncached RAID reads go the full way
+                got = outcome
                 reads += 1
         assert got == await full.execute(task), task.cdb.hex()
     assert reads > 50  # 170 of the 600 with this seed; all cached, just written
@@ -286,13 +290,37 @@ async def test_raid_lu_reads_fast_writes_the_full_way(tmp_path: Path) -> None:
     await full.close()
 
 
-async def test_plain_io_declines_another_length_than_expected_before_any_io(
-        ds: DeviceServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[int] = []
-    vol = ds._luns[0].volume
-    real = vol.read_nowait
-    monkeypatch.setattr(vol, "read_nowait", lambda lba, n: calls.append(n) or real(lba, n))
-    assert ds.plain_io(NX, 0, cdb10(Opcode.READ_10, 8, 2), b"", 512) is None  # EDTL one block, CDB two
-    assert calls == []
-    assert isinstance(ds.plain_io(NX, 0, cdb10(Opcode.READ_10, 8, 2), b"", 1024), bytearray)
-    assert ds.plain_io(NX, 0, cdb10(Opcode.WRITE_10, 8, 1), bytes(512), 1024) is None
+async def test_a_read_longer_than_the_edtl_is_answered_with_its_residual_basis(ds: DeviceServer) -> None:
+    """The CDB asks for two blocks, the initiator's EDTL for one: the fast path answers what the
+    CDB transfers (the transport reports the overflow residual), as the full path does."""
+    task = ScsiTask(NX, 0, cdb10(Opcode.READ_10, 8, 2), expected_in_length=512)
+    got = ds.start(task)
+    assert isinstance(got, ScsiResult)
+    assert got == await ds.execute(task) and got.transfer_length == 1024
+
+
+async def test_a_declined_raid_read_is_not_tried_on_the_fast_path_again(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """An uncached RAID read is declined after one RWF_NOWAIT try per chunk; the full path then reads
+    the drives (in the pool) without trying the page cache again (issue 13: no double try)."""
+    from sanlab.scsi.lu import LuConfig
+    from sanlab.storage.drive import Drive
+    from sanlab.storage.raid import RaidGroup, RaidLevel
+    from sanlab.storage.raid_volume import RaidVolume
+    from tests.scsi.helpers import TARGET
+
+    drives = [Drive(str(tmp_path / f"d{i}.img"), 1 << 20) for i in range(3)]
+    lu = LogicalUnit(RaidVolume(RaidGroup(RaidLevel.RAID5, drives, 64 * 1024), 512),
+                     LuConfig.for_lun(TARGET, 0, thin=False))
+    image = random.Random(3).randbytes(128 * 1024)
+    await lu.volume.write(0, image)
+    server = await ready_server({0: lu})
+    tries: list[int] = []
+    monkeypatch.setattr(Drive, "pread_nowait", lambda self, buf, offset: tries.append(offset) or False)
+    task = ScsiTask(NX, 0, cdb10(Opcode.READ_10, 0, 8), expected_in_length=4096)
+    assert server.start(task) is DECLINE
+    assert len(tries) == 1  # one chunk, one try
+    res = await server.execute(task)
+    assert res.status == ScsiStatus.GOOD and bytes(res.data_in) == image[:4096]
+    assert len(tries) == 1  # the full path did not try the page cache again
+    await server.close()

@@ -14,6 +14,7 @@ import pytest
 from sanlab.scsi.cdb import Opcode
 from sanlab.scsi.commands import CommandSpec, LuKind
 from sanlab.scsi.context import Ctx
+from sanlab.scsi.outcome import DECLINE
 from sanlab.scsi.device_server import DeviceServer
 from sanlab.scsi.kinds import DISK, KINDS
 from sanlab.scsi.lu import LogicalUnit, LuConfig
@@ -133,9 +134,8 @@ async def test_the_fast_path_leaves_a_kind_with_its_own_read_and_write_alone(tmp
                                   kinds=KINDS_WITH_MAILBOX))
     try:
         read = cdb10(Opcode.READ_10, 0, 1)
-        assert ds.plain_io(NX, 1, read, b"") is None
-        assert ds.execute_nowait(ScsiTask(NX, 1, read)) is None
-        assert ds.plain_io(NX, 0, read, b"") is not None  # the disk's still is taken
+        assert ds.start(ScsiTask(NX, 1, read)) is DECLINE
+        assert ds.start(ScsiTask(NX, 0, read)) is not DECLINE  # the disk's still is taken
     finally:
         await ds.close()
 
