@@ -16,11 +16,16 @@ counters, so every rule is testable with byte fixtures.  We run
 ErrorRecoveryLevel 0 and one connection per session: any error the RFC would
 recover within a command at higher levels ends the connection here
 (RFC 7143 §7.1.5, session recovery), after a Reject that says why.
+
+Why one module of this size: it is one state machine (RFC 7143 §11's requests as they move
+one connection's shared state: the CmdSN window and its out-of-order queue, StatSN, the task
+table with its TTT map, NOP-In pings, logout).  Each part reads and moves that same state, so
+splitting it would pass it through every call; what is per task (the Data-Out rules and the
+answer's Data-In) lives in ``transfer.py`` and the PDU layouts in ``pdu.py``.
 """
 from __future__ import annotations
 
-import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Protocol
 
 import structlog
@@ -31,12 +36,13 @@ from sanlab.scsi.task import Nexus, ScsiResult, ScsiStatus, ScsiTask, TaskAttrib
 from sanlab.target.errors import ProtocolError, RejectReason
 from sanlab.target.keys import encode_text, parse_text
 from sanlab.target.pdu import (
-    RESERVED_TAG, AsyncEvent, AsyncMessage, Buffer, DataIn, DataOut, LogoutReason, LogoutRequest,
+    RESERVED_TAG, AsyncEvent, AsyncMessage, Buffer, DataOut, LogoutReason, LogoutRequest,
     LogoutResponse, LogoutResponseCode, NopIn, NopOut, Opcode, Pdu, R2T, RawPdu, Reject, ScsiCommand,
     ScsiResponse, TaskMgmtRequest, TaskMgmtResponse, TextRequest, TextResponse, TmfFunction,
     TmfResponse, decode,
 )
 from sanlab.target.seqnum import sn_add, sn_in_window
+from sanlab.target.transfer import DataOutError, Task, TaskState, answer
 
 log = structlog.get_logger("sanlab.target.connection")
 
@@ -104,42 +110,6 @@ _Request = NopOut | ScsiCommand | TaskMgmtRequest | TextRequest | LogoutRequest
 """The requests an initiator sends with a CmdSN (the opcodes of ``_COMMAND_OPCODES``)."""
 
 
-class _TaskState(enum.Enum):
-    WAIT_DATA = "wait-data"
-    EXECUTING = "executing"
-
-
-@dataclass(slots=True)
-class _R2TState:
-    ttt: int
-    offset: int
-    length: int
-    next_offset: int
-    datasn: int = 0
-
-
-@dataclass(slots=True)
-class _Task:
-    itt: int
-    cmdsn: int
-    lun_field: bytes
-    lun: int
-    cmd: ScsiCommand
-    edtl: int
-    buf: bytearray | bytes | None
-    """Data-Out as it arrives; the immediate data itself when that is all of it (no copy)."""
-    received: int = 0
-    unsolicited_end: int = 0
-    unsolicited_next: int = 0
-    unsolicited_datasn: int = 0
-    unsolicited_open: bool = False
-    solicit_next: int = 0
-    r2tsn: int = 0
-    r2ts: dict[int, _R2TState] = field(default_factory=dict)
-    state: _TaskState = _TaskState.WAIT_DATA
-    aborted: bool = False
-
-
 class TargetConnection:
     """One iSCSI connection in full-feature phase, target role."""
 
@@ -175,7 +145,7 @@ class TargetConnection:
         self._events: list[Event] = []
         self._pending: dict[int, tuple[_Request, RawPdu]] = {}
         """CmdSN → a request that arrived ahead of a gap in the CmdSN sequence (§4.2.2.1)."""
-        self._tasks: dict[int, _Task] = {}
+        self._tasks: dict[int, Task] = {}
         self._ttt_to_itt: dict[int, int] = {}
         self._next_ttt = 1
         self._aborted_cmdsns: set[int] = set()
@@ -381,7 +351,7 @@ class TargetConnection:
         buf: bytearray | bytes | None = None
         if wlen and not too_large:
             buf = imm_data if isinstance(imm_data, bytes) and whole else bytearray(wlen)
-        task = _Task(itt=itt, cmdsn=pdu.cmdsn, lun_field=pdu.lun, lun=lun, cmd=pdu, edtl=0 if too_large else wlen,
+        task = Task(itt=itt, cmdsn=pdu.cmdsn, lun_field=pdu.lun, lun=lun, cmd=pdu, edtl=0 if too_large else wlen,
                      buf=buf)
         if too_large:
             self.log.warning("edtl_too_large", itt=itt, edtl=edtl)
@@ -405,28 +375,22 @@ class TargetConnection:
         if task.received >= task.edtl:
             self._execute(task)
 
-    def _issue_r2ts(self, task: _Task) -> None:
+    def _issue_r2ts(self, task: Task) -> None:
         p = self.params
-        while task.solicit_next < task.edtl and len(task.r2ts) < p.max_outstanding_r2t:
-            length = min(p.max_burst_length, task.edtl - task.solicit_next)
-            ttt = self._alloc_ttt()
-            r2t = _R2TState(ttt=ttt, offset=task.solicit_next, length=length, next_offset=task.solicit_next)
-            task.r2ts[ttt] = r2t
-            self._ttt_to_itt[ttt] = task.itt
-            self._out.append(R2T(lun=task.lun_field, initiator_task_tag=task.itt, target_transfer_tag=ttt,
+        while (r2t := task.next_r2t(p.max_burst_length, p.max_outstanding_r2t, self._alloc_ttt)) is not None:
+            self._ttt_to_itt[r2t.ttt] = task.itt
+            self._out.append(R2T(lun=task.lun_field, initiator_task_tag=task.itt, target_transfer_tag=r2t.ttt,
                                  statsn=self.statsn, expcmdsn=self.expcmdsn, maxcmdsn=self.maxcmdsn,
-                                 r2tsn=task.r2tsn, buffer_offset=task.solicit_next,
-                                 desired_data_transfer_length=length))
+                                 r2tsn=task.r2tsn, buffer_offset=r2t.offset, desired_data_transfer_length=r2t.length))
             task.r2tsn += 1
-            task.solicit_next += length
 
-    def _maybe_execute(self, task: _Task) -> None:
-        if task.state is _TaskState.WAIT_DATA and task.received >= task.edtl:
+    def _maybe_execute(self, task: Task) -> None:
+        if task.state is TaskState.WAIT_DATA and task.received >= task.edtl:
             self._execute(task)
 
-    def _execute(self, task: _Task) -> None:
+    def _execute(self, task: Task) -> None:
         """WAIT_DATA → EXECUTING: all of the task's Data-Out is here; hand it to the glue."""
-        task.state = _TaskState.EXECUTING
+        task.state = TaskState.EXECUTING
         cmd = task.cmd
         if not cmd.write:
             read_len = cmd.expected_data_transfer_length if cmd.read else 0
@@ -443,7 +407,7 @@ class TargetConnection:
     def _data_out(self, raw: RawPdu) -> None:
         pdu = DataOut.from_bhs(raw.bhs, raw.ahs, raw.data)
         task = self._tasks.get(pdu.initiator_task_tag)
-        if task is None or task.state is not _TaskState.WAIT_DATA:
+        if task is None or task.state is not TaskState.WAIT_DATA:
             itt = pdu.initiator_task_tag
             if itt in self._finished_itts or itt in self._finished_itts_old:
                 return  # data for a task already aborted or failed: discard quietly
@@ -458,44 +422,13 @@ class TargetConnection:
             self._reject(raw.bhs, RejectReason.DATA_DIGEST_ERROR)
             self._fail_task(task, _CRC_ERROR_SENSE)
             return
-        off = pdu.buffer_offset
-        if pdu.target_transfer_tag == RESERVED_TAG:
-            # Unsolicited sequence: DataSN from 0, offsets in order (DataPDUInOrder=Yes).
-            if not task.unsolicited_open:
-                self._sequence_error(raw, "unsolicited Data-Out not expected")
-                return
-            if pdu.datasn != task.unsolicited_datasn or off != task.unsolicited_next \
-                    or off + n > task.unsolicited_end:
-                self._sequence_error(raw, f"unsolicited Data-Out DataSN {pdu.datasn}/offset {off} out of sequence")
-                return
-            task.unsolicited_datasn += 1
-            task.unsolicited_next = off + n
-            if pdu.final:
-                task.unsolicited_open = False
-                if task.unsolicited_next != task.unsolicited_end:
-                    # Less unsolicited data than FirstBurstLength/EDTL required (§4.2.5.2).
-                    self._sequence_error(raw, "unsolicited data ended before FirstBurstLength")
-                    return
-        else:
-            r2t = task.r2ts.get(pdu.target_transfer_tag)
-            if r2t is None:
-                self._sequence_error(raw, f"Data-Out with unknown TTT 0x{pdu.target_transfer_tag:08x}")
-                return
-            if pdu.datasn != r2t.datasn or off != r2t.next_offset or off + n > r2t.offset + r2t.length:
-                self._sequence_error(raw, f"solicited Data-Out DataSN {pdu.datasn}/offset {off} out of sequence")
-                return
-            r2t.datasn += 1
-            r2t.next_offset = off + n
-            if pdu.final:
-                if r2t.next_offset != r2t.offset + r2t.length:
-                    self._sequence_error(raw, "R2T burst ended early")
-                    return
-                del task.r2ts[r2t.ttt]
-                self._ttt_to_itt.pop(r2t.ttt, None)
-        assert isinstance(task.buf, bytearray)  # Data-Out is only taken while some is still missing
-        task.buf[off:off + n] = pdu.data
-        task.received += n
-        if pdu.target_transfer_tag != RESERVED_TAG and pdu.final:
+        try:
+            done_ttt = task.take_data_out(pdu)
+        except DataOutError as exc:
+            self._sequence_error(raw, str(exc))
+            return
+        if done_ttt is not None:
+            self._ttt_to_itt.pop(done_ttt, None)
             self._issue_r2ts(task)
         self._maybe_execute(task)
 
@@ -510,13 +443,13 @@ class TargetConnection:
         if task is not None:
             self._fail_task(task, _DATA_PHASE_ERROR_SENSE)
 
-    def _fail_task(self, task: _Task, sense: bytes) -> None:
+    def _fail_task(self, task: Task, sense: bytes) -> None:
         self._forget(task)
         self._out.append(ScsiResponse(status=ScsiStatus.CHECK_CONDITION, initiator_task_tag=task.itt,
                                       statsn=self._next_statsn(), expcmdsn=self.expcmdsn, maxcmdsn=self.maxcmdsn,
                                       expdatasn=task.r2tsn, data=len(sense).to_bytes(2, "big") + sense))
 
-    def _forget(self, task: _Task) -> None:
+    def _forget(self, task: Task) -> None:
         self._tasks.pop(task.itt, None)
         if task.r2ts:
             for ttt in task.r2ts:
@@ -535,7 +468,7 @@ class TargetConnection:
     def complete(self, itt: int, result: ScsiResult) -> None:
         """The device server finished the command: send Data-In and/or the SCSI Response."""
         task = self._tasks.get(itt)
-        if task is None or task.state is not _TaskState.EXECUTING:
+        if task is None or task.state is not TaskState.EXECUTING:
             return
         del self._tasks[itt]
         if task.r2ts:  # (the rest of _forget)
@@ -551,76 +484,11 @@ class TargetConnection:
             # A Logout waiting for this command is answered after its response (§11.14).
             self._maybe_logout()
 
-    def _respond(self, task: _Task, result: ScsiResult) -> None:
-        itt = task.itt
-        cmd = task.cmd
-        p = self.params
-        status = int(result.status)
-        if cmd.read and not cmd.write:
-            edtl = cmd.expected_data_transfer_length
-        elif cmd.read and cmd.write:
-            edtl = cmd.bidi_read_edtl() or 0
-        else:
-            edtl = 0
-        data = result.data_in
-        send = min(len(data), edtl)
-        if (send and send == edtl and result.status == ScsiStatus.GOOD and not result.sense
-                and send <= p.max_recv_data_segment_length_initiator and send <= p.max_burst_length
-                and not (cmd.write or result.data_out_direction)
-                and (len(data) if result.transfer_length is None else result.transfer_length) == edtl):
-            # The plain read: the same PDU the general loop below builds, without its bookkeeping.
-            self._status_data_in(task.lun_field, itt, status,
-                                 data if send == len(data) else memoryview(data)[:send])
-            return
-        # Residuals (§11.4.5): against the write EDTL for write-type commands, else the read EDTL.
-        if result.data_out_direction or (cmd.write and not cmd.read):
-            expected = task.edtl
-            want = expected if result.transfer_length is None else result.transfer_length
-        else:
-            expected = edtl
-            want = len(data) if result.transfer_length is None else result.transfer_length
-        overflow = want > expected
-        underflow = want < expected
-        residual = abs(want - expected)
-        datasn = 0
-        if send:
-            view = memoryview(data)[:send]
-            seg = p.max_recv_data_segment_length_initiator
-            burst = p.max_burst_length
-            collapse = status == ScsiStatus.GOOD and not result.sense
-            off = 0
-            while off < send:
-                n = min(seg, send - off, burst - (off % burst))
-                last = off + n == send
-                end_burst = last or (off + n) % burst == 0
-                pdu = DataIn(final=end_burst, lun=task.lun_field, initiator_task_tag=itt, datasn=datasn,
-                             buffer_offset=off, expcmdsn=self.expcmdsn, maxcmdsn=self.maxcmdsn,
-                             data=view[off:off + n], statsn=self.statsn)
-                if last and collapse:
-                    # Phase collapse: status rides on the last Data-In (§11.7.4).
-                    pdu.final = True
-                    pdu.status_present = True
-                    pdu.status = status
-                    pdu.statsn = self._next_statsn()
-                    pdu.overflow, pdu.underflow, pdu.residual_count = overflow, underflow, residual
-                self._out.append(pdu)
-                datasn += 1
-                off += n
-            if collapse:
-                return
-        sense = result.sense
-        self._out.append(ScsiResponse(
-            overflow=overflow, underflow=underflow, residual_count=residual, status=status,
-            initiator_task_tag=itt, statsn=self._next_statsn(), expcmdsn=self.expcmdsn, maxcmdsn=self.maxcmdsn,
-            expdatasn=datasn + task.r2tsn, data=(len(sense).to_bytes(2, "big") + sense) if sense else b""))
-
-    def _status_data_in(self, lun_field: bytes, itt: int, status: int, data: Buffer) -> None:
-        """All of a read's data in one Data-In with the status collapsed into it (§11.7.4), no
-        residual: the answer to most reads."""
+    def _respond(self, task: Task, result: ScsiResult) -> None:
+        """The answer to ``task``: its Data-In and status, taking one StatSN (transfer.answer)."""
         statsn = self.statsn
-        self.statsn = (statsn + 1) & 0xFFFFFFFF  # _next_statsn, inline: once per read
-        self._out.append(DataIn(True, False, False, False, True, status, lun_field, itt, RESERVED_TAG,
-                                statsn, self.expcmdsn, self.maxcmdsn, 0, 0, 0, b"", data))
+        self.statsn = (statsn + 1) & 0xFFFFFFFF  # _next_statsn, inline: once per command
+        answer(task, result, self.params, statsn, self.expcmdsn, self.maxcmdsn, self._out)
 
     # --- task management -----------------------------------------------------
 
@@ -676,7 +544,7 @@ class TargetConnection:
         for task in list(self._tasks.values()):
             if not match(task.itt, task.lun):
                 continue
-            if task.state is _TaskState.EXECUTING:
+            if task.state is TaskState.EXECUTING:
                 task.aborted = True
                 executing.append(task.itt)
             else:
@@ -768,7 +636,7 @@ class TargetConnection:
         self._logout_pdu = pdu
         # Tasks still waiting for data will never get it: end them now (§11.14).
         for task in list(self._tasks.values()):
-            if task.state is _TaskState.WAIT_DATA:
+            if task.state is TaskState.WAIT_DATA:
                 self._forget(task)
         self._maybe_logout()
 
@@ -776,7 +644,7 @@ class TargetConnection:
         pdu = self._logout_pdu
         if pdu is None or self.closed:
             return
-        if any(t.state is _TaskState.EXECUTING for t in self._tasks.values()):
+        if any(t.state is TaskState.EXECUTING for t in self._tasks.values()):
             return  # answer once the executing commands have completed
         self._logout_pdu = None
         self._logout_reply(pdu, LogoutResponseCode.SUCCESS, close=True)
@@ -800,7 +668,7 @@ class TargetConnection:
     @property
     def executing_itts(self) -> list[int]:
         """Tasks currently with the device server."""
-        return [t.itt for t in self._tasks.values() if t.state is _TaskState.EXECUTING]
+        return [t.itt for t in self._tasks.values() if t.state is TaskState.EXECUTING]
 
 
 _COMMAND_OPCODES = frozenset({Opcode.NOP_OUT, Opcode.SCSI_COMMAND, Opcode.TASK_MGMT_REQUEST, Opcode.TEXT_REQUEST,

@@ -7,6 +7,9 @@ feeding bytes from the socket and writing back the PDUs those state machines
 produce.  SCSI commands run as supervised asyncio tasks against the target's
 :class:`~sanlab.scsi.device_server.DeviceServer`; a failure in one connection
 is logged and closes that connection only.
+
+Beside it: ``live_connection.py`` (a connection's socket-side state and its asyncio protocol),
+``eager.py`` (a command stepped by hand until it really waits), ``discovery.py`` (SendTargets).
 """
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ import os
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import Any, Coroutine, Generator, Iterable
+from typing import Iterable
 
 import structlog
 
@@ -25,8 +28,11 @@ from sanlab.scsi.outcome import Pending
 from sanlab.scsi.sense import SenseKey, build_sense
 from sanlab.scsi.task import Nexus, ScsiResult, ScsiStatus
 from sanlab.target.connection import Close, Execute, TargetConnection, TaskManagement
+from sanlab.target.discovery import send_targets
+from sanlab.target.eager import EagerCoroutine
 from sanlab.target.errors import LoginError, LoginStatus, ProtocolError
 from sanlab.target.keys import TARGET_DEFAULTS
+from sanlab.target.live_connection import FullFeatureProtocol, LiveConnection
 from sanlab.target.login import LoginResult, TargetAuth, TargetLogin
 from sanlab.target.pdu import (
     LoginRequest, LoginResponse, Opcode, PduFramer, TmfFunction, TmfResponse, decode, encode,
@@ -74,133 +80,11 @@ _SESSION_WIDE = ("initial_r2t", "immediate_data", "max_burst_length", "first_bur
 """SessionParams fields negotiated once per session (leading-only keys)."""
 
 
-class _Conn:
-    """Runtime state of one full-feature connection."""
-
-    def __init__(self, conn: TargetConnection, writer: asyncio.StreamWriter, target: Target | None,
-                 result: LoginResult) -> None:
-        self.conn = conn
-        self.transport: asyncio.WriteTransport = writer.transport
-        self.target = target
-        self.result = result
-        self.running: dict[int, asyncio.Future[Any]] = {}
-        """Commands waiting for something (a Task, or a fast-path command's future): ITT → it."""
-        self.closed = asyncio.Event()
-        self.flush_scheduled = False
-        self.detachable: set[int] = set()
-        """ITTs of running commands whose work continues without them (SANITIZE): an abort cancels them."""
-        self.header_digest = result.params.header_digest
-        self.data_digest = result.params.data_digest
-        self.receiving = False
-        """Inside a data_received call: responses wait for the end of the batch (one send for all)."""
-        self.processing = False
-        """Inside _process: a nested call leaves the new events to the running loop over them."""
-        self.write_paused = False
-        self.writable: asyncio.Future[None] | None = None
-        """Resolved when the transport's write buffer drains below its low-water mark again."""
-        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        """Resolved when the socket is gone (closed by either side)."""
-
-    @property
-    def key(self) -> tuple[str, int, str]:
-        return (self.result.initiator_name, self.result.isid, self.target.name if self.target else "")
-
-
-_NOT_YET: Any = object()
-
-
-class _Continue(Coroutine[Any, Any, None]):
-    """A coroutine already started by hand (:meth:`IscsiServer._start`), as a coroutine a Task runs.
-
-    Python 3.12's eager tasks, for 3.11: a command runs synchronously up to its first real
-    suspension; only then does it become a Task.  The Task's first ``send`` gets the future the
-    command is waiting on; everything after, cancellation included, goes to the command itself.
-    """
-
-    __slots__ = ("_coro", "_first")
-
-    def __init__(self, coro: Coroutine[Any, Any, None], first: Any) -> None:
-        self._coro = coro
-        self._first = first
-
-    def send(self, value: Any) -> Any:
-        first = self._first
-        if first is not _NOT_YET:
-            self._first = _NOT_YET
-            return first
-        return self._coro.send(value)
-
-    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
-        self._first = _NOT_YET
-        return self._coro.throw(typ if val is None else val)
-
-    def close(self) -> None:
-        self._coro.close()
-
-    def __await__(self) -> Generator[Any, Any, None]:
-        value = self.send(None)
-        while True:
-            try:
-                sent = yield value
-            except BaseException as exc:  # noqa: BLE001 - forwarded as it came
-                try:
-                    value = self.throw(exc)
-                except StopIteration:
-                    return
-            else:
-                try:
-                    value = self.send(sent)
-                except StopIteration:
-                    return
-
-
 def _internal_failure() -> ScsiResult:
     """What a command gets when the device server itself failed: HARDWARE ERROR, INTERNAL TARGET
     FAILURE (44h/00h, SPC-4 annex D)."""
     return ScsiResult(status=ScsiStatus.CHECK_CONDITION,
                       sense=build_sense(SenseKey.HARDWARE_ERROR, 0x4400, descriptor=False))
-
-
-class _FullFeatureProtocol(asyncio.Protocol):
-    """The socket's protocol once login is over: bytes go straight to the framer and the state
-    machine in ``data_received``, with no reader task to wake per segment (bench/README.md)."""
-
-    def __init__(self, server: IscsiServer, c: _Conn, framer: PduFramer) -> None:
-        self.server = server
-        self.c = c
-        self.framer = framer
-
-    def data_received(self, data: bytes) -> None:
-        self.server._on_data(self.c, self.framer, data)
-
-    def eof_received(self) -> bool:
-        self.c.conn.log.info("connection_closed_by_initiator")
-        return False  # the transport closes itself
-
-    def pause_writing(self) -> None:
-        # The initiator is not reading its Data-In: stop reading new commands until it does.
-        c = self.c
-        c.write_paused = True
-        c.transport.pause_reading()  # type: ignore[attr-defined]
-
-    def resume_writing(self) -> None:
-        c = self.c
-        c.write_paused = False
-        if not c.transport.is_closing():
-            c.transport.resume_reading()  # type: ignore[attr-defined]
-        if c.writable is not None and not c.writable.done():
-            c.writable.set_result(None)
-        c.writable = None
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        c = self.c
-        if exc is not None:
-            c.conn.log.info("connection_lost", error=str(exc) or type(exc).__name__)
-        c.write_paused = False
-        if c.writable is not None and not c.writable.done():
-            c.writable.set_result(None)
-        if not c.lost.done():
-            c.lost.set_result(None)
 
 
 class IscsiServer:
@@ -216,8 +100,8 @@ class IscsiServer:
         self.local_keys = self.settings.local_keys
         self.discovery_auth = self.settings.discovery_auth
         self._servers: list[asyncio.base_events.Server] = []
-        self._sessions: dict[tuple[str, int, str], _Conn] = {}
-        self._tsihs: dict[int, _Conn] = {}
+        self._sessions: dict[tuple[str, int, str], LiveConnection] = {}
+        self._tsihs: dict[int, LiveConnection] = {}
         self._next_tsih = 1
         self._conn_tasks: set[asyncio.Task[None]] = set()
         self._tmf_tasks: set[asyncio.Task[None]] = set()
@@ -376,7 +260,7 @@ class IscsiServer:
             self._unregister(c)
             c.closed.set()
 
-    def _connect(self, result: LoginResult, writer: asyncio.StreamWriter) -> _Conn:
+    def _connect(self, result: LoginResult, writer: asyncio.StreamWriter) -> LiveConnection:
         """The full-feature connection a login ended in, registered (session or connection
         reinstatement done)."""
         target = self.targets.get(result.target.name) if result.target else None
@@ -386,13 +270,14 @@ class IscsiServer:
             nexus=nexus, params=result.params, cid=result.cid, statsn=result.statsn, expcmdsn=result.expcmdsn,
             now=time.monotonic(), cmd_window=self.settings.cmd_window, nop_interval=self.settings.nop_interval,
             nop_timeout=self.settings.nop_timeout,
-            send_targets=lambda v: self._send_targets(v, result.initiator_name, local),
+            send_targets=lambda v: send_targets([t.auth for t in self.targets.values()], self.bound,
+                                                self.portal_group_tag, v, result.initiator_name, local),
             lun_exists=(target.device_server.has_lun if target else None))
-        c = _Conn(conn, writer, target, result)
+        c = LiveConnection(conn, writer, target, result)
         self._register(c)
         return c
 
-    def _register(self, c: _Conn) -> None:
+    def _register(self, c: LiveConnection) -> None:
         key = c.key
         old = self._sessions.get(key)
         if old is not None and old is not c:
@@ -408,7 +293,7 @@ class IscsiServer:
         if c.target is not None and not c.result.existing_tsih:
             c.target.device_server.nexus_added(c.conn.nexus)
 
-    def _unregister(self, c: _Conn) -> None:
+    def _unregister(self, c: LiveConnection) -> None:
         if self._sessions.get(c.key) is c:
             del self._sessions[c.key]
             if c.target is not None:
@@ -416,36 +301,20 @@ class IscsiServer:
         if self._tsihs.get(c.result.tsih) is c:
             del self._tsihs[c.result.tsih]
 
-    def _send_targets(self, value: str, initiator: str, local: tuple[str, int] | None) -> list[tuple[str, str]]:
-        """SendTargets answer (RFC 7143 Appendix C): visible targets and their portals."""
-        out: list[tuple[str, str]] = []
-        for t in self.targets.values():
-            if value not in ("All", t.name):
-                continue
-            if t.auth.acl is not None and initiator not in t.auth.acl:
-                continue
-            out.append(("TargetName", t.name))
-            for host, port in self.bound:
-                if host in ("0.0.0.0", "::") and local is not None:
-                    host = local[0]
-                shown = f"[{host}]" if ":" in host else host
-                out.append(("TargetAddress", f"{shown}:{port},{self.portal_group_tag}"))
-        return out
-
-    async def _ticker(self, c: _Conn) -> None:
+    async def _ticker(self, c: LiveConnection) -> None:
         while True:
             await asyncio.sleep(1.0)
             c.conn.tick(time.monotonic())
             self._process(c)
 
-    async def _full_feature(self, c: _Conn, reader: asyncio.StreamReader, framer: PduFramer) -> None:
-        """Hand the socket to :class:`_FullFeatureProtocol` and wait until it is gone."""
+    async def _full_feature(self, c: LiveConnection, reader: asyncio.StreamReader, framer: PduFramer) -> None:
+        """Hand the socket to :class:`~sanlab.target.live_connection.FullFeatureProtocol` and wait until it is gone."""
         transport = c.transport
         # Bytes the stream reader already holds beyond the login belong to the framer.
         buffered: bytearray = getattr(reader, "_buffer", bytearray())
         leftover = bytes(buffered)
         buffered.clear()
-        transport.set_protocol(_FullFeatureProtocol(self, c, framer))
+        transport.set_protocol(FullFeatureProtocol(c, framer, self._on_data))
         if getattr(reader, "_paused", False):
             transport.resume_reading()  # type: ignore[attr-defined]
         if transport.is_closing():
@@ -453,7 +322,7 @@ class IscsiServer:
         self._on_data(c, framer, leftover)
         await c.lost
 
-    def _on_data(self, c: _Conn, framer: PduFramer, data: bytes) -> None:
+    def _on_data(self, c: LiveConnection, framer: PduFramer, data: bytes) -> None:
         """Frame and run everything that arrived; the responses produced meanwhile go out in one send."""
         conn = c.conn
         if conn.closed:
@@ -477,14 +346,14 @@ class IscsiServer:
             c.receiving = False
         self._flush(c)
 
-    async def _drain(self, c: _Conn) -> None:
+    async def _drain(self, c: LiveConnection) -> None:
         """Wait while the transport's write buffer is above its high-water mark."""
         if c.write_paused and not c.transport.is_closing():
             if c.writable is None:
                 c.writable = asyncio.get_running_loop().create_future()
             await c.writable
 
-    def _process(self, c: _Conn) -> None:
+    def _process(self, c: LiveConnection) -> None:
         """Act on the connection's events and write its output."""
         if c.processing:
             return  # the loop below picks up what this call would have handled
@@ -512,7 +381,7 @@ class IscsiServer:
             c.flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._scheduled_flush, c)
 
-    def _start(self, c: _Conn, ev: Execute) -> None:
+    def _start(self, c: LiveConnection, ev: Execute) -> None:
         """Run the command now, up to its first real wait (scsi/outcome.py).  The device server
         answers a plain READ/WRITE at once (:meth:`DeviceServer.start`): from the page cache, with
         no coroutine, or with the future of a transfer in the thread pool.  Anything else, or
@@ -535,13 +404,13 @@ class IscsiServer:
         except StopIteration:
             return
         # _execute's own finally takes it out of c.running when it ends.
-        c.running[ev.itt] = asyncio.ensure_future(_Continue(coro, first))
+        c.running[ev.itt] = asyncio.ensure_future(EagerCoroutine(coro, first))
 
-    def _scheduled_flush(self, c: _Conn) -> None:
+    def _scheduled_flush(self, c: LiveConnection) -> None:
         c.flush_scheduled = False
         self._flush(c)
 
-    def _flush(self, c: _Conn) -> None:
+    def _flush(self, c: LiveConnection) -> None:
         out = c.conn.take_output()
         if not out or c.transport.is_closing():
             return
@@ -550,7 +419,7 @@ class IscsiServer:
             bufs.extend(encode(pdu, c.header_digest, c.data_digest))
         c.transport.writelines(bufs)
 
-    def _close_conn(self, c: _Conn, reason: str) -> None:
+    def _close_conn(self, c: LiveConnection, reason: str) -> None:
         if not c.transport.is_closing():
             self._flush(c)  # what the connection still had to say (a TMF response, a Reject) goes first
             c.conn.log.info("connection_closing", reason=reason)
@@ -564,12 +433,12 @@ class IscsiServer:
         if not c.lost.done():
             c.lost.set_result(None)
 
-    def _wait_pooled(self, c: _Conn, itt: int, fut: asyncio.Future[ScsiResult]) -> None:
+    def _wait_pooled(self, c: LiveConnection, itt: int, fut: asyncio.Future[ScsiResult]) -> None:
         """Waiting for the disk in the thread pool: answered from the future's callback."""
         c.running[itt] = fut
         fut.add_done_callback(functools.partial(self._pooled_done, c, itt))
 
-    def _pooled_done(self, c: _Conn, itt: int, fut: asyncio.Future[ScsiResult]) -> None:
+    def _pooled_done(self, c: LiveConnection, itt: int, fut: asyncio.Future[ScsiResult]) -> None:
         """A command the device server started that waited in the thread pool has its answer (see _start)."""
         if c.running.get(itt) is fut:
             del c.running[itt]
@@ -582,7 +451,7 @@ class IscsiServer:
         else:
             self._finish(c, itt, fut.result())
 
-    def _finish(self, c: _Conn, itt: int, result: ScsiResult) -> None:
+    def _finish(self, c: LiveConnection, itt: int, result: ScsiResult) -> None:
         """Answer a command that ended after a wait (outside the batch it arrived in)."""
         c.conn.complete(itt, result)
         self._process(c)
@@ -590,7 +459,7 @@ class IscsiServer:
             # Nothing else in flight (queue depth 1): answer now rather than one loop turn later.
             self._flush(c)
 
-    async def _execute(self, c: _Conn, ev: Execute) -> None:
+    async def _execute(self, c: LiveConnection, ev: Execute) -> None:
         ds = c.target.device_server if c.target else None
         try:
             if ds is None:
@@ -610,7 +479,7 @@ class IscsiServer:
         self._finish(c, ev.itt, result)
 
     @staticmethod
-    async def _end_tasks(ends: list[tuple[_Conn, int]]) -> None:
+    async def _end_tasks(ends: list[tuple[LiveConnection, int]]) -> None:
         """Wait for aborted commands to end; those whose work goes on without them are cancelled."""
         tasks = []
         for o, itt in ends:
@@ -623,10 +492,10 @@ class IscsiServer:
         if tasks:
             await asyncio.wait(tasks)
 
-    async def _drain_running(self, c: _Conn) -> None:
+    async def _drain_running(self, c: LiveConnection) -> None:
         await self._end_tasks([(c, itt) for itt in list(c.running)])
 
-    async def _tmf(self, c: _Conn, ev: TaskManagement) -> None:
+    async def _tmf(self, c: LiveConnection, ev: TaskManagement) -> None:
         try:
             ends = [(c, i) for i in ev.referenced_itts]
             fn = ev.function
@@ -660,7 +529,7 @@ class IscsiServer:
     async def _abort_nexus_tasks(self, target: Target, lun: int, nexuses: list[Nexus]) -> None:
         """PREEMPT AND ABORT (SPC-4 §5.9.11.5): the preempted I_T nexuses' tasks on ``lun`` are aborted,
         as for CLEAR TASK SET from their own sessions; returns when the executing ones have ended."""
-        ends: list[tuple[_Conn, int]] = []
+        ends: list[tuple[LiveConnection, int]] = []
         for o in list(self._sessions.values()):
             if o.target is target and o.conn.nexus in nexuses:
                 ends += [(o, itt) for itt in o.conn.abort_lun_tasks(lun)]

@@ -1,4 +1,4 @@
-"""Pieces of the asyncio glue that can be checked without a socket (the wire tests cover the rest)."""
+"""EagerCoroutine: a command stepped by hand to its first wait, then run by a Task (target/eager.py)."""
 from __future__ import annotations
 
 import asyncio
@@ -7,14 +7,14 @@ from typing import Any
 
 import pytest
 
-from sanlab.target.server import _Continue
+from sanlab.target.eager import EagerCoroutine
 
 
 def start(coro: Coroutine[Any, Any, None]) -> asyncio.Future[None]:
     """What IscsiServer._start does with a command that waits: run it by hand to its first wait,
     then hand it to a Task."""
     first = coro.send(None)
-    return asyncio.ensure_future(_Continue(coro, first))
+    return asyncio.ensure_future(EagerCoroutine(coro, first))
 
 
 async def test_a_started_command_resumes_in_a_task() -> None:
