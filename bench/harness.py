@@ -4,8 +4,11 @@ Standard library only; ``bench/run`` is the entry point (see bench/README.md).
 
 Both targets export a LUN of the same size, backed by a file in the same
 temporary directory and pre-filled with the same data.  Every workload runs
-against tgtd, then sanlab, then tgtd, then sanlab ... for ``rounds`` rounds;
-the reported figure is the median of each target's rounds.
+against both targets in each of ``rounds`` rounds, the order swapped every
+round (tgtd, sanlab | sanlab, tgtd | ...) so a drift of the machine weighs on
+both alike.  The reported figure is the median of each target's rounds, with
+its spread; each round's pair also gives a ratio, and the range of those
+per-round ratios is what a later run's ratio is judged against.
 """
 from __future__ import annotations
 
@@ -443,7 +446,9 @@ def measure(workloads: list[str], targets: list[Target], s: Settings,
         count = write_count(w, targets, s, say) if w.kind == "write" else 0
         samples[name] = {t.name: [] for t in targets}
         for rnd in range(s.rounds):
-            for t in targets:  # alternate: tgtd, sanlab, tgtd, sanlab ...
+            # Swap the order every round: the two runs of a round are neighbours in time (their
+            # ratio shares the machine's state), and neither daemon always runs first.
+            for t in (targets if rnd % 2 == 0 else targets[::-1]):
                 r = run_once(w, t, s, count)
                 samples[name][t.name].append(value(w, r))
                 say(f"  {name} round {rnd + 1}/{s.rounds} {t.name}: {value(w, r):,.1f} {w.unit}"
@@ -451,15 +456,31 @@ def measure(workloads: list[str], targets: list[Target], s: Settings,
     return samples
 
 
+def spread(values: list[float]) -> float:
+    """(max - min) / median of one target's rounds: 0.1 means its runs lay within 10 % of each other."""
+    mid = median(values)
+    return (max(values) - min(values)) / mid if mid else 0.0
+
+
+def round_ratios(per: dict[str, list[float]]) -> list[float]:
+    """sanlab / tgtd of each round's pair of runs (run back to back, so sharing the machine's noise)."""
+    return [sl / tg for tg, sl in zip(per["tgtd"], per["sanlab"]) if tg]
+
+
 def summarize(samples: dict[str, dict[str, list[float]]], rss: dict[str, float]) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     for name, per in samples.items():
         w = WORKLOAD_DEFS[name]
         tg, sl = median(per["tgtd"]), median(per["sanlab"])
+        pairs = round_ratios(per)
         row: dict[str, object] = {"workload": name, "unit": w.unit, "tgtd": round(tg, 2),
                                   "sanlab": round(sl, 2), "ratio": round(sl / tg, 3) if tg else None,
                                   "samples": {"tgtd": [round(v, 2) for v in per["tgtd"]],
-                                              "sanlab": [round(v, 2) for v in per["sanlab"]]}}
+                                              "sanlab": [round(v, 2) for v in per["sanlab"]]},
+                                  "spread": {"tgtd": round(spread(per["tgtd"]), 3),
+                                             "sanlab": round(spread(per["sanlab"]), 3)},
+                                  "round_ratios": [round(r, 3) for r in pairs],
+                                  "ratio_range": [round(min(pairs), 3), round(max(pairs), 3)] if pairs else None}
         if w.depth == 1 and sl:
             # One request in flight: mean latency = 1 / IOPS.
             row["latency_ratio"] = round(tg / sl, 3)
@@ -471,19 +492,27 @@ def summarize(samples: dict[str, dict[str, list[float]]], rss: dict[str, float])
 
 
 def format_table(rows: list[dict[str, object]]) -> str:
-    head = f"{'workload':<22} {'unit':<6} {'tgtd':>12} {'sanlab':>12} {'ratio':>7}  note"
+    head = (f"{'workload':<22} {'unit':<6} {'tgtd':>10} {'±':>4} {'sanlab':>10} {'±':>4} {'ratio':>6} "
+            f"{'rounds':>11}  note")
     out = [head, "-" * len(head)]
     for r in rows:
         note = ""
         if r["workload"] == "peak-rss":
             note = "VmHWM over the whole run (16 sessions at QD 32 included); lower is leaner"
         elif "latency_ratio" in r:
-            note = f"mean latency sanlab/tgtd = {r['latency_ratio']:.2f}x (tgtd_iops/sanlab_iops)"
+            note = f"mean latency sanlab/tgtd = {r['latency_ratio']:.2f}x"
         ratio = r["ratio"]
-        out.append(f"{r['workload']:<22} {r['unit']:<6} {float(r['tgtd']):>12,.1f} "  # type: ignore[arg-type]
-                   f"{float(r['sanlab']):>12,.1f} "  # type: ignore[arg-type]
-                   f"{(f'{ratio:.2f}' if ratio is not None else '-'):>7}  {note}")
-    out.append("ratio = sanlab/tgtd: above 1 sanlab is faster (IOPS, MiB/s); medians of the rounds.")
+        sp = r.get("spread")
+        rng = r.get("ratio_range")
+        tg_sp = f"{100 * sp['tgtd']:.0f}%" if isinstance(sp, dict) else ""
+        sl_sp = f"{100 * sp['sanlab']:.0f}%" if isinstance(sp, dict) else ""
+        rounds = f"{rng[0]:.2f}-{rng[1]:.2f}" if isinstance(rng, list) else ""
+        out.append(f"{r['workload']:<22} {r['unit']:<6} {float(r['tgtd']):>10,.1f} {tg_sp:>4} "  # type: ignore[arg-type]
+                   f"{float(r['sanlab']):>10,.1f} {sl_sp:>4} "  # type: ignore[arg-type]
+                   f"{(f'{ratio:.2f}' if ratio is not None else '-'):>6} {rounds:>11}  {note}")
+    out.append("ratio = sanlab/tgtd of the medians: above 1 sanlab is faster (IOPS, MiB/s).  ± = spread of a")
+    out.append("target's rounds, (max-min)/median.  rounds = range of the per-round ratios (each round's two")
+    out.append("runs back to back); a later run is comparable when its ratio falls inside this range.")
     return "\n".join(out)
 
 
@@ -492,10 +521,10 @@ def format_table(rows: list[dict[str, object]]) -> str:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="bench/run", description="Benchmark sanlab serve beside tgtd on loopback.")
     p.add_argument("--quick", action="store_true",
-                   help="256 MiB LUNs, 1 round, 3 s runs (whole run well under 2 minutes)")
+                   help="256 MiB LUNs, 5 rounds of 1 s runs (about 2 minutes)")
     p.add_argument("--json", metavar="FILE", help="write the results as a JSON list to FILE")
-    p.add_argument("--rounds", type=int, help="rounds per workload (default 3; --quick 1)")
-    p.add_argument("--seconds", type=int, help="seconds per run (default 10; --quick 3)")
+    p.add_argument("--rounds", type=int, help="rounds per workload (default 3; --quick 5)")
+    p.add_argument("--seconds", type=int, help="seconds per run (default 10; --quick 1)")
     p.add_argument("--size-mib", type=int, help="LUN size in MiB (default 1024; --quick 256)")
     p.add_argument("--workload", action="append", choices=WORKLOADS,
                    help="run only this workload (repeatable; default all seven)")
@@ -510,8 +539,8 @@ def _raise_exit(signum: int, _frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     s = Settings(size=(a.size_mib or (256 if a.quick else 1024)) * MIB,
-                 rounds=a.rounds or (1 if a.quick else 3),
-                 seconds=a.seconds or (3 if a.quick else 10))
+                 rounds=a.rounds or (5 if a.quick else 3),
+                 seconds=a.seconds or (1 if a.quick else 10))
     workloads = a.workload or WORKLOADS
     for tool in ("iscsi-perf", "qemu-img", "tgtd", "tgtadm"):
         if shutil.which(tool) is None:

@@ -108,6 +108,40 @@ def test_summary_rows_and_ratios() -> None:
     assert "latency_ratio" not in by["read-4k-rand-qd32"]
     assert by["peak-rss"] == {"workload": "peak-rss", "unit": "MiB", "tgtd": 10.0, "sanlab": 60.0, "ratio": 6.0}
     assert "read-128k-seq-qd32" in harness.format_table(rows)
+    # Every round's pair is 0.5: the per-round ratios agree exactly, each target's rounds spread 100 %.
+    assert by["read-4k-rand-qd32"]["round_ratios"] == [0.5, 0.5, 0.5]
+    assert by["read-4k-rand-qd32"]["ratio_range"] == [0.5, 0.5]
+    assert by["read-4k-rand-qd32"]["spread"] == {"tgtd": 1.0, "sanlab": 1.0}
+
+
+def test_round_ratios_pair_runs_of_the_same_round() -> None:
+    # A machine slowing down by half between rounds moves both daemons: the medians' ratio and
+    # each round's ratio still agree, while each target's spread shows the drift.
+    per = {"tgtd": [100.0, 50.0, 80.0], "sanlab": [120.0, 60.0, 100.0]}
+    assert harness.round_ratios(per) == [1.2, 1.2, 1.25]
+    assert harness.spread(per["tgtd"]) == 0.625
+    rows = harness.summarize({"write-4k-rand-qd32": per}, {"tgtd": 1.0, "sanlab": 2.0})
+    line = next(ln for ln in harness.format_table(rows).splitlines() if ln.startswith("write-4k-rand-qd32"))
+    assert "1.20-1.25" in line and "62%" in line and "1.25" in line
+
+
+def test_rounds_alternate_which_daemon_runs_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    order: list[str] = []
+
+    class FakeTarget:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+    def fake_run(w: harness.Workload, t: FakeTarget, s: harness.Settings, count: int) -> harness.Result:
+        order.append(t.name)
+        return harness.Result(iops=1000.0 if t.name == "tgtd" else 1500.0, mib_s=1.0)
+
+    monkeypatch.setattr(harness, "run_once", fake_run)
+    targets = [FakeTarget("tgtd"), FakeTarget("sanlab")]
+    samples = harness.measure(["read-4k-rand-qd1"], targets, harness.Settings(1 << 20, 4, 1),  # type: ignore[arg-type]
+                              lambda _m: None)
+    assert order == ["tgtd", "sanlab", "sanlab", "tgtd", "tgtd", "sanlab", "sanlab", "tgtd"]
+    assert samples["read-4k-rand-qd1"] == {"tgtd": [1000.0] * 4, "sanlab": [1500.0] * 4}
 
 
 @pytest.mark.slow
@@ -124,4 +158,8 @@ def test_quick_run_writes_json(tmp_path: Path) -> None:
             assert key in r, (name, key)
         assert r["tgtd"] > 0 and r["sanlab"] > 0, r
         assert r["ratio"] > 0, r
+        if name != "peak-rss":
+            assert len(r["samples"]["sanlab"]) == 5 and len(r["round_ratios"]) == 5, r
+            lo, hi = r["ratio_range"]
+            assert lo <= hi and lo > 0, r
     assert "read-4k-rand-qd1" in cp.stdout
