@@ -95,6 +95,9 @@ class Event(enum.Enum):
     """The P side releases its fence while the S side is gone (P-VOL takeover)."""
     SWAP = "swap"
     """Roles exchange: the old S becomes the P-VOL; copying runs back by bitmap only."""
+    RESTARTED = "restarted"
+    """The array started again with the pair in COPY or PAIR: the tracks its bitmap marks (the
+    activity log of writes in flight at a crash, or a copy cut short) are sent before PAIR."""
 
 
 class Action(enum.Enum):
@@ -184,6 +187,9 @@ _add((P,), (St.PAIR, St.PSUE), Event.TAKEOVER_PVOL, St.PSUE, (A.DRAIN, A.STOP_CO
 _add((S,), (St.PAIR, St.SSUS, St.SSWS), Event.SWAP, St.COPY,
      (A.DRAIN, A.SWAP_ROLES, A.MERGE_PEER_BITMAP, A.NOTIFY_PEER, A.START_COPY))
 _add((P,), (St.PAIR, St.PSUS, St.PSUE), Event.SWAP, St.COPY, (A.DRAIN, A.STOP_COPY, A.SWAP_ROLES))
+# A restart: whatever the bitmap marks is sent again; only those tracks, never a full copy.
+_add((P,), (St.COPY, St.PAIR), Event.RESTARTED, St.COPY, (A.START_COPY,))
+_add((S,), (St.COPY, St.PAIR), Event.RESTARTED, None, ())
 # Delete from any paired state (with the peer, or alone with --force: the caller decides).
 _add((P, S), tuple(s for s in PairState if s is not St.SMPL), Event.DELETE, St.SMPL,
      (A.DRAIN, A.STOP_COPY, A.CLEAR_BITMAP, A.FORGET))
@@ -207,6 +213,7 @@ _WHY: dict[Event, str] = {
                          "holds an incomplete copy)",
     Event.TAKEOVER_PVOL: "a P-VOL takeover needs a P-VOL in PAIR or PSUE",
     Event.SWAP: "a swap needs the pair in PAIR, split or suspended, with a complete S-VOL",
+    Event.RESTARTED: "only a pair in COPY or PAIR resumes copying at start",
 }
 
 

@@ -79,6 +79,20 @@ class PersistentBitmap:
                 return u
         return self.size
 
+    def first_set(self, start: int = 0) -> int | None:
+        """The first set unit at or after ``start``, or None when there is none."""
+        if start >= self.size:
+            return None
+        byte = start >> 3
+        first = self.bits[byte] & (0xFF << (start & 7)) & 0xFF
+        while not first:
+            byte += 1
+            if byte >= len(self.bits):
+                return None
+            first = self.bits[byte]
+        unit = (byte << 3) + ((first & -first).bit_length() - 1)
+        return unit if unit < self.size else None
+
     @property
     def pending(self) -> bool:
         """Some marked or cleared bit is not yet on disk."""
@@ -106,6 +120,15 @@ class PersistentBitmap:
                 self.bits[byte] |= bit
                 self._unsynced.add(byte)
 
+    def mark_all(self) -> None:
+        """Set every bit in memory (e.g. every track to copy); durable at the next flush or set."""
+        with self._mutex:
+            full, rest = divmod(self.size, 8)
+            self.bits[:full] = b"\xff" * full
+            if rest:
+                self.bits[full] |= (1 << rest) - 1
+            self._unsynced.update(range(len(self.bits)))
+
     def clear(self, unit: int) -> None:
         """Clear bit ``unit`` in memory; on disk at the next :meth:`flush` or :meth:`set` (a crash
         before that brings it back)."""
@@ -126,8 +149,11 @@ class PersistentBitmap:
             # A bit that would silently stay in memory breaks the flush order the owner relies on.
             raise ValueError(f"persistent bitmap {self.path} is closed")
         if self._fd is not None:
-            for byte in sorted(self._unsynced):
-                os.pwrite(self._fd, bytes([self.bits[byte]]), byte)
+            if len(self._unsynced) > 64:
+                os.pwrite(self._fd, bytes(self.bits), 0)  # many bytes changed: one write, not one each
+            else:
+                for byte in sorted(self._unsynced):
+                    os.pwrite(self._fd, bytes([self.bits[byte]]), byte)
             os.fdatasync(self._fd)
         self._unsynced.clear()
 

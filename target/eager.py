@@ -26,6 +26,7 @@ class EagerCoroutine(Coroutine[Any, Any, None]):
         self._first = first
 
     def send(self, value: Any) -> Any:
+        """The first step gives the wait the command stopped at by hand; then the command runs."""
         first = self._first
         if first is not _NOT_YET:
             self._first = _NOT_YET
@@ -33,13 +34,16 @@ class EagerCoroutine(Coroutine[Any, Any, None]):
         return self._coro.send(value)
 
     def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+        """Into the command itself (a cancellation reaches its ``except``/``finally``)."""
         self._first = _NOT_YET
         return self._coro.throw(typ if val is None else val)
 
     def close(self) -> None:
+        """Close the command's coroutine."""
         self._coro.close()
 
     def __await__(self) -> Generator[Any, Any, None]:
+        """Drive the command as ``await`` would (for code that awaits it rather than a Task)."""
         value = self.send(None)
         while True:
             try:

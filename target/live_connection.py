@@ -47,6 +47,7 @@ class LiveConnection:
 
     @property
     def key(self) -> tuple[str, int, str]:
+        """(initiator name, ISID, target name): the session this connection belongs to."""
         return (self.result.initiator_name, self.result.isid, self.target.name if self.target else "")
 
 
@@ -61,19 +62,23 @@ class FullFeatureProtocol(asyncio.Protocol):
         self.on_data = on_data
 
     def data_received(self, data: bytes) -> None:
+        """Frame and run what arrived (the server's ``_on_data``)."""
         self.on_data(self.c, self.framer, data)
 
     def eof_received(self) -> bool:
+        """The initiator closed its side: close ours too."""
         self.c.conn.log.info("connection_closed_by_initiator")
         return False  # the transport closes itself
 
     def pause_writing(self) -> None:
+        """The send buffer is full: stop reading commands until it drains."""
         # The initiator is not reading its Data-In: stop reading new commands until it does.
         c = self.c
         c.write_paused = True
         c.transport.pause_reading()  # type: ignore[attr-defined]
 
     def resume_writing(self) -> None:
+        """The send buffer drained: read again and wake whoever waits to write."""
         c = self.c
         c.write_paused = False
         if not c.transport.is_closing():
@@ -83,6 +88,7 @@ class FullFeatureProtocol(asyncio.Protocol):
         c.writable = None
 
     def connection_lost(self, exc: Exception | None) -> None:
+        """The socket is gone: wake the writers and the connection's waiter."""
         c = self.c
         if exc is not None:
             c.conn.log.info("connection_lost", error=str(exc) or type(exc).__name__)

@@ -1,0 +1,383 @@
+"""A pair half as the logical unit sees it: the volume wrapper of synchronous remote copy.
+
+A :class:`PairVolume` stands in front of the local volume of a pair (P-VOL or S-VOL; swapped
+into the LU's slot under a quiesce, ``LogicalUnit.swap_volume``).  Every host write goes through
+it — a pair volume never offers the page-cache fast path — and gets the rule
+:func:`~sanlab.replication.states.host_write` gives for the half's role, state and fence:
+
+* **mirror** (P-VOL in COPY/PAIR): the write lands on the local volume and on the S-VOL (the
+  *mirror*, a volume on the peer reached through the array's initiator) concurrently, and the host
+  hears GOOD only when both have it.  During COPY a track still marked different is written
+  locally only: the copy mover sends it when it gets there (seed 004's copy pointer: ahead of the
+  pointer writes land locally, behind it they are mirrored).
+* **record**: the write lands locally and its tracks are marked different, durably first.
+* **protected** / **fenced**: CHECK CONDITION (DATA PROTECT / WRITE PROTECTED; NOT READY /
+  MANUAL INTERVENTION REQUIRED while the fence holds), nothing written.
+
+A mirrored write whose S side fails is judged by the failure's type (storage/peer.py): *refused*
+(the peer answered with an error) fails the host write whatever the fence — the peer has told us
+it does not hold the data; *unreachable* (no answer, outcome unknown) suspends the pair (PSUE)
+and the fence level decides (:func:`~sanlab.replication.states.on_mirror_lost`).  Either way the
+tracks stay marked, so a resync sends them.
+
+The difference bitmap (one bit per *track* of :data:`TRACK_BYTES`) is a
+:class:`~sanlab.storage.bitmap.PersistentBitmap`.  Flush order: a track's bit is made durable
+*before* any write to it starts, whether the write is recorded or mirrored.  For mirrored writes
+the bit works as an activity log (DRBD's): it stays set while the track is among the
+:data:`ACTIVE_TRACKS` most recently written, and is cleared (lazily) only once the track left
+that set with every write to it mirrored.  So a crash of the P array while PAIR leaves at most
+those tracks marked — the resync after the restart sends them, never the whole volume — and no
+track that might differ is ever unmarked.
+"""
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable
+
+import structlog
+
+from sanlab.replication.states import (
+    Event, Fence, LostMirror, PairState, Role, Transition, WriteRule, host_write, on_mirror_lost, step,
+)
+from sanlab.scsi.sense import Asc, ScsiError, SenseKey
+from sanlab.storage.bitmap import PersistentBitmap
+from sanlab.storage.emulated import EmulatedBlockOps
+from sanlab.storage.peer import PeerFailure, PeerRefused, PeerUnreachable
+from sanlab.storage.volume import Volume, VolumeError
+
+log = structlog.get_logger("sanlab.replication.pair")
+
+TRACK_BYTES = 64 * 1024
+"""Difference-bitmap granularity: one bit per 64 KiB of the volume (the extent, for extent pairs).
+A 1 TiB volume needs a 2 MiB bitmap; a 4 KiB write dirties one track, so a resync after it sends
+64 KiB."""
+
+ACTIVE_TRACKS = 256
+"""Tracks whose bits stay set while writes to them are mirrored (the activity log): a hot track
+costs one fdatasync when it enters the set, none per write after that."""
+
+
+@dataclass(slots=True)
+class PairHalf:
+    """What this array knows of its half of a pair (the catalog row)."""
+
+    name: str
+    role: Role
+    state: PairState
+    fence: Fence
+    extent_start: int = 0
+    """First block of the mirrored area (extent pairs, seed 004); 0 for a whole volume."""
+    extent_blocks: int = 0
+    """Blocks in the mirrored area; 0 for the whole volume."""
+    s_writable: bool = False
+    """An S side split with ``--rw``."""
+    fence_released: bool = False
+    """A P-VOL takeover lifted the fence (until the next resync)."""
+    peer_marked: bool = False
+    """Under fence ``status``: the S side acknowledged being marked suspended."""
+    reason: str = ""
+    """Why the pair is suspended (PSUE), for ``pair display``."""
+    history: list[str] = field(default_factory=list)
+
+
+StateHook = Callable[[PairHalf, Transition], Awaitable[None]]
+"""Called after every transition the volume itself makes (suspension by error): persist it."""
+MarkPeer = Callable[[], Awaitable[bool]]
+"""Tell the S side it is suspended (fence ``status``); True when it acknowledged."""
+
+
+def _fenced() -> ScsiError:
+    # NOT READY / LOGICAL UNIT NOT READY, MANUAL INTERVENTION REQUIRED (02h/04h/03h): the write
+    # fails until an operator resynchronises or takes the P-VOL over (fence data/status).
+    return ScsiError(SenseKey.NOT_READY, Asc.LOGICAL_UNIT_NOT_READY_MANUAL_INTERVENTION_REQUIRED)
+
+
+class PairVolume(EmulatedBlockOps):
+    """The local volume of a pair half, wrapped with the pair's write rules."""
+
+    def __init__(self, half: PairHalf, local: Volume, bitmap: PersistentBitmap, *,
+                 mirror: Volume | None = None, on_transition: StateHook | None = None,
+                 mark_peer: MarkPeer | None = None) -> None:
+        self.half = half
+        self.local = local
+        self.mirror = mirror
+        """The S-VOL on the peer (P side only; None while no session to it exists)."""
+        self.bitmap = bitmap
+        self.track_blocks = max(1, TRACK_BYTES // local.block_size)
+        self._on_transition = on_transition
+        self._mark_peer = mark_peer
+        self._active: OrderedDict[int, None] = OrderedDict()
+        self._inflight: dict[int, int] = {}
+        """Track → mirrored writes to it running now (their bit must stay set)."""
+        self._unmirrored: set[int] = set()
+        """Active tracks that also took a write not mirrored: their bit is a real difference."""
+        self.copied_bytes = 0
+        """Bytes the last initial copy or resync sent."""
+        self._writes_in_flight = 0
+        self._drained = asyncio.Event()
+        self._drained.set()
+
+    # --- geometry --------------------------------------------------------------------------------------
+
+    @property
+    def block_size(self) -> int:
+        """The local volume's."""
+        return self.local.block_size
+
+    @property
+    def num_blocks(self) -> int:
+        """The local volume's."""
+        return self.local.num_blocks
+
+    @property
+    def area(self) -> tuple[int, int]:
+        """(first block, blocks) of the mirrored area."""
+        h = self.half
+        return h.extent_start, (h.extent_blocks or self.num_blocks - h.extent_start)
+
+    def tracks(self, lba: int, nblocks: int) -> range:
+        """The bitmap units ``[lba, lba + nblocks)`` touches inside the mirrored area (maybe none)."""
+        start, count = self.area
+        lo, hi = max(lba, start), min(lba + nblocks, start + count)
+        if lo >= hi:
+            return range(0)
+        return range((lo - start) // self.track_blocks, (hi - 1 - start) // self.track_blocks + 1)
+
+    def track_range(self, unit: int) -> tuple[int, int]:
+        """(first block, blocks) of track ``unit``."""
+        start, count = self.area
+        first = start + unit * self.track_blocks
+        return first, min(self.track_blocks, start + count - first)
+
+    @property
+    def pending_bytes(self) -> int:
+        """What the bitmap says still differs (``pair display``'s ``pending_bytes``)."""
+        marked = sum(1 for t in self.bitmap.set_units() if self._differs(t))
+        return marked * self.track_blocks * self.block_size
+
+    # --- state ------------------------------------------------------------------------------------------
+
+    async def apply(self, event: Event, reason: str = "") -> Transition:
+        """Move the half by ``event`` (raises InvalidTransition), remember why, tell the hook."""
+        h = self.half
+        t = step(h.role, h.state, event)
+        log.info("pair_state", pair=h.name, role=t.role.value, old=h.state.name, new=t.state.name,
+                 cause=event.value, reason=reason or None)
+        h.role, h.state = t.role, t.state
+        if t.state is PairState.PSUE:
+            h.reason = reason or h.reason
+        if self._on_transition is not None:
+            await self._on_transition(h, t)
+        return t
+
+    async def drain(self) -> None:
+        """Wait until no host write is running through this volume (split and swap's consistent point)."""
+        await self._drained.wait()
+
+    # --- host I/O ----------------------------------------------------------------------------------------
+
+    async def read(self, lba: int, nblocks: int) -> bytes:
+        """Reads are always local (both halves answer host reads)."""
+        async with self.range_lock.hold(lba, nblocks, exclusive=False):
+            return await self.local.read(lba, nblocks)
+
+    async def _raw_read(self, lba: int, nblocks: int) -> bytes:
+        return await self.local.read(lba, nblocks)
+
+    async def write(self, lba: int, data: bytes | bytearray | memoryview, fua: bool = False) -> None:
+        """A host write under the pair's rules (module docstring); GOOD only when they are met."""
+        async with self.range_lock.hold(lba, len(data) // self.block_size):
+            await self._raw_write(lba, data, fua)
+
+    async def _raw_write(self, lba: int, data: bytes | bytearray | memoryview, fua: bool) -> None:
+        h = self.half
+        rule = host_write(h.role, h.state, h.fence, s_writable=h.s_writable,
+                          fence_released=h.fence_released, peer_marked=h.peer_marked)
+        if rule is WriteRule.PROTECTED:
+            raise ScsiError(SenseKey.DATA_PROTECT, Asc.WRITE_PROTECTED)
+        if rule is WriteRule.FENCED:
+            raise _fenced()
+        tracks = self.tracks(lba, len(data) // self.block_size)
+        self._writes_in_flight += 1
+        self._drained.clear()
+        try:
+            if rule is WriteRule.MIRROR and self.mirror is not None and tracks:
+                await self._mirrored(lba, data, fua, tracks)
+            else:
+                await self._recorded(lba, data, fua, tracks)
+        finally:
+            self._writes_in_flight -= 1
+            if not self._writes_in_flight:
+                self._drained.set()
+
+    async def _recorded(self, lba: int, data: bytes | bytearray | memoryview, fua: bool, tracks: range) -> None:
+        for t in tracks:
+            if t in self._active:
+                self._unmirrored.add(t)  # its bit is now a real difference, not just the activity log
+            else:
+                await asyncio.to_thread(self.bitmap.set, t)  # durable before the write starts
+        await self.local.write(lba, data, fua)
+
+    async def _mirrored(self, lba: int, data: bytes | bytearray | memoryview, fua: bool, tracks: range) -> None:
+        assert self.mirror is not None
+        pending_copy = [t for t in tracks if self.bitmap.has(t) and (t not in self._active or t in self._unmirrored)]
+        if pending_copy:
+            # COPY: tracks the mover has not sent yet land locally; it sends them when it gets there.
+            await self._recorded(lba, data, fua, tracks)
+            return
+        await self._enter_active(tracks)
+        for t in tracks:
+            self._inflight[t] = self._inflight.get(t, 0) + 1
+        try:
+            results = await asyncio.gather(self.local.write(lba, data, fua),
+                                           self._send(lba, data, fua), return_exceptions=True)
+        finally:
+            for t in tracks:
+                left = self._inflight[t] - 1
+                if left:
+                    self._inflight[t] = left
+                else:
+                    del self._inflight[t]
+        local_exc, remote_exc = results
+        if isinstance(local_exc, BaseException):
+            for t in tracks:
+                self._unmirrored.add(t)  # the copies may differ now: keep the bit
+            raise local_exc
+        if isinstance(remote_exc, BaseException):
+            for t in tracks:
+                self._unmirrored.add(t)
+            await self._mirror_failed(remote_exc)
+
+    async def _send(self, lba: int, data: bytes | bytearray | memoryview, fua: bool) -> None:
+        """The part of the write inside the mirrored area, to the S-VOL (at its own block numbers)."""
+        assert self.mirror is not None
+        start, count = self.area
+        bs = self.block_size
+        lo, hi = max(lba, start), min(lba + len(data) // bs, start + count)
+        view = memoryview(data)[(lo - lba) * bs:(hi - lba) * bs]
+        await self.mirror.write(lo - start, view, fua)
+
+    async def _mirror_failed(self, exc: BaseException) -> None:
+        h = self.half
+        if isinstance(exc, PeerRefused):
+            # The peer answered: it does not hold the data.  The host write fails whatever the fence.
+            log.warning("pair_mirror_refused", pair=h.name, error=str(exc))
+            if h.state in (PairState.COPY, PairState.PAIR):
+                # The copies differ on these tracks now: suspended by error as when the peer is lost.
+                await self.apply(Event.PEER_LOST, f"S-VOL refused a write: {exc}")
+            raise exc
+        if not isinstance(exc, (PeerUnreachable, VolumeError, OSError, asyncio.TimeoutError)):
+            raise exc
+        lost = await self._lose_peer(f"S-VOL unreachable: {exc}")
+        if not lost.acknowledge:
+            raise _fenced()
+
+    async def _lose_peer(self, reason: str) -> LostMirror:
+        """The S side cannot be reached: suspend (PSUE) and, for fence ``status``, try to mark it."""
+        h = self.half
+        if h.state in (PairState.COPY, PairState.PAIR):
+            await self.apply(Event.PEER_LOST, reason)
+            if h.fence is Fence.STATUS and self._mark_peer is not None:
+                try:
+                    h.peer_marked = await self._mark_peer()
+                except (PeerFailure, OSError, asyncio.TimeoutError):
+                    h.peer_marked = False
+        return on_mirror_lost(h.fence, h.peer_marked)
+
+    async def _enter_active(self, tracks: range) -> None:
+        """Put ``tracks`` in the activity log: their bits durable before the write; the oldest leave."""
+        for t in tracks:
+            if t in self._active:
+                self._active.move_to_end(t)
+                continue
+            if not self.bitmap.has(t):
+                await asyncio.to_thread(self.bitmap.set, t)
+            self._active[t] = None
+        while len(self._active) > ACTIVE_TRACKS:
+            old = next(iter(self._active))
+            if old in self._inflight:
+                break  # still being written; it leaves on a later write
+            del self._active[old]
+            if old in self._unmirrored:
+                self._unmirrored.discard(old)  # a real difference: the bit stays for the resync
+            else:
+                self.bitmap.clear(old)  # lazily: a crash may bring it back, costing one track's copy
+
+    # --- copy mover (initial copy and resync) ---------------------------------------------------------
+
+    async def copy(self, should_stop: Callable[[], bool] = lambda: False, *, persist_every: int = 64) -> bool:
+        """Send every marked track to the S-VOL, in order; True when none is left.
+
+        A track is read and sent under its exclusive range hold, so a host write to it waits and is
+        then mirrored (its bit is clear by then).  A track's bit is cleared only after the S-VOL has
+        it (and the clear reaches the disk in batches: a lost clear costs one track sent again).
+        """
+        if self.mirror is None:
+            raise VolumeError(f"pair {self.half.name}: no session to the S-VOL")
+        start, _ = self.area
+        since = 0
+        unit: int | None = 0
+        while not should_stop():
+            unit = self._next_different(unit or 0)
+            if unit is None:
+                # A pass is over.  A write straddling a sent track and one still to send was recorded
+                # whole (its tracks marked again, some behind us), and writes go on while we flush:
+                # passes repeat until one ends with nothing different.
+                await self.mirror.flush()
+                await asyncio.to_thread(self.bitmap.flush)
+                if self._next_different(0) is None:
+                    return True
+                continue
+            first, n = self.track_range(unit)
+            async with self.range_lock.hold(first, n):
+                if self.bitmap.has(unit) and self._differs(unit):
+                    data = await self.local.read(first, n)
+                    await self.mirror.write(first - start, data)
+                    if unit in self._active:
+                        self._unmirrored.discard(unit)  # the bit stays: it is in the activity log
+                    else:
+                        self.bitmap.clear(unit)
+                    self.copied_bytes += len(data)
+                    since += 1
+            if since >= persist_every:
+                await asyncio.to_thread(self.bitmap.flush)
+                since = 0
+            unit += 1
+            await asyncio.sleep(0)  # host I/O between tracks
+        await asyncio.to_thread(self.bitmap.flush)
+        return False
+
+    def _next_different(self, start: int) -> int | None:
+        """The first track at or after ``start`` whose bit is a real difference."""
+        unit = self.bitmap.first_set(start)
+        while unit is not None and not self._differs(unit):
+            unit = self.bitmap.first_set(unit + 1)
+        return unit
+
+    def _differs(self, unit: int) -> bool:
+        """A set bit that is a real difference, not only a clean track of the activity log."""
+        return unit not in self._active or unit in self._unmirrored
+
+    def mark_all(self) -> None:
+        """Every track different (an initial copy), durable."""
+        self.bitmap.mark_all()
+        self.bitmap.flush()
+
+    # --- the rest of the Volume protocol --------------------------------------------------------------
+
+    async def flush(self) -> None:
+        """Flush the local volume and the S-VOL's cache (a SYNCHRONIZE CACHE reaches both)."""
+        await self.local.flush()
+        if self.mirror is not None and self.half.state in (PairState.COPY, PairState.PAIR):
+            try:
+                await self.mirror.flush()
+            except PeerUnreachable as exc:
+                await self._lose_peer(f"S-VOL unreachable: {exc}")
+
+    async def close(self) -> None:
+        """Flush and close the bitmap; the local volume and the mirror belong to their owners."""
+        await self.local.flush()
+        await asyncio.to_thread(self.bitmap.flush)
+        self.bitmap.close()
