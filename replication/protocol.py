@@ -1,26 +1,17 @@
 """Pair control between two sanlab arrays: vendor-specific SCSI commands, sans-IO (issue 14).
 
-One array (the sender) drives the other (the receiver) over an ordinary iSCSI session with the
-commands below.  Operation codes C0h-FFh are vendor specific (SPC-4 §4.2.5.1, table 8: group codes
-6 and 7), so no standard initiator or target gives them another meaning.  The same module encodes at
-one end and decodes at the other; docs/replication-protocol.md shows every byte.
+The sender drives the receiver (its peer array) over an ordinary iSCSI session.  Operation codes
+C0h-FFh are vendor specific (SPC-4 §4.2.5.1, table 8: group codes 6 and 7).  Every CDB is 16 bytes:
+OPERATION CODE, the 64-bit PAIR ID in bytes 1-8, command fields in 9-14, CONTROL in 15 (SPC-4
+§4.2.5.7); longer parameters go in Data-Out as a parameter list, results come back in Data-In.
+Integers are big-endian, names UTF-8 padded with NULs.  docs/replication-protocol.md shows every byte.
 
-Every CDB is 16 bytes: OPERATION CODE, the 64-bit PAIR ID in bytes 1-8, command fields in bytes
-9-14, CONTROL in byte 15 (SPC-4 §4.2.5.7).  What does not fit travels as a parameter list in the
-Data-Out buffer (REGISTER PAIR, SET PAIR STATE); results come back in the Data-In buffer.  All
-integers are big-endian, names are UTF-8 padded with NULs.
-
-Two kinds of failure, kept apart:
-
-* A request the receiver cannot decode raises :class:`~sanlab.scsi.sense.ScsiError` with
-  ILLEGAL REQUEST and INVALID FIELD IN CDB / INVALID FIELD IN PARAMETER LIST (a field pointer to
-  the byte and bit, SPC-4 §4.5.2.4.2), PARAMETER LIST LENGTH ERROR or INVALID COMMAND OPERATION CODE:
-  the device server answers CHECK CONDITION with it.  Reserved bits are checked strictly (both ends
-  are sanlab; a non-zero reserved field means the layouts have drifted apart).
-* A request it decodes but refuses (unknown pair, S-VOL too small, ...) is one of :class:`Refusal`;
-  :func:`refuse` builds its sense and :func:`refusal_of` names it again at the sender.
-
-A reply the sender cannot decode raises :class:`MalformedReply` (the peer answered, but wrongly).
+* A request the receiver cannot decode raises :class:`~sanlab.scsi.sense.ScsiError`: ILLEGAL REQUEST,
+  INVALID FIELD IN CDB / IN PARAMETER LIST with a field pointer (SPC-4 §4.5.2.4.2), PARAMETER LIST
+  LENGTH ERROR or INVALID COMMAND OPERATION CODE.  Reserved bits are checked strictly: both ends are
+  sanlab, and a non-zero reserved field means the layouts have drifted apart.
+* A request it decodes but will not carry out is a :class:`~sanlab.replication.refusals.Refusal`.
+* A reply the sender cannot decode raises :class:`MalformedReply` (the peer answered, but wrongly).
 """
 from __future__ import annotations
 
@@ -31,9 +22,9 @@ from enum import IntEnum, IntFlag
 from typing import ClassVar, TypeVar, Union
 
 from sanlab.replication.pair_state import FenceLevel, PairRole, PairState
+from sanlab.replication.refusals import Refusal, refuse
 from sanlab.scsi.lun import MAX_LUN, NOT_SUPPORTED, decode_lun, encode_lun
-from sanlab.scsi.sense import (Asc, FieldPointer, ScsiError, Sense, SenseKey, invalid_field,
-                               invalid_parameter)
+from sanlab.scsi.sense import Asc, ScsiError, SenseKey, invalid_field, invalid_parameter
 
 E = TypeVar("E", bound=IntEnum)
 
@@ -65,31 +56,21 @@ class StateReason(IntEnum):
     """REASON of SET PAIR STATE: why the sender changes the pair's state (shown in logs and display)."""
 
     UNSPECIFIED = 0
-    OPERATOR = 1
-    """A user command: split, resync, create."""
-    COPY_COMPLETE = 2
-    """The initial copy or a resync reached the end of the volume."""
-    LINK_FAILURE = 3
-    """The peer could not be reached (sent once the link is back, or over another path)."""
-    WRITE_FAILURE = 4
-    """A mirrored write failed at the S-VOL side."""
-    FENCE = 5
-    """Suspension asked for by fence level ``status`` before a host write is acknowledged."""
-    TAKEOVER = 6
-    """S-VOL takeover (to SSWS)."""
-    SWAP = 7
-    """The members exchange roles."""
-    GROUP = 8
-    """The pair's consistency group is acting as one."""
+    OPERATOR = 1  # A user command: split, resync, create.
+    COPY_COMPLETE = 2  # The initial copy or a resync reached the end of the volume.
+    LINK_FAILURE = 3  # The peer could not be reached (sent once the link is back, or over another path).
+    WRITE_FAILURE = 4  # A mirrored write failed at the S-VOL side.
+    FENCE = 5  # Suspension asked for by fence level ``status`` before a host write is acknowledged.
+    TAKEOVER = 6  # S-VOL takeover (to SSWS).
+    SWAP = 7  # The members exchange roles.
+    GROUP = 8  # The pair's consistency group is acting as one.
 
 
 class PairFlags(IntFlag):
     """FLAGS byte of the REGISTER PAIR parameter list."""
 
-    BIDIRECTIONAL = 0x01
-    """Hosts write at both arrays (forwarded to the P-VOL side first)."""
-    NO_COPY = 0x02
-    """The volumes are known to be identical: no initial copy, straight to PAIR."""
+    BIDIRECTIONAL = 0x01  # Hosts write at both arrays (forwarded to the P-VOL side first).
+    NO_COPY = 0x02  # The volumes are known to be identical: no initial copy, straight to PAIR.
 
 
 class MalformedReply(Exception):
@@ -397,11 +378,6 @@ class PairRegistration:
         reg._check()
         return reg
 
-    @property
-    def mirrored_blocks(self) -> int:
-        """Blocks the S-VOL must hold: the extent, or the whole P-VOL."""
-        return self.extent_blocks or self.pvol_blocks
-
 
 def encode_state_parameters(generation_id: int) -> bytes:
     """SET PAIR STATE's parameter list: the sender's generation id."""
@@ -489,84 +465,3 @@ def decode_bitmap(data: Buffer, count: int) -> bytes:
     if count & 7 and data[-1] >> (count & 7):
         raise MalformedReply("bit set past NUMBER OF UNITS", size - 1)
     return bytes(data)
-
-
-def merge_bits(bitmap: bytearray, start: int, bits: Buffer, count: int) -> None:
-    """OR ``count`` units of ``bits`` (as :func:`decode_bitmap` returns them) into ``bitmap`` at unit
-    ``start``: the P-VOL side's union of both members' differences.  ValueError past its end."""
-    if not count:
-        return
-    first, end = start >> 3, (start + count + 7) >> 3
-    if end > len(bitmap):
-        raise ValueError(f"units {start}..{start + count - 1} are past the bitmap's end")
-    value = (int.from_bytes(bits, "little") & ((1 << count) - 1)) << (start & 7)
-    merged = int.from_bytes(bitmap[first:end], "little") | value
-    bitmap[first:end] = merged.to_bytes(end - first, "little")
-
-
-# --- refusals: what the receiver answers when it decodes a request and will not do it ------------------
-
-class Refusal(IntEnum):
-    """Why the receiver refuses a well-formed request; each has one sense (:data:`REFUSAL_SENSE`)."""
-
-    UNKNOWN_PAIR = 1
-    """No pair with this PAIR ID here."""
-    PAIR_ID_IN_USE = 2
-    """REGISTER PAIR: the PAIR ID is already registered."""
-    PAIR_NAME_IN_USE = 3
-    """REGISTER PAIR: another pair has this name."""
-    NO_SUCH_LUN = 4
-    """REGISTER PAIR: no logical unit at S-VOL LUN."""
-    SVOL_IN_PAIR = 5
-    """REGISTER PAIR: the S-VOL is already a member of a pair."""
-    SVOL_TOO_SMALL = 6
-    """REGISTER PAIR: the S-VOL is smaller than the P-VOL (or its extent)."""
-    BLOCK_SIZE_MISMATCH = 7
-    """REGISTER PAIR: the S-VOL's block size differs."""
-    WRONG_STATE = 8
-    """The receiver's pair state does not allow this state change (or a DELETE PAIR without FORCE)."""
-    GENERATION_MISMATCH = 9
-    """SET PAIR STATE: the generation ids show both members took writes on their own (split brain)."""
-    BITMAP_RANGE = 10
-    """READ DIFFERENCE BITMAP: units past the end of the bitmap."""
-    NOT_READY = 11
-    """The receiver cannot act now (starting, its volume not ready): try again."""
-    INTERNAL_FAILURE = 12
-    """The receiver failed while acting (catalog, bitmap file)."""
-
-
-REFUSAL_SENSE: dict[Refusal, tuple[SenseKey, Asc, FieldPointer | None]] = {
-    # Field pointers (SPC-4 §4.5.2.4.2) name the field the refusal is about: C/D 1 in the CDB, 0 in the
-    # parameter list.  Syntax errors of the codec use INVALID FIELD IN CDB/PARAMETER LIST; refusals of a
-    # value that decodes use PARAMETER VALUE INVALID or COMMAND SEQUENCE ERROR, so the two never collide.
-    Refusal.UNKNOWN_PAIR: (SenseKey.ILLEGAL_REQUEST, Asc.INVALID_FIELD_IN_CDB, FieldPointer(1)),
-    Refusal.PAIR_ID_IN_USE: (SenseKey.ILLEGAL_REQUEST, Asc.COMMAND_SEQUENCE_ERROR, FieldPointer(1)),
-    Refusal.PAIR_NAME_IN_USE: (SenseKey.ILLEGAL_REQUEST, Asc.COMMAND_SEQUENCE_ERROR, FieldPointer(48, in_cdb=False)),
-    Refusal.NO_SUCH_LUN: (SenseKey.ILLEGAL_REQUEST, Asc.PARAMETER_VALUE_INVALID, FieldPointer(8, in_cdb=False)),
-    Refusal.SVOL_IN_PAIR: (SenseKey.ILLEGAL_REQUEST, Asc.COMMAND_SEQUENCE_ERROR, FieldPointer(8, in_cdb=False)),
-    Refusal.SVOL_TOO_SMALL: (SenseKey.ILLEGAL_REQUEST, Asc.PARAMETER_VALUE_INVALID, FieldPointer(16, in_cdb=False)),
-    Refusal.BLOCK_SIZE_MISMATCH: (SenseKey.ILLEGAL_REQUEST, Asc.PARAMETER_VALUE_INVALID, FieldPointer(4, in_cdb=False)),
-    Refusal.WRONG_STATE: (SenseKey.ILLEGAL_REQUEST, Asc.COMMAND_SEQUENCE_ERROR, FieldPointer(9)),
-    Refusal.GENERATION_MISMATCH: (SenseKey.ILLEGAL_REQUEST, Asc.COMMAND_SEQUENCE_ERROR, FieldPointer(0, in_cdb=False)),
-    Refusal.BITMAP_RANGE: (SenseKey.ILLEGAL_REQUEST, Asc.LBA_OUT_OF_RANGE, FieldPointer(9)),
-    Refusal.NOT_READY: (SenseKey.NOT_READY, Asc.LOGICAL_UNIT_NOT_READY_CAUSE_NOT_REPORTABLE, None),
-    Refusal.INTERNAL_FAILURE: (SenseKey.HARDWARE_ERROR, Asc.INTERNAL_TARGET_FAILURE, None),
-}
-"""Refusal → (SENSE KEY, ASC/ASCQ, field pointer) the receiver answers with CHECK CONDITION."""
-
-_REFUSAL_BY_SENSE: dict[tuple[int, int, FieldPointer | None], Refusal] = {
-    (key, asc, fp): r for r, (key, asc, fp) in REFUSAL_SENSE.items()}
-
-
-def refuse(refusal: Refusal) -> ScsiError:
-    """The ScsiError the receiver raises to refuse a request."""
-    key, asc, fp = REFUSAL_SENSE[refusal]
-    if fp is None:
-        return ScsiError(key, asc)
-    return ScsiError(key, asc, field_pointer=fp.field_pointer, bit=fp.bit_pointer, in_cdb=fp.in_cdb)
-
-
-def refusal_of(sense: Sense) -> Refusal | None:
-    """The refusal a peer's sense names; None for any other sense (a malformed request, a standard error)."""
-    return (_REFUSAL_BY_SENSE.get((sense.key, sense.asc_ascq, sense.field_pointer))
-            or _REFUSAL_BY_SENSE.get((sense.key, sense.asc_ascq, None)))
