@@ -6,6 +6,8 @@ ScsiError — never another exception.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -313,3 +315,14 @@ def test_bitmap_range_is_refused() -> None:
         encode_bitmap(bytes(2), 12, 8, 5)
     assert refusal_of(parse_sense(e.value.sense())) == Refusal.BITMAP_RANGE
     assert encode_bitmap(bytes([0, 0x0F]), 12, 8, 4) == bytes([0x0F])
+
+
+def test_docs_example_is_what_the_code_sends() -> None:
+    """docs/replication-protocol.md's example bytes are the encoder's, so the page cannot drift."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "replication-protocol.md").read_text()
+    lines = dict(line.split(None, 1) for line in doc.split("## Example", 1)[1].split("```")[1].strip().splitlines())
+    assert bytes.fromhex(lines["CDB"]) == SetPairStateCdb(
+        0xFEDCBA9876543210, PairState.PSUE, StateReason.WRITE_FAILURE).encode()
+    assert bytes.fromhex(lines["Data-Out"]) == encode_state_parameters(0xA5)
+    for op in PairOpcode:
+        assert f"| {op:02X}h    | {op.name.replace('_', ' ')}" in doc
