@@ -38,9 +38,8 @@ from typing import Awaitable, Callable
 
 import structlog
 
-from sanlab.replication.states import (
-    Event, Fence, LostMirror, PairState, Role, Transition, WriteRule, host_write, on_mirror_lost, step,
-)
+from sanlab.replication.pair_state import FenceLevel, PairRole, PairState
+from sanlab.replication.states import Event, LostMirror, Transition, WriteRule, host_write, on_mirror_lost, step
 from sanlab.scsi.sense import Asc, ScsiError, SenseKey
 from sanlab.storage.bitmap import PersistentBitmap
 from sanlab.storage.emulated import EmulatedBlockOps
@@ -64,9 +63,9 @@ class PairHalf:
     """What this array knows of its half of a pair (the catalog row)."""
 
     name: str
-    role: Role
+    role: PairRole
     state: PairState
-    fence: Fence
+    fence: FenceLevel
     extent_start: int = 0
     """First block of the mirrored area (extent pairs, seed 004); 0 for a whole volume."""
     extent_blocks: int = 0
@@ -163,7 +162,7 @@ class PairVolume(EmulatedBlockOps):
         """Move the half by ``event`` (raises InvalidTransition), remember why, tell the hook."""
         h = self.half
         t = step(h.role, h.state, event)
-        log.info("pair_state", pair=h.name, role=t.role.value, old=h.state.name, new=t.state.name,
+        log.info("pair_state", pair=h.name, role=t.role.label, old=h.state.name, new=t.state.name,
                  cause=event.value, reason=reason or None)
         h.role, h.state = t.role, t.state
         if t.state is PairState.PSUE:
@@ -279,7 +278,7 @@ class PairVolume(EmulatedBlockOps):
         h = self.half
         if h.state in (PairState.COPY, PairState.PAIR):
             await self.apply(Event.PEER_LOST, reason)
-            if h.fence is Fence.STATUS and self._mark_peer is not None:
+            if h.fence is FenceLevel.STATUS and self._mark_peer is not None:
                 try:
                     h.peer_marked = await self._mark_peer()
                 except (PeerFailure, OSError, asyncio.TimeoutError):

@@ -1,7 +1,7 @@
 """The pair state machine of synchronous remote copy: one table, no I/O (ARCHITECTURE.md, h11's rule).
 
 A pair is a P-VOL on one array mirrored to an S-VOL on another (seed 003 FIG. 10, seed 004
-FIG. 3/10; ../shared/SPEC.md §4).  Each array holds its own half: a :class:`Role`, a
+FIG. 3/10; ../shared/SPEC.md §4).  Each array holds its own half: a :class:`PairRole`, a
 :class:`PairState` and the fence level.  Everything that changes a half's state is an
 :class:`Event`; :func:`step` maps (role, state, event) to the new role and state and the
 :class:`Action` list the pair code carries out, in order.  Movers, links and the management
@@ -25,7 +25,7 @@ Host writes (:func:`host_write`): the P-VOL mirrors in COPY/PAIR, records in PSU
 unless the fence forbids it; the S-VOL refuses host writes (DATA PROTECT / WRITE PROTECTED,
 07h/27h/00h) in COPY/PAIR/PSUE and plain SSUS, and records them in writable SSUS and SSWS.
 
-Fence levels (:func:`on_mirror_lost`) decide a mirrored write whose S side cannot be reached:
+FenceLevel levels (:func:`on_mirror_lost`) decide a mirrored write whose S side cannot be reached:
 ``data`` fails it and every later write until a resync or a P-VOL takeover; ``status`` lets it
 succeed only if the S side could be marked suspended, else fails it like ``data``; ``never``
 lets it succeed.  In all three the pair goes PSUE and the bitmap keeps the difference.
@@ -38,32 +38,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-
-class PairState(enum.IntEnum):
-    """A pair half's state (values are the wire values of replication/protocol.py)."""
-
-    SMPL = 0
-    COPY = 1
-    PAIR = 2
-    PSUS = 3
-    SSUS = 4
-    PSUE = 5
-    SSWS = 6
-
-
-class Role(enum.Enum):
-    """Which half of the pair this array holds."""
-
-    P_VOL = "P-VOL"
-    S_VOL = "S-VOL"
-
-
-class Fence(enum.Enum):
-    """What a host write gets when its mirror to the S side cannot be made (module docstring)."""
-
-    DATA = "data"
-    STATUS = "status"
-    NEVER = "never"
+from sanlab.replication.pair_state import FenceLevel, PairRole, PairState
 
 
 class Event(enum.Enum):
@@ -135,21 +110,21 @@ class InvalidTransition(Exception):
 class Transition:
     """Where an event leads and what to do on the way."""
 
-    role: Role
+    role: PairRole
     state: PairState
     actions: tuple[Action, ...]
 
 
-P, S = Role.P_VOL, Role.S_VOL
+P, S = PairRole.P_VOL, PairRole.S_VOL
 A = Action
 St = PairState
 
 # (role, state, event) → (new state, actions); the role changes only by SWAP (below).  A pair
 # half not listed for an event refuses it with a reason from _WHY.
-_TABLE: dict[tuple[Role, PairState, Event], tuple[PairState, tuple[Action, ...]]] = {}
+_TABLE: dict[tuple[PairRole, PairState, Event], tuple[PairState, tuple[Action, ...]]] = {}
 
 
-def _add(roles: tuple[Role, ...], states: tuple[PairState, ...], event: Event, new: PairState | None,
+def _add(roles: tuple[PairRole, ...], states: tuple[PairState, ...], event: Event, new: PairState | None,
          actions: tuple[Action, ...]) -> None:
     for role in roles:
         for state in states:
@@ -194,7 +169,7 @@ _add((S,), (St.COPY, St.PAIR), Event.RESTARTED, None, ())
 _add((P, S), tuple(s for s in PairState if s is not St.SMPL), Event.DELETE, St.SMPL,
      (A.DRAIN, A.STOP_COPY, A.CLEAR_BITMAP, A.FORGET))
 
-_ROLE_AFTER: dict[tuple[Role, Event], Role] = {
+_ROLE_AFTER: dict[tuple[PairRole, Event], PairRole] = {
     (P, Event.RESYNC_REVERSE): S, (S, Event.RESYNC_REVERSE): P, (P, Event.SWAP): S, (S, Event.SWAP): P,
 }
 
@@ -217,11 +192,11 @@ _WHY: dict[Event, str] = {
 }
 
 
-def step(role: Role, state: PairState, event: Event) -> Transition:
+def step(role: PairRole, state: PairState, event: Event) -> Transition:
     """The transition ``event`` makes from (``role``, ``state``); :class:`InvalidTransition` if none."""
     hit = _TABLE.get((role, state, event))
     if hit is None:
-        raise InvalidTransition(f"{event.value} refused: pair is {role.value} {state.name}: {_WHY[event]}")
+        raise InvalidTransition(f"{event.value} refused: pair is {role.label} {state.name}: {_WHY[event]}")
     new_state, actions = hit
     return Transition(_ROLE_AFTER.get((role, event), role), new_state, actions)
 
@@ -241,7 +216,7 @@ class WriteRule(enum.Enum):
     """Refuse: the fence level forbids writes while the S side is not in step."""
 
 
-def host_write(role: Role, state: PairState, fence: Fence, *, s_writable: bool = False,
+def host_write(role: PairRole, state: PairState, fence: FenceLevel, *, s_writable: bool = False,
                fence_released: bool = False, peer_marked: bool = False) -> WriteRule:
     """The rule for a host write reaching this half (COPY's behind/ahead-of-pointer split is the
     mover's: ahead of the pointer a MIRROR write lands locally and is recorded).
@@ -249,13 +224,13 @@ def host_write(role: Role, state: PairState, fence: Fence, *, s_writable: bool =
     ``s_writable``: the S side was split with ``--rw``.  ``fence_released``: a P-VOL takeover
     lifted the fence.  ``peer_marked``: under fence ``status``, the S side was marked suspended.
     """
-    if role is Role.P_VOL:
+    if role is PairRole.P_VOL:
         if state in (PairState.COPY, PairState.PAIR):
             return WriteRule.MIRROR
         if state is PairState.PSUS:
             return WriteRule.RECORD
         if state is PairState.PSUE:
-            if fence is Fence.NEVER or fence_released or (fence is Fence.STATUS and peer_marked):
+            if fence is FenceLevel.NEVER or fence_released or (fence is FenceLevel.STATUS and peer_marked):
                 return WriteRule.RECORD
             return WriteRule.FENCED
         return WriteRule.RECORD  # SMPL: the caller has no pair volume; kept total for safety
@@ -274,12 +249,12 @@ class LostMirror:
     """Always PSUE: the pair is suspended by the error."""
 
 
-def on_mirror_lost(fence: Fence, peer_marked: bool) -> LostMirror:
-    """Fence levels (module docstring): ``peer_marked`` says whether the S side acknowledged being
+def on_mirror_lost(fence: FenceLevel, peer_marked: bool) -> LostMirror:
+    """FenceLevel levels (module docstring): ``peer_marked`` says whether the S side acknowledged being
     marked suspended (only ``status`` asks; with the peer unreachable it is False)."""
-    if fence is Fence.NEVER:
+    if fence is FenceLevel.NEVER:
         return LostMirror(True, PairState.PSUE)
-    if fence is Fence.STATUS:
+    if fence is FenceLevel.STATUS:
         return LostMirror(peer_marked, PairState.PSUE)
     return LostMirror(False, PairState.PSUE)
 
@@ -307,13 +282,13 @@ class TakeoverDecision:
     event: Event | None
 
 
-def takeover(role: Role, state: PairState, fence: Fence, peer_reachable: bool) -> TakeoverDecision:
+def takeover(role: PairRole, state: PairState, fence: FenceLevel, peer_reachable: bool) -> TakeoverDecision:
     """horctakeover's choice for the array where it runs; :class:`InvalidTransition` when it must be
     refused (not a pair, or an S-VOL whose copy is incomplete: serving it would serve torn data)."""
     if state is PairState.SMPL:
         raise InvalidTransition("takeover refused: the volume is not in a pair (SMPL)")
-    if role is Role.P_VOL:
-        if state in (PairState.PSUE, PairState.PAIR) and fence is not Fence.NEVER and not peer_reachable:
+    if role is PairRole.P_VOL:
+        if state in (PairState.PSUE, PairState.PAIR) and fence is not FenceLevel.NEVER and not peer_reachable:
             return TakeoverDecision(TakeoverKind.PVOL, Event.TAKEOVER_PVOL)
         return TakeoverDecision(TakeoverKind.NOP, None)
     if state is PairState.SSWS:

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from sanlab.replication.pair import ACTIVE_TRACKS, TRACK_BYTES, PairHalf, PairVolume
-from sanlab.replication.states import Event, Fence, PairState, Role, Transition
+from sanlab.replication.pair_state import FenceLevel, PairRole, PairState
+from sanlab.replication.states import Event, Transition
 from sanlab.scsi.sense import Asc, ScsiError, SenseKey
 from sanlab.storage.bitmap import PersistentBitmap
 from sanlab.storage.file_volume import FileVolume
@@ -65,7 +66,7 @@ class Link:
         await self.vol.flush()
 
 
-def make(tmp_path: Path, role: Role = Role.P_VOL, state: PairState = PairState.PAIR, fence: Fence = Fence.NEVER,
+def make(tmp_path: Path, role: PairRole = PairRole.P_VOL, state: PairState = PairState.PAIR, fence: FenceLevel = FenceLevel.NEVER,
          *, extent: tuple[int, int] = (0, 0), s_size: int = SIZE, mark_peer: bool | None = None,
          ) -> tuple[PairVolume, FileVolume, Link, list[Transition]]:
     local = FileVolume(str(tmp_path / "p.img"), SIZE, BS)
@@ -103,7 +104,7 @@ async def test_pair_mirrors_every_write_before_good(tmp_path: Path) -> None:
 
 
 async def test_s_vol_refuses_host_writes_until_taken_over(tmp_path: Path) -> None:
-    vol, local, _, _ = make(tmp_path, role=Role.S_VOL, state=PairState.PAIR)
+    vol, local, _, _ = make(tmp_path, role=PairRole.S_VOL, state=PairState.PAIR)
     with pytest.raises(ScsiError) as exc:
         await vol.write(0, data(1, 1))
     assert (exc.value.key, exc.value.asc_ascq) == (SenseKey.DATA_PROTECT, Asc.WRITE_PROTECTED)
@@ -115,7 +116,7 @@ async def test_s_vol_refuses_host_writes_until_taken_over(tmp_path: Path) -> Non
 
 
 async def test_fence_data_fails_the_write_and_every_later_one(tmp_path: Path) -> None:
-    vol, local, link, seen = make(tmp_path, fence=Fence.DATA)
+    vol, local, link, seen = make(tmp_path, fence=FenceLevel.DATA)
     link.mode = "down"
     for _ in range(2):
         with pytest.raises(ScsiError) as exc:
@@ -127,7 +128,7 @@ async def test_fence_data_fails_the_write_and_every_later_one(tmp_path: Path) ->
 
 
 async def test_fence_never_acknowledges_and_resync_sends_only_the_difference(tmp_path: Path) -> None:
-    vol, local, link, _ = make(tmp_path, fence=Fence.NEVER)
+    vol, local, link, _ = make(tmp_path, fence=FenceLevel.NEVER)
     await vol.write(0, data(SIZE // BS, 0))  # in step
     link.mode = "down"
     dirty = [5, 6, 40, 127]
@@ -148,7 +149,7 @@ async def test_fence_never_acknowledges_and_resync_sends_only_the_difference(tmp
 
 @pytest.mark.parametrize("marked", [True, False])
 async def test_fence_status_depends_on_marking_the_s_side(tmp_path: Path, marked: bool) -> None:
-    vol, _, link, _ = make(tmp_path, fence=Fence.STATUS, mark_peer=marked)
+    vol, _, link, _ = make(tmp_path, fence=FenceLevel.STATUS, mark_peer=marked)
     link.mode = "down"
     if marked:
         await vol.write(0, data(1, 3))
@@ -160,7 +161,7 @@ async def test_fence_status_depends_on_marking_the_s_side(tmp_path: Path, marked
 
 
 async def test_a_refused_mirror_fails_the_write_whatever_the_fence(tmp_path: Path) -> None:
-    vol, _, link, _ = make(tmp_path, fence=Fence.NEVER)
+    vol, _, link, _ = make(tmp_path, fence=FenceLevel.NEVER)
     link.mode = "refuse"
     with pytest.raises(PeerRefused):
         await vol.write(TRACK * 9, data(4, 5))
@@ -180,7 +181,7 @@ async def test_activity_log_bounds_what_a_crash_leaves_to_resend(tmp_path: Path)
     for t in list(vol._active):
         assert on_disk.has(t)
     # The restart resends those tracks only, never the whole volume.
-    half = PairHalf("p1", Role.P_VOL, PairState.PAIR, Fence.NEVER)
+    half = PairHalf("p1", PairRole.P_VOL, PairState.PAIR, FenceLevel.NEVER)
     again = PairVolume(half, local, on_disk, mirror=link)  # type: ignore[arg-type]
     await again.apply(Event.RESTARTED)
     assert again.half.state is PairState.COPY

@@ -5,16 +5,17 @@ import itertools
 
 import pytest
 
+from sanlab.replication.pair_state import FenceLevel, PairRole, PairState
 from sanlab.replication.states import (
-    Action, Event, Fence, InvalidTransition, PairState, Role, SyncVerdict, TakeoverKind, WriteRule,
-    compare_generations, host_write, on_mirror_lost, step, takeover,
+    Action, Event, InvalidTransition, SyncVerdict, TakeoverKind, WriteRule, compare_generations, host_write,
+    on_mirror_lost, step, takeover,
 )
 
-P, S = Role.P_VOL, Role.S_VOL
+P, S = PairRole.P_VOL, PairRole.S_VOL
 St = PairState
 
 
-def walk(role: Role, state: PairState, *events: Event) -> tuple[Role, PairState]:
+def walk(role: PairRole, state: PairState, *events: Event) -> tuple[PairRole, PairState]:
     for ev in events:
         t = step(role, state, ev)
         role, state = t.role, t.state
@@ -88,7 +89,7 @@ def test_peer_lost_suspends_a_pair_in_step_and_stops_the_mover() -> None:
     (S, St.SMPL, Event.DELETE),
     (P, St.PAIR, Event.COPY_DONE),
 ])
-def test_refused_events_name_the_reason(role: Role, state: PairState, event: Event) -> None:
+def test_refused_events_name_the_reason(role: PairRole, state: PairState, event: Event) -> None:
     with pytest.raises(InvalidTransition) as exc:
         step(role, state, event)
     assert state.name in str(exc.value) and event.value in str(exc.value)
@@ -96,7 +97,7 @@ def test_refused_events_name_the_reason(role: Role, state: PairState, event: Eve
 
 def test_every_event_is_refused_or_defined_in_every_state() -> None:
     # The table is total: each (role, state, event) either transitions or raises with a reason.
-    for role, state, ev in itertools.product(Role, PairState, Event):
+    for role, state, ev in itertools.product(PairRole, PairState, Event):
         try:
             t = step(role, state, ev)
         except InvalidTransition as exc:
@@ -106,45 +107,45 @@ def test_every_event_is_refused_or_defined_in_every_state() -> None:
 
 
 def test_host_writes_per_role_and_state() -> None:
-    assert host_write(P, St.PAIR, Fence.DATA) is WriteRule.MIRROR
-    assert host_write(P, St.COPY, Fence.NEVER) is WriteRule.MIRROR
-    assert host_write(P, St.PSUS, Fence.DATA) is WriteRule.RECORD
+    assert host_write(P, St.PAIR, FenceLevel.DATA) is WriteRule.MIRROR
+    assert host_write(P, St.COPY, FenceLevel.NEVER) is WriteRule.MIRROR
+    assert host_write(P, St.PSUS, FenceLevel.DATA) is WriteRule.RECORD
     for state in (St.COPY, St.PAIR, St.PSUE, St.SSUS):
-        assert host_write(S, state, Fence.NEVER) is WriteRule.PROTECTED
-    assert host_write(S, St.SSUS, Fence.NEVER, s_writable=True) is WriteRule.RECORD
-    assert host_write(S, St.SSWS, Fence.DATA) is WriteRule.RECORD
+        assert host_write(S, state, FenceLevel.NEVER) is WriteRule.PROTECTED
+    assert host_write(S, St.SSUS, FenceLevel.NEVER, s_writable=True) is WriteRule.RECORD
+    assert host_write(S, St.SSWS, FenceLevel.DATA) is WriteRule.RECORD
 
 
 def test_fence_levels_when_the_s_side_is_unreachable() -> None:
     # data: the write fails, and so does every later one while suspended.
-    lost = on_mirror_lost(Fence.DATA, peer_marked=False)
+    lost = on_mirror_lost(FenceLevel.DATA, peer_marked=False)
     assert (lost.acknowledge, lost.state) == (False, St.PSUE)
-    assert host_write(P, St.PSUE, Fence.DATA) is WriteRule.FENCED
+    assert host_write(P, St.PSUE, FenceLevel.DATA) is WriteRule.FENCED
     # status: succeeds only if the S side could be marked suspended.
-    assert on_mirror_lost(Fence.STATUS, peer_marked=True).acknowledge is True
-    assert on_mirror_lost(Fence.STATUS, peer_marked=False).acknowledge is False
-    assert host_write(P, St.PSUE, Fence.STATUS, peer_marked=True) is WriteRule.RECORD
-    assert host_write(P, St.PSUE, Fence.STATUS, peer_marked=False) is WriteRule.FENCED
+    assert on_mirror_lost(FenceLevel.STATUS, peer_marked=True).acknowledge is True
+    assert on_mirror_lost(FenceLevel.STATUS, peer_marked=False).acknowledge is False
+    assert host_write(P, St.PSUE, FenceLevel.STATUS, peer_marked=True) is WriteRule.RECORD
+    assert host_write(P, St.PSUE, FenceLevel.STATUS, peer_marked=False) is WriteRule.FENCED
     # never: the write succeeds, the bitmap keeps the difference.
-    assert on_mirror_lost(Fence.NEVER, peer_marked=False) .acknowledge is True
-    assert host_write(P, St.PSUE, Fence.NEVER) is WriteRule.RECORD
+    assert on_mirror_lost(FenceLevel.NEVER, peer_marked=False) .acknowledge is True
+    assert host_write(P, St.PSUE, FenceLevel.NEVER) is WriteRule.RECORD
     # A P-VOL takeover lifts the fence.
     assert Action.RELEASE_FENCE in step(P, St.PSUE, Event.TAKEOVER_PVOL).actions
-    assert host_write(P, St.PSUE, Fence.DATA, fence_released=True) is WriteRule.RECORD
+    assert host_write(P, St.PSUE, FenceLevel.DATA, fence_released=True) is WriteRule.RECORD
 
 
 @pytest.mark.parametrize("role,state,fence,reachable,kind", [
-    (P, St.PAIR, Fence.DATA, True, TakeoverKind.NOP),
-    (P, St.PSUE, Fence.NEVER, False, TakeoverKind.NOP),   # a never-fenced P-VOL already serves
-    (P, St.PSUE, Fence.DATA, False, TakeoverKind.PVOL),
-    (P, St.PAIR, Fence.STATUS, False, TakeoverKind.PVOL),
-    (S, St.PAIR, Fence.DATA, True, TakeoverKind.SWAP),
-    (S, St.SSUS, Fence.NEVER, True, TakeoverKind.SWAP),
-    (S, St.PAIR, Fence.DATA, False, TakeoverKind.SVOL),
-    (S, St.PSUE, Fence.NEVER, True, TakeoverKind.SVOL),
-    (S, St.SSWS, Fence.NEVER, False, TakeoverKind.NOP),
+    (P, St.PAIR, FenceLevel.DATA, True, TakeoverKind.NOP),
+    (P, St.PSUE, FenceLevel.NEVER, False, TakeoverKind.NOP),   # a never-fenced P-VOL already serves
+    (P, St.PSUE, FenceLevel.DATA, False, TakeoverKind.PVOL),
+    (P, St.PAIR, FenceLevel.STATUS, False, TakeoverKind.PVOL),
+    (S, St.PAIR, FenceLevel.DATA, True, TakeoverKind.SWAP),
+    (S, St.SSUS, FenceLevel.NEVER, True, TakeoverKind.SWAP),
+    (S, St.PAIR, FenceLevel.DATA, False, TakeoverKind.SVOL),
+    (S, St.PSUE, FenceLevel.NEVER, True, TakeoverKind.SVOL),
+    (S, St.SSWS, FenceLevel.NEVER, False, TakeoverKind.NOP),
 ])
-def test_takeover_decision_table(role: Role, state: PairState, fence: Fence, reachable: bool,
+def test_takeover_decision_table(role: PairRole, state: PairState, fence: FenceLevel, reachable: bool,
                                  kind: TakeoverKind) -> None:
     d = takeover(role, state, fence, reachable)
     assert d.kind is kind
@@ -154,9 +155,9 @@ def test_takeover_decision_table(role: Role, state: PairState, fence: Fence, rea
 
 
 @pytest.mark.parametrize("role,state", [(S, St.COPY), (P, St.SMPL), (S, St.SMPL)])
-def test_takeover_refused(role: Role, state: PairState) -> None:
+def test_takeover_refused(role: PairRole, state: PairState) -> None:
     with pytest.raises(InvalidTransition):
-        takeover(role, state, Fence.DATA, True)
+        takeover(role, state, FenceLevel.DATA, True)
 
 
 def test_generations_find_the_newer_side_and_split_brain() -> None:
