@@ -323,6 +323,8 @@ class DeviceServer:
                 return ScsiResult(status=ScsiStatus.RESERVATION_CONFLICT)
             if lu is not None:
                 check_lu_state(spec, lu)
+                if spec.writes and lu.write_gate is not None:
+                    lu.write_gate(task.nexus)
             if not isinstance(task.cdb, bytes):
                 task = replace(task, cdb=cdb)
             return await spec.handler(Ctx(self, task, lu, table))

@@ -122,6 +122,11 @@ class LogicalUnit:
         """Control mode page D_SENSE: descriptor-format sense when set (SPC-4 §7.5.8)."""
         self.swp = False
         """Control mode page SWP: software write protect, writes fail 27h/02h (SPC-4 §7.5.8)."""
+        self.write_gate: Callable[[Nexus], None] | None = None
+        """Who may write now, asked for every command that changes the medium before its handler
+        runs: raises ScsiError to refuse the command for that I_T nexus.  Set by the owner of a
+        volume that only some initiators may write (an S-VOL of a remote-copy pair takes the
+        primary array's writes and refuses the hosts'); None lets every nexus write."""
         self.wce = True
         """Caching mode page WCE: False makes every write write-through (SBC-3 §6.4.5)."""
         self.medium_present = True

@@ -324,3 +324,29 @@ async def test_a_declined_raid_read_is_not_tried_on_the_fast_path_again(tmp_path
     assert res.status == ScsiStatus.GOOD and bytes(res.data_in) == image[:4096]
     assert len(tries) == 1  # the full path did not try the page cache again
     await server.close()
+
+
+async def test_a_write_gate_decides_per_nexus_and_turns_the_fast_path_off(ds: DeviceServer) -> None:
+    # An S-VOL takes the primary array's writes (NX) and refuses a host's (NX2).
+    from sanlab.scsi.sense import Asc, ScsiError, SenseKey
+    from sanlab.scsi.task import Nexus
+
+    lu = ds.luns[0]
+
+    def gate(nexus: Nexus) -> None:
+        if nexus != NX:
+            raise ScsiError(SenseKey.DATA_PROTECT, Asc.WRITE_PROTECTED)
+
+    lu.write_gate = gate
+    assert ds.start(write10()) is DECLINE and ds.start(read10()) is DECLINE
+    assert (await ds.execute(write10())).status == ScsiStatus.GOOD
+    before = volume(lu).read_sync(40, 1)
+    host = ScsiTask(NX2, 0, cdb10(Opcode.WRITE_10, 40, 1), data_out=bytes([0xEE]) * 512, write_edtl=512)
+    refused = await ds.execute(host)
+    assert refused.status == ScsiStatus.CHECK_CONDITION
+    assert refused.sense is not None and refused.sense[2] & 0x0F == SenseKey.DATA_PROTECT
+    assert refused.sense[12:14] == bytes([0x27, 0x00])
+    assert (await ds.execute(read10(nexus=NX2))).status == ScsiStatus.GOOD  # reads are everyone's
+    assert volume(lu).read_sync(40, 1) == before  # nothing written
+    lu.write_gate = None
+    assert isinstance(ds.start(write10()), ScsiResult)
