@@ -1,7 +1,8 @@
 """The array's catalog: every storage table in SQLite (ARCHITECTURE.md convention 7).
 
 RAID groups, LDEV assignments, logical volumes, the V/R table (virtual
-volumes), the LU/V table (LUs) and LU exports live here.  Each management
+volumes), the LU/V table (LUs), LU exports and the remotes added at run time
+(peer arrays, with their CHAP secrets: the file is owner-only) live here.  Each management
 operation is one transaction (:meth:`Catalog.change`, its rows recorded through
 the typed methods of :class:`CatalogChange`): it happens entirely or not at all,
 and a restart brings back exactly the committed state.  WAL mode keeps readers
@@ -12,10 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator, Sequence
 
@@ -45,7 +47,12 @@ CREATE TABLE IF NOT EXISTS migrations (
 CREATE TABLE IF NOT EXISTS exports (
     target TEXT NOT NULL, lun INTEGER NOT NULL, lu TEXT NOT NULL REFERENCES lus(name),
     PRIMARY KEY (target, lun));
+CREATE TABLE IF NOT EXISTS remotes (
+    name TEXT PRIMARY KEY, portals TEXT NOT NULL, target TEXT NOT NULL,
+    chap_user TEXT, chap_secret TEXT, mutual_user TEXT, mutual_secret TEXT);
 """
+# A table added after catalogs were in use needs no step of its own: SCHEMA's CREATE TABLE IF NOT
+# EXISTS runs at every open and adds it (``remotes`` came this way); ADDED_COLUMNS is for columns.
 
 # Columns added after catalogs were already in use: (table, column, declaration, what to set in
 # the rows an older catalog already has).  CREATE TABLE IF NOT EXISTS leaves an existing table
@@ -77,6 +84,23 @@ class GroupRow:
     drive_size: int
     drives: list[str]
     """Drive file paths, member 0 first."""
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteRow:
+    """A remote (peer array) added at run time."""
+
+    name: str
+    portals: tuple[tuple[str, int], ...]
+    """(host, port) of each portal, in the order they are tried."""
+    target: str
+    """The peer's target name (IQN) used for replication."""
+    chap_user: str | None = None
+    chap_secret: str | None = field(default=None, repr=False)
+    """Never in a repr: a log line or a traceback showing the row must not show the secret."""
+    mutual_user: str | None = None
+    """The peer's own CHAP name (mutual CHAP)."""
+    mutual_secret: str | None = field(default=None, repr=False)
 
 
 Statement = tuple[str, tuple[object, ...]]
@@ -183,6 +207,18 @@ class CatalogChange:
         """The migration into ``dest`` is now ``state`` (``detached``)."""
         self._add("UPDATE migrations SET state=? WHERE dest=?", state, dest)
 
+    # --- remotes
+
+    def add_remote(self, row: RemoteRow) -> None:
+        """A remote (peer array) added at run time."""
+        self._add("INSERT INTO remotes (name, portals, target, chap_user, chap_secret, mutual_user, mutual_secret) "
+                  "VALUES (?, ?, ?, ?, ?, ?, ?)", row.name, json.dumps([list(p) for p in row.portals]), row.target,
+                  row.chap_user, row.chap_secret, row.mutual_user, row.mutual_secret)
+
+    def delete_remote(self, name: str) -> None:
+        """Remove run-time remote ``name``."""
+        self._add("DELETE FROM remotes WHERE name=?", name)
+
 
 class Catalog:
     """SQLite-backed tables of the storage configuration.
@@ -199,6 +235,9 @@ class Catalog:
         self.path = str(path)
         # Made and set up here, at start, before anything is served; from then on used on the worker only.
         self._writer = self._connect(check_same_thread=False)
+        # Owner-only: the remotes' CHAP secrets are in it (SQLite gives the -wal and -shm files the
+        # database file's mode).  The management socket beside it is owner-only for the same reason.
+        os.chmod(self.path, 0o600)
         self._writer.executescript(SCHEMA)
         self._upgrade()
         self._reader = self._connect(check_same_thread=True)
@@ -324,3 +363,9 @@ class Catalog:
     def exports(self) -> list[dict[str, Any]]:
         """The exports, by target and LUN."""
         return [dict(r) for r in self._reader.execute("SELECT * FROM exports ORDER BY target, lun")]
+
+    def remotes(self) -> list[RemoteRow]:
+        """The remotes added at run time, by name."""
+        return [RemoteRow(r["name"], tuple((str(h), int(p)) for h, p in json.loads(r["portals"])), r["target"],
+                          r["chap_user"], r["chap_secret"], r["mutual_user"], r["mutual_secret"])
+                for r in self._reader.execute("SELECT * FROM remotes ORDER BY name")]

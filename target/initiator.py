@@ -109,6 +109,9 @@ class IscsiSession:
         self._closing = False
         self._connected = asyncio.Event()
         self._reconnect_error: BaseException | None = None
+        self.last_error: IscsiError | None = None
+        """Why the connection was last lost (None if it never was): what a link monitor reports,
+        since a request made after the loss only learns "not connected"."""
 
     # --- connection and login --------------------------------------------------------------
 
@@ -402,6 +405,7 @@ class IscsiSession:
     def _lost(self, error: IscsiError) -> None:
         """The core closed the connection: fail what waits, and reconnect when configured."""
         self._connected.clear()
+        self.last_error = error
         if self._writer is not None:
             self._writer.close()
         self._fail_all(error)

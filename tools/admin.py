@@ -23,6 +23,7 @@ from sanlab.tools.config import ArrayConfig
 from sanlab.tools.external_ops import ExternalOps
 from sanlab.tools.migration_ops import MigrationOps
 from sanlab.tools.raid_ops import RaidOps
+from sanlab.tools.remote_ops import RemoteOps
 from sanlab.tools.tiering_ops import TieringOps
 from sanlab.tools.volume_ops import VolumeOps
 
@@ -38,6 +39,7 @@ class Admin(ArrayState):
         operations.Domain.TIERING: TieringOps,
         operations.Domain.MIGRATION: MigrationOps,
         operations.Domain.EXTERNALS: ExternalOps,
+        operations.Domain.REMOTES: RemoteOps,
     }
     """The class whose methods are each domain's operations; ``Domain.VIEWS`` is :class:`Admin` itself."""
 
@@ -53,10 +55,12 @@ class Admin(ArrayState):
         self.tiering_ops = TieringOps(self)
         self.migration_ops = MigrationOps(self)
         self.external_ops = ExternalOps(self)
+        self.remote_ops = RemoteOps(self)
         self._domains: dict[operations.Domain, object] = {
             operations.Domain.RAID: self.raid_ops, operations.Domain.VOLUMES: self.volume_ops,
             operations.Domain.TIERING: self.tiering_ops, operations.Domain.MIGRATION: self.migration_ops,
-            operations.Domain.EXTERNALS: self.external_ops, operations.Domain.VIEWS: self}
+            operations.Domain.EXTERNALS: self.external_ops, operations.Domain.REMOTES: self.remote_ops,
+            operations.Domain.VIEWS: self}
 
     def handler(self, op: operations.Operation) -> Callable[..., Any]:
         """The bound method that carries out ``op`` (a coroutine function, or a plain one for views)."""
@@ -70,6 +74,7 @@ class Admin(ArrayState):
         self.volume_ops.load_volumes()
         self.migration_ops.load()  # before the V/R table: a virtual volume maps the migrating volume
         self.volume_ops.load_mappings()
+        await self.remote_ops.load()  # the links log in in the background; nothing waits for a peer
 
     def show(self) -> dict[str, Any]:
         """Every table in the array's own terms, and the background tasks."""
@@ -122,7 +127,8 @@ class Admin(ArrayState):
         """Stop the background work in order, then close migrations, run-time externals, groups and the catalog.
 
         The supervisor stops tiering, then migrations' copies, then scrubs and rebuilds (each after
-        the unit in hand; a rebuild records its watermark); only then is the change lock taken, so
+        the unit in hand; a rebuild records its watermark), then the links to remotes (each logs
+        out); only then is the change lock taken, so
         an operation still running finishes first — a tiering round's move takes that lock too.
         """
         await self.supervisor.shutdown()

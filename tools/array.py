@@ -17,6 +17,7 @@ from typing import Callable, TypeVar
 from sanlab.scsi.device_server import DeviceServer
 from sanlab.scsi.lu import LogicalUnit, LuConfig
 from sanlab.scsi.lun import LUN_RANGE, MAX_LUN
+from sanlab.replication.link import Link
 from sanlab.storage.catalog import Catalog, CatalogChange
 from sanlab.storage.ldev import Ldev, LdevAllocator, LogicalVolume
 from sanlab.storage.migrate import MigratingVolume
@@ -29,9 +30,11 @@ from sanlab.tools.units import to_blocks, to_bytes
 
 DEFAULT_LDEV_SIZE = 8 << 20
 
-SHUTDOWN_ORDER = ("tiering", "migration", "scrub", "rebuild")
+SHUTDOWN_ORDER = ("tiering", "migration", "scrub", "rebuild", "link")
 """The kinds of background task, in the order they stop (storage/supervisor.py says why this one).
-Replication's copy movers will go before ``migration``: they too write volumes on RAID groups."""
+Replication's copy movers will go before ``migration``: they too write volumes on RAID groups.
+The links to remotes (replication/link.py) stop last: everything before them may still be sending
+to a peer through one (a copy mover, a pair's write draining), and a link writes no local volume."""
 
 
 class AdminError(Exception):
@@ -106,7 +109,10 @@ class ArrayState:
         self.migrations: dict[str, MigratingVolume] = {}
         """Migrations by destination volume (a detached one stays until the next start)."""
         self.supervisor = Supervisor(SHUTDOWN_ORDER)
-        """Every background task: rebuilds, scrubs, migrations' copies, the tiering loop."""
+        """Every background task: rebuilds, scrubs, migrations' copies, the tiering loop, the links."""
+        self.links: dict[str, Link] = {}
+        """The link to each remote (peer array) by the remote's name (tools/remote_ops.py keeps it);
+        pairs send their traffic on ``links[name].session``."""
         self.changes = asyncio.Lock()
         """Held by an operation from its checks to the update of the running objects, around the
         awaited commit: another operation then never acts on checks this one is about to make

@@ -352,6 +352,69 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         return 2
 
 
+REMOTE_COLUMNS = (("name", "NAME"), ("link", "LINK"), ("since", "SINCE"), ("target", "TARGET"),
+                  ("portals", "PORTALS"), ("chap", "CHAP"), ("mutual_chap", "MUTUAL"), ("source", "SOURCE"),
+                  ("reason", "REASON"))
+"""The columns of ``sanlab remote display`` (``--json`` has the same keys)."""
+
+
+def _print_remotes(rows: list[dict[str, Any]]) -> None:
+    """``sanlab remote display`` for people: one line per remote; CHAP as yes/no, never a secret."""
+    if not rows:
+        print("(no remotes)")
+        return
+
+    def cell(r: dict[str, Any], key: str) -> str:
+        v = r.get(key)
+        if isinstance(v, bool):
+            return "yes" if v else "no"
+        if isinstance(v, list):
+            return ",".join(str(x) for x in v)
+        return "" if v is None else str(v)
+
+    cells = [[cell(r, key) for key, _ in REMOTE_COLUMNS] for r in rows]
+    widths = [max(len(head), *(len(c[i]) for c in cells)) for i, (_, head) in enumerate(REMOTE_COLUMNS)]
+    print("  ".join(head.ljust(w) for (_, head), w in zip(REMOTE_COLUMNS, widths)).rstrip())
+    for c in cells:
+        print("  ".join(x.ljust(w) for x, w in zip(c, widths)).rstrip())
+
+
+def cmd_remote(args: argparse.Namespace) -> int:
+    """``sanlab remote add|delete|display``: remotes (peer arrays) of the running array.
+
+    The portals are checked here too, so a typo is answered without a running array.  Exit status
+    as ``sanlab admin``: 0 done, 1 refused by the array (a name taken, no such remote), 2 not
+    understood or no array running.
+    """
+    from pathlib import Path
+    data_dir = Path(args.data_dir or "sanlab-data")
+    what = f"remote {args.action}"
+    try:
+        if args.action == "add":
+            for p in args.portal:
+                parse_portal(p, what, "--portal")
+            req: dict[str, object] = {"name": args.name, "portals": list(args.portal), "target": args.target}
+            for key in ("chap_user", "chap_secret", "mutual_user", "mutual_secret"):
+                if getattr(args, key) is not None:
+                    req[key] = getattr(args, key)
+            reply = request(data_dir, "add_remote", req)
+        elif args.action == "delete":
+            reply = request(data_dir, "delete_remote", {"name": args.name})
+        else:
+            reply = request(data_dir, "display_remotes", {"name": args.name} if args.name else {})
+    except (AdminError, ConfigError) as exc:
+        print(f"sanlab: {exc}", file=sys.stderr)
+        return 2
+    if not reply.get("ok"):
+        print(f"sanlab: {what}: {reply.get('error')}", file=sys.stderr)
+        return 1
+    if args.action == "display" and not args.json:
+        _print_remotes(reply["result"])
+    else:
+        print(json.dumps(reply["result"], indent=2))
+    return 0
+
+
 def cmd_admin(args: argparse.Namespace) -> int:
     """``sanlab admin OP key=value ...`` and ``sanlab show``: one request to the running array.
 
@@ -426,7 +489,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    """The ``sanlab`` command line: serve, show, admin, migrate."""
+    """The ``sanlab`` command line: serve, show, admin, migrate, remote."""
     p = argparse.ArgumentParser(prog="sanlab", description="sanlab: a software disk array that speaks iSCSI")
     p.add_argument("--version", action="version", version=f"sanlab {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
@@ -464,6 +527,25 @@ def make_parser() -> argparse.ArgumentParser:
     for sp in (ms, mt):
         sp.add_argument("--data-dir", metavar="DIR", help="data directory of the running array")
     m.set_defaults(func=cmd_migrate)
+    r = sub.add_parser("remote", help="remotes: named peer arrays for remote copy, and their links")
+    rsub = r.add_subparsers(dest="action", required=True)
+    ra = rsub.add_parser("add", help="declare remote NAME at run time (kept in the catalog)")
+    ra.add_argument("name", metavar="NAME")
+    ra.add_argument("--portal", metavar="HOST:PORT", action="append", required=True,
+                    help="the peer's portal (repeatable: tried in this order)")
+    ra.add_argument("--target", metavar="IQN", required=True, help="the peer's target name used for replication")
+    ra.add_argument("--chap-user", metavar="U", help="CHAP name this array logs in with")
+    ra.add_argument("--chap-secret", metavar="S", help="its CHAP secret (12-256 bytes)")
+    ra.add_argument("--mutual-user", metavar="U", help="the peer target's own CHAP name (mutual CHAP)")
+    ra.add_argument("--mutual-secret", metavar="S", help="the peer target's own CHAP secret (mutual CHAP)")
+    rd = rsub.add_parser("delete", help="forget run-time remote NAME (its link logs out)")
+    rd.add_argument("name", metavar="NAME")
+    rs = rsub.add_parser("display", help="the remotes and their links (up/down, reason, since)")
+    rs.add_argument("name", metavar="NAME", nargs="?")
+    rs.add_argument("--json", action="store_true", help="machine-readable output")
+    for sp in (ra, rd, rs):
+        sp.add_argument("--data-dir", metavar="DIR", help="data directory of the running array (default ./sanlab-data)")
+    r.set_defaults(func=cmd_remote)
     return p
 
 

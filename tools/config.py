@@ -34,6 +34,15 @@ Example::
     file = "array0-lun0.img"          # relative to data_dir
     block_size = 512
     readonly = false
+
+    [[remotes]]                       # a peer array this one replicates to (replication/link.py)
+    name = "array-b"
+    portals = ["127.0.0.2:3260"]      # or portal = "127.0.0.2:3260"
+    target = "iqn.2026-11.org.sanlab:array-b"
+    chap_user = "array-a"             # optional: CHAP toward the peer's target
+    chap_secret = "a-to-b-secret-12"
+    mutual_user = "array-b"           # optional: what the peer must prove (mutual CHAP)
+    mutual_secret = "b-to-a-secret-12"
 """
 from __future__ import annotations
 
@@ -79,7 +88,8 @@ class ChapSecret:
     """One CHAP user name and secret."""
 
     username: str
-    secret: str
+    secret: str = field(repr=False)
+    """Never printed: a repr of the config (a log line, a traceback) must not carry it."""
 
 
 @dataclass(slots=True)
@@ -116,6 +126,21 @@ class ExternalVolumeConfig:
     chap: ChapSecret | None = None
     lock: str = "off"
     timeout: float = 10.0
+
+
+@dataclass(slots=True)
+class RemoteConfig:
+    """A peer array this one replicates to (``[[remotes]]``): where it is, the target to log in to, CHAP."""
+
+    name: str
+    portals: list[tuple[str, int]]
+    """Tried in this order at each login attempt."""
+    target: str
+    """The peer's target name (IQN) used for replication."""
+    chap: ChapSecret | None = None
+    """What this array answers the peer's CHAP challenge with."""
+    mutual_chap: ChapSecret | None = None
+    """What the peer must prove to this array (mutual CHAP); needs :attr:`chap`."""
 
 
 @dataclass(slots=True)
@@ -163,6 +188,8 @@ class ArrayConfig:
     source: str = "<default>"
     raid_groups: list[RaidGroupConfig] = field(default_factory=list)
     external_volumes: list[ExternalVolumeConfig] = field(default_factory=list)
+    remotes: list[RemoteConfig] = field(default_factory=list)
+    """Peer arrays for remote copy, by name (replication/link.py keeps a session to each)."""
     initiator_name: str = "iqn.2026-11.org.sanlab:array"
     """The name this array uses when it logs in to peers."""
 
@@ -334,6 +361,65 @@ def _external(data: object, source: str, path: str) -> ExternalVolumeConfig:
     return ExternalVolumeConfig(name, portal, target, lun, chap, lock, float(timeout))
 
 
+REMOTE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+"""A remote's name: a word a shell, a log line and a pair's ``--remote`` take as it is."""
+
+REMOTE_NAME_RULE = "letters, digits, '.', '_' and '-', starting with a letter or digit, at most 63"
+
+
+def is_iscsi_name(name: str) -> bool:
+    """Whether ``name`` has the form of an iSCSI name (``iqn.``, ``eui.`` or ``naa.``, RFC 7143 §4.2.7)."""
+    return bool(_NAME_RE.match(name))
+
+
+def check_chap_pair(user: str | None, secret: str | None, source: str, user_key: str,
+                    secret_key: str) -> ChapSecret | None:
+    """A CHAP user and secret given together (or neither), the secret 12-256 bytes; else ConfigError.
+
+    Shared by ``[[remotes]]`` and ``sanlab remote add`` so both refuse the same things.  The
+    message names the keys, never the secret.
+    """
+    if user is None and secret is None:
+        return None
+    if user is None or secret is None:
+        missing = user_key if user is None else secret_key
+        raise ConfigError(source, missing, f"{user_key} and {secret_key} go together")
+    if not user:
+        raise ConfigError(source, user_key, "must not be empty")
+    _check_secret(secret, source, secret_key)
+    return ChapSecret(user, secret)
+
+
+def _remote(data: object, source: str, path: str) -> RemoteConfig:
+    t = _Table(data, source, path)
+    name = t.get("name", str, required=True)
+    if not REMOTE_NAME_RE.match(name):
+        raise ConfigError(source, f"{path}.name", f"{name!r} is not a remote name ({REMOTE_NAME_RULE})")
+    if "portal" in t.data and "portals" in t.data:
+        raise ConfigError(source, f"{path}.portal", "give portal or portals, not both")
+    if "portal" in t.data:
+        portals = [parse_portal(t.get("portal", str), source, f"{path}.portal")]
+    else:
+        raw = t.get("portals", list, required=True)
+        if not raw:
+            raise ConfigError(source, f"{path}.portals", "at least one portal")
+        portals = [parse_portal(p, source, f"{path}.portals[{i}]") for i, p in enumerate(raw)]
+    target = t.get("target", str, required=True)
+    if not _NAME_RE.match(target):
+        raise ConfigError(source, f"{path}.target", f"{target!r} is not an iSCSI name (iqn./eui./naa.)")
+    chap = check_chap_pair(t.get("chap_user", str), t.get("chap_secret", str), source, f"{path}.chap_user",
+                           f"{path}.chap_secret")
+    mutual = check_chap_pair(t.get("mutual_user", str), t.get("mutual_secret", str), source,
+                             f"{path}.mutual_user", f"{path}.mutual_secret")
+    if mutual is not None and chap is None:
+        raise ConfigError(source, f"{path}.mutual_user", "mutual CHAP needs chap_user and chap_secret as well")
+    if mutual is not None and chap is not None and mutual.secret == chap.secret:
+        # RFC 7143 §12.1.3: the same secret must not be used in both directions.
+        raise ConfigError(source, f"{path}.mutual_secret", "must differ from chap_secret (RFC 7143 §12.1.3)")
+    t.finish()
+    return RemoteConfig(name, portals, target, chap, mutual)
+
+
 _RAID_LEVELS = {0: 1, 1: 2, 5: 3, 6: 4, 10: 4}
 
 
@@ -471,6 +557,12 @@ def parse_config(doc: dict[str, Any], source: str = "<config>", data_dir: str | 
         if any(x.name == e.name for x in externals):
             raise ConfigError(source, f"external_volumes[{i}].name", f"duplicate external volume {e.name}")
         externals.append(e)
+    remotes: list[RemoteConfig] = []
+    for i, rr in enumerate(top.get("remotes", list, [])):
+        r = _remote(rr, source, f"remotes[{i}]")
+        if any(x.name == r.name for x in remotes):
+            raise ConfigError(source, f"remotes[{i}].name", f"duplicate remote {r.name}")
+        remotes.append(r)
     names_ev = {e.name for e in externals}
     for i, tc in enumerate(targets):
         for j, lc in enumerate(tc.luns):
@@ -489,7 +581,7 @@ def parse_config(doc: dict[str, Any], source: str = "<config>", data_dir: str | 
     if not targets:
         raise ConfigError(source, "targets", "at least one [[targets]] table")
     return ArrayConfig(data_dir=ddir, server=server, targets=targets, source=source, raid_groups=groups,
-                       external_volumes=externals, initiator_name=initiator_name)
+                       external_volumes=externals, remotes=remotes, initiator_name=initiator_name)
 
 
 def default_config(data_dir: Path) -> ArrayConfig:

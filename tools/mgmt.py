@@ -135,7 +135,7 @@ class MgmtServer:
             result = fn(**args)
             if asyncio.iscoroutine(result):
                 result = await result
-            log.info("mgmt_op", op=op.name, args=args)
+            log.info("mgmt_op", op=op.name, args=operations.redacted(op, args))
             return {"ok": True, "result": result}
         except json.JSONDecodeError as exc:
             return {"ok": False, "error": f"not JSON: {exc}"}

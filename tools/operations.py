@@ -78,6 +78,8 @@ class Param:
     """For a SIZE: what a bare number counts (a number with a unit is always bytes)."""
     default_help: str | None = None
     """How help shows a default that is not a plain value (``None`` meaning "work it out")."""
+    secret: bool = False
+    """A password (a CHAP secret): never logged, never repeated in a message (:func:`redacted`)."""
 
     @property
     def required(self) -> bool:
@@ -113,7 +115,8 @@ class Param:
         """
         if value is None and self.default is None:
             return None
-        bad = ArgumentError(f"{op}: {self.name}={_show(value)} is not {_KIND_WORDS[self.kind]} ({self.describe()})")
+        shown = "***" if self.secret else _show(value)
+        bad = ArgumentError(f"{op}: {self.name}={shown} is not {_KIND_WORDS[self.kind]} ({self.describe()})")
         match self.kind:
             case Kind.TEXT:
                 if not isinstance(value, str):
@@ -180,6 +183,7 @@ class Domain(enum.Enum):
     TIERING = "LDEV rearrangement and tiering (tools/tiering_ops.py)"
     MIGRATION = "migratory copy (tools/migration_ops.py)"
     EXTERNALS = "external volumes (tools/external_ops.py)"
+    REMOTES = "remotes: named peer arrays and their links (tools/remote_ops.py)"
     VIEWS = "views over the whole array (tools/admin.py)"
 
 
@@ -344,6 +348,27 @@ OPERATIONS: Final[dict[str, Operation]] = {op.name: op for op in (
     Operation("remove_external", Domain.EXTERNALS, "Unmap external volume NAME (nothing may map or migrate from it).", (
         Param("name", Kind.TEXT, "name of the external volume"),
     )),
+    # --- remotes (sanlab remote add|delete|display)
+    Operation("add_remote", Domain.REMOTES,
+              "Declare remote NAME, a peer array reached at PORTALS on TARGET; its link logs in in the background.", (
+        Param("name", Kind.TEXT, "name of the remote (letters, digits, . _ -)"),
+        Param("portals", Kind.LIST, "the peer's portals, comma-separated HOST:PORT, tried in this order"),
+        Param("target", Kind.TEXT, "the peer's target name (IQN) used for replication"),
+        Param("chap_user", Kind.TEXT, "CHAP name this array logs in to the peer with", None,
+              default_help="no CHAP"),
+        Param("chap_secret", Kind.TEXT, "CHAP secret for chap_user (12-256 bytes)", None, default_help="no CHAP",
+              secret=True),
+        Param("mutual_user", Kind.TEXT, "the peer target's own CHAP name (mutual CHAP)", None,
+              default_help="no mutual CHAP"),
+        Param("mutual_secret", Kind.TEXT, "the peer target's own CHAP secret (mutual CHAP)", None,
+              default_help="no mutual CHAP", secret=True),
+    )),
+    Operation("delete_remote", Domain.REMOTES, "Forget run-time remote NAME and log its link out.", (
+        Param("name", Kind.TEXT, "name of the remote"),
+    )),
+    Operation("display_remotes", Domain.REMOTES, "Every remote (or NAME) with its link: up or down, why, since when.", (
+        Param("name", Kind.TEXT, "only this remote", None, default_help="all"),
+    )),
     # --- views
     Operation("show", Domain.VIEWS, "The RAID groups, volumes, V/R and LU/V tables, exports and external volumes."),
 )}
@@ -386,6 +411,12 @@ def check_args(op: Operation, args: dict[str, object]) -> dict[str, object]:
         what = ", ".join(f"{p.placeholder} ({p.describe()})" for p in missing)
         raise ArgumentError(f"{op.command}: missing argument{'s' if len(missing) > 1 else ''} {what}")
     return out
+
+
+def redacted(op: Operation, args: dict[str, object]) -> dict[str, object]:
+    """``args`` as they may be logged: the value of every secret parameter replaced by ``***``."""
+    return {k: "***" if (p := op.param(k)) is not None and p.secret and v is not None else v
+            for k, v in args.items()}
 
 
 def parse_words(op: Operation, words: list[str]) -> dict[str, object]:

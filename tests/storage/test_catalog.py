@@ -114,3 +114,35 @@ async def test_a_caller_cancelled_during_its_commit_learns_the_outcome_first(tmp
         await task
     assert applied == ["running objects changed"] and [e["name"] for e in cat.externals()] == ["b0"]
     await cat.close()
+
+
+async def test_remotes_round_trip_and_an_older_catalog_gains_the_table(tmp_path: Path) -> None:
+    from sanlab.storage.catalog import RemoteRow
+
+    path = tmp_path / "catalog.db"
+    old = sqlite3.connect(path)  # a catalog from before remotes: no such table
+    old.executescript(OLD_TABLES)
+    old.close()
+    cat = Catalog(path)
+    assert cat.remotes() == []
+    b = RemoteRow("array-b", (("127.0.0.2", 3260), ("::1", 3261)), "iqn.2026-11.org.sanlab:array-b",
+                  "array-a", "a-to-b-secret-12", "array-b", "b-to-a-secret-12")
+    c = RemoteRow("array-c", (("127.0.0.3", 3260),), "iqn.2026-11.org.sanlab:array-c")
+    async with cat.change() as change:
+        change.add_remote(c)
+        change.add_remote(b)
+    assert cat.remotes() == [b, c]
+    with pytest.raises(sqlite3.IntegrityError):  # one remote per name
+        async with cat.change() as change:
+            change.add_remote(c)
+    assert "a-to-b-secret-12" not in repr(b) and "b-to-a-secret-12" not in repr(b)  # left out of the repr
+    await cat.close()
+
+    again = Catalog(path)  # after a restart
+    assert again.remotes() == [b, c]
+    async with again.change() as change:
+        change.delete_remote("array-b")
+    assert again.remotes() == [c]
+    await again.close()
+    # The secrets are in this file: only its owner may read it.
+    assert path.stat().st_mode & 0o777 == 0o600

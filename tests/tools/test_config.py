@@ -175,3 +175,73 @@ def test_a_file_is_one_drive_or_one_lun_however_it_is_spelled(tmp_path: Path) ->
             _load(tmp_path, head + text + ("" if "[[targets]]" in text else tail))
         assert (exc.value.key, reason in exc.value.reason) == (key, True), (text, str(exc.value))
     _load(tmp_path, head + group("r0", "a.img", "b.img", "c.img") + group("r1", "x.img", "y.img", "z.img") + tail)
+
+
+REMOTES = """
+[[targets]]
+name = "iqn.2026-11.org.sanlab:array-a"
+[[remotes]]
+name = "array-b"
+portals = ["127.0.0.2:3260", "[::1]:3261"]
+target = "iqn.2026-11.org.sanlab:array-b"
+chap_user = "array-a"
+chap_secret = "a-to-b-secret-12"
+mutual_user = "array-b"
+mutual_secret = "b-to-a-secret-12"
+[[remotes]]
+name = "array-c"
+portal = "127.0.0.3:3260"
+target = "iqn.2026-11.org.sanlab:array-c"
+"""
+
+
+def test_remotes(tmp_path: Path) -> None:
+    (tmp_path / "c.toml").write_text(REMOTES)
+    cfg = load_config(tmp_path / "c.toml")
+    b, c = cfg.remotes
+    assert (b.name, b.portals, b.target) == ("array-b", [("127.0.0.2", 3260), ("::1", 3261)],
+                                             "iqn.2026-11.org.sanlab:array-b")
+    assert b.chap is not None and (b.chap.username, b.chap.secret) == ("array-a", "a-to-b-secret-12")
+    assert b.mutual_chap is not None and (b.mutual_chap.username, b.mutual_chap.secret) == \
+        ("array-b", "b-to-a-secret-12")
+    assert (c.name, c.portals, c.chap, c.mutual_chap) == ("array-c", [("127.0.0.3", 3260)], None, None)
+    # A repr of the config (a log line, a traceback) never shows a secret.
+    assert "secret-12" not in repr(cfg) and "array-a" in repr(b)
+    assert load_config(None).remotes == []
+
+
+_T = "[[targets]]\nname='iqn.2026-11.x:a'\n"
+_R = "[[remotes]]\nname='b'\ntarget='iqn.2026-11.x:b'\n"
+
+
+@pytest.mark.parametrize("text,key,reason", [
+    (_T + "[[remotes]]\nportal='127.0.0.2:3260'\ntarget='iqn.2026-11.x:b'\n", "remotes[0].name", "missing"),
+    (_T + "[[remotes]]\nname='a b'\nportal='127.0.0.2:3260'\ntarget='iqn.2026-11.x:b'\n", "remotes[0].name",
+     "not a remote name"),
+    (_T + _R, "remotes[0].portals", "missing"),
+    (_T + _R + "portals=[]\n", "remotes[0].portals", "at least one portal"),
+    (_T + _R + "portal='127.0.0.2'\n", "remotes[0].portal", "is not HOST:PORT"),
+    (_T + _R + "portals=['127.0.0.2:3260', 'x:y']\n", "remotes[0].portals[1]", "is not HOST:PORT"),
+    (_T + _R + "portal='127.0.0.2:3260'\nportals=['127.0.0.2:3260']\n", "remotes[0].portal", "not both"),
+    (_T + "[[remotes]]\nname='b'\nportal='127.0.0.2:3260'\n", "remotes[0].target", "missing"),
+    (_T + "[[remotes]]\nname='b'\nportal='127.0.0.2:3260'\ntarget='array-b'\n", "remotes[0].target",
+     "not an iSCSI name"),
+    (_T + _R + "portal='127.0.0.2:3260'\nchap_user='u'\n", "remotes[0].chap_secret", "go together"),
+    (_T + _R + "portal='127.0.0.2:3260'\nchap_secret='a-to-b-secret-12'\n", "remotes[0].chap_user", "go together"),
+    (_T + _R + "portal='127.0.0.2:3260'\nchap_user='u'\nchap_secret='short'\n", "remotes[0].chap_secret",
+     "at least 12 bytes"),
+    (_T + _R + "portal='127.0.0.2:3260'\nmutual_user='m'\nmutual_secret='b-to-a-secret-12'\n",
+     "remotes[0].mutual_user", "needs chap_user and chap_secret"),
+    (_T + _R + "portal='127.0.0.2:3260'\nchap_user='u'\nchap_secret='same-secret-123'\nmutual_user='m'\n"
+     "mutual_secret='same-secret-123'\n", "remotes[0].mutual_secret", "must differ"),
+    (_T + _R + "portal='127.0.0.2:3260'\nlun=0\n", "remotes[0].lun", "unknown key"),
+    (_T + _R + "portal=3260\n", "remotes[0].portal", "must be str"),
+    (_T + _R + "portal='127.0.0.2:3260'\n" + _R + "portal='127.0.0.3:3260'\n", "remotes[1].name", "duplicate remote b"),
+])
+def test_remote_errors_name_file_key_reason(tmp_path: Path, text: str, key: str, reason: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        _load(tmp_path, text)
+    assert exc.value.key == key, str(exc.value)
+    assert reason in exc.value.reason
+    assert str(tmp_path / "c.toml") in str(exc.value)
+    assert "secret-1" not in str(exc.value)  # a message names the key, never the secret
