@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Awaitable, Callable
 
 import structlog
@@ -78,7 +78,8 @@ class PairHalf:
     """Under fence ``status``: the S side acknowledged being marked suspended."""
     reason: str = ""
     """Why the pair is suspended (PSUE), for ``pair display``."""
-    history: list[str] = field(default_factory=list)
+    peer_initiator: str = ""
+    """S side: the iSCSI name of the P array's initiator, the one nexus that writes in COPY/PAIR."""
 
 
 StateHook = Callable[[PairHalf, Transition], Awaitable[None]]
@@ -190,8 +191,33 @@ class PairVolume(EmulatedBlockOps):
         async with self.range_lock.hold(lba, len(data) // self.block_size):
             await self._raw_write(lba, data, fua)
 
+    def may_write(self, initiator: str) -> None:
+        """The LU's write gate (``LogicalUnit.write_gate``): who may write this half now.
+
+        An S-VOL in COPY or PAIR takes writes from its P array's initiator only and refuses the
+        hosts' (DATA PROTECT / WRITE PROTECTED, 07h/27h/00h); once it serves on its own (SSWS, or
+        SSUS after ``split --rw``) it takes the hosts' and refuses the old primary's, so a P array
+        that has not heard of the takeover cannot overwrite what hosts wrote here.  A P-VOL lets
+        everyone through: its fence is the write path's (:meth:`write`).
+        """
+        h = self.half
+        if h.role is PairRole.P_VOL:
+            return
+        from_peer = bool(h.peer_initiator) and initiator == h.peer_initiator
+        if h.state in (PairState.COPY, PairState.PAIR):
+            allowed = from_peer
+        else:
+            allowed = not from_peer and host_write(h.role, h.state, h.fence, s_writable=h.s_writable,
+                                                   fence_released=h.fence_released) is WriteRule.RECORD
+        if not allowed:
+            raise ScsiError(SenseKey.DATA_PROTECT, Asc.WRITE_PROTECTED)
+
     async def _raw_write(self, lba: int, data: bytes | bytearray | memoryview, fua: bool) -> None:
         h = self.half
+        if h.role is PairRole.S_VOL and h.state in (PairState.COPY, PairState.PAIR):
+            # The P array's mirrored or copied write (the write gate let only its nexus through).
+            await self.local.write(lba, data, fua)
+            return
         rule = host_write(h.role, h.state, h.fence, s_writable=h.s_writable,
                           fence_released=h.fence_released, peer_marked=h.peer_marked)
         if rule is WriteRule.PROTECTED:

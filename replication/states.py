@@ -144,6 +144,9 @@ _add((S,), (St.COPY, St.PAIR), Event.SPLIT_RW, St.SSUS, (A.NEW_GENERATION,))
 # Resync P→S copies the union of both sides' bitmaps; the S side waits for the copy.
 _add((P,), (St.PSUS, St.PSUE), Event.RESYNC, St.COPY, (A.MERGE_PEER_BITMAP, A.NOTIFY_PEER, A.START_COPY))
 _add((S,), (St.SSUS, St.PSUE), Event.RESYNC, St.COPY, ())
+# An S side that never heard of the suspension (the link was down when the P side suspended)
+# still says PAIR or COPY: it takes the resync as it is.
+_add((S,), (St.PAIR, St.COPY), Event.RESYNC, St.COPY, ())
 # Resync S→P: the roles swap first, then the new P side (the old S) copies the union back.
 _add((P,), (St.PSUS, St.PSUE), Event.RESYNC_REVERSE, St.COPY, (A.SWAP_ROLES,))
 _add((S,), (St.SSUS, St.PSUE, St.SSWS), Event.RESYNC_REVERSE, St.COPY,

@@ -22,6 +22,7 @@ from sanlab.tools.array import AdminError, ArrayState
 from sanlab.tools.config import ArrayConfig
 from sanlab.tools.external_ops import ExternalOps
 from sanlab.tools.migration_ops import MigrationOps
+from sanlab.tools.pair_ops import PairManagerRef, PairOps
 from sanlab.tools.raid_ops import RaidOps
 from sanlab.tools.remote_ops import RemoteOps
 from sanlab.tools.tiering_ops import TieringOps
@@ -40,6 +41,7 @@ class Admin(ArrayState):
         operations.Domain.MIGRATION: MigrationOps,
         operations.Domain.EXTERNALS: ExternalOps,
         operations.Domain.REMOTES: RemoteOps,
+        operations.Domain.PAIRS: PairOps,
     }
     """The class whose methods are each domain's operations; ``Domain.VIEWS`` is :class:`Admin` itself."""
 
@@ -48,7 +50,8 @@ class Admin(ArrayState):
 
     def __init__(self, data_dir: Path, device_servers: dict[str, DeviceServer] | None = None,
                  externals: dict[str, Volume] | None = None,
-                 initiator_name: str = "iqn.2026-11.org.sanlab:array", config: ArrayConfig | None = None) -> None:
+                 initiator_name: str = "iqn.2026-11.org.sanlab:array", config: ArrayConfig | None = None,
+                 pairs: PairManagerRef | None = None) -> None:
         super().__init__(data_dir, device_servers, externals, initiator_name, config)
         self.raid_ops = RaidOps(self)
         self.volume_ops = VolumeOps(self)
@@ -56,11 +59,13 @@ class Admin(ArrayState):
         self.migration_ops = MigrationOps(self)
         self.external_ops = ExternalOps(self)
         self.remote_ops = RemoteOps(self)
+        self.pair_ops = PairOps(self, pairs)
+        self.remote_ops.users_of = self.pair_ops.users_of_remote
         self._domains: dict[operations.Domain, object] = {
             operations.Domain.RAID: self.raid_ops, operations.Domain.VOLUMES: self.volume_ops,
             operations.Domain.TIERING: self.tiering_ops, operations.Domain.MIGRATION: self.migration_ops,
             operations.Domain.EXTERNALS: self.external_ops, operations.Domain.REMOTES: self.remote_ops,
-            operations.Domain.VIEWS: self}
+            operations.Domain.PAIRS: self.pair_ops, operations.Domain.VIEWS: self}
 
     def handler(self, op: operations.Operation) -> Callable[..., Any]:
         """The bound method that carries out ``op`` (a coroutine function, or a plain one for views)."""
@@ -75,6 +80,7 @@ class Admin(ArrayState):
         self.migration_ops.load()  # before the V/R table: a virtual volume maps the migrating volume
         self.volume_ops.load_mappings()
         await self.remote_ops.load()  # the links log in in the background; nothing waits for a peer
+        await self.pair_ops.load()  # after the remotes: a P side's session uses its remote's portals
 
     def show(self) -> dict[str, Any]:
         """Every table in the array's own terms, and the background tasks."""
@@ -132,6 +138,7 @@ class Admin(ArrayState):
         an operation still running finishes first — a tiering round's move takes that lock too.
         """
         await self.supervisor.shutdown()
+        await self.pair_ops.close()
         async with self.changes:
             for mv in self.migrations.values():
                 mv.copied.close()  # the copy has stopped: its bits are flushed, the file closes

@@ -30,9 +30,9 @@ from sanlab.tools.units import to_blocks, to_bytes
 
 DEFAULT_LDEV_SIZE = 8 << 20
 
-SHUTDOWN_ORDER = ("tiering", "migration", "scrub", "rebuild", "link")
+SHUTDOWN_ORDER = ("tiering", "pair-copy", "migration", "scrub", "rebuild", "link")
 """The kinds of background task, in the order they stop (storage/supervisor.py says why this one).
-Replication's copy movers will go before ``migration``: they too write volumes on RAID groups.
+Replication's copy movers (``pair-copy``) go before ``migration``: they read volumes on RAID groups.
 The links to remotes (replication/link.py) stop last: everything before them may still be sending
 to a peer through one (a copy mover, a pair's write draining), and a link writes no local volume."""
 

@@ -31,6 +31,8 @@ from sanlab.tools.datadir import DataDirBusy, DataDirLock
 from sanlab.tools.external_ops import connect_external
 from sanlab.tools.logging import setup_logging
 from sanlab.tools.mgmt import SOCKET_NAME, MgmtServer, request
+from sanlab.tools.pair_cli import add_pair_parser
+from sanlab.tools.pair_ops import PairManagerRef
 from sanlab.tools.units import format_blocks, format_size
 
 log = structlog.get_logger("sanlab.tools.cli")
@@ -132,8 +134,12 @@ def file_lun_size(lc: LunConfig) -> int:
 
 
 def build_server(cfg: ArrayConfig, groups: dict[str, RaidGroup] | None = None,
-                 externals: dict[str, ExternalVolume] | None = None) -> IscsiServer:
-    """Wire volumes, logical units, device servers and the iSCSI front end from a config."""
+                 externals: dict[str, ExternalVolume] | None = None, pairs: PairManagerRef | None = None) -> IscsiServer:
+    """Wire volumes, logical units, device servers and the iSCSI front end from a config.
+
+    With ``pairs`` the disk LUs also answer the pair-control commands (replication/control.py),
+    through the pair manager the reference is given later (tools/pair_ops.py)."""
+    kinds = {"disk": (pairs or PairManagerRef()).disk_kind()}
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
     if groups is None:
         groups = open_raid_groups(cfg)
@@ -155,7 +161,7 @@ def build_server(cfg: ArrayConfig, groups: dict[str, RaidGroup] | None = None,
             incoming=_incoming(tc),
             outgoing=ChapCredentials(tc.mutual_chap.username, tc.mutual_chap.secret.encode())
             if tc.mutual_chap else None)
-        targets.append(Target(auth=auth, device_server=DeviceServer(tc.name, luns, state_dir=cfg.data_dir)))
+        targets.append(Target(auth=auth, device_server=DeviceServer(tc.name, luns, state_dir=cfg.data_dir, kinds=kinds)))
     s = cfg.server
     settings = ServerSettings(cmd_window=s.cmd_window, nop_interval=s.nop_interval, nop_timeout=s.nop_timeout,
                               tpgt=s.tpgt)
@@ -169,10 +175,11 @@ async def _serve(cfg: ArrayConfig) -> int:
         if regions:
             log.warning("raid_parity_resynced", group=name, regions=regions, repaired_stripes=fixed)
     externals = await open_external_volumes(cfg)
-    server = build_server(cfg, groups, externals)
+    pairs = PairManagerRef()
+    server = build_server(cfg, groups, externals, pairs)
     # The catalog's LUs are exported before the portals open, and the management socket is up by then.
     admin = Admin(cfg.data_dir, {t.name: t.device_server for t in server.targets.values()},
-                  externals=dict(externals), initiator_name=cfg.initiator_name, config=cfg)
+                  externals=dict(externals), initiator_name=cfg.initiator_name, config=cfg, pairs=pairs)
     await admin.load()
     mgmt = MgmtServer(admin, cfg.data_dir / SOCKET_NAME)
     await mgmt.start()
@@ -489,7 +496,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    """The ``sanlab`` command line: serve, show, admin, migrate, remote."""
+    """The ``sanlab`` command line: serve, show, admin, migrate, remote, pair."""
     p = argparse.ArgumentParser(prog="sanlab", description="sanlab: a software disk array that speaks iSCSI")
     p.add_argument("--version", action="version", version=f"sanlab {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
@@ -546,6 +553,7 @@ def make_parser() -> argparse.ArgumentParser:
     for sp in (ra, rd, rs):
         sp.add_argument("--data-dir", metavar="DIR", help="data directory of the running array (default ./sanlab-data)")
     r.set_defaults(func=cmd_remote)
+    add_pair_parser(sub)
     return p
 
 

@@ -184,6 +184,7 @@ class Domain(enum.Enum):
     MIGRATION = "migratory copy (tools/migration_ops.py)"
     EXTERNALS = "external volumes (tools/external_ops.py)"
     REMOTES = "remotes: named peer arrays and their links (tools/remote_ops.py)"
+    PAIRS = "remote-copy pairs (tools/pair_ops.py)"
     VIEWS = "views over the whole array (tools/admin.py)"
 
 
@@ -368,6 +369,35 @@ OPERATIONS: Final[dict[str, Operation]] = {op.name: op for op in (
     )),
     Operation("display_remotes", Domain.REMOTES, "Every remote (or NAME) with its link: up or down, why, since when.", (
         Param("name", Kind.TEXT, "only this remote", None, default_help="all"),
+    )),
+    # --- pairs (sanlab pair create|split|resync|delete|display|wait)
+    Operation("pair_create", Domain.PAIRS,
+              "Form pair NAME: local PVOL mirrored synchronously to SVOL on REMOTE (checked first at both arrays).", (
+        Param("name", Kind.TEXT, "name of the pair (letters, digits, . _ -)"),
+        Param("pvol", Kind.TEXT, "the local volume: TARGET/LUN or an exported LU's name"),
+        Param("remote", Kind.TEXT, "the remote holding the S-VOL"),
+        Param("svol", Kind.TEXT, "the S-VOL on the remote: TARGET/LUN"),
+        Param("fence", Kind.TEXT, "data, status or never: what a write gets when the S side is unreachable",
+              "data"),
+        Param("group", Kind.TEXT, "consistency group", ""),
+        Param("extent", Kind.TEXT, "mirror only LBA:COUNT of the P-VOL", "", default_help="the whole volume"),
+        Param("bidirectional", Kind.BOOL, "hosts write at both arrays", False),
+        Param("no_copy", Kind.BOOL, "the volumes are known identical: no initial copy", False),
+    )),
+    Operation("pair_split", Domain.PAIRS, "Split pair NAME at a consistent point (rw: the S-VOL takes writes).", (
+        Param("name", Kind.TEXT, "name of the pair"),
+        Param("rw", Kind.BOOL, "the S-VOL takes host writes while split", False),
+    )),
+    Operation("pair_resync", Domain.PAIRS, "Copy only what differs and return pair NAME to PAIR.", (
+        Param("name", Kind.TEXT, "name of the pair"),
+        Param("reverse", Kind.BOOL, "copy S-VOL to P-VOL", False),
+    )),
+    Operation("pair_delete", Domain.PAIRS, "Return both halves of pair NAME to SMPL.", (
+        Param("name", Kind.TEXT, "name of the pair"),
+        Param("force", Kind.BOOL, "delete this side alone (the peer is gone)", False),
+    )),
+    Operation("pair_display", Domain.PAIRS, "Every pair half at this array (or NAME): role, state, progress.", (
+        Param("name", Kind.TEXT, "only this pair", None, default_help="all"),
     )),
     # --- views
     Operation("show", Domain.VIEWS, "The RAID groups, volumes, V/R and LU/V tables, exports and external volumes."),

@@ -18,7 +18,7 @@ Secrets go from the request to the catalog and the link, and nowhere else: ``dis
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Callable, Any
 
 import structlog
 
@@ -65,6 +65,8 @@ class RemoteOps:
         """How every link logs in, pings and backs off."""
         self.sources: dict[str, str] = {}
         """Each remote's origin: ``config`` or ``catalog``."""
+        self.users_of: Callable[[str], list[str]] = lambda _name: []
+        """What uses a remote (set by the pair operations: the pairs whose S-VOL is there)."""
 
     # --- start and the links ----------------------------------------------------------------
 
@@ -95,12 +97,12 @@ class RemoteOps:
             log.warning("link_not_started", remote=remote.name, reason=str(exc))
 
     def users(self, name: str) -> list[str]:
-        """What uses remote ``name`` and forbids deleting it: the pairs on it (none exist yet).
+        """What uses remote ``name`` and forbids deleting it: the pairs whose S-VOL is there.
 
-        The pair code fills this in (``pair NAME`` for each pair whose ``--remote`` is ``name``);
-        :meth:`delete_remote` refuses while it returns anything.
+        The pair operations fill this in (:attr:`users_of`: ``pair NAME`` for each pair whose
+        ``--remote`` is ``name``); :meth:`delete_remote` refuses while it returns anything.
         """
-        return []
+        return self.users_of(name)
 
     # --- operations -------------------------------------------------------------------------
 

@@ -103,16 +103,33 @@ async def test_pair_mirrors_every_write_before_good(tmp_path: Path) -> None:
     assert vol.pending_bytes == 0 and vol.half.state is PairState.PAIR
 
 
-async def test_s_vol_refuses_host_writes_until_taken_over(tmp_path: Path) -> None:
+async def test_s_vol_takes_its_primary_s_writes_only_until_taken_over(tmp_path: Path) -> None:
     vol, local, _, _ = make(tmp_path, role=PairRole.S_VOL, state=PairState.PAIR)
+    vol.half.peer_initiator = "iqn.2026-11.org.sanlab:array-a"
+    vol.may_write("iqn.2026-11.org.sanlab:array-a")  # the P array: through
     with pytest.raises(ScsiError) as exc:
-        await vol.write(0, data(1, 1))
+        vol.may_write("iqn.1994-05.com.redhat:host")
     assert (exc.value.key, exc.value.asc_ascq) == (SenseKey.DATA_PROTECT, Asc.WRITE_PROTECTED)
-    assert local.read_sync(0, 1) == bytes(BS)  # nothing written
-    assert await vol.read(0, 1) == bytes(BS)  # reads are served
+    await vol.write(0, data(1, 1))  # what the gate let through lands, unrecorded
+    assert local.read_sync(0, 1) == data(1, 1) and vol.pending_bytes == 0
+    assert await vol.read(0, 1) == data(1, 1)  # reads are served
     await vol.apply(Event.TAKEOVER_SVOL)
-    await vol.write(0, data(1, 1))  # SSWS: taken, and recorded
+    vol.may_write("iqn.1994-05.com.redhat:host")  # SSWS: the hosts may write
+    with pytest.raises(ScsiError):
+        vol.may_write("iqn.2026-11.org.sanlab:array-a")  # and the old primary may not
+    await vol.write(0, data(1, 2))  # taken, and recorded
     assert vol.half.state is PairState.SSWS and vol.bitmap.has(0) and vol.pending_bytes == TRACK_BYTES
+
+
+async def test_a_split_s_vol_is_read_only_unless_split_rw(tmp_path: Path) -> None:
+    vol, _, _, _ = make(tmp_path, role=PairRole.S_VOL, state=PairState.PAIR)
+    vol.half.peer_initiator = "iqn.a"
+    await vol.apply(Event.SPLIT)
+    for who in ("iqn.a", "iqn.host"):
+        with pytest.raises(ScsiError):
+            vol.may_write(who)
+    vol.half.s_writable = True
+    vol.may_write("iqn.host")
 
 
 async def test_fence_data_fails_the_write_and_every_later_one(tmp_path: Path) -> None:

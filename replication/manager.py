@@ -1,0 +1,609 @@
+"""The pairs of this array, both halves: records, volumes, the session to the peer, the copy mover.
+
+One :class:`PairManager` per array (built by tools/, which also gives it the logical units and the
+remotes).  The P side of a pair runs the show: ``create`` checks the instruction, logs in to the S
+array's target through the array's own initiator, registers the pair there (REGISTER PAIR,
+docs/replication-protocol.md), swaps the P-VOL's LU volume for a
+:class:`~sanlab.replication.pair.PairVolume` and starts the copy mover; split, resync and delete
+change both sides with SET PAIR STATE / DELETE PAIR.  The S side answers those commands
+(:mod:`sanlab.replication.control` routes them here): it wraps its LU's volume the same way and
+sets the LU's write gate, so only the P array writes an S-VOL in COPY/PAIR.
+
+A pair half is a JSON record (``<data-dir>/pairs/<name>.json``, replaced atomically and durably at
+every state change) and its difference bitmap (``<name>.bitmap``, replication/pair.py states the
+flush order).  At start every record is loaded again: the LU is wrapped again and a P side in COPY
+or PAIR resends what its bitmap marks (``Event.RESTARTED``) once the S array answers.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Coroutine
+
+import structlog
+
+from sanlab.replication import protocol as proto
+from sanlab.replication.link import Remote
+from sanlab.replication.pair import TRACK_BYTES, PairHalf, PairVolume
+from sanlab.replication.pair_state import FenceLevel, PairRole, PairState
+from sanlab.replication.refusals import Refusal, refusal_of, refuse
+from sanlab.replication.states import Event, InvalidTransition, Transition, step
+from sanlab.scsi.lu import LogicalUnit
+from sanlab.scsi.task import Nexus
+from sanlab.storage.bitmap import PersistentBitmap
+from sanlab.storage.durable import replace_json
+from sanlab.storage.external import ExternalVolume, stable_isid
+from sanlab.storage.peer import PeerFailure, PeerRefused, PeerUnreachable
+from sanlab.storage.supervisor import Supervisor, SupervisorError
+from sanlab.storage.volume import VolumeError
+from sanlab.target.initiator import InitiatorConfig, IscsiError, IscsiSession
+
+log = structlog.get_logger("sanlab.replication")
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")
+COPY_KIND = "pair-copy"
+"""The supervisor's kind for copy movers (tools/array.py puts it in the shutdown order)."""
+
+
+class PairError(Exception):
+    """An instruction refused, with the reason for the user (CLI: message and exit 1)."""
+
+
+@dataclass(slots=True)
+class PairRecord:
+    """A pair half as it is kept on disk (JSON)."""
+
+    name: str
+    pair_id: int
+    role: str
+    """``P-VOL`` or ``S-VOL``."""
+    state: str
+    fence: str
+    target: str
+    """This array's target of the local volume's LU."""
+    lun: int
+    remote: str
+    """P side: the remote's name; S side: the P array's name (as it registered)."""
+    peer_target: str = ""
+    """P side: the S-VOL's target on the remote."""
+    peer_lun: int = 0
+    peer_initiator: str = ""
+    """S side: the P array's initiator name."""
+    group: str = ""
+    extent_start: int = 0
+    extent_blocks: int = 0
+    reason: str = ""
+    s_writable: bool = False
+    fence_released: bool = False
+    peer_marked: bool = False
+    generation: int = 0
+    sync_generation: int = 0
+    copied_bytes: int = 0
+
+
+@dataclass(slots=True)
+class Pair:
+    """A pair half while the array runs."""
+
+    record: PairRecord
+    volume: PairVolume
+    lu: LogicalUnit
+    session: IscsiSession | None = None
+    """P side: the session to the S array's target."""
+    copying: bool = False
+
+    @property
+    def half(self) -> PairHalf:
+        """The volume's view of the half (role, state, fence, flags)."""
+        return self.volume.half
+
+
+@dataclass(frozen=True, slots=True)
+class PairSettings:
+    """Timeouts of the P side's session to the S array (seconds)."""
+
+    command_timeout: float = 5.0
+    """A mirrored write unanswered this long counts as the S side unreachable (fence levels act)."""
+    login_timeout: float = 5.0
+
+
+class PairManager:
+    """Every pair half of this array (module docstring)."""
+
+    def __init__(self, data_dir: Path, initiator_name: str, supervisor: Supervisor,
+                 find_lu: Callable[[str, int], LogicalUnit | None], find_remote: Callable[[str], Remote | None],
+                 settings: PairSettings | None = None) -> None:
+        self.dir = Path(data_dir) / "pairs"
+        self.initiator_name = initiator_name
+        self.supervisor = supervisor
+        self.find_lu = find_lu
+        self.find_remote = find_remote
+        self.settings = settings or PairSettings()
+        self.pairs: dict[str, Pair] = {}
+        self._by_id: dict[int, Pair] = {}
+        self._lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
+        """S-side volume swaps running beside the command that asked for them (reaped, logged)."""
+
+    # --- records ------------------------------------------------------------------------------------------
+
+    def _paths(self, name: str) -> tuple[str, str]:
+        return str(self.dir / f"{name}.json"), str(self.dir / f"{name}.bitmap")
+
+    def _sync_record(self, p: Pair) -> None:
+        r, h = p.record, p.half
+        r.role, r.state, r.fence = h.role.label, h.state.name, h.fence.name.lower()
+        r.reason, r.s_writable, r.fence_released, r.peer_marked = h.reason, h.s_writable, h.fence_released, h.peer_marked
+        r.copied_bytes = p.volume.copied_bytes
+
+    async def _save(self, p: Pair) -> None:
+        self._sync_record(p)
+        path, _ = self._paths(p.record.name)
+        await asyncio.to_thread(replace_json, path, asdict(p.record))
+
+    def _bitmap(self, name: str, lu: LogicalUnit, extent_start: int, extent_blocks: int, fresh: bool) -> PersistentBitmap:
+        track = max(1, TRACK_BYTES // lu.block_size)
+        area = extent_blocks or lu.num_blocks - extent_start
+        return PersistentBitmap(self._paths(name)[1], (area + track - 1) // track, fresh=fresh)
+
+    def _wrap(self, rec: PairRecord, lu: LogicalUnit, bitmap: PersistentBitmap) -> PairVolume:
+        half = PairHalf(rec.name, PairRole.P_VOL if rec.role == "P-VOL" else PairRole.S_VOL, PairState[rec.state],
+                        FenceLevel[rec.fence.upper()], rec.extent_start, rec.extent_blocks, rec.s_writable,
+                        rec.fence_released, rec.peer_marked, rec.reason, rec.peer_initiator)
+
+        async def saved(_h: PairHalf, _t: Transition) -> None:
+            p = self.pairs.get(rec.name)
+            if p is not None:
+                await self._save(p)
+
+        vol = PairVolume(half, lu.volume, bitmap, on_transition=saved, mark_peer=lambda: self._mark_peer(rec.name))
+        vol.copied_bytes = rec.copied_bytes
+        return vol
+
+    async def _install(self, p: Pair) -> None:
+        """Put the pair volume in the LU's slot (quiesced) and the write gate on the LU."""
+        vol = p.volume
+        p.lu.write_gate = lambda nexus: vol.may_write(nexus.initiator_name)
+        await p.lu.swap_volume(lambda _old: vol)
+
+    async def _uninstall(self, p: Pair) -> None:
+        p.lu.write_gate = None
+        await p.lu.swap_volume(lambda _old: p.volume.local)
+
+    def pair_of_lu(self, lu: LogicalUnit) -> Pair | None:
+        """The pair whose half this LU holds, if any."""
+        return next((p for p in self.pairs.values() if p.lu is lu), None)
+
+    # --- start and stop -------------------------------------------------------------------------------------
+
+    async def load(self) -> None:
+        """Every pair half of the data directory again, wrapped; P sides in COPY/PAIR resume copying."""
+        if not self.dir.is_dir():
+            return
+        for path in sorted(self.dir.glob("*.json")):
+            try:
+                rec = PairRecord(**json.loads(path.read_text()))
+            except (OSError, ValueError, TypeError) as exc:
+                log.error("pair_record_unreadable", path=str(path), error=str(exc))
+                continue
+            lu = self.find_lu(rec.target, rec.lun)
+            if lu is None:
+                log.error("pair_volume_missing", pair=rec.name, target=rec.target, lun=rec.lun)
+                continue
+            bitmap = self._bitmap(rec.name, lu, rec.extent_start, rec.extent_blocks, fresh=False)
+            p = Pair(rec, self._wrap(rec, lu, bitmap), lu)
+            self.pairs[rec.name] = p
+            self._by_id[rec.pair_id] = p
+            await self._install(p)
+            log.info("pair_loaded", pair=rec.name, role=rec.role, state=rec.state, marked_tracks=bitmap.count())
+            if p.half.role is PairRole.P_VOL:
+                if p.half.state in (PairState.COPY, PairState.PAIR):
+                    await p.volume.apply(Event.RESTARTED, "array restarted")
+                self._spawn_connect(p)
+
+    def _spawn_connect(self, p: Pair) -> None:
+        """Log in to the S array in the background; then copy what is marked (COPY)."""
+        try:
+            self.supervisor.start(COPY_KIND, p.record.name, self._connect_and_copy(p), pair=p.record.name)
+        except SupervisorError as exc:
+            log.warning("pair_copy_not_started", pair=p.record.name, reason=str(exc))
+
+    async def close(self) -> None:
+        """Log the sessions out and close the bitmaps (the supervisor stopped the movers first)."""
+        for p in self.pairs.values():
+            if p.session is not None:
+                await p.session.close()
+            await asyncio.to_thread(p.volume.bitmap.flush)
+
+    # --- the P side's session ---------------------------------------------------------------------------------
+
+    async def _open_session(self, rec: PairRecord) -> tuple[IscsiSession, ExternalVolume]:
+        remote = self.find_remote(rec.remote)
+        if remote is None:
+            raise PairError(f"no remote called {rec.remote}")
+        last: Exception | None = None
+        for host, port in remote.portals:
+            cfg = InitiatorConfig(initiator_name=self.initiator_name,
+                                  isid=stable_isid(self.initiator_name, f"pair:{rec.name}"),
+                                  chap=remote.chap, target_chap=remote.mutual_chap,
+                                  login_timeout=self.settings.login_timeout,
+                                  command_timeout=self.settings.command_timeout,
+                                  nop_interval=2.0, nop_timeout=self.settings.command_timeout, reconnect=True)
+            session = IscsiSession(host, port, rec.peer_target, cfg)
+            mirror = ExternalVolume(f"pair {rec.name} S-VOL", session, rec.peer_lun, errors=(IscsiError, OSError))
+            try:
+                await mirror.open()
+                return session, mirror
+            except (VolumeError, OSError, IscsiError) as exc:
+                last = exc
+                await session.close()
+        raise PairError(f"remote {rec.remote} ({', '.join(remote.portal_texts())} {rec.peer_target}) "
+                        f"is not reachable: {last}")
+
+    async def _control(self, p: Pair, cdb: bytes, data_out: bytes = b"", read_length: int = 0) -> bytes:
+        """A pair-control command to the S-VOL's LU; its refusal as PairError naming it."""
+        assert p.session is not None
+        try:
+            result = await p.session.run(p.record.peer_lun, cdb, data_out, read_length)
+            result.check()
+        except PeerRefused as exc:
+            why = refusal_of(exc.sense) if exc.sense is not None else None
+            raise PairError(f"the S array refused: {why.name.lower().replace('_', ' ') if why else exc}") from None
+        except (PeerFailure, IscsiError, OSError) as exc:
+            raise PeerUnreachable(f"the S array did not answer: {exc}") from exc
+        return bytes(result.data)
+
+    async def _send_state(self, p: Pair, state: PairState, reason: proto.StateReason) -> None:
+        cdb = proto.SetPairStateCdb(p.record.pair_id, state, reason).encode()
+        await self._control(p, cdb, proto.encode_state_parameters(p.record.generation))
+
+    async def _mark_peer(self, name: str) -> bool:
+        """Fence ``status``: tell the S side it is suspended; True if it acknowledged."""
+        p = self.pairs.get(name)
+        if p is None or p.session is None:
+            return False
+        try:
+            await self._send_state(p, PairState.PSUE, proto.StateReason.FENCE)
+            return True
+        except (PairError, PeerFailure):
+            return False
+
+    async def _connect_and_copy(self, p: Pair) -> None:
+        """The P side's mover: (re)connect, copy what the bitmap marks, then PAIR on both sides."""
+        rec = p.record
+        while p.session is None:
+            try:
+                p.session, p.volume.mirror = await self._open_session(rec)
+            except PairError as exc:
+                log.warning("pair_peer_unreachable", pair=rec.name, error=str(exc))
+                await asyncio.sleep(2.0)
+        if p.half.state is not PairState.COPY:
+            return
+        p.copying = True
+        try:
+            done = await p.volume.copy()
+        except (PeerFailure, VolumeError) as exc:
+            log.warning("pair_copy_failed", pair=rec.name, error=str(exc))
+            if p.half.state is PairState.COPY:
+                await p.volume.apply(Event.PEER_LOST, f"copy failed: {exc}")
+            return
+        finally:
+            p.copying = False
+        if done and p.half.state is PairState.COPY:
+            try:
+                await self._send_state(p, PairState.PAIR, proto.StateReason.COPY_COMPLETE)
+            except (PairError, PeerFailure) as exc:
+                await p.volume.apply(Event.PEER_LOST, f"S array did not take PAIR: {exc}")
+                return
+            rec.sync_generation = rec.generation
+            await p.volume.apply(Event.COPY_DONE)
+            log.info("pair_in_step", pair=rec.name, copied_bytes=p.volume.copied_bytes)
+
+    # --- operations (P side) ------------------------------------------------------------------------------
+
+    async def create(self, name: str, pvol: tuple[str, int], remote: str, svol: tuple[str, int], *,
+                     fence: str = "data", group: str = "", extent: tuple[int, int] | None = None,
+                     no_copy: bool = False) -> dict[str, Any]:
+        """Form pair ``name`` (checks first; a failure while forming leaves nothing half-made)."""
+        async with self._lock:
+            if not NAME_RE.match(name):
+                raise PairError(f"pair name {name!r}: 1-32 letters, digits, . _ - (starting with a letter or digit)")
+            if name in self.pairs:
+                raise PairError(f"a pair called {name} exists")
+            try:
+                fence_level = FenceLevel[fence.upper()]
+            except KeyError:
+                raise PairError(f"fence {fence!r}: data, status or never") from None
+            if self.find_remote(remote) is None:
+                raise PairError(f"no remote called {remote}")
+            lu = self.find_lu(*pvol)
+            if lu is None:
+                raise PairError(f"no LU {pvol[0]}/{pvol[1]} on this array")
+            if self.pair_of_lu(lu) is not None:
+                raise PairError(f"{pvol[0]}/{pvol[1]} is already in pair {self.pair_of_lu(lu).record.name}")  # type: ignore[union-attr]
+            start, count = extent or (0, 0)
+            if start < 0 or count < 0 or start + (count or 1) > lu.num_blocks or (count == 0 and start):
+                raise PairError(f"extent {start}:{count} does not fit the P-VOL ({lu.num_blocks} blocks)")
+            rec = PairRecord(name, random.getrandbits(63) or 1, "P-VOL", "SMPL", fence_level.name.lower(), pvol[0],
+                             pvol[1], remote, svol[0], svol[1], group=group, extent_start=start, extent_blocks=count,
+                             generation=random.getrandbits(63))
+            session, mirror = await self._open_session(rec)
+            try:
+                need = count or lu.num_blocks
+                if mirror.block_size != lu.block_size:
+                    raise PairError(f"S-VOL blocks are {mirror.block_size} bytes, the P-VOL's {lu.block_size}")
+                if mirror.num_blocks < need:
+                    raise PairError(f"S-VOL has {mirror.num_blocks} blocks, the {'extent' if count else 'P-VOL'} "
+                                    f"{need}: the S-VOL must be at least as large")
+                reg = proto.PairRegistration(name, svol[1], lu.num_blocks, lu.block_size, self.initiator_name[:64],
+                                             rec.generation, start, count, fence_level,
+                                             proto.PairFlags.NO_COPY if no_copy else proto.PairFlags(0), group)
+                tmp = Pair(rec, None, lu, session)  # type: ignore[arg-type]
+                await self._control(tmp, proto.RegisterPairCdb(rec.pair_id).encode(),
+                                    reg.encode())
+            except (PairError, PeerFailure) as exc:
+                await session.close()
+                raise PairError(str(exc)) from None
+            os.makedirs(self.dir, exist_ok=True)
+            bitmap = self._bitmap(name, lu, start, count, fresh=True)
+            vol = self._wrap(rec, lu, bitmap)
+            vol.mirror = mirror
+            p = Pair(rec, vol, lu, session)
+            self.pairs[name] = p
+            self._by_id[rec.pair_id] = p
+            await vol.apply(Event.CREATE_NO_COPY if no_copy else Event.CREATE)
+            if not no_copy:
+                vol.mark_all()
+            else:
+                rec.sync_generation = rec.generation
+            await self._save(p)
+            await self._install(p)
+        log.info("pair_created", pair=name, pvol=f"{pvol[0]}/{pvol[1]}", remote=remote, svol=f"{svol[0]}/{svol[1]}",
+                 fence=rec.fence, no_copy=no_copy, extent=[start, count])
+        if not no_copy:
+            self._spawn_connect(p)
+        return self.describe(p)
+
+    def _get(self, name: str) -> Pair:
+        p = self.pairs.get(name)
+        if p is None:
+            raise PairError(f"no pair called {name}")
+        return p
+
+    async def split(self, name: str, rw: bool = False) -> dict[str, Any]:
+        """Split at a consistent point: writes in flight drain, then both sides stop mirroring."""
+        p = self._get(name)
+        if p.half.role is not PairRole.P_VOL:
+            raise PairError(f"split pair {name} from its P-VOL array (this array holds the S-VOL)")
+        try:
+            event = Event.SPLIT_RW if rw else Event.SPLIT
+            step(p.half.role, p.half.state, event)  # refused before anything moves
+        except InvalidTransition as exc:
+            raise PairError(str(exc)) from None
+        await self.supervisor.stop(COPY_KIND, name)
+        await p.volume.drain()
+        await p.volume.apply(event, "split by the user")
+        try:
+            await self._send_state(p, PairState.SSUS, proto.StateReason.OPERATOR if not rw else proto.StateReason.TAKEOVER)
+        except (PairError, PeerFailure) as exc:
+            log.warning("pair_split_peer_not_told", pair=name, error=str(exc))
+        return self.describe(p)
+
+    async def resync(self, name: str) -> dict[str, Any]:
+        """Copy what differs (the union of both sides' bitmaps) and return to PAIR."""
+        p = self._get(name)
+        if p.half.role is not PairRole.P_VOL:
+            raise PairError(f"resync pair {name} from its P-VOL array (this array holds the S-VOL)")
+        try:
+            step(p.half.role, p.half.state, Event.RESYNC)
+        except InvalidTransition as exc:
+            raise PairError(str(exc)) from None
+        if p.session is None:
+            try:
+                p.session, p.volume.mirror = await self._open_session(p.record)
+            except PairError as exc:
+                raise PairError(f"resync {name}: {exc}") from None
+        # The S side's differences (writes after split --rw) join ours: those tracks are resent.
+        merged = await self._merge_peer_bitmap(p)
+        await self._send_state(p, PairState.COPY, proto.StateReason.OPERATOR)
+        h = p.half
+        h.fence_released = h.peer_marked = False
+        p.volume.copied_bytes = 0
+        await p.volume.apply(Event.RESYNC, "resync by the user")
+        log.info("pair_resync", pair=name, peer_tracks=merged, pending_bytes=p.volume.pending_bytes)
+        self._spawn_connect(p)
+        return self.describe(p)
+
+    async def _merge_peer_bitmap(self, p: Pair) -> int:
+        raw = await self._control(p, proto.GetPairStatusCdb(p.record.pair_id, proto.STATUS_LENGTH).encode(),
+                                  read_length=proto.STATUS_LENGTH)
+        status = proto.decode_status(raw)
+        units = min(status.bitmap_units, p.volume.bitmap.size)
+        merged = 0
+        start = 0
+        while start < units:
+            n = min(units - start, 65535)
+            cdb = proto.ReadDifferenceBitmapCdb(p.record.pair_id, start, n)
+            bits = proto.decode_bitmap(await self._control(p, cdb.encode(), read_length=cdb.data_in_length), n)
+            for i in range(n):
+                if bits[i >> 3] & (1 << (i & 7)) and not p.volume.bitmap.has(start + i):
+                    p.volume.bitmap.mark(start + i)
+                    merged += 1
+            start += n
+        await asyncio.to_thread(p.volume.bitmap.flush)
+        return merged
+
+    async def delete(self, name: str, force: bool = False) -> dict[str, Any]:
+        """Both sides back to SMPL; ``force`` deletes this side alone when the peer is gone."""
+        p = self._get(name)
+        if p.half.role is PairRole.P_VOL:
+            await self.supervisor.stop(COPY_KIND, name)
+            try:
+                if p.session is None:
+                    p.session, p.volume.mirror = await self._open_session(p.record)
+                await self._control(p, proto.DeletePairCdb(p.record.pair_id, force=False).encode())
+            except (PairError, PeerFailure) as exc:
+                if not force:
+                    raise PairError(f"delete {name}: the S array could not be told ({exc}); "
+                                    "`--force` deletes this side alone") from None
+                log.warning("pair_deleted_alone", pair=name, error=str(exc))
+        elif not force:
+            raise PairError(f"delete pair {name} from its P-VOL array, or with --force here")
+        await self._forget(p)
+        return {"name": name, "state": "SMPL"}
+
+    def _beside(self, coro: Coroutine[Any, Any, None], pair: str) -> None:
+        """Run ``coro`` beside the command being answered (an LU's volume swap waits for that command)."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+
+        def reap(t: asyncio.Task[None]) -> None:
+            self._tasks.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                log.error("pair_volume_swap_failed", pair=pair, error=repr(t.exception()))
+
+        task.add_done_callback(reap)
+
+    async def _forget(self, p: Pair, in_command: bool = False) -> None:
+        """Unwrap the LU and delete the half's files; ``in_command``: asked by a command on that LU."""
+        await p.volume.drain()
+        if in_command:
+            p.lu.write_gate = None
+            self._beside(self._uninstall(p), p.record.name)
+        else:
+            await self._uninstall(p)
+        await p.volume.apply(Event.DELETE, "deleted")
+        self.pairs.pop(p.record.name, None)
+        self._by_id.pop(p.record.pair_id, None)
+        if p.session is not None:
+            await p.session.close()
+        path, bitmap = self._paths(p.record.name)
+        p.volume.bitmap.close()
+        for f in (path, bitmap):
+            try:
+                os.unlink(f)
+            except FileNotFoundError:
+                pass
+        log.info("pair_deleted", pair=p.record.name, role=p.record.role)
+
+    # --- views ----------------------------------------------------------------------------------------------
+
+    def describe(self, p: Pair) -> dict[str, Any]:
+        """``pair display --json``'s row."""
+        self._sync_record(p)
+        r, v = p.record, p.volume
+        _, count = v.area
+        total = count * v.block_size
+        pending = v.pending_bytes
+        progress = 100 if total == 0 else max(0, min(100, int(100 * (total - pending) / total)))
+        return {"name": r.name, "role": r.role, "state": r.state, "fence": r.fence, "group": r.group or None,
+                "remote": r.remote, "progress": progress, "copied_bytes": v.copied_bytes, "pending_bytes": pending,
+                "pvol" if r.role == "P-VOL" else "svol": f"{r.target}/{r.lun}",
+                "svol" if r.role == "P-VOL" else "pvol": f"{r.peer_target}/{r.peer_lun}" if r.peer_target else None,
+                "extent": [r.extent_start, r.extent_blocks] if r.extent_blocks else None, "reason": r.reason or None,
+                "copying": p.copying}
+
+    def display(self, name: str | None = None) -> list[dict[str, Any]]:
+        """Every pair half (or ``name``'s) at this array."""
+        if name is not None:
+            return [self.describe(self._get(name))]
+        return [self.describe(p) for _, p in sorted(self.pairs.items())]
+
+    # --- the S side: answers to the P array's commands (replication/control.py) --------------------------
+
+    def _by_pair_id(self, pair_id: int) -> Pair:
+        p = self._by_id.get(pair_id)
+        if p is None:
+            raise refuse(Refusal.UNKNOWN_PAIR)
+        return p
+
+    async def register(self, lu: LogicalUnit, target: str, lun: int, nexus: Nexus, pair_id: int,
+                       reg: proto.PairRegistration) -> None:
+        """REGISTER PAIR at the S side: accept the pair on this LU or refuse it with the reason."""
+        async with self._lock:
+            if pair_id in self._by_id:
+                raise refuse(Refusal.PAIR_ID_IN_USE)
+            if reg.name in self.pairs:
+                raise refuse(Refusal.PAIR_NAME_IN_USE)
+            if reg.svol_lun != lun:
+                raise refuse(Refusal.NO_SUCH_LUN)
+            if self.pair_of_lu(lu) is not None:
+                raise refuse(Refusal.SVOL_IN_PAIR)
+            if reg.block_size != lu.block_size:
+                raise refuse(Refusal.BLOCK_SIZE_MISMATCH)
+            if lu.num_blocks < (reg.extent_blocks or reg.pvol_blocks):
+                raise refuse(Refusal.SVOL_TOO_SMALL)
+            no_copy = bool(reg.flags & proto.PairFlags.NO_COPY)
+            rec = PairRecord(reg.name, pair_id, "S-VOL", "SMPL", reg.fence.name.lower(), target, lun, reg.array_name,
+                             peer_initiator=nexus.initiator_name, group=reg.group,
+                             generation=reg.generation_id, sync_generation=reg.generation_id if no_copy else 0)
+            try:
+                os.makedirs(self.dir, exist_ok=True)
+                # The S side's bitmap covers its whole LU: the S-VOL holds the extent from block 0.
+                bitmap = self._bitmap(reg.name, lu, 0, reg.extent_blocks or reg.pvol_blocks, fresh=True)
+            except OSError:
+                raise refuse(Refusal.INTERNAL_FAILURE) from None
+            vol = self._wrap(rec, lu, bitmap)
+            vol.half.extent_blocks = reg.extent_blocks or reg.pvol_blocks
+            p = Pair(rec, vol, lu)
+            await vol.apply(Event.CREATE_NO_COPY if no_copy else Event.CREATE)
+            self.pairs[reg.name] = p
+            self._by_id[pair_id] = p
+            await self._save(p)
+            # The gate now (so no host write slips in); the volume swap waits for this command's end
+            # (the swap quiesces the task set, this command included), so it runs beside it.
+            lu.write_gate = lambda n: vol.may_write(n.initiator_name)
+            self._beside(self._install(p), reg.name)
+        log.info("pair_registered", pair=reg.name, svol=f"{target}/{lun}", primary=reg.array_name,
+                 fence=rec.fence, no_copy=no_copy)
+
+    async def peer_state(self, pair_id: int, state: PairState, reason: proto.StateReason, generation: int) -> None:
+        """SET PAIR STATE at either side: the peer tells us its new state."""
+        p = self._by_pair_id(pair_id)
+        h = p.half
+        event = {PairState.PAIR: Event.COPY_DONE, PairState.COPY: Event.RESYNC, PairState.PSUE: Event.PEER_SUSPENDED,
+                 PairState.SSUS: Event.SPLIT_RW if reason is proto.StateReason.TAKEOVER else Event.SPLIT,
+                 PairState.PSUS: Event.SPLIT}.get(state)
+        if event is None:
+            raise refuse(Refusal.WRONG_STATE)
+        if event is Event.COPY_DONE and h.state is PairState.PAIR:
+            return
+        try:
+            if event is Event.SPLIT_RW:
+                h.s_writable = True
+            if event is Event.RESYNC:
+                h.s_writable = False
+            await p.volume.apply(event, f"told by the peer ({reason.name.lower()})")
+        except InvalidTransition:
+            raise refuse(Refusal.WRONG_STATE) from None
+        if event is Event.COPY_DONE:
+            p.record.sync_generation = generation
+            # In step: what the S side recorded is now the P side's too; forget it here.
+            for t in p.volume.bitmap.set_units():
+                p.volume.bitmap.clear(t)
+            await asyncio.to_thread(p.volume.bitmap.flush)
+            await self._save(p)
+
+    def status(self, pair_id: int) -> proto.PairStatus:
+        """GET PAIR STATUS at either side."""
+        p = self._by_pair_id(pair_id)
+        return proto.PairStatus(pair_id, p.half.state, p.half.role, p.record.generation, p.record.sync_generation,
+                                p.volume.bitmap.count(), p.volume.track_blocks, p.volume.bitmap.size)
+
+    def bitmap_bits(self, pair_id: int, start: int, count: int) -> bytes:
+        """READ DIFFERENCE BITMAP at either side."""
+        p = self._by_pair_id(pair_id)
+        bm = p.volume.bitmap
+        if start + count > bm.size:
+            raise refuse(Refusal.BITMAP_RANGE)
+        return proto.encode_bitmap(bytes(bm.bits), bm.size, start, count)
+
+    async def peer_delete(self, pair_id: int, force: bool) -> None:
+        """DELETE PAIR at the S side."""
+        p = self._by_pair_id(pair_id)
+        await self._forget(p, in_command=True)

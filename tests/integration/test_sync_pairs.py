@@ -1,0 +1,207 @@
+"""Synchronous remote copy between two real arrays (issue 14): A on 127.0.0.1 holds the P-VOL, B on
+127.0.0.2 the S-VOL; hosts are qemu-io (libiscsi) and the project's initiator; the volumes are
+compared byte for byte in the arrays' LUN files.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sanlab.target.initiator import InitiatorConfig, IscsiSession
+from tests.conftest import SanlabProcess, free_port, need, start_sanlab
+
+pytestmark = pytest.mark.integration
+
+A = "iqn.2026-11.org.sanlab:array-a"
+B = "iqn.2026-11.org.sanlab:array-b"
+SIZE = 8 << 20
+TRACK = 64 << 10
+WAIT = 60.0
+
+
+def config(me: str, peer: str, peer_portal: str) -> str:
+    return f"""
+initiator_name = "{me}"
+[[remotes]]
+name = "{'array-b' if peer == B else 'array-a'}"
+portal = "{peer_portal}"
+target = "{peer}"
+[[targets]]
+name = "{me}"
+[[targets.luns]]
+lun = 0
+file = "lun0.img"
+size = "{SIZE >> 20}MiB"
+"""
+
+
+class Arrays:
+    """A and B, their LUN files, and the CLI against each."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.pa, self.pb = free_port("127.0.0.1"), free_port("127.0.0.2")
+        (tmp / "a").mkdir()
+        (tmp / "b").mkdir()
+        self.a = self.start("a")
+        self.b = self.start("b")
+
+    def start(self, which: str) -> SanlabProcess:
+        if which == "a":
+            return start_sanlab(self.tmp / "a", config(A, B, f"127.0.0.2:{self.pb}"), "127.0.0.1", self.pa)
+        return start_sanlab(self.tmp / "b", config(B, A, f"127.0.0.1:{self.pa}"), "127.0.0.2", self.pb)
+
+    def file(self, sp: SanlabProcess) -> bytes:
+        return (sp.data_dir / "lun0.img").read_bytes()
+
+    def cli(self, sp: SanlabProcess, *words: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "sanlab.tools.cli", *words, "--data-dir", str(sp.data_dir)],
+                              capture_output=True, text=True, timeout=120)
+
+    def ok(self, sp: SanlabProcess, *words: str) -> Any:
+        cp = self.cli(sp, *words)
+        assert cp.returncode == 0, f"{words}: {cp.returncode}\n{cp.stdout}\n{cp.stderr}\n{sp.log()[-3000:]}"
+        return json.loads(cp.stdout) if cp.stdout.strip().startswith(("{", "[")) else cp.stdout
+
+    def pair(self, sp: SanlabProcess, name: str = "p0") -> dict[str, Any]:
+        rows = self.ok(sp, "pair", "display", name, "--json")
+        assert len(rows) == 1
+        return dict(rows[0])
+
+    def create(self, *extra: str) -> dict[str, Any]:
+        return dict(self.ok(self.a, "pair", "create", "p0", "--pvol", f"{A}/0", "--remote", "array-b",
+                            "--svol", f"{B}/0", *extra))
+
+    def wait(self, sp: SanlabProcess, state: str, name: str = "p0") -> None:
+        cp = self.cli(sp, "pair", "wait", name, "--state", state, "--timeout", str(WAIT))
+        assert cp.returncode == 0, f"{cp.stderr}\n{self.pair(sp, name)}\n{sp.log()[-3000:]}"
+
+    def stop(self) -> None:
+        for sp in (self.a, self.b):
+            if sp.proc.poll() is None:
+                sp.stop(signal.SIGKILL)
+
+
+@pytest.fixture
+def arrays(tmp_path: Path) -> Any:
+    need("qemu-io")
+    ar = Arrays(tmp_path)
+    yield ar
+    ar.stop()
+
+
+def qemu_write(sp: SanlabProcess, target: str, offset: int, length: int, pattern: int) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["qemu-io", "-f", "raw", "-c", f"write -P {pattern} {offset} {length}",
+                           f"iscsi://{sp.portal}/{target}/0"], capture_output=True, text=True, timeout=120)
+
+
+def host_write(sp: SanlabProcess, target: str, lba: int, data: bytes) -> tuple[int, bytes | None]:
+    """Our initiator as a host (not the P array): (status, sense bytes 2/12/13 or None)."""
+    async def go() -> tuple[int, bytes | None]:
+        cfg = InitiatorConfig(initiator_name="iqn.1994-05.com.example:host1", command_timeout=10.0)
+        async with IscsiSession(sp.host, sp.port, target, cfg) as s:
+            await s.clear_unit_attentions(0)
+            cdb = bytes([0x8A, 0]) + lba.to_bytes(8, "big") + (len(data) // 512).to_bytes(4, "big") + b"\0\0"
+            r = await s.execute(0, cdb, data)
+            return int(r.status), (bytes([r.sense.key, r.sense.asc, r.sense.ascq]) if r.sense else None)
+    return asyncio.run(go())
+
+
+def test_create_copies_then_mirrors_and_the_s_vol_refuses_hosts(arrays: Arrays) -> None:
+    ar = arrays
+    assert qemu_write(ar.a, A, 0, SIZE, 0x5A).returncode == 0  # data on the P-VOL before the pair
+    row = ar.create("--fence", "data")
+    assert row["role"] == "P-VOL" and row["state"] in ("COPY", "PAIR") and row["fence"] == "data"
+    ar.wait(ar.a, "PAIR")
+    ar.wait(ar.b, "PAIR")
+    a_row, b_row = ar.pair(ar.a), ar.pair(ar.b)
+    assert a_row["copied_bytes"] == SIZE and a_row["progress"] == 100 and a_row["pending_bytes"] == 0
+    assert b_row["role"] == "S-VOL" and b_row["remote"] == A
+    assert ar.file(ar.a) == ar.file(ar.b)
+    # Host writes to the P-VOL reach the S-VOL before GOOD.
+    for i, off in enumerate((4096, 3 << 20, SIZE - 8192)):
+        assert qemu_write(ar.a, A, off, 8192, 0x10 + i).returncode == 0
+    assert ar.file(ar.a) == ar.file(ar.b)
+    assert ar.file(ar.b)[3 << 20:(3 << 20) + 8192] == bytes([0x11]) * 8192
+    # A host writing the S-VOL directly: DATA PROTECT / WRITE PROTECTED, nothing written.
+    status, sense = host_write(ar.b, B, 100, bytes([0xEE]) * 512)
+    assert status == 2 and sense == bytes([0x07, 0x27, 0x00])
+    assert ar.file(ar.b)[100 * 512:101 * 512] != bytes([0xEE]) * 512
+    # The instruction checks: a pair name taken, an LU already paired, an unknown remote.
+    again = ar.cli(ar.a, "pair", "create", "p0", "--pvol", f"{A}/0", "--remote", "array-b", "--svol", f"{B}/0")
+    assert again.returncode == 1 and "exists" in again.stderr
+    other = ar.cli(ar.a, "pair", "create", "p1", "--pvol", f"{A}/0", "--remote", "array-b", "--svol", f"{B}/0")
+    assert other.returncode == 1 and "already in pair p0" in other.stderr
+    nowhere = ar.cli(ar.a, "pair", "create", "p2", "--pvol", f"{A}/0", "--remote", "array-z", "--svol", f"{B}/0")
+    assert nowhere.returncode == 1 and "no remote called array-z" in nowhere.stderr
+
+
+def test_split_then_resync_sends_only_the_difference(arrays: Arrays) -> None:
+    ar = arrays
+    ar.create("--no-copy")  # both LUN files are all zeros: known identical
+    ar.wait(ar.a, "PAIR")
+    ar.wait(ar.b, "PAIR")
+    assert ar.pair(ar.a)["copied_bytes"] == 0
+    ar.ok(ar.a, "pair", "split", "p0")
+    ar.wait(ar.a, "PSUS")
+    ar.wait(ar.b, "SSUS")
+    dirty = [3, 40, 100]
+    for t in dirty:
+        assert qemu_write(ar.a, A, t * TRACK + 512, 4096, 0x77).returncode == 0
+    assert ar.file(ar.a) != ar.file(ar.b)
+    assert ar.pair(ar.a)["pending_bytes"] == len(dirty) * TRACK
+    # Split (not --rw): the S-VOL stays read-only for hosts.
+    assert host_write(ar.b, B, 0, bytes(512))[1] == bytes([0x07, 0x27, 0x00])
+    ar.ok(ar.a, "pair", "resync", "p0")
+    ar.wait(ar.a, "PAIR")
+    ar.wait(ar.b, "PAIR")
+    assert ar.pair(ar.a)["copied_bytes"] == len(dirty) * TRACK
+    assert ar.file(ar.a) == ar.file(ar.b)
+
+
+def test_fence_data_fails_host_writes_when_the_s_array_dies(arrays: Arrays) -> None:
+    ar = arrays
+    ar.create("--no-copy", "--fence", "data")
+    ar.wait(ar.a, "PAIR")
+    ar.b.stop(signal.SIGKILL)
+    for off in (1 << 20, 2 << 20):  # the write that found B gone, and every one after it
+        bad = qemu_write(ar.a, A, off, 4096, 0x33)
+        assert "write failed" in (bad.stdout + bad.stderr), bad
+    row = ar.pair(ar.a)
+    assert row["state"] == "PSUE" and "unreachable" in (row["reason"] or "")
+    # The sense a host gets while the fence holds: NOT READY, MANUAL INTERVENTION REQUIRED.
+    assert host_write(ar.a, A, 8, bytes(512)) == (2, bytes([0x02, 0x04, 0x03]))
+    # B back: a resync sends the tracks the failed writes may have touched, nothing more.
+    ar.b = ar.start("b")
+    ar.ok(ar.a, "pair", "resync", "p0")
+    ar.wait(ar.a, "PAIR")
+    assert ar.pair(ar.a)["copied_bytes"] <= 2 * TRACK
+    assert ar.file(ar.a) == ar.file(ar.b)
+
+
+def test_fence_never_keeps_writing_and_delete_frees_both_sides(arrays: Arrays) -> None:
+    ar = arrays
+    ar.create("--no-copy", "--fence", "never")
+    ar.wait(ar.a, "PAIR")
+    ar.b.stop(signal.SIGKILL)
+    assert qemu_write(ar.a, A, 5 * TRACK, 4096, 0x44).returncode == 0  # acknowledged
+    row = ar.pair(ar.a)
+    assert row["state"] == "PSUE" and row["pending_bytes"] == TRACK
+    ar.b = ar.start("b")
+    assert ar.pair(ar.b)["state"] in ("PAIR", "PSUE")  # B's half came back with it
+    ar.ok(ar.a, "pair", "delete", "p0")
+    assert ar.ok(ar.a, "pair", "display", "--json") == []
+    assert ar.ok(ar.b, "pair", "display", "--json") == []
+    # B's LU is a plain LU again: hosts write it.
+    deadline = time.monotonic() + 10
+    while host_write(ar.b, B, 0, bytes([1]) * 512)[0] != 0:
+        assert time.monotonic() < deadline, "B's LU still refuses writes after delete"
+        time.sleep(0.2)

@@ -1,0 +1,121 @@
+"""Management operations on remote-copy pairs (``sanlab pair ...``), over replication/manager.py.
+
+The manager does the work at both arrays; this module turns the command line's words into its
+arguments (``TARGET/LUN`` or a catalog LU name, ``LBA:COUNT`` extents) and its refusals into
+:class:`~sanlab.tools.array.AdminError` (a message and exit status 1 at the CLI).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from sanlab.replication.control import control_rows
+from sanlab.replication.manager import PairError, PairManager
+from sanlab.scsi.commands import LuKind
+from sanlab.scsi.kinds import DISK
+from sanlab.scsi.lu import LogicalUnit
+from sanlab.tools.array import AdminError, ArrayState
+
+
+class PairManagerRef:
+    """The pair manager as the device servers' command rows find it (they exist before it does)."""
+
+    def __init__(self) -> None:
+        self.manager: PairManager | None = None
+
+    def __call__(self) -> PairManager | None:
+        return self.manager
+
+    def disk_kind(self) -> LuKind:
+        """The disk LU kind with the pair-control commands added (replication/control.py)."""
+        return LuKind(DISK.name, DISK.table.override(control_rows(self)), plain_io=DISK.plain_io)
+
+
+class PairOps:
+    """The pair operations of tools/operations.py (``Domain.PAIRS``)."""
+
+    def __init__(self, array: ArrayState, ref: PairManagerRef | None = None) -> None:
+        self.array = array
+
+        def remote(name: str) -> Any:
+            link = array.links.get(name)
+            return link.remote if link is not None else None
+
+        self.manager = PairManager(array.data_dir, array.initiator_name, array.supervisor, self.find_lu, remote)
+        if ref is not None:
+            ref.manager = self.manager
+
+    def find_lu(self, target: str, lun: int) -> LogicalUnit | None:
+        """The LU exported as ``lun`` of ``target`` on this array."""
+        ds = self.array.device_servers.get(target)
+        return ds.luns.get(lun) if ds is not None else None
+
+    def _volume(self, text: str, what: str) -> tuple[str, int]:
+        """``TARGET/LUN`` (the target's IQN and a LUN) or the name of an exported catalog LU."""
+        target, sep, lun = text.rpartition("/")
+        if sep and lun.isdigit():
+            return target, int(lun)
+        for row in self.array.catalog.exports():
+            if row["lu"] == text:
+                return str(row["target"]), int(row["lun"])
+        raise AdminError(f"{what} {text!r}: not TARGET/LUN (e.g. iqn.2026-11.org.sanlab:array-a/0) "
+                         "nor an exported LU's name")
+
+    async def load(self) -> None:
+        """The pairs of the data directory again (after the remotes, whose links they use)."""
+        await self.manager.load()
+
+    async def close(self) -> None:
+        """Log the pairs' sessions out (after the supervisor stopped their movers)."""
+        await self.manager.close()
+
+    async def pair_create(self, name: str, pvol: str, remote: str, svol: str, fence: str = "data", group: str = "",
+                          extent: str = "", bidirectional: bool = False, no_copy: bool = False) -> dict[str, Any]:
+        """Form pair NAME from local PVOL to SVOL on REMOTE (checked first at both arrays)."""
+        if bidirectional:
+            raise AdminError("pair create --bidirectional: not supported yet (issue 14)")
+        rng: tuple[int, int] | None = None
+        if extent:
+            a, sep, b = extent.partition(":")
+            if not (sep and a.isdigit() and b.isdigit() and int(b) > 0):
+                raise AdminError(f"extent {extent!r}: LBA:COUNT, COUNT > 0")
+            rng = (int(a), int(b))
+        try:
+            return await self.manager.create(name, self._volume(pvol, "pvol"), remote, self._volume(svol, "svol"),
+                                             fence=fence, group=group, extent=rng, no_copy=no_copy)
+        except PairError as exc:
+            raise AdminError(f"pair create {name}: {exc}") from None
+
+    async def pair_split(self, name: str, rw: bool = False) -> dict[str, Any]:
+        """Split pair NAME at a consistent point (``rw``: the S-VOL takes host writes)."""
+        try:
+            return await self.manager.split(name, rw)
+        except PairError as exc:
+            raise AdminError(f"pair split {name}: {exc}") from None
+
+    async def pair_resync(self, name: str, reverse: bool = False) -> dict[str, Any]:
+        """Copy only what differs and return pair NAME to PAIR."""
+        if reverse:
+            raise AdminError("pair resync --reverse: not supported yet (issue 14)")
+        try:
+            return await self.manager.resync(name)
+        except PairError as exc:
+            raise AdminError(f"pair resync {name}: {exc}") from None
+
+    async def pair_delete(self, name: str, force: bool = False) -> dict[str, Any]:
+        """Return both halves of pair NAME to SMPL (``force``: this side alone)."""
+        try:
+            return await self.manager.delete(name, force)
+        except PairError as exc:
+            raise AdminError(f"pair delete {name}: {exc}") from None
+
+    def pair_display(self, name: str | None = None) -> list[dict[str, Any]]:
+        """Every pair half at this array, or NAME's."""
+        try:
+            return self.manager.display(name)
+        except PairError as exc:
+            raise AdminError(str(exc)) from None
+
+    def users_of_remote(self, remote: str) -> list[str]:
+        """The pairs whose S-VOL is on ``remote`` (a remote they use cannot be deleted)."""
+        return [f"pair {p.record.name}" for p in self.manager.pairs.values()
+                if p.record.role == "P-VOL" and p.record.remote == remote]
