@@ -32,7 +32,8 @@ from sanlab.replication.link import Remote
 from sanlab.replication.pair import TRACK_BYTES, PairHalf, PairVolume
 from sanlab.replication.pair_state import FenceLevel, PairRole, PairState
 from sanlab.replication.refusals import Refusal, refusal_of, refuse
-from sanlab.replication.states import Event, InvalidTransition, Transition, step
+from sanlab.replication.states import Event, InvalidTransition, TakeoverKind, Transition, step
+from sanlab.replication.states import takeover as takeover_decision
 from sanlab.scsi.lu import LogicalUnit
 from sanlab.scsi.task import Nexus
 from sanlab.storage.bitmap import PersistentBitmap
@@ -117,12 +118,15 @@ class PairManager:
 
     def __init__(self, data_dir: Path, initiator_name: str, supervisor: Supervisor,
                  find_lu: Callable[[str, int], LogicalUnit | None], find_remote: Callable[[str], Remote | None],
-                 settings: PairSettings | None = None) -> None:
+                 settings: PairSettings | None = None,
+                 find_primary: Callable[[str], Remote | None] | None = None) -> None:
         self.dir = Path(data_dir) / "pairs"
         self.initiator_name = initiator_name
         self.supervisor = supervisor
         self.find_lu = find_lu
         self.find_remote = find_remote
+        self.find_primary: Callable[[str], Remote | None] = find_primary or (lambda _name: None)
+        """S side: the remote through which the P array (known by its initiator name) is reached."""
         self.settings = settings or PairSettings()
         self.pairs: dict[str, Pair] = {}
         self._by_id: dict[int, Pair] = {}
@@ -490,6 +494,63 @@ class PairManager:
             except FileNotFoundError:
                 pass
         log.info("pair_deleted", pair=p.record.name, role=p.record.role)
+
+    async def _peer_reachable(self, p: Pair) -> bool:
+        """Whether the other array answers now (a takeover's first question)."""
+        if p.half.role is PairRole.P_VOL:
+            if p.session is None:
+                try:
+                    p.session, p.volume.mirror = await self._open_session(p.record)
+                except PairError:
+                    return False
+            try:
+                await self._control(p, proto.GetPairStatusCdb(p.record.pair_id).encode(),
+                                    read_length=proto.STATUS_LENGTH)
+                return True
+            except (PairError, PeerFailure):
+                return False
+        remote = self.find_primary(p.record.peer_initiator)
+        if remote is None:
+            return False
+        for host, port in remote.portals:
+            cfg = InitiatorConfig(initiator_name=self.initiator_name,
+                                  isid=stable_isid(self.initiator_name, f"takeover:{p.record.name}"),
+                                  chap=remote.chap, target_chap=remote.mutual_chap,
+                                  login_timeout=self.settings.login_timeout,
+                                  command_timeout=self.settings.command_timeout, reconnect=False)
+            try:
+                async with IscsiSession(host, port, remote.target, cfg) as s:
+                    await s.ping()
+                    return True
+            except (IscsiError, OSError, PeerFailure, asyncio.TimeoutError):
+                continue
+        return False
+
+    async def takeover(self, name: str) -> dict[str, Any]:
+        """Serve pair ``name`` from this array, as CCI's horctakeover decides (replication/states.py):
+        nop, S-VOL takeover (SSWS) or P-VOL takeover (the fence lifted); the result's ``exit_code``
+        is horctakeover's (0 nop, 1 swap, 2 S-VOL, 3 P-VOL)."""
+        p = self._get(name)
+        h = p.half
+        reachable = await self._peer_reachable(p)
+        try:
+            decision = takeover_decision(h.role, h.state, h.fence, reachable)
+        except InvalidTransition as exc:
+            raise PairError(str(exc)) from None
+        if decision.kind is TakeoverKind.SWAP:
+            raise PairError("the P array answers and the pair is in step: that takeover is a swap, "
+                            "not supported yet (split the pair, or stop the P array first)")
+        if decision.event is not None:
+            await p.volume.drain()
+            if decision.kind is TakeoverKind.PVOL:
+                h.fence_released = True
+                await self.supervisor.stop(COPY_KIND, name)
+            # From here this side takes writes the other does not see: a new generation.
+            p.record.generation = random.getrandbits(63)
+            await p.volume.apply(decision.event, f"{decision.kind.name.lower()} takeover by the user"
+                                 + ("" if reachable else ", the other array unreachable"))
+        log.info("pair_takeover", pair=name, kind=decision.kind.name, peer_reachable=reachable)
+        return dict(self.describe(p), takeover=decision.kind.name.lower(), exit_code=int(decision.kind))
 
     # --- views ----------------------------------------------------------------------------------------------
 

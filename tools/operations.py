@@ -396,6 +396,10 @@ OPERATIONS: Final[dict[str, Operation]] = {op.name: op for op in (
         Param("name", Kind.TEXT, "name of the pair"),
         Param("force", Kind.BOOL, "delete this side alone (the peer is gone)", False),
     )),
+    Operation("pair_takeover", Domain.PAIRS,
+              "Serve pair NAME from this array: nop, S-VOL takeover or P-VOL takeover (horctakeover's table).", (
+        Param("name", Kind.TEXT, "name of the pair"),
+    )),
     Operation("pair_display", Domain.PAIRS, "Every pair half at this array (or NAME): role, state, progress.", (
         Param("name", Kind.TEXT, "only this pair", None, default_help="all"),
     )),

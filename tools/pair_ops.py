@@ -40,7 +40,16 @@ class PairOps:
             link = array.links.get(name)
             return link.remote if link is not None else None
 
-        self.manager = PairManager(array.data_dir, array.initiator_name, array.supervisor, self.find_lu, remote)
+        def primary(initiator: str) -> Any:
+            # The P array is known by its initiator name; its remote here is the one whose target has
+            # that name (an array's initiator and target share the name in sanlab's examples), else
+            # the one remote there is.
+            links = list(array.links.values())
+            named = [ln.remote for ln in links if ln.remote.target == initiator]
+            return named[0] if named else (links[0].remote if len(links) == 1 else None)
+
+        self.manager = PairManager(array.data_dir, array.initiator_name, array.supervisor, self.find_lu, remote,
+                                   find_primary=primary)
         if ref is not None:
             ref.manager = self.manager
 
@@ -107,6 +116,13 @@ class PairOps:
             return await self.manager.delete(name, force)
         except PairError as exc:
             raise AdminError(f"pair delete {name}: {exc}") from None
+
+    async def pair_takeover(self, name: str) -> dict[str, Any]:
+        """Serve pair NAME from this array (horctakeover's decision table); ``exit_code`` is its exit code."""
+        try:
+            return await self.manager.takeover(name)
+        except PairError as exc:
+            raise AdminError(f"pair takeover {name}: {exc}") from None
 
     def pair_display(self, name: str | None = None) -> list[dict[str, Any]]:
         """Every pair half at this array, or NAME's."""

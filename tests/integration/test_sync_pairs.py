@@ -205,3 +205,167 @@ def test_fence_never_keeps_writing_and_delete_frees_both_sides(arrays: Arrays) -
     while host_write(ar.b, B, 0, bytes([1]) * 512)[0] != 0:
         assert time.monotonic() < deadline, "B's LU still refuses writes after delete"
         time.sleep(0.2)
+
+
+def test_p_array_killed_during_writes_loses_nothing_and_resends_only_its_active_tracks(arrays: Arrays) -> None:
+    ar = arrays
+    ar.create("--no-copy", "--fence", "data")
+    ar.wait(ar.a, "PAIR")
+    acked: list[tuple[int, int]] = []
+    for i in range(12):  # acknowledged writes over tracks 0..5
+        off = (i % 6) * TRACK + (i // 6) * 8192
+        assert qemu_write(ar.a, A, off, 4096, 0x20 + i).returncode == 0
+        acked.append((off, 0x20 + i))
+    # One more write in flight when A dies (its outcome is unknown to the host: either copy may hold it).
+    inflight = subprocess.Popen(["qemu-io", "-f", "raw", "-c", f"write -P 0x99 {7 * TRACK} 65536",
+                                 f"iscsi://{ar.a.portal}/{A}/0"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.05)
+    ar.a.stop(signal.SIGKILL)
+    inflight.wait(60)
+    b = ar.file(ar.b)
+    for off, pattern in acked:  # every acknowledged write is at the S-VOL
+        assert b[off:off + 4096] == bytes([pattern]) * 4096, (off, pattern)
+    ar.a = ar.start("a")
+    ar.wait(ar.a, "PAIR")
+    row = ar.pair(ar.a)
+    # Only the activity log's tracks (the ones written: 0-5 and maybe 7) went again, never the volume.
+    assert 0 < row["copied_bytes"] <= 7 * TRACK, row
+    assert ar.file(ar.a) == ar.file(ar.b)
+
+
+def test_takeover_serves_from_the_surviving_array(arrays: Arrays) -> None:
+    ar = arrays
+    ar.create("--no-copy", "--fence", "data")
+    ar.wait(ar.a, "PAIR")
+    ar.wait(ar.b, "PAIR")
+    assert qemu_write(ar.a, A, 0, 65536, 0x61).returncode == 0
+    # The P array dies: S-VOL takeover at B (horctakeover exit code 2), B serves writes.
+    ar.a.stop(signal.SIGKILL)
+    cp = ar.cli(ar.b, "pair", "takeover", "p0")
+    assert cp.returncode == 2, cp.stderr
+    assert json.loads(cp.stdout)["takeover"] == "svol"
+    assert ar.pair(ar.b)["state"] == "SSWS"
+    assert ar.file(ar.b)[:65536] == bytes([0x61]) * 65536  # what A acknowledged is here
+    assert host_write(ar.b, B, 4 * TRACK // 512, bytes([0x62]) * 4096) == (0, None)
+    assert ar.pair(ar.b)["pending_bytes"] == TRACK  # recorded for the way back
+    assert ar.cli(ar.b, "pair", "takeover", "p0").returncode == 0  # already serving: nop
+    # A comes back still P-VOL PAIR (it never heard); its own takeover is a nop there.
+    ar.a = ar.start("a")
+    assert ar.pair(ar.a)["role"] == "P-VOL"
+
+
+def test_p_vol_takeover_lifts_the_fence(arrays: Arrays) -> None:
+    ar = arrays
+    ar.create("--no-copy", "--fence", "data")
+    ar.wait(ar.a, "PAIR")
+    ar.b.stop(signal.SIGKILL)
+    assert "write failed" in qemu_write(ar.a, A, 0, 4096, 0x71).stderr + qemu_write(ar.a, A, 0, 4096, 0x71).stdout
+    cp = ar.cli(ar.a, "pair", "takeover", "p0")
+    assert cp.returncode == 3, cp.stderr + cp.stdout  # P-VOL takeover
+    assert qemu_write(ar.a, A, 0, 4096, 0x72).returncode == 0
+    assert ar.file(ar.a)[:4096] == bytes([0x72]) * 4096
+    row = ar.pair(ar.a)
+    assert row["state"] == "PSUE" and row["pending_bytes"] == TRACK
+
+
+class Proxy:
+    """A TCP relay on 127.0.0.3 between A and B that the test can cut and heal (a link loss
+    without a kill: both arrays stay up, the connections between them die)."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        import socket
+        import threading
+        self.upstream = upstream
+        self.listener = socket.create_server(("127.0.0.3", 0))
+        self.port = self.listener.getsockname()[1]
+        self.up = True
+        self.conns: list[Any] = []
+        self.lock = threading.Lock()
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+        while not self.closed:
+            try:
+                c, _ = self.listener.accept()
+            except OSError:
+                return
+            if not self.up:
+                c.close()
+                continue
+            try:
+                u = socket.create_connection(self.upstream, timeout=5)
+            except OSError:
+                c.close()
+                continue
+            with self.lock:
+                self.conns += [c, u]
+            for a, b in ((c, u), (u, c)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(a: Any, b: Any) -> None:
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+    def cut(self) -> None:
+        import socket
+        self.up = False
+        with self.lock:
+            for s in self.conns:
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            self.conns.clear()
+
+    def heal(self) -> None:
+        self.up = True
+
+    def close(self) -> None:
+        self.closed = True
+        self.cut()
+        self.listener.close()
+
+
+def test_link_loss_without_a_kill_suspends_and_resync_heals(tmp_path: Path) -> None:
+    need("qemu-io")
+    pb = free_port("127.0.0.2")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    proxy = Proxy(("127.0.0.2", pb))
+    b = start_sanlab(tmp_path / "b", config(B, A, "127.0.0.1:1"), "127.0.0.2", pb)
+    a = start_sanlab(tmp_path / "a", config(A, B, f"127.0.0.3:{proxy.port}"), "127.0.0.1", free_port("127.0.0.1"))
+    ar = Arrays.__new__(Arrays)
+    ar.tmp, ar.a, ar.b = tmp_path, a, b
+    try:
+        ar.create("--no-copy", "--fence", "never")
+        ar.wait(a, "PAIR")
+        assert qemu_write(a, A, 0, 4096, 0x51).returncode == 0
+        assert ar.file(b)[:4096] == bytes([0x51]) * 4096
+        proxy.cut()
+        assert qemu_write(a, A, 10 * TRACK, 4096, 0x52).returncode == 0  # fence never: acknowledged
+        row = ar.pair(a)
+        assert row["state"] == "PSUE" and row["pending_bytes"] == TRACK
+        assert ar.file(b)[10 * TRACK:10 * TRACK + 4096] != bytes([0x52]) * 4096  # B never got it
+        proxy.heal()
+        ar.ok(a, "pair", "resync", "p0")
+        ar.wait(a, "PAIR")
+        assert ar.pair(a)["copied_bytes"] == TRACK
+        assert ar.file(a) == ar.file(b)
+    finally:
+        proxy.close()
+        for sp in (a, b):
+            if sp.proc.poll() is None:
+                sp.stop(signal.SIGKILL)
