@@ -44,7 +44,7 @@ def control_rows(manager: ManagerRef) -> dict[int, CommandSpec]:
     async def set_state(ctx: Ctx) -> ScsiResult:
         cdb = proto.SetPairStateCdb.decode(ctx.cdb)
         generation = proto.decode_state_parameters(ctx.task.data_out)
-        await need().peer_state(cdb.pair_id, cdb.new_state, cdb.reason, generation)
+        await need().peer_state(cdb.pair_id, cdb.new_state, cdb.reason, generation, ctx.task.nexus)
         return ScsiResult(transfer_length=len(ctx.task.data_out), data_out_direction=True)
 
     async def status(ctx: Ctx) -> ScsiResult:

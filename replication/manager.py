@@ -346,7 +346,8 @@ class PairManager:
                                     f"{need}: the S-VOL must be at least as large")
                 reg = proto.PairRegistration(name, svol[1], lu.num_blocks, lu.block_size, self.initiator_name[:64],
                                              rec.generation, start, count, fence_level,
-                                             proto.PairFlags.NO_COPY if no_copy else proto.PairFlags(0), group)
+                                             proto.PairFlags.NO_COPY if no_copy else proto.PairFlags(0), group,
+                                             pvol[1], pvol[0])
                 tmp = Pair(rec, None, lu, session)  # type: ignore[arg-type]
                 await self._control(tmp, proto.RegisterPairCdb(rec.pair_id).encode(),
                                     reg.encode())
@@ -538,8 +539,7 @@ class PairManager:
         except InvalidTransition as exc:
             raise PairError(str(exc)) from None
         if decision.kind is TakeoverKind.SWAP:
-            raise PairError("the P array answers and the pair is in step: that takeover is a swap, "
-                            "not supported yet (split the pair, or stop the P array first)")
+            return dict(await self.swap(name), takeover="swap", exit_code=int(decision.kind))
         if decision.event is not None:
             await p.volume.drain()
             if decision.kind is TakeoverKind.PVOL:
@@ -551,6 +551,72 @@ class PairManager:
                                  + ("" if reachable else ", the other array unreachable"))
         log.info("pair_takeover", pair=name, kind=decision.kind.name, peer_reachable=reachable)
         return dict(self.describe(p), takeover=decision.kind.name.lower(), exit_code=int(decision.kind))
+
+    async def swap(self, name: str) -> dict[str, Any]:
+        """At the S side: exchange the roles, so this array's volume becomes the P-VOL and the old
+        P-VOL is brought up to date from it by bitmap only (this side's writes since a takeover,
+        and whatever the old P side took alone); the pair then mirrors the other way."""
+        p = self._get(name)
+        h, rec = p.half, p.record
+        if h.role is not PairRole.S_VOL:
+            raise PairError(f"swap pair {name} from its S-VOL array (this array holds the P-VOL)")
+        try:
+            step(h.role, h.state, Event.SWAP)
+        except InvalidTransition as exc:
+            raise PairError(str(exc)) from None
+        remote = self.find_primary(rec.peer_initiator)
+        if remote is None:
+            raise PairError(f"no remote here reaches the P array {rec.peer_initiator}: add one "
+                            "(`sanlab remote add`) and swap again")
+        if not rec.peer_target:
+            raise PairError("the P array did not say where its P-VOL is (pair made by an older sanlab)")
+        old_remote = rec.remote
+        rec.remote = remote.name  # this side is about to be the P side: its peer is that remote
+        try:
+            session, mirror = await self._open_session(rec)
+        except PairError:
+            rec.remote = old_remote
+            raise
+        p.session, p.volume.mirror = session, mirror
+        await p.volume.drain()
+        try:
+            await self._send_state(p, PairState.COPY, proto.StateReason.SWAP)
+            merged = await self._merge_peer_bitmap(p)
+        except (PairError, PeerFailure) as exc:
+            rec.remote = old_remote
+            p.session, p.volume.mirror = None, None
+            await session.close()
+            raise PairError(f"swap {name}: the P array did not take it: {exc}") from None
+        rec.generation = random.getrandbits(63)
+        h.s_writable = h.fence_released = h.peer_marked = False
+        h.peer_initiator = rec.peer_initiator = ""
+        p.volume.copied_bytes = 0
+        await p.volume.apply(Event.SWAP, "swap by the user")
+        log.info("pair_swapped", pair=name, role=h.role.label, peer_tracks=merged,
+                 pending_bytes=p.volume.pending_bytes)
+        self._spawn_connect(p)
+        return self.describe(p)
+
+    async def _swapped_by_peer(self, p: Pair, nexus: Nexus | None) -> None:
+        """At the old P side: the S side swapped; this half becomes the S-VOL, in COPY, written by
+        the new P array's initiator only."""
+        h = p.half
+        try:
+            step(h.role, h.state, Event.SWAP)
+        except InvalidTransition:
+            raise refuse(Refusal.WRONG_STATE) from None
+        if nexus is None:
+            raise refuse(Refusal.NOT_READY)
+        await self.supervisor.stop(COPY_KIND, p.record.name)
+        await p.volume.drain()
+        session, p.session, p.volume.mirror = p.session, None, None
+        if session is not None:
+            self._beside(session.close(), p.record.name)
+        h.peer_initiator = p.record.peer_initiator = nexus.initiator_name
+        h.fence_released = h.peer_marked = False
+        p.record.remote = nexus.initiator_name
+        p.volume.copied_bytes = 0
+        await p.volume.apply(Event.SWAP, "swapped by the peer")
 
     # --- views ----------------------------------------------------------------------------------------------
 
@@ -601,6 +667,7 @@ class PairManager:
                 raise refuse(Refusal.SVOL_TOO_SMALL)
             no_copy = bool(reg.flags & proto.PairFlags.NO_COPY)
             rec = PairRecord(reg.name, pair_id, "S-VOL", "SMPL", reg.fence.name.lower(), target, lun, reg.array_name,
+                             peer_target=reg.pvol_target, peer_lun=reg.pvol_lun,
                              peer_initiator=nexus.initiator_name, group=reg.group,
                              generation=reg.generation_id, sync_generation=reg.generation_id if no_copy else 0)
             try:
@@ -623,10 +690,14 @@ class PairManager:
         log.info("pair_registered", pair=reg.name, svol=f"{target}/{lun}", primary=reg.array_name,
                  fence=rec.fence, no_copy=no_copy)
 
-    async def peer_state(self, pair_id: int, state: PairState, reason: proto.StateReason, generation: int) -> None:
+    async def peer_state(self, pair_id: int, state: PairState, reason: proto.StateReason, generation: int,
+                         nexus: Nexus | None = None) -> None:
         """SET PAIR STATE at either side: the peer tells us its new state."""
         p = self._by_pair_id(pair_id)
         h = p.half
+        if state is PairState.COPY and reason is proto.StateReason.SWAP:
+            await self._swapped_by_peer(p, nexus)
+            return
         event = {PairState.PAIR: Event.COPY_DONE, PairState.COPY: Event.RESYNC, PairState.PSUE: Event.PEER_SUSPENDED,
                  PairState.SSUS: Event.SPLIT_RW if reason is proto.StateReason.TAKEOVER else Event.SPLIT,
                  PairState.PSUS: Event.SPLIT}.get(state)

@@ -140,14 +140,14 @@ _READ_BITMAP_CDB = struct.Struct(">BQIHB")
 _DELETE_CDB = struct.Struct(">BQB5xB")
 """DELETE PAIR: OPERATION CODE, PAIR ID, FORCE, reserved, CONTROL."""
 
-_REGISTRATION = struct.Struct(">BBBxI8sQQQQ32s32s64s")
+_REGISTRATION = struct.Struct(">BBBxI8sQQQQ32s32s64s8s224s")
 """REGISTER PAIR parameter list: VERSION, FENCE LEVEL, FLAGS, reserved, BLOCK SIZE, S-VOL LUN,
 P-VOL BLOCKS, EXTENT LBA, EXTENT BLOCKS, GENERATION ID, PAIR NAME, CONSISTENCY GROUP, ARRAY NAME."""
 _STATE_PARAMS = struct.Struct(">Q")
 """SET PAIR STATE parameter list: the sender's GENERATION ID."""
 
 REGISTRATION_LENGTH = _REGISTRATION.size
-"""Bytes of the REGISTER PAIR parameter list (176)."""
+"""Bytes of the REGISTER PAIR parameter list (408)."""
 _STATUS = struct.Struct(">BB2xIQQQQQ")
 """GET PAIR STATUS data: STATE, ROLE, reserved, GRANULARITY, PAIR ID, GENERATION ID, SYNC GENERATION ID,
 DIFFERENCE COUNT, BITMAP UNITS."""
@@ -334,10 +334,18 @@ class PairRegistration:
     flags: PairFlags = PairFlags(0)
     group: str = ""
     """Consistency group name, up to 32 bytes of UTF-8; empty: none (offset 80)."""
+    pvol_lun: int = 0
+    """The P-VOL's LUN at its array, as the 8-byte SAM-5 LUN field (offset 176): where a swap sends
+    the data back."""
+    pvol_target: str = ""
+    """The P-VOL's target name at its array, up to 224 bytes of UTF-8 (an iSCSI name is at most 223,
+    RFC 7143 §4.2.7.1); empty: not given (offset 184)."""
 
     def _check(self) -> None:
         if not 0 <= self.svol_lun <= MAX_LUN:
             raise invalid_parameter(8)
+        if not 0 <= self.pvol_lun <= MAX_LUN:
+            raise invalid_parameter(176)
         if self.block_size < 512 or self.block_size & (self.block_size - 1):
             raise invalid_parameter(4)
         if not self.pvol_blocks:
@@ -348,22 +356,23 @@ class PairRegistration:
             raise invalid_parameter(24)
 
     def encode(self) -> bytes:
-        """The 176-byte list; ScsiError INVALID FIELD IN PARAMETER LIST for a value it cannot carry."""
+        """The 408-byte list; ScsiError INVALID FIELD IN PARAMETER LIST for a value it cannot carry."""
         self._check()
         return _REGISTRATION.pack(
             PROTOCOL_VERSION, self.fence, self.flags, self.block_size, encode_lun(self.svol_lun),
             self.pvol_blocks, self.extent_lba, self.extent_blocks, self.generation_id,
             _encode_name(self.name, 32, 48, True), _encode_name(self.group, 32, 80, False),
-            _encode_name(self.array_name, 64, 112, True))
+            _encode_name(self.array_name, 64, 112, True), encode_lun(self.pvol_lun),
+            _encode_name(self.pvol_target, 224, 184, False))
 
     @classmethod
     def decode(cls, data: Buffer) -> PairRegistration:
-        """Decode; PARAMETER LIST LENGTH ERROR if not 176 bytes, else INVALID FIELD IN PARAMETER LIST
+        """Decode; PARAMETER LIST LENGTH ERROR if not 408 bytes, else INVALID FIELD IN PARAMETER LIST
         pointing at the field (SPC-4 §4.5.2.4.2, C/D 0)."""
         if len(data) != REGISTRATION_LENGTH:
             raise ScsiError(SenseKey.ILLEGAL_REQUEST, Asc.PARAMETER_LIST_LENGTH_ERROR)
         (version, fence, flags, block_size, lun, blocks, lba, count, gen, name, group,
-         array) = _REGISTRATION.unpack_from(data)
+         array, plun, ptarget) = _REGISTRATION.unpack_from(data)
         if version != PROTOCOL_VERSION:
             raise invalid_parameter(0)
         fence_level = _enum(FenceLevel, fence, 1, in_cdb=False)
@@ -373,8 +382,12 @@ class PairRegistration:
         svol_lun = decode_lun(lun)
         if svol_lun == NOT_SUPPORTED:
             raise invalid_parameter(8)
+        pvol_lun = decode_lun(plun)
+        if pvol_lun == NOT_SUPPORTED:
+            raise invalid_parameter(176)
         reg = cls(_decode_name(name, 48, True), svol_lun, blocks, block_size, _decode_name(array, 112, True),
-                  gen, lba, count, fence_level, PairFlags(flags), _decode_name(group, 80, False))
+                  gen, lba, count, fence_level, PairFlags(flags), _decode_name(group, 80, False), pvol_lun,
+                  _decode_name(ptarget, 184, False))
         reg._check()
         return reg
 

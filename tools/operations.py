@@ -400,6 +400,10 @@ OPERATIONS: Final[dict[str, Operation]] = {op.name: op for op in (
               "Serve pair NAME from this array: nop, S-VOL takeover or P-VOL takeover (horctakeover's table).", (
         Param("name", Kind.TEXT, "name of the pair"),
     )),
+    Operation("pair_swap", Domain.PAIRS,
+              "At the S-VOL's array: exchange the roles of pair NAME; the old P-VOL catches up by bitmap only.", (
+        Param("name", Kind.TEXT, "name of the pair"),
+    )),
     Operation("pair_display", Domain.PAIRS, "Every pair half at this array (or NAME): role, state, progress.", (
         Param("name", Kind.TEXT, "only this pair", None, default_help="all"),
     )),

@@ -11,8 +11,8 @@ The forms (issue 14; scripts depend on them)::
 
 Exit status as ``sanlab admin``: 0 done, 1 refused by the array (the message says why), 2 not
 understood or no array running; ``wait`` exits 1 when the timeout passes first; ``takeover`` exits
-with CCI horctakeover's codes: 0 nop, 2 S-VOL takeover, 3 P-VOL takeover (1, swap, is not made
-yet), and 1 when it is refused (the message says why).
+with CCI horctakeover's codes: 0 nop, 1 swap, 2 S-VOL takeover, 3 P-VOL takeover; a refused
+takeover exits 1 too, with the message on stderr and nothing on stdout.
 """
 from __future__ import annotations
 
@@ -82,7 +82,7 @@ def cmd_pair(args: argparse.Namespace) -> int:
             print(json.dumps(result, indent=2))
             return int(result["exit_code"])  # horctakeover's: 0 nop, 1 swap, 2 S-VOL, 3 P-VOL takeover
         elif action == "swap":
-            raise _Refused(f"pair swap {args.name}: not supported yet (issue 14)")
+            print(json.dumps(_call(data_dir, "pair_swap", {"name": args.name}), indent=2))
         elif action == "display":
             return _display(data_dir, args)
         elif action == "wait":

@@ -124,6 +124,13 @@ class PairOps:
         except PairError as exc:
             raise AdminError(f"pair takeover {name}: {exc}") from None
 
+    async def pair_swap(self, name: str) -> dict[str, Any]:
+        """At the S-VOL's array: exchange the roles; the old P-VOL catches up by bitmap only."""
+        try:
+            return await self.manager.swap(name)
+        except PairError as exc:
+            raise AdminError(f"pair swap {name}: {exc}") from None
+
     def pair_display(self, name: str | None = None) -> list[dict[str, Any]]:
         """Every pair half at this array, or NAME's."""
         try:

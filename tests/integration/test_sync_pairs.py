@@ -249,9 +249,29 @@ def test_takeover_serves_from_the_surviving_array(arrays: Arrays) -> None:
     assert host_write(ar.b, B, 4 * TRACK // 512, bytes([0x62]) * 4096) == (0, None)
     assert ar.pair(ar.b)["pending_bytes"] == TRACK  # recorded for the way back
     assert ar.cli(ar.b, "pair", "takeover", "p0").returncode == 0  # already serving: nop
-    # A comes back still P-VOL PAIR (it never heard); its own takeover is a nop there.
+    # A comes back still a P-VOL: it tries to resend its active tracks, B refuses the old primary.
     ar.a = ar.start("a")
-    assert ar.pair(ar.a)["role"] == "P-VOL"
+    ar.wait(ar.a, "PSUE")
+    assert ar.file(ar.b)[4 * TRACK:4 * TRACK + 4096] == bytes([0x62]) * 4096  # B's write kept
+    # Failback without a full copy: swap at B; B is the P-VOL, A catches up by bitmap.
+    swapped = ar.ok(ar.b, "pair", "swap", "p0")
+    assert swapped["role"] == "P-VOL"
+    ar.wait(ar.b, "PAIR")
+    ar.wait(ar.a, "PAIR")
+    assert ar.pair(ar.a)["role"] == "S-VOL"
+    assert 0 < ar.pair(ar.b)["copied_bytes"] <= 3 * TRACK, ar.pair(ar.b)
+    assert ar.file(ar.a) == ar.file(ar.b)
+    assert host_write(ar.a, A, 0, bytes(512))[1] == bytes([0x07, 0x27, 0x00])  # A is the S-VOL now
+    assert host_write(ar.b, B, 9 * TRACK // 512, bytes([0x63]) * 512) == (0, None)  # mirrored to A
+    assert ar.file(ar.a)[9 * TRACK:9 * TRACK + 512] == bytes([0x63]) * 512
+    # And back: swap at A, the pair runs A -> B again, nothing to send but the activity log.
+    ar.ok(ar.a, "pair", "swap", "p0")
+    ar.wait(ar.a, "PAIR")
+    ar.wait(ar.b, "PAIR")
+    assert ar.pair(ar.a)["role"] == "P-VOL" and ar.pair(ar.b)["role"] == "S-VOL"
+    assert ar.pair(ar.a)["copied_bytes"] <= 2 * TRACK
+    assert qemu_write(ar.a, A, 20 * TRACK, 4096, 0x64).returncode == 0
+    assert ar.file(ar.a) == ar.file(ar.b)
 
 
 def test_p_vol_takeover_lifts_the_fence(arrays: Arrays) -> None:

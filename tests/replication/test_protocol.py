@@ -132,9 +132,10 @@ def test_any_parameter_list_is_decoded_or_refused(raw: bytes) -> None:
 # --- fixed bytes ------------------------------------------------------------------------------------------
 
 def test_register_pair_bytes() -> None:
-    assert RegisterPairCdb(0x0123456789ABCDEF).encode() == bytes.fromhex("c0 0123456789abcdef 00 000000b0 00 00")
+    assert RegisterPairCdb(0x0123456789ABCDEF).encode() == bytes.fromhex("c0 0123456789abcdef 00 00000198 00 00")
     reg = PairRegistration("db1", 2, 0x20000, 512, "array-a", 0x1122334455667788, 0x100, 0x800,
-                           FenceLevel.STATUS, PairFlags.BIDIRECTIONAL | PairFlags.NO_COPY, "grp")
+                           FenceLevel.STATUS, PairFlags.BIDIRECTIONAL | PairFlags.NO_COPY, "grp", 3,
+                           "iqn.2026-11.org.sanlab:array-a")
     raw = reg.encode()
     assert raw[:48] == bytes.fromhex(
         "01 01 03 00 00000200"             # VERSION, FENCE LEVEL status, FLAGS, reserved, BLOCK SIZE
@@ -145,6 +146,8 @@ def test_register_pair_bytes() -> None:
     assert raw[48:80] == b"db1".ljust(32, b"\0")
     assert raw[80:112] == b"grp".ljust(32, b"\0")
     assert raw[112:176] == b"array-a".ljust(64, b"\0")
+    assert raw[176:184] == bytes.fromhex("0003000000000000")  # P-VOL LUN 3
+    assert raw[184:408] == b"iqn.2026-11.org.sanlab:array-a".ljust(224, b"\0")
     assert PairRegistration.decode(raw) == reg
 
 
@@ -237,7 +240,8 @@ def test_malformed_registration() -> None:
     assert param_sense(raw[:48] + b"\xff\xfe".ljust(32, b"\0") + raw[80:]) == in_list(48)   # not UTF-8
     assert param_sense(raw[:48] + b"ab\0c".ljust(32, b"\0") + raw[80:]) == in_list(51)      # text after NUL
     assert param_sense(raw[:48] + bytes(32) + raw[80:]) == in_list(48)                      # no name
-    assert param_sense(raw[:112] + b"a\xc3(".ljust(64, b"\0")) == in_list(113)              # bad UTF-8 at 113
+    assert param_sense(raw[:112] + b"a\xc3(".ljust(64, b"\0") + raw[176:]) == in_list(113)  # bad UTF-8 at 113
+    assert param_sense(patched(raw, 176, 0x80)) == in_list(176)                # P-VOL LUN: logical unit addressing
     zero_blocks = raw[:16] + bytes(8) + raw[24:]
     assert param_sense(zero_blocks) == in_list(16)
     past_end = raw[:24] + (2000).to_bytes(8, "big") + (100).to_bytes(8, "big") + raw[40:]
