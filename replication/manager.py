@@ -32,7 +32,9 @@ from sanlab.replication.link import Remote
 from sanlab.replication.pair import TRACK_BYTES, PairHalf, PairVolume
 from sanlab.replication.pair_state import FenceLevel, PairRole, PairState
 from sanlab.replication.refusals import Refusal, refusal_of, refuse
-from sanlab.replication.states import Event, InvalidTransition, TakeoverKind, Transition, step
+from sanlab.replication.states import (
+    Event, InvalidTransition, SyncVerdict, TakeoverKind, Transition, compare_generations, step,
+)
 from sanlab.replication.states import takeover as takeover_decision
 from sanlab.scsi.lu import LogicalUnit
 from sanlab.scsi.task import Nexus
@@ -53,6 +55,18 @@ COPY_KIND = "pair-copy"
 
 class PairError(Exception):
     """An instruction refused, with the reason for the user (CLI: message and exit 1)."""
+
+
+def _tracks_text(tracks: list[int], most: int = 16) -> str:
+    """``3, 40-42, 100`` (at most ``most`` runs, then how many more)."""
+    runs: list[tuple[int, int]] = []
+    for t in tracks:
+        if runs and runs[-1][1] == t - 1:
+            runs[-1] = (runs[-1][0], t)
+        else:
+            runs.append((t, t))
+    text = ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs[:most])
+    return text + (f" and {len(runs) - most} more runs" if len(runs) > most else "") if runs else "none"
 
 
 @dataclass(slots=True)
@@ -165,7 +179,8 @@ class PairManager:
             if p is not None:
                 await self._save(p)
 
-        vol = PairVolume(half, lu.volume, bitmap, on_transition=saved, mark_peer=lambda: self._mark_peer(rec.name))
+        vol = PairVolume(half, lu.volume, bitmap, on_transition=saved, mark_peer=lambda: self._mark_peer(rec.name),
+                         on_diverge=lambda: self._diverged(rec.name))
         vol.copied_bytes = rec.copied_bytes
         return vol
 
@@ -265,6 +280,15 @@ class PairManager:
     async def _send_state(self, p: Pair, state: PairState, reason: proto.StateReason) -> None:
         cdb = proto.SetPairStateCdb(p.record.pair_id, state, reason).encode()
         await self._control(p, cdb, proto.encode_state_parameters(p.record.generation))
+
+    async def _diverged(self, name: str) -> None:
+        """A write the other half will not see is about to land here: a new generation, once."""
+        p = self.pairs.get(name)
+        if p is None or p.record.generation != p.record.sync_generation:
+            return
+        p.record.generation = random.getrandbits(63)
+        await self._save(p)
+        log.info("pair_diverged", pair=name, role=p.record.role, state=p.half.state.name)
 
     async def _mark_peer(self, name: str) -> bool:
         """Fence ``status``: tell the S side it is suspended; True if it acknowledged."""
@@ -552,10 +576,15 @@ class PairManager:
         log.info("pair_takeover", pair=name, kind=decision.kind.name, peer_reachable=reachable)
         return dict(self.describe(p), takeover=decision.kind.name.lower(), exit_code=int(decision.kind))
 
-    async def swap(self, name: str) -> dict[str, Any]:
+    async def swap(self, name: str, force: bool = False) -> dict[str, Any]:
         """At the S side: exchange the roles, so this array's volume becomes the P-VOL and the old
         P-VOL is brought up to date from it by bitmap only (this side's writes since a takeover,
-        and whatever the old P side took alone); the pair then mirrors the other way."""
+        and whatever the old P side took alone); the pair then mirrors the other way.
+
+        When both sides took writes on their own (a takeover here while the P side kept writing:
+        a split brain, told by the generation ids), the swap would overwrite the P side's writes:
+        it is refused, naming the tracks that would be given up, unless ``force`` says this side
+        wins."""
         p = self._get(name)
         h, rec = p.half, p.record
         if h.role is not PairRole.S_VOL:
@@ -580,13 +609,26 @@ class PairManager:
         p.session, p.volume.mirror = session, mirror
         await p.volume.drain()
         try:
+            raw = await self._control(p, proto.GetPairStatusCdb(rec.pair_id).encode(), read_length=proto.STATUS_LENGTH)
+            peer = proto.decode_status(raw)
+            verdict = compare_generations(rec.generation, rec.sync_generation, peer.generation_id,
+                                          peer.sync_generation_id)
+            if verdict is SyncVerdict.SPLIT_BRAIN and not force:
+                lost = await self._peer_tracks(p, peer.bitmap_units)
+                raise PairError(
+                    f"split brain: both arrays took writes on their own since they were last in step. The swap "
+                    f"would overwrite {len(lost)} track(s) of {TRACK_BYTES // 1024} KiB the P array "
+                    f"({rec.peer_initiator}) wrote alone: {_tracks_text(lost)}. Copy what is needed off the P-VOL "
+                    f"first; `sanlab pair swap {name} --force` makes this array's data win")
+            if verdict is SyncVerdict.SPLIT_BRAIN:
+                log.warning("pair_split_brain_resolved", pair=name, winner="this array (swap --force)")
             await self._send_state(p, PairState.COPY, proto.StateReason.SWAP)
             merged = await self._merge_peer_bitmap(p)
         except (PairError, PeerFailure) as exc:
             rec.remote = old_remote
             p.session, p.volume.mirror = None, None
             await session.close()
-            raise PairError(f"swap {name}: the P array did not take it: {exc}") from None
+            raise PairError(str(exc) if isinstance(exc, PairError) else f"the P array did not answer: {exc}") from None
         rec.generation = random.getrandbits(63)
         h.s_writable = h.fence_released = h.peer_marked = False
         h.peer_initiator = rec.peer_initiator = ""
@@ -596,6 +638,18 @@ class PairManager:
                  pending_bytes=p.volume.pending_bytes)
         self._spawn_connect(p)
         return self.describe(p)
+
+    async def _peer_tracks(self, p: Pair, units: int) -> list[int]:
+        """The tracks the peer's bitmap marks (read with READ DIFFERENCE BITMAP)."""
+        out: list[int] = []
+        start = 0
+        while start < units:
+            n = min(units - start, 65535)
+            cdb = proto.ReadDifferenceBitmapCdb(p.record.pair_id, start, n)
+            bits = proto.decode_bitmap(await self._control(p, cdb.encode(), read_length=cdb.data_in_length), n)
+            out += [start + i for i in range(n) if bits[i >> 3] & (1 << (i & 7))]
+            start += n
+        return out
 
     async def _swapped_by_peer(self, p: Pair, nexus: Nexus | None) -> None:
         """At the old P side: the S side swapped; this half becomes the S-VOL, in COPY, written by

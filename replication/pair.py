@@ -86,6 +86,9 @@ StateHook = Callable[[PairHalf, Transition], Awaitable[None]]
 """Called after every transition the volume itself makes (suspension by error): persist it."""
 MarkPeer = Callable[[], Awaitable[bool]]
 """Tell the S side it is suspended (fence ``status``); True when it acknowledged."""
+Diverge = Callable[[], Awaitable[None]]
+"""Called before a write the other half cannot see lands (a P-VOL in PSUE, an S-VOL serving on its
+own): the owner starts a new generation id, so a later swap can tell a split brain."""
 
 
 def _fenced() -> ScsiError:
@@ -99,7 +102,7 @@ class PairVolume(EmulatedBlockOps):
 
     def __init__(self, half: PairHalf, local: Volume, bitmap: PersistentBitmap, *,
                  mirror: Volume | None = None, on_transition: StateHook | None = None,
-                 mark_peer: MarkPeer | None = None) -> None:
+                 mark_peer: MarkPeer | None = None, on_diverge: Diverge | None = None) -> None:
         self.half = half
         self.local = local
         self.mirror = mirror
@@ -108,6 +111,7 @@ class PairVolume(EmulatedBlockOps):
         self.track_blocks = max(1, TRACK_BYTES // local.block_size)
         self._on_transition = on_transition
         self._mark_peer = mark_peer
+        self._on_diverge = on_diverge
         self._active: OrderedDict[int, None] = OrderedDict()
         self._inflight: dict[int, int] = {}
         """Track → mirrored writes to it running now (their bit must stay set)."""
@@ -231,6 +235,8 @@ class PairVolume(EmulatedBlockOps):
             if rule is WriteRule.MIRROR and self.mirror is not None and tracks:
                 await self._mirrored(lba, data, fua, tracks)
             else:
+                if self._on_diverge is not None and (h.state is PairState.PSUE or h.role is PairRole.S_VOL):
+                    await self._on_diverge()
                 await self._recorded(lba, data, fua, tracks)
         finally:
             self._writes_in_flight -= 1

@@ -403,6 +403,7 @@ OPERATIONS: Final[dict[str, Operation]] = {op.name: op for op in (
     Operation("pair_swap", Domain.PAIRS,
               "At the S-VOL's array: exchange the roles of pair NAME; the old P-VOL catches up by bitmap only.", (
         Param("name", Kind.TEXT, "name of the pair"),
+        Param("force", Kind.BOOL, "after a split brain: this array's data wins", False),
     )),
     Operation("pair_display", Domain.PAIRS, "Every pair half at this array (or NAME): role, state, progress.", (
         Param("name", Kind.TEXT, "only this pair", None, default_help="all"),

@@ -82,7 +82,7 @@ def cmd_pair(args: argparse.Namespace) -> int:
             print(json.dumps(result, indent=2))
             return int(result["exit_code"])  # horctakeover's: 0 nop, 1 swap, 2 S-VOL, 3 P-VOL takeover
         elif action == "swap":
-            print(json.dumps(_call(data_dir, "pair_swap", {"name": args.name}), indent=2))
+            print(json.dumps(_call(data_dir, "pair_swap", {"name": args.name, "force": args.force}), indent=2))
         elif action == "display":
             return _display(data_dir, args)
         elif action == "wait":
@@ -158,6 +158,7 @@ def add_pair_parser(sub: Any) -> None:
     t.add_argument("name", metavar="NAME")
     w = ps.add_parser("swap", help="exchange the P-VOL and S-VOL roles")
     w.add_argument("name", metavar="NAME")
+    w.add_argument("--force", action="store_true", help="after a split brain: this array's data wins")
     for q in (sp, rs, d, t, w):
         q.add_argument("--group", metavar="G", help="act on every pair of group G")
     dp = ps.add_parser("display", help="the pair halves at this array")

@@ -124,10 +124,10 @@ class PairOps:
         except PairError as exc:
             raise AdminError(f"pair takeover {name}: {exc}") from None
 
-    async def pair_swap(self, name: str) -> dict[str, Any]:
+    async def pair_swap(self, name: str, force: bool = False) -> dict[str, Any]:
         """At the S-VOL's array: exchange the roles; the old P-VOL catches up by bitmap only."""
         try:
-            return await self.manager.swap(name)
+            return await self.manager.swap(name, force)
         except PairError as exc:
             raise AdminError(f"pair swap {name}: {exc}") from None
 

@@ -389,3 +389,46 @@ def test_link_loss_without_a_kill_suspends_and_resync_heals(tmp_path: Path) -> N
         for sp in (a, b):
             if sp.proc.poll() is None:
                 sp.stop(signal.SIGKILL)
+
+
+def test_split_brain_is_found_and_reported_before_anything_is_overwritten(tmp_path: Path) -> None:
+    need("qemu-io")
+    pa, pb = free_port("127.0.0.1"), free_port("127.0.0.2")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    to_b, to_a = Proxy(("127.0.0.2", pb)), Proxy(("127.0.0.1", pa))
+    b = start_sanlab(tmp_path / "b", config(B, A, f"127.0.0.3:{to_a.port}"), "127.0.0.2", pb)
+    a = start_sanlab(tmp_path / "a", config(A, B, f"127.0.0.3:{to_b.port}"), "127.0.0.1", pa)
+    ar = Arrays.__new__(Arrays)
+    ar.tmp, ar.a, ar.b = tmp_path, a, b
+    try:
+        ar.create("--no-copy", "--fence", "never")
+        ar.wait(a, "PAIR")
+        ar.wait(b, "PAIR")
+        to_b.cut()
+        to_a.cut()
+        # Both sides write on their own: A (fence never) goes on in PSUE, B is taken over.
+        assert qemu_write(a, A, 3 * TRACK, 4096, 0xA1).returncode == 0
+        assert qemu_write(a, A, 4 * TRACK, 4096, 0xA2).returncode == 0
+        cp = ar.cli(b, "pair", "takeover", "p0")
+        assert cp.returncode == 2, cp.stderr
+        assert host_write(b, B, 10 * TRACK // 512, bytes([0xB1]) * 4096) == (0, None)
+        to_b.heal()
+        to_a.heal()
+        before_a, before_b = ar.file(a), ar.file(b)
+        refused = ar.cli(b, "pair", "swap", "p0")
+        assert refused.returncode == 1
+        assert "split brain" in refused.stderr and "2 track(s)" in refused.stderr and "3-4" in refused.stderr
+        assert ar.file(a) == before_a and ar.file(b) == before_b  # nothing overwritten
+        assert ar.pair(b)["state"] == "SSWS"
+        # Told which side wins: B's data (A's two tracks are given up, B's write is sent).
+        ar.ok(b, "pair", "swap", "p0", "--force")
+        ar.wait(b, "PAIR")
+        ar.wait(a, "PAIR")
+        assert ar.file(a) == ar.file(b) == before_b
+    finally:
+        to_b.close()
+        to_a.close()
+        for sp in (a, b):
+            if sp.proc.poll() is None:
+                sp.stop(signal.SIGKILL)
