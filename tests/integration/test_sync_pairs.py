@@ -28,6 +28,7 @@ WAIT = 60.0
 
 
 def config(me: str, peer: str, peer_portal: str) -> str:
+    """An array with a remote to its peer, LUN 0 of SIZE and a 1 MiB LUN 1 (for extent pairs)."""
     return f"""
 initiator_name = "{me}"
 [[remotes]]
@@ -40,6 +41,10 @@ name = "{me}"
 lun = 0
 file = "lun0.img"
 size = "{SIZE >> 20}MiB"
+[[targets.luns]]
+lun = 1
+file = "lun1.img"
+size = "1MiB"
 """
 
 
@@ -432,3 +437,23 @@ def test_split_brain_is_found_and_reported_before_anything_is_overwritten(tmp_pa
         for sp in (a, b):
             if sp.proc.poll() is None:
                 sp.stop(signal.SIGKILL)
+
+
+def test_extent_pair_mirrors_only_its_area_to_an_s_vol_sized_to_it(arrays: Arrays) -> None:
+    ar = arrays
+    start, count = 2048, 2048  # 1 MiB at 1 MiB of A's LUN 0, onto B's 1 MiB LUN 1
+    assert qemu_write(ar.a, A, 0, SIZE, 0x3C).returncode == 0
+    too_small = ar.cli(ar.a, "pair", "create", "px", "--pvol", f"{A}/0", "--remote", "array-b", "--svol", f"{B}/1")
+    assert too_small.returncode == 1 and "at least as large" in too_small.stderr  # whole P-VOL: B/1 too small
+    ar.ok(ar.a, "pair", "create", "p0", "--pvol", f"{A}/0", "--remote", "array-b", "--svol", f"{B}/1",
+          "--extent", f"{start}:{count}")
+    ar.wait(ar.a, "PAIR")
+    assert ar.pair(ar.a)["copied_bytes"] == count * 512
+    b1 = (ar.b.data_dir / "lun1.img").read_bytes()
+    assert b1 == ar.file(ar.a)[start * 512:(start + count) * 512]
+    assert qemu_write(ar.a, A, 0, 4096, 0x3D).returncode == 0  # outside: not sent
+    assert qemu_write(ar.a, A, start * 512 + 8192, 4096, 0x3E).returncode == 0  # inside: mirrored
+    b1 = (ar.b.data_dir / "lun1.img").read_bytes()
+    assert b1 == ar.file(ar.a)[start * 512:(start + count) * 512]
+    assert b1[8192:12288] == bytes([0x3E]) * 4096
+    assert ar.file(ar.b)[:4096] != bytes([0x3D]) * 4096  # B's LUN 0 untouched
