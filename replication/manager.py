@@ -254,7 +254,8 @@ class PairManager:
                                   command_timeout=self.settings.command_timeout,
                                   nop_interval=2.0, nop_timeout=self.settings.command_timeout, reconnect=True)
             session = IscsiSession(host, port, rec.peer_target, cfg)
-            mirror = ExternalVolume(f"pair {rec.name} S-VOL", session, rec.peer_lun, errors=(IscsiError, OSError))
+            mirror = ExternalVolume(f"pair {rec.name} S-VOL", session, rec.peer_lun, errors=(IscsiError, OSError),
+                                    ordered_by_caller=True)
             try:
                 await mirror.open()
                 return session, mirror

@@ -103,12 +103,15 @@ class ExternalVolume(EmulatedBlockOps):
     """A peer array's LUN as a volume."""
 
     def __init__(self, name: str, session: PeerLun, lun: int, *, lock: LockMode = LockMode.OFF,
-                 errors: tuple[type[BaseException], ...] = (Exception,)) -> None:
+                 errors: tuple[type[BaseException], ...] = (Exception,), ordered_by_caller: bool = False) -> None:
         self.name = name
         self.lun = lun
         self.lock = lock
         self.session = session
         self.errors = errors
+        self.ordered_by_caller = ordered_by_caller
+        """The only user already holds every range it reads or writes (a pair volume's mirror):
+        no second range lock per command."""
         """Other exceptions of the session that mean the command failed (OSError, a bug's): the
         outcome is unknown, so they become :class:`PeerUnreachable`."""
         self._block_size = 512
@@ -219,6 +222,9 @@ class ExternalVolume(EmulatedBlockOps):
         n = len(data) // self._block_size
         if len(data) % self._block_size or lba < 0 or lba + n > self._num_blocks:
             raise VolumeError(f"write of {len(data)} bytes at {lba} does not fit the external volume")
+        if self.ordered_by_caller:
+            await self._raw_write(lba, data, fua)
+            return
         async with self.range_lock.hold(lba, n):
             await self._raw_write(lba, data, fua)
 
