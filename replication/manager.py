@@ -174,10 +174,11 @@ class PairManager:
                         FenceLevel[rec.fence.upper()], rec.extent_start, rec.extent_blocks, rec.s_writable,
                         rec.fence_released, rec.peer_marked, rec.reason, rec.peer_initiator)
 
-        async def saved(_h: PairHalf, _t: Transition) -> None:
+        async def saved(_h: PairHalf, t: Transition) -> None:
             p = self.pairs.get(rec.name)
             if p is not None:
                 await self._save(p)
+                await self._group_suspends(p, t)
 
         vol = PairVolume(half, lu.volume, bitmap, on_transition=saved, mark_peer=lambda: self._mark_peer(rec.name),
                          on_diverge=lambda: self._diverged(rec.name))
@@ -423,6 +424,55 @@ class PairManager:
         except (PairError, PeerFailure) as exc:
             log.warning("pair_split_peer_not_told", pair=name, error=str(exc))
         return self.describe(p)
+
+    def group(self, group: str) -> list[Pair]:
+        """The P-side pairs of consistency group ``group`` here (PairError when there are none)."""
+        pairs = [p for _, p in sorted(self.pairs.items()) if p.record.group == group and p.half.role is PairRole.P_VOL]
+        if not pairs:
+            raise PairError(f"no pair of group {group} has its P-VOL on this array")
+        return pairs
+
+    async def split_group(self, group: str, rw: bool = False) -> list[dict[str, Any]]:
+        """Split every pair of ``group`` at one point of the write stream: new writes to any of them
+        wait, those in flight drain, all split, then the writes go on (recorded, not mirrored), so
+        no S-VOL of the group holds a write acknowledged after an earlier one missing from another."""
+        pairs = self.group(group)
+        event = Event.SPLIT_RW if rw else Event.SPLIT
+        for p in pairs:
+            try:
+                step(p.half.role, p.half.state, event)
+            except InvalidTransition as exc:
+                raise PairError(f"group {group}: pair {p.record.name}: {exc}") from None
+        for p in pairs:
+            await self.supervisor.stop(COPY_KIND, p.record.name)
+        for p in pairs:
+            p.volume.hold()
+        try:
+            for p in pairs:
+                await p.volume.drain()
+            for p in pairs:
+                await p.volume.apply(event, f"group {group} split by the user")
+        finally:
+            for p in pairs:
+                p.volume.release()
+        for p in pairs:
+            try:
+                await self._send_state(p, PairState.SSUS, proto.StateReason.GROUP if not rw else proto.StateReason.TAKEOVER)
+            except (PairError, PeerFailure) as exc:
+                log.warning("pair_split_peer_not_told", pair=p.record.name, error=str(exc))
+        log.info("pair_group_split", group=group, pairs=[p.record.name for p in pairs])
+        return [self.describe(p) for p in pairs]
+
+    async def _group_suspends(self, p: Pair, t: Transition) -> None:
+        """One pair of a group suspended by an error: the others suspend too, before the write that
+        found the error is answered (the group's S-VOLs stop at one point)."""
+        group = p.record.group
+        if not group or t.state is not PairState.PSUE or p.half.role is not PairRole.P_VOL:
+            return
+        for other in self.pairs.values():
+            if (other is not p and other.record.group == group and other.half.role is PairRole.P_VOL
+                    and other.half.state in (PairState.COPY, PairState.PAIR)):
+                await other.volume.apply(Event.PEER_LOST, f"group {group}: pair {p.record.name} suspended")
 
     async def resync(self, name: str) -> dict[str, Any]:
         """Copy what differs (the union of both sides' bitmaps) and return to PAIR."""

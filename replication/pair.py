@@ -124,6 +124,9 @@ class PairVolume(EmulatedBlockOps):
         self._writes_in_flight = 0
         self._drained = asyncio.Event()
         self._drained.set()
+        self._open = asyncio.Event()
+        self._open.set()
+        """Cleared while a consistency group moves all its pairs at one point (:meth:`hold`)."""
 
     # --- geometry --------------------------------------------------------------------------------------
 
@@ -182,6 +185,16 @@ class PairVolume(EmulatedBlockOps):
         """Wait until no host write is running through this volume (split and swap's consistent point)."""
         await self._drained.wait()
 
+    def hold(self) -> None:
+        """Make new host writes wait (before their rule is chosen) until :meth:`release`: with every
+        pair of a consistency group held and drained, the group changes state at one point of the
+        write stream."""
+        self._open.clear()
+
+    def release(self) -> None:
+        """Let held writes go on, under the rule of the state they now find."""
+        self._open.set()
+
     # --- host I/O ----------------------------------------------------------------------------------------
 
     async def read(self, lba: int, nblocks: int) -> bytes:
@@ -219,6 +232,8 @@ class PairVolume(EmulatedBlockOps):
             raise ScsiError(SenseKey.DATA_PROTECT, Asc.WRITE_PROTECTED)
 
     async def _raw_write(self, lba: int, data: bytes | bytearray | memoryview, fua: bool) -> None:
+        if not self._open.is_set():
+            await self._open.wait()
         h = self.half
         if h.role is PairRole.S_VOL and h.state in (PairState.COPY, PairState.PAIR):
             # The P array's mirrored or copied write (the write gate let only its nexus through).

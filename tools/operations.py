@@ -384,17 +384,21 @@ OPERATIONS: Final[dict[str, Operation]] = {op.name: op for op in (
         Param("bidirectional", Kind.BOOL, "hosts write at both arrays", False),
         Param("no_copy", Kind.BOOL, "the volumes are known identical: no initial copy", False),
     )),
-    Operation("pair_split", Domain.PAIRS, "Split pair NAME at a consistent point (rw: the S-VOL takes writes).", (
-        Param("name", Kind.TEXT, "name of the pair"),
+    Operation("pair_split", Domain.PAIRS,
+              "Split pair NAME, or every pair of GROUP at one point, consistently (rw: S-VOLs take writes).", (
+        Param("name", Kind.TEXT, "name of the pair", "", default_help="(or group=)"),
         Param("rw", Kind.BOOL, "the S-VOL takes host writes while split", False),
+        Param("group", Kind.TEXT, "act on every pair of this consistency group", "", default_help="(or name=)"),
     )),
-    Operation("pair_resync", Domain.PAIRS, "Copy only what differs and return pair NAME to PAIR.", (
-        Param("name", Kind.TEXT, "name of the pair"),
+    Operation("pair_resync", Domain.PAIRS, "Copy only what differs and return pair NAME (or GROUP's pairs) to PAIR.", (
+        Param("name", Kind.TEXT, "name of the pair", "", default_help="(or group=)"),
         Param("reverse", Kind.BOOL, "copy S-VOL to P-VOL", False),
+        Param("group", Kind.TEXT, "act on every pair of this consistency group", "", default_help="(or name=)"),
     )),
-    Operation("pair_delete", Domain.PAIRS, "Return both halves of pair NAME to SMPL.", (
-        Param("name", Kind.TEXT, "name of the pair"),
+    Operation("pair_delete", Domain.PAIRS, "Return both halves of pair NAME (or GROUP's pairs) to SMPL.", (
+        Param("name", Kind.TEXT, "name of the pair", "", default_help="(or group=)"),
         Param("force", Kind.BOOL, "delete this side alone (the peer is gone)", False),
+        Param("group", Kind.TEXT, "act on every pair of this consistency group", "", default_help="(or name=)"),
     )),
     Operation("pair_takeover", Domain.PAIRS,
               "Serve pair NAME from this array: nop, S-VOL takeover or P-VOL takeover (horctakeover's table).", (

@@ -71,12 +71,13 @@ def cmd_pair(args: argparse.Namespace) -> int:
             if args.extent:
                 req["extent"] = args.extent
             print(json.dumps(_call(data_dir, "pair_create", req), indent=2))
-        elif action == "split":
-            print(json.dumps(_call(data_dir, "pair_split", {"name": args.name, "rw": args.rw}), indent=2))
-        elif action == "resync":
-            print(json.dumps(_call(data_dir, "pair_resync", {"name": args.name, "reverse": args.reverse}), indent=2))
-        elif action == "delete":
-            print(json.dumps(_call(data_dir, "pair_delete", {"name": args.name, "force": args.force}), indent=2))
+        elif action in ("split", "resync", "delete"):
+            if bool(args.name) == bool(args.group):
+                print(f"sanlab: pair {action}: give a pair NAME or --group G", file=sys.stderr)
+                return 2
+            flag = {"split": "rw", "resync": "reverse", "delete": "force"}[action]
+            req = {"name": args.name or "", "group": args.group or "", flag: getattr(args, flag)}
+            print(json.dumps(_call(data_dir, f"pair_{action}", req), indent=2))
         elif action == "takeover":
             result = _call(data_dir, "pair_takeover", {"name": args.name})
             print(json.dumps(result, indent=2))
@@ -145,22 +146,22 @@ def add_pair_parser(sub: Any) -> None:
     c.add_argument("--extent", metavar="LBA:COUNT", help="mirror only this area of the P-VOL")
     c.add_argument("--bidirectional", action="store_true", help="hosts write at both arrays")
     c.add_argument("--no-copy", action="store_true", help="the volumes are known identical: no initial copy")
-    sp = ps.add_parser("split", help="split pair NAME at a consistent point")
-    sp.add_argument("name", metavar="NAME")
+    sp = ps.add_parser("split", help="split pair NAME (or --group G) at a consistent point")
+    sp.add_argument("name", metavar="NAME", nargs="?")
     sp.add_argument("--rw", action="store_true", help="the S-VOL takes host writes while split")
     rs = ps.add_parser("resync", help="copy only what differs, back to PAIR")
-    rs.add_argument("name", metavar="NAME")
+    rs.add_argument("name", metavar="NAME", nargs="?")
     rs.add_argument("--reverse", action="store_true", help="copy S-VOL to P-VOL")
     d = ps.add_parser("delete", help="both halves back to SMPL")
-    d.add_argument("name", metavar="NAME")
+    d.add_argument("name", metavar="NAME", nargs="?")
     d.add_argument("--force", action="store_true", help="delete this side alone (the peer is gone)")
     t = ps.add_parser("takeover", help="serve the pair from this array (horctakeover's decision table)")
     t.add_argument("name", metavar="NAME")
     w = ps.add_parser("swap", help="exchange the P-VOL and S-VOL roles")
     w.add_argument("name", metavar="NAME")
     w.add_argument("--force", action="store_true", help="after a split brain: this array's data wins")
-    for q in (sp, rs, d, t, w):
-        q.add_argument("--group", metavar="G", help="act on every pair of group G")
+    for q in (sp, rs, d):
+        q.add_argument("--group", metavar="G", help="act on every pair of consistency group G (instead of NAME)")
     dp = ps.add_parser("display", help="the pair halves at this array")
     dp.add_argument("name", metavar="NAME", nargs="?")
     dp.add_argument("--json", action="store_true", help="machine-readable output")

@@ -94,28 +94,41 @@ class PairOps:
         except PairError as exc:
             raise AdminError(f"pair create {name}: {exc}") from None
 
-    async def pair_split(self, name: str, rw: bool = False) -> dict[str, Any]:
-        """Split pair NAME at a consistent point (``rw``: the S-VOL takes host writes)."""
-        try:
-            return await self.manager.split(name, rw)
-        except PairError as exc:
-            raise AdminError(f"pair split {name}: {exc}") from None
+    @staticmethod
+    def _one_of(op: str, name: str, group: str) -> str:
+        if bool(name) == bool(group):
+            raise AdminError(f"pair {op}: give a pair NAME or a group (--group G), not both or neither")
+        return f"pair {op} {name}" if name else f"pair {op} --group {group}"
 
-    async def pair_resync(self, name: str, reverse: bool = False) -> dict[str, Any]:
-        """Copy only what differs and return pair NAME to PAIR."""
-        if reverse:
-            raise AdminError("pair resync --reverse: not supported yet (issue 14)")
+    async def pair_split(self, name: str = "", rw: bool = False, group: str = "") -> Any:
+        """Split pair NAME, or every pair of GROUP at one point, consistently (``rw``: S-VOLs take writes)."""
+        what = self._one_of("split", name, group)
         try:
+            return await (self.manager.split_group(group, rw) if group else self.manager.split(name, rw))
+        except PairError as exc:
+            raise AdminError(f"{what}: {exc}") from None
+
+    async def pair_resync(self, name: str = "", reverse: bool = False, group: str = "") -> Any:
+        """Copy only what differs and return pair NAME (or every pair of GROUP) to PAIR."""
+        what = self._one_of("resync", name, group)
+        if reverse:
+            raise AdminError(f"{what} --reverse: not supported yet (issue 14)")
+        try:
+            if group:
+                return [await self.manager.resync(p.record.name) for p in self.manager.group(group)]
             return await self.manager.resync(name)
         except PairError as exc:
-            raise AdminError(f"pair resync {name}: {exc}") from None
+            raise AdminError(f"{what}: {exc}") from None
 
-    async def pair_delete(self, name: str, force: bool = False) -> dict[str, Any]:
-        """Return both halves of pair NAME to SMPL (``force``: this side alone)."""
+    async def pair_delete(self, name: str = "", force: bool = False, group: str = "") -> Any:
+        """Return both halves of pair NAME (or of every pair of GROUP) to SMPL (``force``: this side alone)."""
+        what = self._one_of("delete", name, group)
         try:
+            if group:
+                return [await self.manager.delete(p.record.name, force) for p in self.manager.group(group)]
             return await self.manager.delete(name, force)
         except PairError as exc:
-            raise AdminError(f"pair delete {name}: {exc}") from None
+            raise AdminError(f"{what}: {exc}") from None
 
     async def pair_takeover(self, name: str) -> dict[str, Any]:
         """Serve pair NAME from this array (horctakeover's decision table); ``exit_code`` is its exit code."""

@@ -457,3 +457,56 @@ def test_extent_pair_mirrors_only_its_area_to_an_s_vol_sized_to_it(arrays: Array
     assert b1 == ar.file(ar.a)[start * 512:(start + count) * 512]
     assert b1[8192:12288] == bytes([0x3E]) * 4096
     assert ar.file(ar.b)[:4096] != bytes([0x3D]) * 4096  # B's LUN 0 untouched
+
+
+def test_group_split_under_writes_keeps_the_write_order_across_volumes(arrays: Arrays) -> None:
+    """A host writes LUN 0 and LUN 1 of A in turn, each write after the previous one was acknowledged
+    (sequence number i in block i // 2 of LUN i % 2), while the group is split.  At B the writes
+    present must be a prefix 0..k of the sequence: none missing before one that is there."""
+    ar = arrays
+    for lun in (0, 1):
+        ar.ok(ar.a, "pair", "create", f"g{lun}", "--pvol", f"{A}/{lun}", "--remote", "array-b",
+              "--svol", f"{B}/{lun}", "--no-copy", "--group", "db")
+        ar.wait(ar.a, "PAIR", f"g{lun}")
+    total = 4000  # LUN 1 holds 2048 blocks
+
+    async def writer() -> int:
+        cfg = InitiatorConfig(initiator_name="iqn.1994-05.com.example:dbhost", command_timeout=10.0)
+        async with IscsiSession(ar.a.host, ar.a.port, A, cfg) as s:
+            for lun in (0, 1):
+                await s.clear_unit_attentions(lun)
+            for i in range(total):
+                await s.write16(i % 2, i // 2, i.to_bytes(8, "big") * 64, 512)
+                if i == 100:
+                    splitter = subprocess.Popen([sys.executable, "-m", "sanlab.tools.cli", "pair", "split",
+                                                 "--group", "db", "--data-dir", str(ar.a.data_dir)],
+                                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        return splitter.wait(60)
+
+    assert asyncio.run(writer()) == 0
+    for lun in (0, 1):
+        assert ar.pair(ar.a, f"g{lun}")["state"] == "PSUS"
+    files = [ar.file(ar.b), (ar.b.data_dir / "lun1.img").read_bytes()]
+    present = [files[i % 2][(i // 2) * 512:(i // 2) * 512 + 8] == i.to_bytes(8, "big") for i in range(total)]
+    k = present.index(False) if False in present else total
+    assert 0 < k < total, k  # the split fell inside the stream
+    assert not any(present[k:]), f"write {present.index(True, k)} is at B but write {k} is not"
+    # Resync of the group: both back to PAIR, A and B identical.
+    ar.ok(ar.a, "pair", "resync", "--group", "db")
+    for lun in (0, 1):
+        ar.wait(ar.a, "PAIR", f"g{lun}")
+    assert ar.file(ar.a) == ar.file(ar.b)
+    assert (ar.a.data_dir / "lun1.img").read_bytes() == (ar.b.data_dir / "lun1.img").read_bytes()
+
+
+def test_one_pair_suspended_by_an_error_suspends_its_group(arrays: Arrays) -> None:
+    ar = arrays
+    for lun in (0, 1):
+        ar.ok(ar.a, "pair", "create", f"g{lun}", "--pvol", f"{A}/{lun}", "--remote", "array-b",
+              "--svol", f"{B}/{lun}", "--no-copy", "--group", "db", "--fence", "never")
+        ar.wait(ar.a, "PAIR", f"g{lun}")
+    ar.b.stop(signal.SIGKILL)
+    assert qemu_write(ar.a, A, 0, 4096, 0x5C).returncode == 0  # only LUN 0 is written
+    rows = {r["name"]: r for r in ar.ok(ar.a, "pair", "display", "--json")}
+    assert rows["g0"]["state"] == "PSUE" and rows["g1"]["state"] == "PSUE"
+    assert "group db" in (rows["g1"]["reason"] or "")
