@@ -36,7 +36,7 @@ from sanlab.replication.states import (
     Event, InvalidTransition, SyncVerdict, TakeoverKind, Transition, compare_generations, step,
 )
 from sanlab.replication.states import takeover as takeover_decision
-from sanlab.scsi.lu import LogicalUnit
+from sanlab.scsi.lu import LogicalUnit, LuConfig
 from sanlab.scsi.task import Nexus
 from sanlab.storage.bitmap import PersistentBitmap
 from sanlab.storage.durable import replace_json
@@ -99,6 +99,10 @@ class PairRecord:
     generation: int = 0
     sync_generation: int = 0
     copied_bytes: int = 0
+    bidirectional: bool = False
+    own_identity: list[str] | None = None
+    """S side of a bidirectional pair: the LU's own NAA designator (hex) and serial, given back at
+    delete (while paired it answers with the P-VOL's, so hosts see one LU on both arrays)."""
 
 
 @dataclass(slots=True)
@@ -109,8 +113,10 @@ class Pair:
     volume: PairVolume
     lu: LogicalUnit
     session: IscsiSession | None = None
-    """P side: the session to the S array's target."""
+    """P side: the session to the S array's target; S side of a bidirectional pair: to the P-VOL's."""
     copying: bool = False
+    forward: ExternalVolume | None = None
+    """S side of a bidirectional pair: the P-VOL, where this side's host writes go first."""
 
     @property
     def half(self) -> PairHalf:
@@ -145,6 +151,7 @@ class PairManager:
         self.pairs: dict[str, Pair] = {}
         self._by_id: dict[int, Pair] = {}
         self._lock = asyncio.Lock()
+        self._forward_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         """S-side volume swaps running beside the command that asked for them (reaped, logged)."""
 
@@ -183,7 +190,37 @@ class PairManager:
         vol = PairVolume(half, lu.volume, bitmap, on_transition=saved, mark_peer=lambda: self._mark_peer(rec.name),
                          on_diverge=lambda: self._diverged(rec.name))
         vol.copied_bytes = rec.copied_bytes
+        half.bidirectional = rec.bidirectional
+        if rec.bidirectional and rec.role == "S-VOL":
+            vol.forward = lambda: self._forward_volume(rec.name)
+            naa, serial = LuConfig.identity(rec.peer_target, rec.peer_lun)
+            lu.config.naa, lu.config.serial = naa, serial
         return vol
+
+    async def _forward_volume(self, name: str) -> ExternalVolume:
+        """S side of a bidirectional pair: the P-VOL, logged in to on first use (one login at a time)."""
+        p = self._get(name)
+        async with self._forward_lock:
+            if p.forward is None:
+                remote = self.find_primary(p.record.peer_initiator)
+                if remote is None:
+                    raise PeerUnreachable(f"pair {name}: no remote here reaches the P array {p.record.peer_initiator}")
+                host, port = remote.portals[0]
+                cfg = InitiatorConfig(initiator_name=self.initiator_name,
+                                      isid=stable_isid(self.initiator_name, f"forward:{name}"),
+                                      chap=remote.chap, target_chap=remote.mutual_chap,
+                                      login_timeout=self.settings.login_timeout,
+                                      command_timeout=self.settings.command_timeout, nop_interval=2.0,
+                                      nop_timeout=self.settings.command_timeout, reconnect=True)
+                session = IscsiSession(host, port, p.record.peer_target, cfg)
+                vol = ExternalVolume(f"pair {name} P-VOL", session, p.record.peer_lun, errors=(IscsiError, OSError))
+                try:
+                    await vol.open()
+                except (VolumeError, OSError, IscsiError) as exc:
+                    await session.close()
+                    raise PeerUnreachable(f"pair {name}: the P-VOL does not answer: {exc}") from exc
+                p.forward, p.session = vol, session
+            return p.forward
 
     async def _install(self, p: Pair) -> None:
         """Put the pair volume in the LU's slot (quiesced) and the write gate on the LU."""
@@ -338,7 +375,7 @@ class PairManager:
 
     async def create(self, name: str, pvol: tuple[str, int], remote: str, svol: tuple[str, int], *,
                      fence: str = "data", group: str = "", extent: tuple[int, int] | None = None,
-                     no_copy: bool = False) -> dict[str, Any]:
+                     no_copy: bool = False, bidirectional: bool = False) -> dict[str, Any]:
         """Form pair ``name`` (checks first; a failure while forming leaves nothing half-made)."""
         async with self._lock:
             if not NAME_RE.match(name):
@@ -362,6 +399,12 @@ class PairManager:
             rec = PairRecord(name, random.getrandbits(63) or 1, "P-VOL", "SMPL", fence_level.name.lower(), pvol[0],
                              pvol[1], remote, svol[0], svol[1], group=group, extent_start=start, extent_blocks=count,
                              generation=random.getrandbits(63))
+            if bidirectional and count:
+                raise PairError("a bidirectional pair mirrors the whole volume (no --extent)")
+            rec.bidirectional = bidirectional
+            flags = proto.PairFlags.NO_COPY if no_copy else proto.PairFlags(0)
+            if bidirectional:
+                flags |= proto.PairFlags.BIDIRECTIONAL
             session, mirror = await self._open_session(rec)
             try:
                 need = count or lu.num_blocks
@@ -371,8 +414,7 @@ class PairManager:
                     raise PairError(f"S-VOL has {mirror.num_blocks} blocks, the {'extent' if count else 'P-VOL'} "
                                     f"{need}: the S-VOL must be at least as large")
                 reg = proto.PairRegistration(name, svol[1], lu.num_blocks, lu.block_size, self.initiator_name[:64],
-                                             rec.generation, start, count, fence_level,
-                                             proto.PairFlags.NO_COPY if no_copy else proto.PairFlags(0), group,
+                                             rec.generation, start, count, fence_level, flags, group,
                                              pvol[1], pvol[0])
                 tmp = Pair(rec, None, lu, session)  # type: ignore[arg-type]
                 await self._control(tmp, proto.RegisterPairCdb(rec.pair_id).encode(),
@@ -558,6 +600,8 @@ class PairManager:
         else:
             await self._uninstall(p)
         await p.volume.apply(Event.DELETE, "deleted")
+        if p.record.own_identity:
+            p.lu.config.naa, p.lu.config.serial = bytes.fromhex(p.record.own_identity[0]), p.record.own_identity[1]
         self.pairs.pop(p.record.name, None)
         self._by_id.pop(p.record.pair_id, None)
         if p.session is not None:
@@ -738,7 +782,7 @@ class PairManager:
                 "pvol" if r.role == "P-VOL" else "svol": f"{r.target}/{r.lun}",
                 "svol" if r.role == "P-VOL" else "pvol": f"{r.peer_target}/{r.peer_lun}" if r.peer_target else None,
                 "extent": [r.extent_start, r.extent_blocks] if r.extent_blocks else None, "reason": r.reason or None,
-                "copying": p.copying}
+                "copying": p.copying, "bidirectional": r.bidirectional}
 
     def display(self, name: str | None = None) -> list[dict[str, Any]]:
         """Every pair half (or ``name``'s) at this array."""
@@ -771,10 +815,15 @@ class PairManager:
             if lu.num_blocks < (reg.extent_blocks or reg.pvol_blocks):
                 raise refuse(Refusal.SVOL_TOO_SMALL)
             no_copy = bool(reg.flags & proto.PairFlags.NO_COPY)
+            bidirectional = bool(reg.flags & proto.PairFlags.BIDIRECTIONAL)
+            if bidirectional and (not reg.pvol_target or reg.extent_blocks):
+                raise refuse(Refusal.WRONG_STATE)
             rec = PairRecord(reg.name, pair_id, "S-VOL", "SMPL", reg.fence.name.lower(), target, lun, reg.array_name,
                              peer_target=reg.pvol_target, peer_lun=reg.pvol_lun,
                              peer_initiator=nexus.initiator_name, group=reg.group,
-                             generation=reg.generation_id, sync_generation=reg.generation_id if no_copy else 0)
+                             generation=reg.generation_id, sync_generation=reg.generation_id if no_copy else 0,
+                             bidirectional=bidirectional,
+                             own_identity=[lu.config.naa.hex(), lu.config.serial] if bidirectional else None)
             try:
                 os.makedirs(self.dir, exist_ok=True)
                 # The S side's bitmap covers its whole LU: the S-VOL holds the extent from block 0.

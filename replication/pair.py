@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Awaitable, Callable
 
@@ -82,7 +83,14 @@ class PairHalf:
     """Why the pair is suspended (PSUE), for ``pair display``."""
     peer_initiator: str = ""
     """S side: the iSCSI name of the P array's initiator, the one nexus that writes in COPY/PAIR."""
+    bidirectional: bool = False
+    """Hosts write at both arrays (seed 001): the S side forwards its hosts' writes to the P-VOL."""
 
+
+_writer: ContextVar[str] = ContextVar("pair_writer", default="")
+"""The initiator of the write command being run (set by the write gate, which the device server
+calls in the command's own task just before the handler): a bidirectional S-VOL tells its hosts'
+writes, which it forwards, from its P array's, which it stores."""
 
 StateHook = Callable[[PairHalf, Transition], Awaitable[None]]
 """Called after every transition the volume itself makes (suspension by error): persist it."""
@@ -109,6 +117,8 @@ class PairVolume(EmulatedBlockOps):
         self.local = local
         self.mirror = mirror
         """The S-VOL on the peer (P side only; None while no session to it exists)."""
+        self.forward: Callable[[], Awaitable[Volume]] | None = None
+        """S side of a bidirectional pair: the P-VOL on the peer (opened on first use)."""
         self.bitmap = bitmap
         self.track_blocks = max(1, TRACK_BYTES // local.block_size)
         self._on_transition = on_transition
@@ -205,8 +215,52 @@ class PairVolume(EmulatedBlockOps):
     async def _raw_read(self, lba: int, nblocks: int) -> bytes:
         return await self.local.read(lba, nblocks)
 
+    async def _forwarded(self) -> Volume | None:
+        """The P-VOL, when this write is a host's at the S side of a bidirectional pair in PAIR.
+
+        Seed 001: such a write goes to the P side first; the P-VOL writes it and mirrors it back
+        here (under the P side's range lock, so overlapping writes from both arrays land in one
+        order on both copies), and only then is the host answered.  The caller takes no range hold:
+        the mirrored-back write takes this volume's range lock.  WRITE SAME, UNMAP and COMPARE AND
+        WRITE go the same way (the last atomic at the P side).
+        """
+        h = self.half
+        if (h.bidirectional and h.role is PairRole.S_VOL and h.state is PairState.PAIR
+                and self.forward is not None and _writer.get() != h.peer_initiator):
+            return await self.forward()
+        return None
+
+    async def write_same(self, lba: int, nblocks: int, block: bytes | bytearray | memoryview, *,
+                         unmap: bool = False, fua: bool = False) -> None:
+        """WRITE SAME, forwarded like a write where :meth:`_forwarded` says so."""
+        target = await self._forwarded()
+        if target is not None:
+            await target.write_same(lba, nblocks, block, unmap=unmap, fua=fua)
+            return
+        await super().write_same(lba, nblocks, block, unmap=unmap, fua=fua)
+
+    async def unmap(self, lba: int, nblocks: int) -> None:
+        """UNMAP (zeros here), forwarded like a write where :meth:`_forwarded` says so."""
+        target = await self._forwarded()
+        if target is not None:
+            await target.unmap(lba, nblocks)
+            return
+        await super().unmap(lba, nblocks)
+
+    async def compare_and_write(self, lba: int, verify: bytes | bytearray | memoryview,
+                                data: bytes | bytearray | memoryview, *, fua: bool = False) -> int | None:
+        """COMPARE AND WRITE; a bidirectional S side's host sends it to the P side, where it is atomic."""
+        target = await self._forwarded()
+        if target is not None:
+            return await target.compare_and_write(lba, verify, data, fua=fua)
+        return await super().compare_and_write(lba, verify, data, fua=fua)
+
     async def write(self, lba: int, data: bytes | bytearray | memoryview, fua: bool = False) -> None:
         """A host write under the pair's rules (module docstring); GOOD only when they are met."""
+        target = await self._forwarded()
+        if target is not None:
+            await target.write(lba, data, fua)
+            return
         async with self.range_lock.hold(lba, len(data) // self.block_size):
             await self._raw_write(lba, data, fua)
 
@@ -219,12 +273,14 @@ class PairVolume(EmulatedBlockOps):
         that has not heard of the takeover cannot overwrite what hosts wrote here.  A P-VOL lets
         everyone through: its fence is the write path's (:meth:`write`).
         """
+        _writer.set(initiator)
         h = self.half
         if h.role is PairRole.P_VOL:
             return
         from_peer = bool(h.peer_initiator) and initiator == h.peer_initiator
         if h.state in (PairState.COPY, PairState.PAIR):
-            allowed = from_peer
+            # A bidirectional S-VOL in PAIR takes its hosts' writes too (they are forwarded).
+            allowed = from_peer or (h.bidirectional and h.state is PairState.PAIR)
         else:
             allowed = not from_peer and host_write(h.role, h.state, h.fence, s_writable=h.s_writable,
                                                    fence_released=h.fence_released) is WriteRule.RECORD

@@ -94,14 +94,22 @@ class LuConfig:
     """Name of the LU's kind, which selects the command table it answers with (scsi/commands.py
     :class:`~sanlab.scsi.commands.LuKind`); the device server knows the kinds by name."""
 
+    @staticmethod
+    def identity(target_name: str, lun: int) -> tuple[bytes, str]:
+        """(NAA designator, serial) of LUN ``lun`` of ``target_name``: what :meth:`for_lun` gives it.
+        A bidirectional pair's S-VOL answers with its P-VOL's, so a host with paths to both arrays
+        sees one logical unit (SPC-4 §7.8.6)."""
+        # The serial is the next 64 bits of the same hash the NAA name uses: both stay stable.
+        h = hashlib.sha256(f"{target_name}\0{lun}".encode()).digest()
+        return naa6_designator(target_name, lun), h[13:21].hex().upper()
+
     @classmethod
     def for_lun(cls, target_name: str, lun: int, *, readonly: bool = False, thin: bool = True,
                 removable: bool = False, sanitize_rate: int = 0, physical_block_size: int = 0,
                 kind: str = DISK_KIND) -> LuConfig:
         """Stable identity derived from the target name and LUN."""
-        # The serial is the next 64 bits of the same hash the NAA name uses: both stay stable.
-        h = hashlib.sha256(f"{target_name}\0{lun}".encode()).digest()
-        return cls(target_name, lun, naa6_designator(target_name, lun), h[13:21].hex().upper(),
+        naa, serial = cls.identity(target_name, lun)
+        return cls(target_name, lun, naa, serial,
                    readonly=readonly, thin=thin, removable=removable, sanitize_rate=sanitize_rate,
                    physical_block_size=physical_block_size, kind=kind)
 

@@ -228,6 +228,24 @@ class ExternalVolume(EmulatedBlockOps):
         async with self.range_lock.hold(lba, n):
             await self._raw_write(lba, data, fua)
 
+    async def compare_and_write(self, lba: int, verify: bytes | bytearray | memoryview,
+                                data: bytes | bytearray | memoryview, *, fua: bool = False) -> int | None:
+        """COMPARE AND WRITE run at the peer, where it is atomic against the peer's other writers
+        (the emulation would be atomic only against this array's); MISCOMPARE's INFORMATION is the
+        offset of the first difference (SBC-3 §5.2)."""
+        native = getattr(self.session, "compare_and_write", None)
+        if native is None or fua:
+            return await super().compare_and_write(lba, verify, data, fua=fua)
+        for _ in range(5):  # a unit attention on this session (a reset at the peer) is not the answer
+            result = await self._call(native(self.lun, lba, bytes(verify), bytes(data), self._block_size))
+            sense = getattr(result, "sense", None)
+            if sense is None or sense.key != 0x06:
+                break
+        if sense is not None and sense.key == 0x0E:  # MISCOMPARE
+            return int(sense.information or 0)
+        self._check(result)
+        return None
+
     async def flush(self) -> None:
         """SYNCHRONIZE CACHE(16) at the peer."""
         await self._call(self.session.synchronize_cache16(self.lun))

@@ -80,8 +80,6 @@ class PairOps:
     async def pair_create(self, name: str, pvol: str, remote: str, svol: str, fence: str = "data", group: str = "",
                           extent: str = "", bidirectional: bool = False, no_copy: bool = False) -> dict[str, Any]:
         """Form pair NAME from local PVOL to SVOL on REMOTE (checked first at both arrays)."""
-        if bidirectional:
-            raise AdminError("pair create --bidirectional: not supported yet (issue 14)")
         rng: tuple[int, int] | None = None
         if extent:
             a, sep, b = extent.partition(":")
@@ -90,7 +88,8 @@ class PairOps:
             rng = (int(a), int(b))
         try:
             return await self.manager.create(name, self._volume(pvol, "pvol"), remote, self._volume(svol, "svol"),
-                                             fence=fence, group=group, extent=rng, no_copy=no_copy)
+                                             fence=fence, group=group, extent=rng, no_copy=no_copy,
+                                             bidirectional=bidirectional)
         except PairError as exc:
             raise AdminError(f"pair create {name}: {exc}") from None
 

@@ -510,3 +510,47 @@ def test_one_pair_suspended_by_an_error_suspends_its_group(arrays: Arrays) -> No
     rows = {r["name"]: r for r in ar.ok(ar.a, "pair", "display", "--json")}
     assert rows["g0"]["state"] == "PSUE" and rows["g1"]["state"] == "PSUE"
     assert "group db" in (rows["g1"]["reason"] or "")
+
+
+def test_bidirectional_pair_takes_overlapping_writes_at_both_arrays_in_one_order(arrays: Arrays) -> None:
+    ar = arrays
+    ar.create("--no-copy", "--bidirectional")
+    ar.wait(ar.a, "PAIR")
+    ar.wait(ar.b, "PAIR")
+    assert ar.pair(ar.a)["bidirectional"] and ar.pair(ar.b)["bidirectional"]
+
+    async def naa(sp: SanlabProcess, target: str) -> bytes:
+        async with IscsiSession(sp.host, sp.port, target, InitiatorConfig(initiator_name="iqn.1994-05.com.example:mp")) as s:
+            await s.clear_unit_attentions(0)
+            page = await s.inquiry(0, 0x83)
+            return page[8:8 + page[7]]  # the first designator: the LU's NAA name
+
+    # Both arrays name the LU alike (VPD 83h), so a multipath host sees one LU.
+    assert asyncio.run(naa(ar.a, A)) == asyncio.run(naa(ar.b, B))
+
+    async def host(sp: SanlabProcess, target: str, name: str, seed: int) -> None:
+        cfg = InitiatorConfig(initiator_name=f"iqn.1994-05.com.example:{name}", command_timeout=10.0)
+        async with IscsiSession(sp.host, sp.port, target, cfg) as s:
+            await s.clear_unit_attentions(0)
+            for i in range(150):  # the same 16 blocks from both sides, overlapping at random
+                lba = (i * 7 + seed) % 12
+                await s.write16(0, lba, bytes([seed, i & 0xFF]) * 256 * 4, 512)
+
+    async def both() -> None:
+        await asyncio.gather(host(ar.a, A, "host-a", 1), host(ar.b, B, "host-b", 2))
+
+    asyncio.run(both())
+    assert ar.file(ar.a) == ar.file(ar.b)  # one order on both copies
+    firsts = {ar.file(ar.a)[b * 512] for b in range(16)}
+    assert 2 in firsts  # B's host writes reached A (forwarded, then mirrored back)
+    # WRITE SAME from B's host goes the same way.
+    async def write_same() -> int:
+        async with IscsiSession(ar.b.host, ar.b.port, B, InitiatorConfig(initiator_name="iqn.1994-05.com.example:ws")) as s:
+            await s.clear_unit_attentions(0)
+            cdb = bytes([0x93, 0]) + (1000).to_bytes(8, "big") + (64).to_bytes(4, "big") + b"\0\0"
+            return int((await s.execute(0, cdb, bytes([0xCD]) * 512)).status)
+    assert asyncio.run(write_same()) == 0
+    assert ar.file(ar.a)[1000 * 512:1064 * 512] == bytes([0xCD]) * 64 * 512 == ar.file(ar.b)[1000 * 512:1064 * 512]
+    # Delete: B's LU answers with its own name again.
+    ar.ok(ar.a, "pair", "delete", "p0")
+    assert asyncio.run(naa(ar.a, A)) != asyncio.run(naa(ar.b, B))
