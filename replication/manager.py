@@ -100,6 +100,8 @@ class PairRecord:
     sync_generation: int = 0
     copied_bytes: int = 0
     bidirectional: bool = False
+    pace: float = 0.0
+    """P side: the copy's pace in MiB/s (0: as fast as it goes)."""
     own_identity: list[str] | None = None
     """S side of a bidirectional pair: the LU's own NAA designator (hex) and serial, given back at
     delete (while paired it answers with the P-VOL's, so hosts see one LU on both arrays)."""
@@ -353,7 +355,7 @@ class PairManager:
             return
         p.copying = True
         try:
-            done = await p.volume.copy()
+            done = await p.volume.copy(rate=rec.pace * (1 << 20))
         except (PeerFailure, VolumeError) as exc:
             log.warning("pair_copy_failed", pair=rec.name, error=str(exc))
             if p.half.state is PairState.COPY:
@@ -375,7 +377,7 @@ class PairManager:
 
     async def create(self, name: str, pvol: tuple[str, int], remote: str, svol: tuple[str, int], *,
                      fence: str = "data", group: str = "", extent: tuple[int, int] | None = None,
-                     no_copy: bool = False, bidirectional: bool = False) -> dict[str, Any]:
+                     no_copy: bool = False, bidirectional: bool = False, pace: float = 0.0) -> dict[str, Any]:
         """Form pair ``name`` (checks first; a failure while forming leaves nothing half-made)."""
         async with self._lock:
             if not NAME_RE.match(name):
@@ -402,6 +404,9 @@ class PairManager:
             if bidirectional and count:
                 raise PairError("a bidirectional pair mirrors the whole volume (no --extent)")
             rec.bidirectional = bidirectional
+            if pace < 0:
+                raise PairError(f"pace {pace:g}: MiB/s, 0 for no limit")
+            rec.pace = pace
             flags = proto.PairFlags.NO_COPY if no_copy else proto.PairFlags(0)
             if bidirectional:
                 flags |= proto.PairFlags.BIDIRECTIONAL
@@ -782,7 +787,7 @@ class PairManager:
                 "pvol" if r.role == "P-VOL" else "svol": f"{r.target}/{r.lun}",
                 "svol" if r.role == "P-VOL" else "pvol": f"{r.peer_target}/{r.peer_lun}" if r.peer_target else None,
                 "extent": [r.extent_start, r.extent_blocks] if r.extent_blocks else None, "reason": r.reason or None,
-                "copying": p.copying, "bidirectional": r.bidirectional}
+                "copying": p.copying, "bidirectional": r.bidirectional, "pace": r.pace or None}
 
     def display(self, name: str | None = None) -> list[dict[str, Any]]:
         """Every pair half (or ``name``'s) at this array."""

@@ -429,11 +429,13 @@ class PairVolume(EmulatedBlockOps):
 
     # --- copy mover (initial copy and resync) ---------------------------------------------------------
 
-    async def copy(self, should_stop: Callable[[], bool] = lambda: False, *, persist_every: int = 64) -> bool:
+    async def copy(self, should_stop: Callable[[], bool] = lambda: False, *, persist_every: int = 64,
+                   rate: float = 0.0) -> bool:
         """Send every marked track to the S-VOL, in order; True when none is left.
 
         A track is read and sent under its exclusive range hold, so a host write to it waits and is
-        then mirrored (its bit is clear by then).  A track's bit is cleared only after the S-VOL has
+        then mirrored (its bit is clear by then).  ``rate`` (bytes per second, 0: as fast as it
+        goes) paces the copy.  A track's bit is cleared only after the S-VOL has
         it (and the clear reaches the disk in batches: a lost clear costs one track sent again).
         """
         if self.mirror is None:
@@ -441,6 +443,8 @@ class PairVolume(EmulatedBlockOps):
         start, _ = self.area
         since = 0
         unit: int | None = 0
+        loop = asyncio.get_running_loop()
+        began, sent = loop.time(), 0
         while not should_stop():
             unit = self._next_different(unit or 0)
             if unit is None:
@@ -462,7 +466,13 @@ class PairVolume(EmulatedBlockOps):
                     else:
                         self.bitmap.clear(unit)
                     self.copied_bytes += len(data)
+                    sent += len(data)
                     since += 1
+            if rate > 0:
+                # Copy pace (bytes per second): host I/O keeps the link while a copy runs.
+                ahead = began + sent / rate - loop.time()
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
             if since >= persist_every:
                 await asyncio.to_thread(self.bitmap.flush)
                 since = 0

@@ -383,6 +383,7 @@ OPERATIONS: Final[dict[str, Operation]] = {op.name: op for op in (
         Param("extent", Kind.TEXT, "mirror only LBA:COUNT of the P-VOL", "", default_help="the whole volume"),
         Param("bidirectional", Kind.BOOL, "hosts write at both arrays", False),
         Param("no_copy", Kind.BOOL, "the volumes are known identical: no initial copy", False),
+        Param("pace", Kind.NUMBER, "MiB/s the initial copy and resyncs may use (0: no limit)", 0.0),
     )),
     Operation("pair_split", Domain.PAIRS,
               "Split pair NAME, or every pair of GROUP at one point, consistently (rw: S-VOLs take writes).", (

@@ -70,6 +70,8 @@ def cmd_pair(args: argparse.Namespace) -> int:
                 req["group"] = args.group
             if args.extent:
                 req["extent"] = args.extent
+            if args.pace:
+                req["pace"] = args.pace
             print(json.dumps(_call(data_dir, "pair_create", req), indent=2))
         elif action in ("split", "resync", "delete"):
             if bool(args.name) == bool(args.group):
@@ -146,6 +148,8 @@ def add_pair_parser(sub: Any) -> None:
     c.add_argument("--extent", metavar="LBA:COUNT", help="mirror only this area of the P-VOL")
     c.add_argument("--bidirectional", action="store_true", help="hosts write at both arrays")
     c.add_argument("--no-copy", action="store_true", help="the volumes are known identical: no initial copy")
+    c.add_argument("--pace", type=float, default=0.0, metavar="MIB_PER_S",
+                   help="MiB/s the initial copy and resyncs may use (default: no limit)")
     sp = ps.add_parser("split", help="split pair NAME (or --group G) at a consistent point")
     sp.add_argument("name", metavar="NAME", nargs="?")
     sp.add_argument("--rw", action="store_true", help="the S-VOL takes host writes while split")

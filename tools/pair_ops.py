@@ -78,7 +78,8 @@ class PairOps:
         await self.manager.close()
 
     async def pair_create(self, name: str, pvol: str, remote: str, svol: str, fence: str = "data", group: str = "",
-                          extent: str = "", bidirectional: bool = False, no_copy: bool = False) -> dict[str, Any]:
+                          extent: str = "", bidirectional: bool = False, no_copy: bool = False,
+                          pace: float = 0.0) -> dict[str, Any]:
         """Form pair NAME from local PVOL to SVOL on REMOTE (checked first at both arrays)."""
         rng: tuple[int, int] | None = None
         if extent:
@@ -89,7 +90,7 @@ class PairOps:
         try:
             return await self.manager.create(name, self._volume(pvol, "pvol"), remote, self._volume(svol, "svol"),
                                              fence=fence, group=group, extent=rng, no_copy=no_copy,
-                                             bidirectional=bidirectional)
+                                             bidirectional=bidirectional, pace=pace)
         except PairError as exc:
             raise AdminError(f"pair create {name}: {exc}") from None
 

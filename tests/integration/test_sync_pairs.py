@@ -554,3 +554,35 @@ def test_bidirectional_pair_takes_overlapping_writes_at_both_arrays_in_one_order
     # Delete: B's LU answers with its own name again.
     ar.ok(ar.a, "pair", "delete", "p0")
     assert asyncio.run(naa(ar.a, A)) != asyncio.run(naa(ar.b, B))
+
+
+def test_peer_lost_during_the_initial_copy_leaves_psue_with_the_reason(arrays: Arrays) -> None:
+    ar = arrays
+    assert qemu_write(ar.a, A, 0, SIZE, 0x6B).returncode == 0
+    ar.create("--fence", "never", "--pace", "4")  # 8 MiB at 4 MiB/s: two seconds of copying
+    time.sleep(0.7)
+    ar.b.stop(signal.SIGKILL)  # while the copy runs
+    deadline = time.monotonic() + WAIT
+    while (row := ar.pair(ar.a))["state"] == "COPY":
+        assert time.monotonic() < deadline, row
+        time.sleep(0.2)
+    assert row["state"] == "PSUE" and row["reason"], row
+    assert 0 < row["pending_bytes"] <= SIZE
+    # B back: a resync finishes the copy from where the bitmap says, not from the start.
+    ar.b = ar.start("b")
+    sent_before = row["copied_bytes"]
+    ar.ok(ar.a, "pair", "resync", "p0")
+    ar.wait(ar.a, "PAIR")
+    assert ar.pair(ar.a)["copied_bytes"] <= SIZE - sent_before + 4 * TRACK
+    assert ar.file(ar.a) == ar.file(ar.b)
+
+
+def test_fence_status_fails_the_write_when_the_s_side_cannot_be_marked(arrays: Arrays) -> None:
+    ar = arrays
+    ar.create("--no-copy", "--fence", "status")
+    ar.wait(ar.a, "PAIR")
+    ar.b.stop(signal.SIGKILL)
+    bad = qemu_write(ar.a, A, 0, 4096, 0x7A)
+    assert "write failed" in bad.stdout + bad.stderr, bad
+    assert ar.pair(ar.a)["state"] == "PSUE"
+    assert host_write(ar.a, A, 16, bytes(512)) == (2, bytes([0x02, 0x04, 0x03]))
