@@ -751,6 +751,38 @@ class PairManager:
             start += n
         return out
 
+    async def resync_reverse(self, name: str, wait: float = 30.0) -> dict[str, Any]:
+        """At the P side: copy S-VOL to P-VOL (the S-VOL's data wins).  The S side is asked to
+        swap (SET PAIR STATE SSWS, reason SWAP): it becomes the P-VOL and sends this side what
+        differs, by bitmap only.  Returns once the roles have changed here (or after ``wait`` s)."""
+        p = self._get(name)
+        h = p.half
+        if h.role is not PairRole.P_VOL:
+            raise PairError(f"resync --reverse pair {name} from its P-VOL array, or swap it at this (S-VOL) array")
+        try:
+            step(h.role, h.state, Event.RESYNC_REVERSE)
+        except InvalidTransition as exc:
+            raise PairError(str(exc)) from None
+        await self.supervisor.stop(COPY_KIND, name)
+        if p.session is None:
+            p.session, p.volume.mirror = await self._open_session(p.record)
+        await self._send_state(p, PairState.SSWS, proto.StateReason.SWAP)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while h.role is PairRole.P_VOL and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        if h.role is PairRole.P_VOL:
+            raise PairError(f"the S array took the request but has not swapped within {wait:g} s: "
+                            "see its log and `pair display` there")
+        return self.describe(p)
+
+    async def _swap_asked(self, name: str) -> None:
+        """The P side asked for a reverse resync: swap from here, its data giving way to ours."""
+        try:
+            await self.swap(name, force=True)
+        except PairError as exc:
+            log.error("pair_reverse_resync_failed", pair=name, error=str(exc))
+
     async def _swapped_by_peer(self, p: Pair, nexus: Nexus | None) -> None:
         """At the old P side: the S side swapped; this half becomes the S-VOL, in COPY, written by
         the new P array's initiator only."""
@@ -856,6 +888,17 @@ class PairManager:
         h = p.half
         if state is PairState.COPY and reason is proto.StateReason.SWAP:
             await self._swapped_by_peer(p, nexus)
+            return
+        if state is PairState.SSWS and reason is proto.StateReason.SWAP:
+            # A reverse resync asked by the P side: answered now, the swap runs beside (it sends
+            # this array's own commands to the P side).
+            if h.role is not PairRole.S_VOL:
+                raise refuse(Refusal.WRONG_STATE)
+            try:
+                step(h.role, h.state, Event.SWAP)
+            except InvalidTransition:
+                raise refuse(Refusal.WRONG_STATE) from None
+            self._beside(self._swap_asked(p.record.name), p.record.name)
             return
         event = {PairState.PAIR: Event.COPY_DONE, PairState.COPY: Event.RESYNC, PairState.PSUE: Event.PEER_SUSPENDED,
                  PairState.SSUS: Event.SPLIT_RW if reason is proto.StateReason.TAKEOVER else Event.SPLIT,

@@ -162,7 +162,7 @@ _add((P, S), (St.PSUS, St.SSUS, St.PSUE, St.SSWS), Event.PEER_SUSPENDED, None, (
 _add((S,), (St.PAIR, St.SSUS, St.PSUE), Event.TAKEOVER_SVOL, St.SSWS, (A.NEW_GENERATION, A.NOTIFY_PEER))
 _add((P,), (St.PAIR, St.PSUE), Event.TAKEOVER_PVOL, St.PSUE, (A.DRAIN, A.STOP_COPY, A.RELEASE_FENCE, A.NEW_GENERATION))
 # Swap: the S side becomes the P-VOL and copies back by bitmap only (failback needs no full copy).
-_add((S,), (St.PAIR, St.SSUS, St.SSWS), Event.SWAP, St.COPY,
+_add((S,), (St.PAIR, St.SSUS, St.SSWS, St.PSUE), Event.SWAP, St.COPY,
      (A.DRAIN, A.SWAP_ROLES, A.MERGE_PEER_BITMAP, A.NOTIFY_PEER, A.START_COPY))
 _add((P,), (St.PAIR, St.PSUS, St.PSUE), Event.SWAP, St.COPY, (A.DRAIN, A.STOP_COPY, A.SWAP_ROLES))
 # A restart: whatever the bitmap marks is sent again; only those tracks, never a full copy.

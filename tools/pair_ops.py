@@ -111,9 +111,11 @@ class PairOps:
     async def pair_resync(self, name: str = "", reverse: bool = False, group: str = "") -> Any:
         """Copy only what differs and return pair NAME (or every pair of GROUP) to PAIR."""
         what = self._one_of("resync", name, group)
-        if reverse:
-            raise AdminError(f"{what} --reverse: not supported yet (issue 14)")
         try:
+            if reverse:
+                if group:
+                    return [await self.manager.resync_reverse(p.record.name) for p in self.manager.group(group)]
+                return await self.manager.resync_reverse(name)
             if group:
                 return [await self.manager.resync(p.record.name) for p in self.manager.group(group)]
             return await self.manager.resync(name)

@@ -586,3 +586,22 @@ def test_fence_status_fails_the_write_when_the_s_side_cannot_be_marked(arrays: A
     assert "write failed" in bad.stdout + bad.stderr, bad
     assert ar.pair(ar.a)["state"] == "PSUE"
     assert host_write(ar.a, A, 16, bytes(512)) == (2, bytes([0x02, 0x04, 0x03]))
+
+
+def test_resync_reverse_copies_the_s_vol_back_by_bitmap(arrays: Arrays) -> None:
+    ar = arrays
+    ar.create("--no-copy")
+    ar.wait(ar.a, "PAIR")
+    ar.ok(ar.a, "pair", "split", "p0", "--rw")
+    ar.wait(ar.b, "SSUS")
+    assert host_write(ar.b, B, 30 * TRACK // 512, bytes([0x81]) * 4096) == (0, None)  # split --rw: B takes it
+    assert qemu_write(ar.a, A, 31 * TRACK, 4096, 0x82).returncode == 0  # A too (its write gives way)
+    row = ar.ok(ar.a, "pair", "resync", "p0", "--reverse")
+    assert row["role"] == "S-VOL"  # A is the S-VOL now: B's data wins
+    ar.wait(ar.b, "PAIR")
+    ar.wait(ar.a, "PAIR")
+    assert ar.pair(ar.b)["role"] == "P-VOL"
+    assert ar.file(ar.a) == ar.file(ar.b)
+    assert ar.file(ar.a)[30 * TRACK:30 * TRACK + 4096] == bytes([0x81]) * 4096
+    assert ar.file(ar.a)[31 * TRACK:31 * TRACK + 4096] != bytes([0x82]) * 4096
+    assert ar.pair(ar.b)["copied_bytes"] <= 3 * TRACK
