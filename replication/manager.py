@@ -45,6 +45,7 @@ from sanlab.storage.peer import PeerFailure, PeerRefused, PeerUnreachable
 from sanlab.storage.supervisor import Supervisor, SupervisorError
 from sanlab.storage.volume import VolumeError
 from sanlab.target.initiator import InitiatorConfig, IscsiError, IscsiSession
+from sanlab.target.pdu import TmfFunction
 
 log = structlog.get_logger("sanlab.replication")
 
@@ -224,14 +225,33 @@ class PairManager:
                 p.forward, p.session = vol, session
             return p.forward
 
+    async def _reset_peer(self, name: str, nexus: Nexus) -> None:
+        """A LOGICAL UNIT RESET of a bidirectional pair's LU here resets the other array's half too
+        (hosts see one LU through both): sent on the pair's session, unless it came from there."""
+        p = self.pairs.get(name)
+        if p is None or not p.record.bidirectional or p.half.state is not PairState.PAIR:
+            return
+        if p.half.role is PairRole.S_VOL:
+            if nexus.initiator_name == p.half.peer_initiator:
+                return  # the P side's own propagation
+            await self._forward_volume(name)  # the session to the P-VOL (p.session), opened if need be
+        elif nexus.isid == stable_isid(nexus.initiator_name, f"forward:{name}"):
+            return  # the S side's forwarding session: its propagation
+        if p.session is not None:
+            await p.session.task_management(TmfFunction.LOGICAL_UNIT_RESET, p.record.peer_lun)
+
     async def _install(self, p: Pair) -> None:
         """Put the pair volume in the LU's slot (quiesced) and the write gate on the LU."""
         vol = p.volume
+        name = p.record.name
         p.lu.write_gate = lambda nexus: vol.may_write(nexus.initiator_name)
+        if p.record.bidirectional:
+            p.lu.reset_hook = lambda nexus: self._reset_peer(name, nexus)
         await p.lu.swap_volume(lambda _old: vol)
 
     async def _uninstall(self, p: Pair) -> None:
         p.lu.write_gate = None
+        p.lu.reset_hook = None
         await p.lu.swap_volume(lambda _old: p.volume.local)
 
     def pair_of_lu(self, lu: LogicalUnit) -> Pair | None:

@@ -194,6 +194,17 @@ class DeviceServer:
             lu.nexus_removed(nexus)
             lu.reservations.nexus_lost(nexus)
 
+    async def lun_reset_done(self, lun: int, nexus: Nexus) -> None:
+        """What must happen after :meth:`lun_reset` before the TMF is answered (``LogicalUnit.reset_hook``);
+        its failure is logged, the reset here stands."""
+        lu = self._luns.get(lun)
+        if lu is None or lu.reset_hook is None:
+            return
+        try:
+            await lu.reset_hook(nexus)
+        except Exception as exc:  # noqa: BLE001 - the local reset is done; the hook's failure is reported
+            self.log.warning("lun_reset_hook_failed", lun=lun, error=repr(exc))
+
     def lun_reset(self, lun: int, nexus: Nexus) -> bool:
         """LOGICAL UNIT RESET task management function (SAM-5 clause 7): False when there is no such LU.
 

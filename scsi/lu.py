@@ -12,7 +12,7 @@ import hashlib
 from collections import deque
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Callable
+from typing import Awaitable, Callable
 
 from sanlab.scsi.reservation_state import LuReservations
 from sanlab.scsi.sense import Asc
@@ -130,6 +130,9 @@ class LogicalUnit:
         """Control mode page D_SENSE: descriptor-format sense when set (SPC-4 §7.5.8)."""
         self.swp = False
         """Control mode page SWP: software write protect, writes fail 27h/02h (SPC-4 §7.5.8)."""
+        self.reset_hook: Callable[[Nexus], Awaitable[None]] | None = None
+        """Awaited after a LOGICAL UNIT RESET of this LU from that nexus, before the TMF is answered
+        (a bidirectional pair's LU is one LU on two arrays: the other array resets its half too)."""
         self.write_gate: Callable[[Nexus], None] | None = None
         """Who may write now, asked for every command that changes the medium before its handler
         runs: raises ScsiError to refuse the command for that I_T nexus.  Set by the owner of a

@@ -513,6 +513,7 @@ class IscsiServer:
             if ds is not None:
                 if fn == TmfFunction.LOGICAL_UNIT_RESET:
                     ds.lun_reset(ev.lun, c.conn.nexus)
+                    await ds.lun_reset_done(ev.lun, c.conn.nexus)
                 elif fn in (TmfFunction.TARGET_WARM_RESET, TmfFunction.TARGET_COLD_RESET):
                     ds.target_reset(c.conn.nexus, cold=fn == TmfFunction.TARGET_COLD_RESET)
             c.conn.tmf_done(ev.itt, TmfResponse.FUNCTION_COMPLETE)

@@ -605,3 +605,19 @@ def test_resync_reverse_copies_the_s_vol_back_by_bitmap(arrays: Arrays) -> None:
     assert ar.file(ar.a)[30 * TRACK:30 * TRACK + 4096] == bytes([0x81]) * 4096
     assert ar.file(ar.a)[31 * TRACK:31 * TRACK + 4096] != bytes([0x82]) * 4096
     assert ar.pair(ar.b)["copied_bytes"] <= 3 * TRACK
+
+
+def test_libiscsi_multipath_suite_with_one_path_through_each_array(arrays: Arrays) -> None:
+    """libiscsi's MultipathIO tests with one URL per array of a bidirectional pair: the host sees
+    one LU (same name), resets on one path show on the other, COMPARE AND WRITE is atomic across."""
+    tool = need("iscsi-test-cu")
+    ar = arrays
+    ar.create("--no-copy", "--bidirectional")
+    ar.wait(ar.a, "PAIR")
+    ar.wait(ar.b, "PAIR")
+    cp = subprocess.run([tool, "-d", "-t", "SCSI.MultipathIO", f"iscsi://{ar.a.portal}/{A}/0",
+                         f"iscsi://{ar.b.portal}/{B}/0"], capture_output=True, text=True, timeout=600)
+    out = cp.stdout + cp.stderr
+    ran = [line for line in out.splitlines() if line.strip().startswith("Test:")]
+    assert len(ran) == 4 and all(line.rstrip().endswith("passed") for line in ran), out[-4000:]
+    assert ar.file(ar.a) == ar.file(ar.b)
