@@ -9,15 +9,14 @@ change both sides with SET PAIR STATE / DELETE PAIR.  The S side answers those c
 (:mod:`sanlab.replication.control` routes them here): it wraps its LU's volume the same way and
 sets the LU's write gate, so only the P array writes an S-VOL in COPY/PAIR.
 
-A pair half is a JSON record (``<data-dir>/pairs/<name>.json``, replaced atomically and durably at
-every state change) and its difference bitmap (``<name>.bitmap``, replication/pair.py states the
-flush order).  At start every record is loaded again: the LU is wrapped again and a P side in COPY
+A pair half is a row of the array's catalog (``pairs``: role, state and the whole record, committed
+off the event loop at every state change) and its difference bitmap (``<data-dir>/pairs/<name>.bitmap``,
+replication/pair.py states the flush order).  At start every record is loaded again: the LU is wrapped again and a P side in COPY
 or PAIR resends what its bitmap marks (``Event.RESTARTED``) once the S array answers.
 """
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import random
 import re
@@ -39,7 +38,7 @@ from sanlab.replication.states import takeover as takeover_decision
 from sanlab.scsi.lu import LogicalUnit, LuConfig
 from sanlab.scsi.task import Nexus
 from sanlab.storage.bitmap import PersistentBitmap
-from sanlab.storage.durable import replace_json
+from sanlab.storage.catalog import Catalog
 from sanlab.storage.external import ExternalVolume, stable_isid
 from sanlab.storage.peer import PeerFailure, PeerRefused, PeerUnreachable
 from sanlab.storage.supervisor import Supervisor, SupervisorError
@@ -139,11 +138,12 @@ class PairSettings:
 class PairManager:
     """Every pair half of this array (module docstring)."""
 
-    def __init__(self, data_dir: Path, initiator_name: str, supervisor: Supervisor,
+    def __init__(self, data_dir: Path, catalog: Catalog, initiator_name: str, supervisor: Supervisor,
                  find_lu: Callable[[str, int], LogicalUnit | None], find_remote: Callable[[str], Remote | None],
                  settings: PairSettings | None = None,
                  find_primary: Callable[[str], Remote | None] | None = None) -> None:
         self.dir = Path(data_dir) / "pairs"
+        self.catalog = catalog
         self.initiator_name = initiator_name
         self.supervisor = supervisor
         self.find_lu = find_lu
@@ -160,8 +160,8 @@ class PairManager:
 
     # --- records ------------------------------------------------------------------------------------------
 
-    def _paths(self, name: str) -> tuple[str, str]:
-        return str(self.dir / f"{name}.json"), str(self.dir / f"{name}.bitmap")
+    def _bitmap_path(self, name: str) -> str:
+        return str(self.dir / f"{name}.bitmap")
 
     def _sync_record(self, p: Pair) -> None:
         r, h = p.record, p.half
@@ -171,13 +171,14 @@ class PairManager:
 
     async def _save(self, p: Pair) -> None:
         self._sync_record(p)
-        path, _ = self._paths(p.record.name)
-        await asyncio.to_thread(replace_json, path, asdict(p.record))
+        r = p.record
+        async with self.catalog.change() as c:
+            c.put_pair(r.name, r.role, r.state, asdict(r))
 
     def _bitmap(self, name: str, lu: LogicalUnit, extent_start: int, extent_blocks: int, fresh: bool) -> PersistentBitmap:
         track = max(1, TRACK_BYTES // lu.block_size)
         area = extent_blocks or lu.num_blocks - extent_start
-        return PersistentBitmap(self._paths(name)[1], (area + track - 1) // track, fresh=fresh)
+        return PersistentBitmap(self._bitmap_path(name), (area + track - 1) // track, fresh=fresh)
 
     def _wrap(self, rec: PairRecord, lu: LogicalUnit, bitmap: PersistentBitmap) -> PairVolume:
         half = PairHalf(rec.name, PairRole.P_VOL if rec.role == "P-VOL" else PairRole.S_VOL, PairState[rec.state],
@@ -262,13 +263,11 @@ class PairManager:
 
     async def load(self) -> None:
         """Every pair half of the data directory again, wrapped; P sides in COPY/PAIR resume copying."""
-        if not self.dir.is_dir():
-            return
-        for path in sorted(self.dir.glob("*.json")):
+        for body in self.catalog.pairs():
             try:
-                rec = PairRecord(**json.loads(path.read_text()))
-            except (OSError, ValueError, TypeError) as exc:
-                log.error("pair_record_unreadable", path=str(path), error=str(exc))
+                rec = PairRecord(**body)
+            except TypeError as exc:
+                log.error("pair_record_unreadable", pair=body.get("name"), error=str(exc))
                 continue
             lu = self.find_lu(rec.target, rec.lun)
             if lu is None:
@@ -631,13 +630,13 @@ class PairManager:
         self._by_id.pop(p.record.pair_id, None)
         if p.session is not None:
             await p.session.close()
-        path, bitmap = self._paths(p.record.name)
+        async with self.catalog.change() as c:
+            c.delete_pair(p.record.name)
         p.volume.bitmap.close()
-        for f in (path, bitmap):
-            try:
-                os.unlink(f)
-            except FileNotFoundError:
-                pass
+        try:
+            os.unlink(self._bitmap_path(p.record.name))
+        except FileNotFoundError:
+            pass
         log.info("pair_deleted", pair=p.record.name, role=p.record.role)
 
     async def _peer_reachable(self, p: Pair) -> bool:

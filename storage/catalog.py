@@ -50,6 +50,7 @@ CREATE TABLE IF NOT EXISTS exports (
 CREATE TABLE IF NOT EXISTS remotes (
     name TEXT PRIMARY KEY, portals TEXT NOT NULL, target TEXT NOT NULL,
     chap_user TEXT, chap_secret TEXT, mutual_user TEXT, mutual_secret TEXT);
+CREATE TABLE IF NOT EXISTS pairs (name TEXT PRIMARY KEY, role TEXT NOT NULL, state TEXT NOT NULL, body TEXT NOT NULL);
 """
 # A table added after catalogs were in use needs no step of its own: SCHEMA's CREATE TABLE IF NOT
 # EXISTS runs at every open and adds it (``remotes`` came this way); ADDED_COLUMNS is for columns.
@@ -219,6 +220,18 @@ class CatalogChange:
         """Remove run-time remote ``name``."""
         self._add("DELETE FROM remotes WHERE name=?", name)
 
+    # --- remote-copy pairs (replication/manager.py owns the record's fields)
+
+    def put_pair(self, name: str, role: str, state: str, body: dict[str, Any]) -> None:
+        """Pair half ``name`` as it stands now (role and state as columns, the whole record as JSON)."""
+        self._add("INSERT INTO pairs (name, role, state, body) VALUES (?, ?, ?, ?) ON CONFLICT(name) DO UPDATE "
+                  "SET role=excluded.role, state=excluded.state, body=excluded.body", name, role, state,
+                  json.dumps(body))
+
+    def delete_pair(self, name: str) -> None:
+        """Forget pair half ``name`` (back to SMPL)."""
+        self._add("DELETE FROM pairs WHERE name=?", name)
+
 
 class Catalog:
     """SQLite-backed tables of the storage configuration.
@@ -363,6 +376,10 @@ class Catalog:
     def exports(self) -> list[dict[str, Any]]:
         """The exports, by target and LUN."""
         return [dict(r) for r in self._reader.execute("SELECT * FROM exports ORDER BY target, lun")]
+
+    def pairs(self) -> list[dict[str, Any]]:
+        """Every pair half's record (the JSON body), by name."""
+        return [dict(json.loads(r["body"])) for r in self._reader.execute("SELECT body FROM pairs ORDER BY name")]
 
     def remotes(self) -> list[RemoteRow]:
         """The remotes added at run time, by name."""

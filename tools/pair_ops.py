@@ -48,8 +48,8 @@ class PairOps:
             named = [ln.remote for ln in links if ln.remote.target == initiator]
             return named[0] if named else (links[0].remote if len(links) == 1 else None)
 
-        self.manager = PairManager(array.data_dir, array.initiator_name, array.supervisor, self.find_lu, remote,
-                                   find_primary=primary)
+        self.manager = PairManager(array.data_dir, array.catalog, array.initiator_name, array.supervisor,
+                                   self.find_lu, remote, find_primary=primary)
         if ref is not None:
             ref.manager = self.manager
 
