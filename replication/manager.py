@@ -119,6 +119,8 @@ class Pair:
     copying: bool = False
     forward: ExternalVolume | None = None
     """S side of a bidirectional pair: the P-VOL, where this side's host writes go first."""
+    copy_started: tuple[float, int] = (0.0, 0)
+    """When the running copy started (loop time) and the bytes sent before it: its rate."""
 
     @property
     def half(self) -> PairHalf:
@@ -373,6 +375,7 @@ class PairManager:
         if p.half.state is not PairState.COPY:
             return
         p.copying = True
+        p.copy_started = (asyncio.get_running_loop().time(), p.volume.copied_bytes)
         try:
             done = await p.volume.copy(rate=rec.pace * (1 << 20))
         except (PeerFailure, VolumeError) as exc:
@@ -554,6 +557,15 @@ class PairManager:
                 p.session, p.volume.mirror = await self._open_session(p.record)
             except PairError as exc:
                 raise PairError(f"resync {name}: {exc}") from None
+        raw = await self._control(p, proto.GetPairStatusCdb(p.record.pair_id).encode(), read_length=proto.STATUS_LENGTH)
+        peer = proto.decode_status(raw)
+        if peer.state is PairState.SSWS:
+            verdict = compare_generations(p.record.generation, p.record.sync_generation, peer.generation_id,
+                                          peer.sync_generation_id)
+            both = " Both arrays took writes on their own (split brain): " if verdict is SyncVerdict.SPLIT_BRAIN else " "
+            raise PairError(f"the S-VOL was taken over (SSWS) and serves its own writes.{both}A resync would "
+                            f"overwrite them: `pair resync {name} --reverse` here or `pair swap {name}` there "
+                            "makes its data win; `pair delete` and create again makes this side's win")
         # The S side's differences (writes after split --rw) join ours: those tracks are resent.
         merged = await self._merge_peer_bitmap(p)
         await self._send_state(p, PairState.COPY, proto.StateReason.OPERATOR)
@@ -838,7 +850,17 @@ class PairManager:
                 "pvol" if r.role == "P-VOL" else "svol": f"{r.target}/{r.lun}",
                 "svol" if r.role == "P-VOL" else "pvol": f"{r.peer_target}/{r.peer_lun}" if r.peer_target else None,
                 "extent": [r.extent_start, r.extent_blocks] if r.extent_blocks else None, "reason": r.reason or None,
-                "copying": p.copying, "bidirectional": r.bidirectional, "pace": r.pace or None}
+                "copying": p.copying, "bidirectional": r.bidirectional, "pace": r.pace or None,
+                "rate_bytes_per_s": self._rate(p)}
+
+    @staticmethod
+    def _rate(p: Pair) -> int | None:
+        """Bytes per second the running copy sends (None when no copy runs)."""
+        if not p.copying:
+            return None
+        began, before = p.copy_started
+        elapsed = asyncio.get_running_loop().time() - began
+        return int((p.volume.copied_bytes - before) / elapsed) if elapsed > 0 else 0
 
     def display(self, name: str | None = None) -> list[dict[str, Any]]:
         """Every pair half (or ``name``'s) at this array."""

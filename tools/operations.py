@@ -402,13 +402,15 @@ OPERATIONS: Final[dict[str, Operation]] = {op.name: op for op in (
         Param("group", Kind.TEXT, "act on every pair of this consistency group", "", default_help="(or name=)"),
     )),
     Operation("pair_takeover", Domain.PAIRS,
-              "Serve pair NAME from this array: nop, S-VOL takeover or P-VOL takeover (horctakeover's table).", (
-        Param("name", Kind.TEXT, "name of the pair"),
+              "Serve pair NAME (or GROUP's pairs) from this array: horctakeover's decision table.", (
+        Param("name", Kind.TEXT, "name of the pair", "", default_help="(or group=)"),
+        Param("group", Kind.TEXT, "act on every pair of this consistency group", "", default_help="(or name=)"),
     )),
     Operation("pair_swap", Domain.PAIRS,
-              "At the S-VOL's array: exchange the roles of pair NAME; the old P-VOL catches up by bitmap only.", (
-        Param("name", Kind.TEXT, "name of the pair"),
+              "At the S-VOL's array: exchange the roles of pair NAME (or GROUP's); the old P-VOL catches up by bitmap.", (
+        Param("name", Kind.TEXT, "name of the pair", "", default_help="(or group=)"),
         Param("force", Kind.BOOL, "after a split brain: this array's data wins", False),
+        Param("group", Kind.TEXT, "act on every pair of this consistency group", "", default_help="(or name=)"),
     )),
     Operation("pair_display", Domain.PAIRS, "Every pair half at this array (or NAME): role, state, progress.", (
         Param("name", Kind.TEXT, "only this pair", None, default_help="all"),

@@ -80,12 +80,17 @@ def cmd_pair(args: argparse.Namespace) -> int:
             flag = {"split": "rw", "resync": "reverse", "delete": "force"}[action]
             req = {"name": args.name or "", "group": args.group or "", flag: getattr(args, flag)}
             print(json.dumps(_call(data_dir, f"pair_{action}", req), indent=2))
-        elif action == "takeover":
-            result = _call(data_dir, "pair_takeover", {"name": args.name})
+        elif action in ("takeover", "swap"):
+            if bool(args.name) == bool(args.group):
+                print(f"sanlab: pair {action}: give a pair NAME or --group G", file=sys.stderr)
+                return 2
+            req = {"name": args.name or "", "group": args.group or ""}
+            if action == "swap":
+                req["force"] = args.force
+            result = _call(data_dir, f"pair_{action}", req)
             print(json.dumps(result, indent=2))
-            return int(result["exit_code"])  # horctakeover's: 0 nop, 1 swap, 2 S-VOL, 3 P-VOL takeover
-        elif action == "swap":
-            print(json.dumps(_call(data_dir, "pair_swap", {"name": args.name, "force": args.force}), indent=2))
+            if action == "takeover":
+                return int(result["exit_code"])  # horctakeover's: 0 nop, 1 swap, 2 S-VOL, 3 P-VOL takeover
         elif action == "display":
             return _display(data_dir, args)
         elif action == "wait":
@@ -160,11 +165,11 @@ def add_pair_parser(sub: Any) -> None:
     d.add_argument("name", metavar="NAME", nargs="?")
     d.add_argument("--force", action="store_true", help="delete this side alone (the peer is gone)")
     t = ps.add_parser("takeover", help="serve the pair from this array (horctakeover's decision table)")
-    t.add_argument("name", metavar="NAME")
+    t.add_argument("name", metavar="NAME", nargs="?")
     w = ps.add_parser("swap", help="exchange the P-VOL and S-VOL roles")
-    w.add_argument("name", metavar="NAME")
+    w.add_argument("name", metavar="NAME", nargs="?")
     w.add_argument("--force", action="store_true", help="after a split brain: this array's data wins")
-    for q in (sp, rs, d):
+    for q in (sp, rs, d, t, w):
         q.add_argument("--group", metavar="G", help="act on every pair of consistency group G (instead of NAME)")
     dp = ps.add_parser("display", help="the pair halves at this array")
     dp.add_argument("name", metavar="NAME", nargs="?")

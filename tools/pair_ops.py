@@ -132,19 +132,34 @@ class PairOps:
         except PairError as exc:
             raise AdminError(f"{what}: {exc}") from None
 
-    async def pair_takeover(self, name: str) -> dict[str, Any]:
-        """Serve pair NAME from this array (horctakeover's decision table); ``exit_code`` is its exit code."""
+    async def pair_takeover(self, name: str = "", group: str = "") -> Any:
+        """Serve pair NAME (or each pair of GROUP held here) from this array (horctakeover's table);
+        ``exit_code`` is its exit code (for a group: the highest of its pairs')."""
+        what = self._one_of("takeover", name, group)
         try:
+            if group:
+                names = [n for n, p in sorted(self.manager.pairs.items()) if p.record.group == group]
+                if not names:
+                    raise PairError(f"no pair of group {group} here")
+                rows = [await self.manager.takeover(n) for n in names]
+                return {"pairs": rows, "exit_code": max(int(r["exit_code"]) for r in rows)}
             return await self.manager.takeover(name)
         except PairError as exc:
-            raise AdminError(f"pair takeover {name}: {exc}") from None
+            raise AdminError(f"{what}: {exc}") from None
 
-    async def pair_swap(self, name: str, force: bool = False) -> dict[str, Any]:
-        """At the S-VOL's array: exchange the roles; the old P-VOL catches up by bitmap only."""
+    async def pair_swap(self, name: str = "", force: bool = False, group: str = "") -> Any:
+        """At the S-VOL's array: exchange the roles of pair NAME (or of each pair of GROUP held here);
+        the old P-VOL catches up by bitmap only."""
+        what = self._one_of("swap", name, group)
         try:
+            if group:
+                names = [n for n, p in sorted(self.manager.pairs.items()) if p.record.group == group]
+                if not names:
+                    raise PairError(f"no pair of group {group} here")
+                return [await self.manager.swap(n, force) for n in names]
             return await self.manager.swap(name, force)
         except PairError as exc:
-            raise AdminError(f"pair swap {name}: {exc}") from None
+            raise AdminError(f"{what}: {exc}") from None
 
     def pair_display(self, name: str | None = None) -> list[dict[str, Any]]:
         """Every pair half at this array, or NAME's."""

@@ -258,6 +258,9 @@ def test_takeover_serves_from_the_surviving_array(arrays: Arrays) -> None:
     ar.a = ar.start("a")
     ar.wait(ar.a, "PSUE")
     assert ar.file(ar.b)[4 * TRACK:4 * TRACK + 4096] == bytes([0x62]) * 4096  # B's write kept
+    # A plain resync from A would overwrite what B's hosts wrote: refused, saying what to do.
+    resync = ar.cli(ar.a, "pair", "resync", "p0")
+    assert resync.returncode == 1 and "taken over (SSWS)" in resync.stderr and "--reverse" in resync.stderr
     # Failback without a full copy: swap at B; B is the P-VOL, A catches up by bitmap.
     swapped = ar.ok(ar.b, "pair", "swap", "p0")
     assert swapped["role"] == "P-VOL"
@@ -621,3 +624,21 @@ def test_libiscsi_multipath_suite_with_one_path_through_each_array(arrays: Array
     ran = [line for line in out.splitlines() if line.strip().startswith("Test:")]
     assert len(ran) == 4 and all(line.rstrip().endswith("passed") for line in ran), out[-4000:]
     assert ar.file(ar.a) == ar.file(ar.b)
+
+
+def test_delete_with_the_peer_gone_needs_force(arrays: Arrays) -> None:
+    ar = arrays
+    ar.create("--no-copy")
+    ar.wait(ar.a, "PAIR")
+    ar.b.stop(signal.SIGKILL)
+    refused = ar.cli(ar.a, "pair", "delete", "p0")
+    assert refused.returncode == 1 and "--force" in refused.stderr
+    assert ar.pair(ar.a)["state"] in ("PAIR", "PSUE")
+    ar.ok(ar.a, "pair", "delete", "p0", "--force")
+    assert ar.ok(ar.a, "pair", "display", "--json") == []
+    assert qemu_write(ar.a, A, 0, 4096, 0x11).returncode == 0  # a plain LU again
+    # B comes back still holding its half; it is deleted there alone too.
+    ar.b = ar.start("b")
+    assert ar.pair(ar.b)["role"] == "S-VOL"
+    ar.ok(ar.b, "pair", "delete", "p0", "--force")
+    assert host_write(ar.b, B, 0, bytes(512)) == (0, None)
