@@ -107,6 +107,8 @@ class IscsiSession:
         self._nop_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
+        self._flush_soon: InitiatorConnection | None = None
+        """A connection whose queued requests go out at the end of this loop turn (one send for all)."""
         self._connected = asyncio.Event()
         self._reconnect_error: BaseException | None = None
         self.last_error: IscsiError | None = None
@@ -194,6 +196,11 @@ class IscsiSession:
             bufs.extend(encode(pdu, hd, dd))
         writer.writelines(bufs)
 
+    def _flush_queued(self) -> None:
+        conn, self._flush_soon = self._flush_soon, None
+        if conn is not None and not conn.closed:
+            self._flush(conn)
+
     def _dispatch(self, events: list[Event]) -> None:
         """Hand each event to whoever waits for it."""
         for ev in events:
@@ -220,7 +227,11 @@ class IscsiSession:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
         self._waiting[itt] = fut
-        self._flush(conn)
+        # Coalesce: every request queued in this loop turn goes out in one send (at depth, one
+        # writelines per command cost ~13 µs of syscall each; bench/README.md, sync pairs).
+        if self._flush_soon is None:
+            self._flush_soon = conn
+            loop.call_soon(self._flush_queued)
         # A timer on the future rather than asyncio.timeout(): the target's device server may run
         # this coroutine outside any task (its inline path), and this is the cheapest timeout.
         timer = loop.call_later(timeout, _expire, fut)
