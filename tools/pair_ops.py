@@ -100,6 +100,13 @@ class PairOps:
             raise AdminError(f"pair {op}: give a pair NAME or a group (--group G), not both or neither")
         return f"pair {op} {name}" if name else f"pair {op} --group {group}"
 
+    def _names(self, group: str) -> list[str]:
+        """The pairs of ``group`` whose half is here (P-VOL or S-VOL), by name."""
+        names = [n for n, p in sorted(self.manager.pairs.items()) if p.record.group == group]
+        if not names:
+            raise PairError(f"no pair of group {group} here")
+        return names
+
     async def pair_split(self, name: str = "", rw: bool = False, group: str = "") -> Any:
         """Split pair NAME, or every pair of GROUP at one point, consistently (``rw``: S-VOLs take writes)."""
         what = self._one_of("split", name, group)
@@ -138,10 +145,7 @@ class PairOps:
         what = self._one_of("takeover", name, group)
         try:
             if group:
-                names = [n for n, p in sorted(self.manager.pairs.items()) if p.record.group == group]
-                if not names:
-                    raise PairError(f"no pair of group {group} here")
-                rows = [await self.manager.takeover(n) for n in names]
+                rows = [await self.manager.takeover(n) for n in self._names(group)]
                 return {"pairs": rows, "exit_code": max(int(r["exit_code"]) for r in rows)}
             return await self.manager.takeover(name)
         except PairError as exc:
@@ -153,10 +157,7 @@ class PairOps:
         what = self._one_of("swap", name, group)
         try:
             if group:
-                names = [n for n, p in sorted(self.manager.pairs.items()) if p.record.group == group]
-                if not names:
-                    raise PairError(f"no pair of group {group} here")
-                return [await self.manager.swap(n, force) for n in names]
+                return [await self.manager.swap(n, force) for n in self._names(group)]
             return await self.manager.swap(name, force)
         except PairError as exc:
             raise AdminError(f"{what}: {exc}") from None
