@@ -143,6 +143,7 @@ class Failover(PairsCore):
         h.peer_initiator = rec.peer_initiator = ""
         p.volume.copied_bytes = 0
         await p.volume.apply(Event.SWAP, "swap by the user")
+        self.set_gate(p)
         log.info("pair_swapped", pair=name, role=h.role.label, peer_tracks=merged,
                  pending_bytes=p.volume.pending_bytes)
         self._spawn_connect(p)
@@ -195,3 +196,4 @@ class Failover(PairsCore):
         p.record.remote = nexus.initiator_name
         p.volume.copied_bytes = 0
         await p.volume.apply(Event.SWAP, "swapped by the peer")
+        self.set_gate(p)

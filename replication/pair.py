@@ -45,7 +45,7 @@ from sanlab.scsi.sense import Asc, ScsiError, SenseKey
 from sanlab.storage.bitmap import PersistentBitmap
 from sanlab.storage.emulated import EmulatedBlockOps
 from sanlab.storage.peer import PeerFailure, PeerRefused, PeerUnreachable
-from sanlab.storage.volume import Volume, VolumeError
+from sanlab.storage.volume import NowaitIO, Volume, VolumeError
 
 log = structlog.get_logger("sanlab.replication.pair")
 
@@ -263,6 +263,41 @@ class PairVolume(EmulatedBlockOps):
             return
         async with self.range_lock.hold(lba, len(data) // self.block_size):
             await self._raw_write(lba, data, fua)
+
+    # --- the device server's fast path (storage/volume.py NowaitIO) ------------------------------------
+
+    def read_nowait(self, lba: int, nblocks: int) -> bytearray | None:
+        """Reads are local: the local volume's page-cache read, when it offers one."""
+        local = self.local
+        if isinstance(local, NowaitIO) and not self.range_lock.would_wait(lba, nblocks, exclusive=False):
+            return local.read_nowait(lba, nblocks)
+        return None
+
+    def write_nowait(self, lba: int, data: bytes | bytearray | memoryview) -> bool:
+        """Never: every write goes through the pair's rules (mirror, record, refuse)."""
+        return False
+
+    def read_pooled(self, lba: int, nblocks: int) -> asyncio.Future[bytes] | None:
+        """The local read, started now (None when an overlapping write holds the range)."""
+        if not isinstance(self.local, NowaitIO) or self.range_lock.would_wait(lba, nblocks, exclusive=False):
+            return None
+        return self.local.read_pooled(lba, nblocks)
+
+    def write_pooled(self, lba: int, data: bytes | bytearray | memoryview) -> asyncio.Future[None] | None:
+        """:meth:`write` started now as a task holding its range from now on (None when the range
+        is held): a P-VOL's host write skips the device server's general path (scsi/sbc.py)."""
+        nblocks = len(data) // self.block_size
+        if self.range_lock.would_wait(lba, nblocks):
+            return None
+        holder = self.range_lock.take(lba, nblocks)
+
+        async def run() -> None:
+            try:
+                await self._raw_write(lba, data, False)
+            finally:
+                self.range_lock.give_back(holder)
+
+        return asyncio.ensure_future(run())
 
     def may_write(self, initiator: str) -> None:
         """The LU's write gate (``LogicalUnit.write_gate``): who may write this half now.

@@ -144,10 +144,17 @@ class PairsCore:
         """Put the pair volume in the LU's slot (quiesced) and the write gate on the LU."""
         vol = p.volume
         name = p.record.name
-        p.lu.write_gate = lambda nexus: vol.may_write(nexus.initiator_name)
+        self.set_gate(p)
         if p.record.bidirectional:
             p.lu.reset_hook = lambda nexus: self._reset_peer(name, nexus)
         await p.lu.swap_volume(lambda _old: vol)
+
+    def set_gate(self, p: Pair) -> None:
+        """The LU's write gate as the half's role needs it: an S-VOL decides per nexus who writes; a
+        P-VOL lets everyone through (its rules are the write path's), so it sets none and keeps the
+        device server's fast path."""
+        vol = p.volume
+        p.lu.write_gate = (lambda nexus: vol.may_write(nexus.initiator_name)) if p.half.role is PairRole.S_VOL else None
 
     async def _uninstall(self, p: Pair) -> None:
         p.lu.write_gate = None

@@ -20,7 +20,7 @@ from sanlab.scsi.outcome import DECLINE, Outcome, Pending, medium_error
 from sanlab.scsi.reservation_state import ALLOWED, READ
 from sanlab.scsi.sense import Asc, ScsiError, SenseKey, invalid_field
 from sanlab.scsi.spc import MAX_TRANSFER_BYTES, lbprz, max_transfer_blocks, thin_provisioned
-from sanlab.scsi.task import ScsiResult
+from sanlab.scsi.task import ScsiResult, ScsiStatus
 from sanlab.storage.volume import NowaitIO, VolumeError
 
 READ_CAPACITY_10_DATA = struct.Struct(">II")
@@ -238,6 +238,11 @@ def plain_io(lu: LogicalUnit, cdb: bytes, data_out: bytes | bytearray | memoryvi
             answer.set_result(medium_error(lu.config.lun, cdb, exc,
                                            Asc.WRITE_ERROR if writes else Asc.UNRECOVERED_READ_ERROR,
                                            lu.d_sense, writes))
+        elif isinstance(exc, ScsiError):
+            # A volume with rules of its own (a pair volume's fence or write protection) answers
+            # with sense, as it would on the general path.
+            answer.set_result(ScsiResult(status=ScsiStatus.CHECK_CONDITION, sense=exc.sense(lu.d_sense),
+                                         data_out_direction=writes))
         elif exc is not None:
             answer.set_exception(exc)
         elif writes:
