@@ -24,9 +24,8 @@ from sanlab.replication.states import (
 )
 from sanlab.replication.states import takeover as takeover_decision
 from sanlab.scsi.task import Nexus
-from sanlab.storage.external import stable_isid
 from sanlab.storage.peer import PeerFailure
-from sanlab.target.initiator import InitiatorConfig, IscsiError, IscsiSession
+from sanlab.target.initiator import IscsiError, IscsiSession
 
 log = structlog.get_logger("sanlab.replication")
 
@@ -43,20 +42,15 @@ class Failover(PairsCore):
                 except PairError:
                     return False
             try:
-                await self._control(p, proto.GetPairStatusCdb(p.record.pair_id).encode(),
-                                    read_length=proto.STATUS_LENGTH)
+                await self._peer_status(p)
                 return True
             except (PairError, PeerFailure):
                 return False
         remote = self.find_primary(p.record.peer_initiator)
         if remote is None:
             return False
+        cfg = self._initiator_config(remote, f"takeover:{p.record.name}", reconnect=False)
         for host, port in remote.portals:
-            cfg = InitiatorConfig(initiator_name=self.initiator_name,
-                                  isid=stable_isid(self.initiator_name, f"takeover:{p.record.name}"),
-                                  chap=remote.chap, target_chap=remote.mutual_chap,
-                                  login_timeout=self.settings.login_timeout,
-                                  command_timeout=self.settings.command_timeout, reconnect=False)
             try:
                 async with IscsiSession(host, port, remote.target, cfg) as s:
                     await s.ping()
@@ -118,8 +112,7 @@ class Failover(PairsCore):
         p.session, p.volume.mirror = session, mirror
         await p.volume.drain()
         try:
-            raw = await self._control(p, proto.GetPairStatusCdb(rec.pair_id).encode(), read_length=proto.STATUS_LENGTH)
-            peer = proto.decode_status(raw)
+            peer = await self._peer_status(p)
             verdict = compare_generations(rec.generation, rec.sync_generation, peer.generation_id,
                                           peer.sync_generation_id)
             if verdict is SyncVerdict.SPLIT_BRAIN and not force:
@@ -132,7 +125,7 @@ class Failover(PairsCore):
             if verdict is SyncVerdict.SPLIT_BRAIN:
                 log.warning("pair_split_brain_resolved", pair=name, winner="this array (swap --force)")
             await self._send_state(p, PairState.COPY, proto.StateReason.SWAP)
-            merged = await self._merge_peer_bitmap(p)
+            merged = await self._merge_peer_bitmap(p, peer)
         except (PairError, PeerFailure) as exc:
             rec.remote = old_remote
             p.session, p.volume.mirror = None, None

@@ -63,8 +63,9 @@ class PairManager(PeerAnswers):
             lu = self.find_lu(*pvol)
             if lu is None:
                 raise PairError(f"no LU {pvol[0]}/{pvol[1]} on this array")
-            if self.pair_of_lu(lu) is not None:
-                raise PairError(f"{pvol[0]}/{pvol[1]} is already in pair {self.pair_of_lu(lu).record.name}")  # type: ignore[union-attr]
+            holder = self.pair_of_lu(lu)
+            if holder is not None:
+                raise PairError(f"{pvol[0]}/{pvol[1]} is already in pair {holder.record.name}")
             start, count = extent or (0, 0)
             if start < 0 or count < 0 or start + (count or 1) > lu.num_blocks or (count == 0 and start):
                 raise PairError(f"extent {start}:{count} does not fit the P-VOL ({lu.num_blocks} blocks)")
@@ -126,7 +127,9 @@ class PairManager(PeerAnswers):
         await p.volume.drain()
         await p.volume.apply(event, "split by the user")
         try:
-            await self._send_state(p, PairState.SSUS, proto.StateReason.OPERATOR if not rw else proto.StateReason.TAKEOVER)
+            # SSUS with TAKEOVER tells the S side it is split --rw (docs/replication-protocol.md).
+            reason = proto.StateReason.TAKEOVER if rw else proto.StateReason.OPERATOR
+            await self._send_state(p, PairState.SSUS, reason)
         except (PairError, PeerFailure) as exc:
             log.warning("pair_split_peer_not_told", pair=name, error=str(exc))
         return self.describe(p)
@@ -156,7 +159,8 @@ class PairManager(PeerAnswers):
                 p.volume.release()
         for p in pairs:
             try:
-                await self._send_state(p, PairState.SSUS, proto.StateReason.GROUP if not rw else proto.StateReason.TAKEOVER)
+                reason = proto.StateReason.TAKEOVER if rw else proto.StateReason.GROUP
+                await self._send_state(p, PairState.SSUS, reason)
             except (PairError, PeerFailure) as exc:
                 log.warning("pair_split_peer_not_told", pair=p.record.name, error=str(exc))
         log.info("pair_group_split", group=group, pairs=[p.record.name for p in pairs])
@@ -171,17 +175,17 @@ class PairManager(PeerAnswers):
                 p.session, p.volume.mirror = await self._open_session(p.record)
             except PairError as exc:
                 raise PairError(f"resync {name}: {exc}") from None
-        raw = await self._control(p, proto.GetPairStatusCdb(p.record.pair_id).encode(), read_length=proto.STATUS_LENGTH)
-        peer = proto.decode_status(raw)
+        peer = await self._peer_status(p)
         if peer.state is PairState.SSWS:
             verdict = compare_generations(p.record.generation, p.record.sync_generation, peer.generation_id,
                                           peer.sync_generation_id)
-            both = " Both arrays took writes on their own (split brain): " if verdict is SyncVerdict.SPLIT_BRAIN else " "
+            both = (" Both arrays took writes on their own (split brain): "
+                    if verdict is SyncVerdict.SPLIT_BRAIN else " ")
             raise PairError(f"the S-VOL was taken over (SSWS) and serves its own writes.{both}A resync would "
                             f"overwrite them: `pair resync {name} --reverse` here or `pair swap {name}` there "
                             "makes its data win; `pair delete` and create again makes this side's win")
         # The S side's differences (writes after split --rw) join ours: those tracks are resent.
-        merged = await self._merge_peer_bitmap(p)
+        merged = await self._merge_peer_bitmap(p, peer)
         await self._send_state(p, PairState.COPY, proto.StateReason.OPERATOR)
         h = p.half
         h.fence_released = h.peer_marked = False

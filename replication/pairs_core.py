@@ -65,7 +65,8 @@ class PairsCore:
     def _sync_record(self, p: Pair) -> None:
         r, h = p.record, p.half
         r.role, r.state, r.fence = h.role.label, h.state.name, h.fence.name.lower()
-        r.reason, r.s_writable, r.fence_released, r.peer_marked = h.reason, h.s_writable, h.fence_released, h.peer_marked
+        r.reason, r.s_writable = h.reason, h.s_writable
+        r.fence_released, r.peer_marked = h.fence_released, h.peer_marked
         r.copied_bytes = p.volume.copied_bytes
 
     async def _save(self, p: Pair) -> None:
@@ -74,7 +75,8 @@ class PairsCore:
         async with self.catalog.change() as c:
             c.put_pair(r.name, r.role, r.state, asdict(r))
 
-    def _bitmap(self, name: str, lu: LogicalUnit, extent_start: int, extent_blocks: int, fresh: bool) -> PersistentBitmap:
+    def _bitmap(self, name: str, lu: LogicalUnit, extent_start: int, extent_blocks: int,
+                fresh: bool) -> PersistentBitmap:
         track = max(1, TRACK_BYTES // lu.block_size)
         area = extent_blocks or lu.num_blocks - extent_start
         return PersistentBitmap(self._bitmap_path(name), (area + track - 1) // track, fresh=fresh)
@@ -109,12 +111,7 @@ class PairsCore:
                 if remote is None:
                     raise PeerUnreachable(f"pair {name}: no remote here reaches the P array {p.record.peer_initiator}")
                 host, port = remote.portals[0]
-                cfg = InitiatorConfig(initiator_name=self.initiator_name,
-                                      isid=stable_isid(self.initiator_name, f"forward:{name}"),
-                                      chap=remote.chap, target_chap=remote.mutual_chap,
-                                      login_timeout=self.settings.login_timeout,
-                                      command_timeout=self.settings.command_timeout, nop_interval=2.0,
-                                      nop_timeout=self.settings.command_timeout, reconnect=True)
+                cfg = self._initiator_config(remote, f"forward:{name}")
                 session = IscsiSession(host, port, p.record.peer_target, cfg)
                 vol = ExternalVolume(f"pair {name} P-VOL", session, p.record.peer_lun, errors=(IscsiError, OSError))
                 try:
@@ -202,19 +199,23 @@ class PairsCore:
                 await p.session.close()
             await asyncio.to_thread(p.volume.bitmap.flush)
 
+    def _initiator_config(self, remote: Remote, purpose: str, reconnect: bool = True) -> InitiatorConfig:
+        """How this array logs in to ``remote`` for ``purpose`` (``pair:NAME``, ``forward:NAME``, ...):
+        the remote's CHAP, the pair timeouts, and an ISID stable per purpose, so a new login
+        reinstates the session a killed array left behind and the peer can tell the sessions apart."""
+        s = self.settings
+        return InitiatorConfig(initiator_name=self.initiator_name, isid=stable_isid(self.initiator_name, purpose),
+                               chap=remote.chap, target_chap=remote.mutual_chap, login_timeout=s.login_timeout,
+                               command_timeout=s.command_timeout, nop_interval=2.0 if reconnect else 0.0,
+                               nop_timeout=s.command_timeout, reconnect=reconnect)
+
     async def _open_session(self, rec: PairRecord) -> tuple[IscsiSession, ExternalVolume]:
         remote = self.find_remote(rec.remote)
         if remote is None:
             raise PairError(f"no remote called {rec.remote}")
         last: Exception | None = None
         for host, port in remote.portals:
-            cfg = InitiatorConfig(initiator_name=self.initiator_name,
-                                  isid=stable_isid(self.initiator_name, f"pair:{rec.name}"),
-                                  chap=remote.chap, target_chap=remote.mutual_chap,
-                                  login_timeout=self.settings.login_timeout,
-                                  command_timeout=self.settings.command_timeout,
-                                  nop_interval=2.0, nop_timeout=self.settings.command_timeout, reconnect=True)
-            session = IscsiSession(host, port, rec.peer_target, cfg)
+            session = IscsiSession(host, port, rec.peer_target, self._initiator_config(remote, f"pair:{rec.name}"))
             mirror = ExternalVolume(f"pair {rec.name} S-VOL", session, rec.peer_lun, errors=(IscsiError, OSError),
                                     ordered_by_caller=True)
             try:
@@ -331,22 +332,18 @@ class PairsCore:
                     and other.half.state in (PairState.COPY, PairState.PAIR)):
                 await other.volume.apply(Event.PEER_LOST, f"group {group}: pair {p.record.name} suspended")
 
-    async def _merge_peer_bitmap(self, p: Pair) -> int:
-        raw = await self._control(p, proto.GetPairStatusCdb(p.record.pair_id, proto.STATUS_LENGTH).encode(),
-                                  read_length=proto.STATUS_LENGTH)
-        status = proto.decode_status(raw)
-        units = min(status.bitmap_units, p.volume.bitmap.size)
+    async def _peer_status(self, p: Pair) -> proto.PairStatus:
+        """The other half's state, generations and bitmap size (GET PAIR STATUS)."""
+        raw = await self._control(p, proto.GetPairStatusCdb(p.record.pair_id).encode(), read_length=proto.STATUS_LENGTH)
+        return proto.decode_status(raw)
+
+    async def _merge_peer_bitmap(self, p: Pair, peer: proto.PairStatus) -> int:
+        """OR the other half's difference bitmap into ours (durably): those tracks are sent too."""
         merged = 0
-        start = 0
-        while start < units:
-            n = min(units - start, 65535)
-            cdb = proto.ReadDifferenceBitmapCdb(p.record.pair_id, start, n)
-            bits = proto.decode_bitmap(await self._control(p, cdb.encode(), read_length=cdb.data_in_length), n)
-            for i in range(n):
-                if bits[i >> 3] & (1 << (i & 7)) and not p.volume.bitmap.has(start + i):
-                    p.volume.bitmap.mark(start + i)
-                    merged += 1
-            start += n
+        for unit in await self._peer_tracks(p, min(peer.bitmap_units, p.volume.bitmap.size)):
+            if not p.volume.bitmap.has(unit):
+                p.volume.bitmap.mark(unit)
+                merged += 1
         await asyncio.to_thread(p.volume.bitmap.flush)
         return merged
 

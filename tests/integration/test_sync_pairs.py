@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -301,8 +303,6 @@ class Proxy:
     without a kill: both arrays stay up, the connections between them die)."""
 
     def __init__(self, upstream: tuple[str, int]) -> None:
-        import socket
-        import threading
         self.upstream = upstream
         self.listener = socket.create_server(("127.0.0.3", 0))
         self.port = self.listener.getsockname()[1]
@@ -313,8 +313,6 @@ class Proxy:
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
-        import socket
-        import threading
         while not self.closed:
             try:
                 c, _ = self.listener.accept()
@@ -348,7 +346,6 @@ class Proxy:
                     pass
 
     def cut(self) -> None:
-        import socket
         self.up = False
         with self.lock:
             for s in self.conns:
