@@ -36,7 +36,7 @@ class PeerAnswers(Failover):
                 raise refuse(Refusal.PAIR_NAME_IN_USE)
             if reg.svol_lun != lun:
                 raise refuse(Refusal.NO_SUCH_LUN)
-            if self.pair_of_lu(lu) is not None:
+            if self.join_refusal(lu, "sync", PairRole.S_VOL) is not None:
                 raise refuse(Refusal.SVOL_IN_PAIR)
             if reg.block_size != lu.block_size:
                 raise refuse(Refusal.BLOCK_SIZE_MISMATCH)
@@ -93,11 +93,13 @@ class PeerAnswers(Failover):
             return
         event = {PairState.PAIR: Event.COPY_DONE, PairState.COPY: Event.RESYNC, PairState.PSUE: Event.PEER_SUSPENDED,
                  PairState.SSUS: Event.SPLIT_RW if reason is proto.StateReason.TAKEOVER else Event.SPLIT,
-                 PairState.PSUS: Event.SPLIT}.get(state)
+                 PairState.PSUS: Event.SPLIT, PairState.PFUS: Event.JOURNAL_SUSPEND}.get(state)
         if event is None:
             raise refuse(Refusal.WRONG_STATE)
         if event is Event.COPY_DONE and h.state is PairState.PAIR:
             return
+        if event is not Event.COPY_DONE:
+            await self._before_peer_event(p, event)
         try:
             if event is Event.SPLIT_RW:
                 h.s_writable = True

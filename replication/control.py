@@ -26,7 +26,7 @@ ManagerRef = Callable[[], PairManager | None]
 
 
 def control_rows(manager: ManagerRef) -> dict[int, CommandSpec]:
-    """The five pair-control commands, for an LU kind's table."""
+    """The pair-control and journal commands, for an LU kind's table."""
 
     def need() -> PairManager:
         m = manager()
@@ -61,7 +61,30 @@ def control_rows(manager: ManagerRef) -> dict[int, CommandSpec]:
         await need().peer_delete(cdb.pair_id, cdb.force)
         return ScsiResult()
 
+    async def read_journal(ctx: Ctx) -> ScsiResult:
+        cdb = proto.ReadJournalCdb.decode(ctx.cdb)
+        return data_in(await need().read_journal(ctx.need_lu(), cdb, ctx.task.nexus), cdb.allocation_length)
+
+    async def attach_journal(ctx: Ctx) -> ScsiResult:
+        cdb = proto.AttachJournalCdb.decode(ctx.cdb)
+        att = proto.JournalAttachment.decode(ctx.task.data_out)
+        await need().attach_journal(cdb.pair_id, att)
+        return ScsiResult(transfer_length=len(ctx.task.data_out), data_out_direction=True)
+
+    async def mark(ctx: Ctx) -> ScsiResult:
+        cdb = proto.MarkCdb.decode(ctx.cdb)
+        await need().mark(cdb.pair_id, proto.decode_marker(ctx.task.data_out))
+        return ScsiResult(transfer_length=len(ctx.task.data_out), data_out_direction=True)
+
+    async def journal_position(ctx: Ctx) -> ScsiResult:
+        cdb = proto.ReadJournalPositionCdb.decode(ctx.cdb)
+        return data_in(need().journal_position(cdb.pair_id), cdb.allocation_length)
+
     return {
+        proto.PairOpcode.MARK: CommandSpec("MARK", mark, data_out=True),
+        proto.PairOpcode.READ_JOURNAL_POSITION: CommandSpec("READ JOURNAL POSITION", journal_position),
+        proto.PairOpcode.READ_JOURNAL: CommandSpec("READ JOURNAL", read_journal),
+        proto.PairOpcode.ATTACH_JOURNAL: CommandSpec("ATTACH JOURNAL", attach_journal, data_out=True),
         proto.PairOpcode.REGISTER_PAIR: CommandSpec("REGISTER PAIR", register, data_out=True,
                                                     medium_error=Asc.WRITE_ERROR),
         proto.PairOpcode.SET_PAIR_STATE: CommandSpec("SET PAIR STATE", set_state, data_out=True),

@@ -77,6 +77,8 @@ class Failover(PairsCore):
             if decision.kind is TakeoverKind.PVOL:
                 h.fence_released = True
                 await self.supervisor.stop(COPY_KIND, name)
+            else:
+                await self._before_takeover(p)
             # From here this side takes writes the other does not see: a new generation.
             p.record.generation = random.getrandbits(63)
             await p.volume.apply(decision.event, f"{decision.kind.name.lower()} takeover by the user"
@@ -102,12 +104,14 @@ class Failover(PairsCore):
                             "(`sanlab remote add`) and swap again")
         if not rec.peer_target:
             raise PairError("the P array did not say where its P-VOL is (pair made by an older sanlab)")
+        await self._before_swap(p)
         old_remote = rec.remote
         rec.remote = remote.name  # this side is about to be the P side: its peer is that remote
         try:
             session, mirror = await self._open_session(rec)
         except PairError:
             rec.remote = old_remote
+            await self._swap_failed(p)
             raise
         p.session, p.volume.mirror = session, mirror
         await p.volume.drain()
@@ -130,6 +134,7 @@ class Failover(PairsCore):
             rec.remote = old_remote
             p.session, p.volume.mirror = None, None
             await session.close()
+            await self._swap_failed(p)
             raise PairError(str(exc) if isinstance(exc, PairError) else f"the P array did not answer: {exc}") from None
         rec.generation = random.getrandbits(63)
         h.s_writable = h.fence_released = h.peer_marked = False
@@ -137,6 +142,7 @@ class Failover(PairsCore):
         p.volume.copied_bytes = 0
         await p.volume.apply(Event.SWAP, "swap by the user")
         self.set_gate(p)
+        await self._after_swap(p)
         log.info("pair_swapped", pair=name, role=h.role.label, peer_tracks=merged,
                  pending_bytes=p.volume.pending_bytes)
         self._spawn_connect(p)
@@ -188,5 +194,7 @@ class Failover(PairsCore):
         h.fence_released = h.peer_marked = False
         p.record.remote = nexus.initiator_name
         p.volume.copied_bytes = 0
+        await self._before_swapped_by_peer(p)
         await p.volume.apply(Event.SWAP, "swapped by the peer")
         self.set_gate(p)
+        await self._after_swap(p)

@@ -29,7 +29,7 @@ from typing import Any
 import structlog
 
 from sanlab.replication import protocol as proto
-from sanlab.replication.answers import PeerAnswers
+from sanlab.replication.delta import DeltaResync
 from sanlab.replication.pair_record import COPY_KIND, NAME_RE, Pair, PairError, PairRecord, PairSettings
 from sanlab.replication.pair_state import FenceLevel, PairRole, PairState
 from sanlab.replication.states import Event, InvalidTransition, SyncVerdict, compare_generations, step
@@ -40,15 +40,19 @@ log = structlog.get_logger("sanlab.replication")
 __all__ = ["COPY_KIND", "NAME_RE", "Pair", "PairError", "PairManager", "PairRecord", "PairSettings"]
 
 
-class PairManager(PeerAnswers):
+class PairManager(DeltaResync):
     """Every pair half of this array (module docstring): the user's operations at the P side, on
     top of the answers to the other array (answers.py), takeover and swap (failover.py) and the
     shared state (pairs_core.py)."""
 
     async def create(self, name: str, pvol: tuple[str, int], remote: str, svol: tuple[str, int], *,
                      fence: str = "data", group: str = "", extent: tuple[int, int] | None = None,
-                     no_copy: bool = False, bidirectional: bool = False, pace: float = 0.0) -> dict[str, Any]:
-        """Form pair ``name`` (checks first; a failure while forming leaves nothing half-made)."""
+                     no_copy: bool = False, bidirectional: bool = False, pace: float = 0.0, mode: str = "sync",
+                     journal: str = "", remote_journal: str = "", delta: bool = False) -> dict[str, Any]:
+        """Form pair ``name`` (checks first; a failure while forming leaves nothing half-made).
+
+        ``delta`` (async): resume the S-VOL from the standby journal of the P-VOL, sending only what
+        the S-VOL's journal lacks since its last consistency point (replication/delta.py)."""
         async with self._lock:
             if not NAME_RE.match(name):
                 raise PairError(f"pair name {name!r}: 1-32 letters, digits, . _ - (starting with a letter or digit)")
@@ -58,18 +62,30 @@ class PairManager(PeerAnswers):
                 fence_level = FenceLevel[fence.upper()]
             except KeyError:
                 raise PairError(f"fence {fence!r}: data, status or never") from None
+            if mode not in ("sync", "async"):
+                raise PairError(f"mode {mode!r}: sync or async")
+            standby = None
+            if delta:
+                if mode != "async":
+                    raise PairError("--delta resumes an async pair (--mode async) from a standby journal")
+                standby = self._standby_of(f"{pvol[0]}/{pvol[1]}", journal)
+                journal, no_copy = standby.name, True
+            group_j = self._check_async(journal, remote_journal, extent, bidirectional) if mode == "async" else None
+            if mode == "sync" and (journal or remote_journal):
+                raise PairError("journals are for async pairs (--mode async)")
             if self.find_remote(remote) is None:
                 raise PairError(f"no remote called {remote}")
             lu = self.find_lu(*pvol)
             if lu is None:
                 raise PairError(f"no LU {pvol[0]}/{pvol[1]} on this array")
-            holder = self.pair_of_lu(lu)
-            if holder is not None:
-                raise PairError(f"{pvol[0]}/{pvol[1]} is already in pair {holder.record.name}")
+            shared = self.join_refusal(lu, mode, PairRole.P_VOL, journal)
+            if shared is not None:
+                raise PairError(f"{pvol[0]}/{pvol[1]} {shared}")
             start, count = extent or (0, 0)
             if start < 0 or count < 0 or start + (count or 1) > lu.num_blocks or (count == 0 and start):
                 raise PairError(f"extent {start}:{count} does not fit the P-VOL ({lu.num_blocks} blocks)")
-            rec = PairRecord(name, random.getrandbits(63) or 1, "P-VOL", "SMPL", fence_level.name.lower(), pvol[0],
+            pair_id = standby.record.standby_pair_id if standby is not None else random.getrandbits(63) or 1
+            rec = PairRecord(name, pair_id, "P-VOL", "SMPL", fence_level.name.lower(), pvol[0],
                              pvol[1], remote, svol[0], svol[1], group=group, extent_start=start, extent_blocks=count,
                              generation=random.getrandbits(63))
             if bidirectional and count:
@@ -95,9 +111,20 @@ class PairManager(PeerAnswers):
                 tmp = Pair(rec, None, lu, session)  # type: ignore[arg-type]
                 await self._control(tmp, proto.RegisterPairCdb(rec.pair_id).encode(),
                                     reg.encode())
+                if group_j is not None:
+                    rec.mode, rec.journal, rec.remote_journal = "async", journal, remote_journal
+                    try:
+                        await self._attach_remote(tmp, group_j, remote_journal)
+                        first = await self._delta_position(tmp, group_j) if standby is not None else 0
+                    except (PairError, PeerFailure):
+                        # Not half-formed: the S side forgets the pair it registered.
+                        await self._control(tmp, proto.DeletePairCdb(rec.pair_id, force=True).encode())
+                        raise
             except (PairError, PeerFailure) as exc:
                 await session.close()
                 raise PairError(str(exc)) from None
+            if standby is not None:
+                await self._activate_standby(lu, standby, first)
             os.makedirs(self.dir, exist_ok=True)
             bitmap = self._bitmap(name, lu, start, count, fresh=True)
             vol = self._wrap(rec, lu, bitmap)
@@ -112,8 +139,11 @@ class PairManager(PeerAnswers):
                 rec.sync_generation = rec.generation
             await self._save(p)
             await self._install(p)
+            if group_j is not None:
+                await self._joined(p, group_j)
         log.info("pair_created", pair=name, pvol=f"{pvol[0]}/{pvol[1]}", remote=remote, svol=f"{svol[0]}/{svol[1]}",
-                 fence=rec.fence, no_copy=no_copy, extent=[start, count])
+                 fence=rec.fence, no_copy=no_copy, extent=[start, count], mode=mode, journal=journal or None,
+                 delta=delta)
         if not no_copy:
             self._spawn_connect(p)
         return self.describe(p)
@@ -124,6 +154,9 @@ class PairManager(PeerAnswers):
         p = self._checked(name, PairRole.P_VOL, event,  # refused before anything moves
                           f"split pair {name} from its P-VOL array (this array holds the S-VOL)")
         await self.supervisor.stop(COPY_KIND, name)
+        if p.record.mode == "async":
+            await self._split_async(p, rw)
+            return self.describe(p)
         await p.volume.drain()
         await p.volume.apply(event, "split by the user")
         try:

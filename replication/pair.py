@@ -1,8 +1,13 @@
 """A pair half as the logical unit sees it: the volume wrapper of synchronous remote copy.
 
+One module past 700 lines, on purpose: the write rules, the activity log and the copy mover share
+one set of track states (``_active``, ``_entering``, ``_unmirrored``, ``_inflight``) whose
+invariants are only checkable read together; the fast path mirrors the task path beside it.
+
 A :class:`PairVolume` stands in front of the local volume of a pair (P-VOL or S-VOL; swapped
 into the LU's slot under a quiesce, ``LogicalUnit.swap_volume``).  Every host write goes through
-it — a pair volume never offers the page-cache fast path — and gets the rule
+it — the device server's fast path too (:meth:`PairVolume.write_pooled`, :meth:`PairVolume.write_nowait`)
+— and gets the rule
 :func:`~sanlab.replication.states.host_write` gives for the half's role, state and fence:
 
 * **mirror** (P-VOL in COPY/PAIR): the write lands on the local volume and on the S-VOL (the
@@ -44,7 +49,9 @@ from sanlab.replication.states import Event, LostMirror, Transition, WriteRule, 
 from sanlab.scsi.sense import Asc, ScsiError, SenseKey
 from sanlab.storage.bitmap import PersistentBitmap
 from sanlab.storage.emulated import EmulatedBlockOps
+from sanlab.storage.external import ExternalVolume
 from sanlab.storage.peer import PeerFailure, PeerRefused, PeerUnreachable
+from sanlab.storage.range_lock import Holder
 from sanlab.storage.volume import NowaitIO, Volume, VolumeError
 
 log = structlog.get_logger("sanlab.replication.pair")
@@ -101,6 +108,23 @@ Diverge = Callable[[], Awaitable[None]]
 own): the owner starts a new generation id, so a later swap can tell a split brain."""
 
 
+def _failure_of(fut: asyncio.Future[None]) -> BaseException | None:
+    """A finished future's exception (a CancelledError when it was cancelled), None when it succeeded."""
+    return asyncio.CancelledError() if fut.cancelled() else fut.exception()
+
+
+def _settle(dst: asyncio.Future[None], src: asyncio.Future[None]) -> None:
+    """Give ``dst`` the outcome of ``src`` (unless the one waiting on ``dst`` gave up)."""
+    if not dst.done():
+        failure = _failure_of(src)
+        if isinstance(failure, asyncio.CancelledError):
+            dst.cancel()
+        elif failure is not None:
+            dst.set_exception(failure)
+        else:
+            dst.set_result(None)
+
+
 def _fenced() -> ScsiError:
     # NOT READY / LOGICAL UNIT NOT READY, MANUAL INTERVENTION REQUIRED (02h/04h/03h): the write
     # fails until an operator resynchronises or takes the P-VOL over (fence data/status).
@@ -115,6 +139,8 @@ class PairVolume(EmulatedBlockOps):
                  mark_peer: MarkPeer | None = None, on_diverge: Diverge | None = None) -> None:
         self.half = half
         self.local = local
+        self._nowait: NowaitIO | None = local if isinstance(local, NowaitIO) else None
+        """The local volume's page-cache I/O, if it has one (a Protocol's isinstance is slow: once)."""
         self.mirror = mirror
         """The S-VOL on the peer (P side only; None while no session to it exists)."""
         self.forward: Callable[[], Awaitable[Volume]] | None = None
@@ -125,6 +151,9 @@ class PairVolume(EmulatedBlockOps):
         self._mark_peer = mark_peer
         self._on_diverge = on_diverge
         self._active: OrderedDict[int, None] = OrderedDict()
+        self._entering: dict[int, asyncio.Future[None]] = {}
+        """Tracks in the activity log whose bit is on its way to the disk: a write to one waits
+        for it, and none of them counts as a difference to copy meanwhile."""
         self._inflight: dict[int, int] = {}
         """Track → mirrored writes to it running now (their bit must stay set)."""
         self._unmirrored: set[int] = set()
@@ -137,6 +166,19 @@ class PairVolume(EmulatedBlockOps):
         self._open = asyncio.Event()
         self._open.set()
         """Cleared while a consistency group moves all its pairs at one point (:meth:`hold`)."""
+
+    @property
+    def thin(self) -> bool:
+        """As the volume wrapped: wrapping a thin volume must not take back what hosts were told
+        (LBPME, SBC-3 §4.7.3); UNMAP stays allowed and runs as zeros through this volume's write
+        rules (EmulatedBlockOps.unmap), so it reaches every copy and reads back as zeros (LBPRZ)."""
+        return self.local.thin
+
+    def set_local(self, local: Volume) -> None:
+        """Stand in front of ``local`` from now on (a relay's virtual volume over the same blocks,
+        replication/cascade.py); the caller quiesces the LU first."""
+        self.local = local
+        self._nowait = local if isinstance(local, NowaitIO) else None
 
     # --- geometry --------------------------------------------------------------------------------------
 
@@ -268,27 +310,39 @@ class PairVolume(EmulatedBlockOps):
 
     def read_nowait(self, lba: int, nblocks: int) -> bytearray | None:
         """Reads are local: the local volume's page-cache read, when it offers one."""
-        local = self.local
-        if isinstance(local, NowaitIO) and not self.range_lock.would_wait(lba, nblocks, exclusive=False):
+        local = self._nowait
+        if local is not None and not self.range_lock.would_wait(lba, nblocks, exclusive=False):
             return local.read_nowait(lba, nblocks)
         return None
 
     def write_nowait(self, lba: int, data: bytes | bytearray | memoryview) -> bool:
-        """Never: every write goes through the pair's rules (mirror, record, refuse)."""
-        return False
+        """An S-VOL's copy of its P array's write (COPY/PAIR: the write gate let only that nexus
+        through) done in the local page cache; every other write goes through the pair's rules
+        (mirror, record, refuse) in :meth:`write_pooled` or :meth:`write`."""
+        h = self.half
+        local = self._nowait
+        if (h.role is not PairRole.S_VOL or h.state not in (PairState.COPY, PairState.PAIR) or h.bidirectional
+                or not self._open.is_set() or local is None
+                or self.range_lock.would_wait(lba, len(data) // self.block_size)):
+            return False
+        return local.write_nowait(lba, data)
 
     def read_pooled(self, lba: int, nblocks: int) -> asyncio.Future[bytes] | None:
         """The local read, started now (None when an overlapping write holds the range)."""
-        if not isinstance(self.local, NowaitIO) or self.range_lock.would_wait(lba, nblocks, exclusive=False):
+        if self._nowait is None or self.range_lock.would_wait(lba, nblocks, exclusive=False):
             return None
-        return self.local.read_pooled(lba, nblocks)
+        return self._nowait.read_pooled(lba, nblocks)
 
     def write_pooled(self, lba: int, data: bytes | bytearray | memoryview) -> asyncio.Future[None] | None:
         """:meth:`write` started now as a task holding its range from now on (None when the range
         is held): a P-VOL's host write skips the device server's general path (scsi/sbc.py)."""
         nblocks = len(data) // self.block_size
-        if self.range_lock.would_wait(lba, nblocks):
-            return None
+        h = self.half
+        if self.range_lock.would_wait(lba, nblocks) or (h.bidirectional and h.role is PairRole.S_VOL):
+            return None  # a bidirectional S-VOL's host writes are forwarded (:meth:`write`)
+        mirrored = self._mirror_started(lba, data, nblocks)
+        if mirrored is not None:
+            return mirrored
         holder = self.range_lock.take(lba, nblocks)
 
         async def run() -> None:
@@ -298,6 +352,107 @@ class PairVolume(EmulatedBlockOps):
                 self.range_lock.give_back(holder)
 
         return asyncio.ensure_future(run())
+
+    def _mirror_started(self, lba: int, data: bytes | bytearray | memoryview,
+                        nblocks: int) -> asyncio.Future[None] | None:
+        """A P-VOL's host write in PAIR, mirrored with callbacks only (no task): what most writes
+        of a pair are, and what :meth:`_mirrored` does, when its tracks are all in the activity
+        log already (no bitmap write to wait for) and the S-VOL's write can go out in this loop
+        turn.  The range stays held, and the write counted, until both copies answered and a
+        failure was judged (:meth:`_judged`), as on the task path.  None when it does not apply."""
+        h = self.half
+        mirror = self.mirror
+        local = self._nowait
+        if (h.role is not PairRole.P_VOL or h.state is not PairState.PAIR or not isinstance(mirror, ExternalVolume)
+                or local is None or not self._open.is_set()
+                or host_write(h.role, h.state, h.fence, s_writable=h.s_writable, fence_released=h.fence_released,
+                              peer_marked=h.peer_marked) is not WriteRule.MIRROR):
+            return None
+        tracks = self.tracks(lba, nblocks)
+        if not tracks:
+            return None
+        active, unmirrored, entering = self._active, self._unmirrored, self._entering
+        for t in tracks:
+            if t not in active or t in unmirrored or t in entering:
+                return None
+        start, count = self.area
+        bs = self.block_size
+        lo, hi = max(lba, start), min(lba + nblocks, start + count)
+        remote = mirror.write_started(lo - start, memoryview(data)[(lo - lba) * bs:(hi - lba) * bs])
+        if remote is None:
+            return None  # the S-VOL's session is not up now: the task path waits for it
+        holder = self.range_lock.take(lba, nblocks)
+        inflight = self._inflight
+        for t in tracks:
+            active.move_to_end(t)
+            inflight[t] = inflight.get(t, 0) + 1
+        self._writes_in_flight += 1
+        self._drained.clear()
+        loop = remote.get_loop()
+        answer: asyncio.Future[None] = loop.create_future()
+        local_io: asyncio.Future[None] | None = None
+        local_exc: BaseException | None = None
+        try:
+            if not local.write_nowait(lba, data):
+                local_io = local.write_pooled(lba, data) or asyncio.ensure_future(self.local.write(lba, data))
+        except Exception as exc:  # noqa: BLE001 - judged with the S-VOL's answer, as on the task path
+            local_exc = exc
+
+        waits = 1 if local_io is None else 2
+
+        def both(_f: asyncio.Future[None]) -> None:
+            nonlocal waits
+            waits -= 1
+            if waits:
+                return  # the other copy's answer ends it
+            self._leave_inflight(tracks)
+            failures = (local_exc if local_io is None else _failure_of(local_io), _failure_of(remote))
+            if failures == (None, None):
+                self._write_ended(holder)
+                if not answer.done():
+                    answer.set_result(None)
+                return
+            judged = loop.create_task(self._judged(*failures, tracks))
+
+            def ended(t: asyncio.Future[None]) -> None:
+                self._write_ended(holder)
+                _settle(answer, t)
+
+            judged.add_done_callback(ended)
+
+        remote.add_done_callback(both)
+        if local_io is not None:
+            local_io.add_done_callback(both)
+        return answer
+
+    def _write_ended(self, holder: Holder) -> None:
+        self.range_lock.give_back(holder)
+        self._writes_in_flight -= 1
+        if not self._writes_in_flight:
+            self._drained.set()
+
+    def _leave_inflight(self, tracks: range) -> None:
+        inflight = self._inflight
+        for t in tracks:
+            left = inflight[t] - 1
+            if left:
+                inflight[t] = left
+            else:
+                del inflight[t]
+
+    async def _judged(self, local_exc: BaseException | None, remote_exc: BaseException | None, tracks: range) -> None:
+        """A mirrored write's end when a copy failed: the tracks stay marked (the copies may
+        differ); a local failure is the host's answer, an S-VOL's failure is judged by the fence
+        level (:meth:`_mirror_failed`); a cancelled copy (the command aborted) cancels."""
+        self._unmirrored.update(tracks)
+        if isinstance(local_exc, asyncio.CancelledError):
+            raise local_exc
+        if local_exc is not None:
+            raise local_exc
+        if isinstance(remote_exc, asyncio.CancelledError):
+            raise remote_exc
+        if remote_exc is not None:
+            await self._mirror_failed(remote_exc)
 
     def may_write(self, initiator: str) -> None:
         """The LU's write gate (``LogicalUnit.write_gate``): who may write this half now.
@@ -357,6 +512,7 @@ class PairVolume(EmulatedBlockOps):
                 self._unmirrored.add(t)  # its bit is now a real difference, not just the activity log
             else:
                 await asyncio.to_thread(self.bitmap.set, t)  # durable before the write starts
+        await self._bits_durable(tracks)
         await self.local.write(lba, data, fua)
 
     async def _mirrored(self, lba: int, data: bytes | bytearray | memoryview, fua: bool, tracks: range) -> None:
@@ -391,21 +547,9 @@ class PairVolume(EmulatedBlockOps):
                 remote_exc = exc
             results = (local_exc, remote_exc)
         finally:
-            for t in tracks:
-                left = self._inflight[t] - 1
-                if left:
-                    self._inflight[t] = left
-                else:
-                    del self._inflight[t]
-        local_exc, remote_exc = results
-        if isinstance(local_exc, BaseException):
-            for t in tracks:
-                self._unmirrored.add(t)  # the copies may differ now: keep the bit
-            raise local_exc
-        if isinstance(remote_exc, BaseException):
-            for t in tracks:
-                self._unmirrored.add(t)
-            await self._mirror_failed(remote_exc)
+            self._leave_inflight(tracks)
+        if results != (None, None):
+            await self._judged(*results, tracks)
 
     async def _send(self, lba: int, data: bytes | bytearray | memoryview, fua: bool) -> None:
         """The part of the write inside the mirrored area, to the S-VOL (at its own block numbers)."""
@@ -444,23 +588,58 @@ class PairVolume(EmulatedBlockOps):
         return on_mirror_lost(h.fence, h.peer_marked)
 
     async def _enter_active(self, tracks: range) -> None:
-        """Put ``tracks`` in the activity log: their bits durable before the write; the oldest leave."""
+        """Put ``tracks`` in the activity log: their bits durable before the write; the oldest leave.
+
+        A track joins the log at once and its bit goes to the disk in the background, so that a
+        second write to it meanwhile finds it in the log (and waits for the same bit) instead of
+        taking the set bit for a difference still to be copied and writing only locally."""
+        active = self._active
+        new = []
         for t in tracks:
-            if t in self._active:
-                self._active.move_to_end(t)
-                continue
-            if not self.bitmap.has(t):
-                await asyncio.to_thread(self.bitmap.set, t)
-            self._active[t] = None
-        while len(self._active) > ACTIVE_TRACKS:
-            old = next(iter(self._active))
-            if old in self._inflight:
+            if t in active:
+                active.move_to_end(t)
+            else:
+                active[t] = None
+                if not self.bitmap.has(t):
+                    new.append(t)
+        if new:
+            durable = asyncio.ensure_future(asyncio.to_thread(self._set_bits, new))
+            for t in new:
+                self._entering[t] = durable
+            durable.add_done_callback(lambda f: self._entered(new, f))
+        await self._bits_durable(tracks)
+        while len(active) > ACTIVE_TRACKS:
+            old = next(iter(active))
+            if old in self._inflight or old in self._entering:
                 break  # still being written; it leaves on a later write
-            del self._active[old]
+            del active[old]
             if old in self._unmirrored:
                 self._unmirrored.discard(old)  # a real difference: the bit stays for the resync
             else:
                 self.bitmap.clear(old)  # lazily: a crash may bring it back, costing one track's copy
+
+    def _set_bits(self, tracks: list[int]) -> None:
+        """Mark ``tracks`` and make them durable (one fdatasync for all; the I/O pool runs it)."""
+        for t in tracks:
+            self.bitmap.mark(t)
+        self.bitmap.flush()
+
+    def _entered(self, tracks: list[int], durable: asyncio.Future[None]) -> None:
+        for t in tracks:
+            if self._entering.get(t) is durable:
+                del self._entering[t]
+        if durable.cancelled() or durable.exception() is not None:
+            # Not known to be on the disk: out of the log again (a bit set after all only costs
+            # that track's copy at the next resync).
+            for t in tracks:
+                self._active.pop(t, None)
+
+    async def _bits_durable(self, tracks: range) -> None:
+        """Wait until the bits of those of ``tracks`` entering the activity log are on the disk."""
+        for t in tracks:
+            durable = self._entering.get(t)
+            if durable is not None:
+                await asyncio.shield(durable)  # a cancelled write does not cancel the others' bit
 
     # --- copy mover (initial copy and resync) ---------------------------------------------------------
 

@@ -63,6 +63,12 @@ class PairRecord:
     bidirectional: bool = False
     pace: float = 0.0
     """P side: the copy's pace in MiB/s (0: as fast as it goes)."""
+    mode: str = "sync"
+    """``sync`` or ``async`` (issue 15: updates reach the S-VOL through the journals)."""
+    journal: str = ""
+    """Async pairs: this array's journal of the pair."""
+    remote_journal: str = ""
+    """Async pairs: the other array's journal of the pair."""
     own_identity: list[str] | None = None
     """S side of a bidirectional pair: the LU's own NAA designator (hex) and serial, given back at
     delete (while paired it answers with the P-VOL's, so hosts see one LU on both arrays)."""

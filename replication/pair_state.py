@@ -26,6 +26,12 @@ class PairState(IntEnum):
     """Suspended by an error (peer unreachable, mirrored write failed); the bitmap keeps the difference."""
     SSWS = 6
     """S-VOL side after a takeover: the S-VOL takes host writes and records them in its own bitmap."""
+    PFUL = 7
+    """Asynchronous pair (issue 15): the journal is past its threshold (default 80%); writes still go
+    to the journal."""
+    PFUS = 8
+    """Asynchronous pair suspended because its journal stayed full: the unsent journal became the
+    difference bitmap, so a resync copies only the difference."""
 
 
 class PairRole(IntEnum):

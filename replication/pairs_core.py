@@ -29,7 +29,7 @@ from sanlab.storage.catalog import Catalog
 from sanlab.storage.external import ExternalVolume, stable_isid
 from sanlab.storage.peer import PeerFailure, PeerRefused, PeerUnreachable
 from sanlab.storage.supervisor import Supervisor, SupervisorError
-from sanlab.storage.volume import VolumeError
+from sanlab.storage.volume import Volume, VolumeError
 from sanlab.target.initiator import InitiatorConfig, IscsiError, IscsiSession
 from sanlab.target.pdu import TmfFunction
 
@@ -81,7 +81,9 @@ class PairsCore:
         area = extent_blocks or lu.num_blocks - extent_start
         return PersistentBitmap(self._bitmap_path(name), (area + track - 1) // track, fresh=fresh)
 
-    def _wrap(self, rec: PairRecord, lu: LogicalUnit, bitmap: PersistentBitmap) -> PairVolume:
+    def _wrap(self, rec: PairRecord, lu: LogicalUnit, bitmap: PersistentBitmap,
+              local: Volume | None = None) -> PairVolume:
+        """The pair volume of ``rec`` over ``local`` (default: the LU's volume, not yet wrapped)."""
         half = PairHalf(rec.name, PairRole.P_VOL if rec.role == "P-VOL" else PairRole.S_VOL, PairState[rec.state],
                         FenceLevel[rec.fence.upper()], rec.extent_start, rec.extent_blocks, rec.s_writable,
                         rec.fence_released, rec.peer_marked, rec.reason, rec.peer_initiator)
@@ -92,8 +94,9 @@ class PairsCore:
                 await self._save(p)
                 await self._group_suspends(p, t)
 
-        vol = PairVolume(half, lu.volume, bitmap, on_transition=saved, mark_peer=lambda: self._mark_peer(rec.name),
-                         on_diverge=lambda: self._diverged(rec.name))
+        vol = self._volume_class(rec)(half, lu.volume if local is None else local, bitmap, on_transition=saved,
+                                      mark_peer=lambda: self._mark_peer(rec.name),
+                                      on_diverge=lambda: self._diverged(rec.name))
         vol.copied_bytes = rec.copied_bytes
         half.bidirectional = rec.bidirectional
         if rec.bidirectional and rec.role == "S-VOL":
@@ -101,6 +104,39 @@ class PairsCore:
             naa, serial = LuConfig.identity(rec.peer_target, rec.peer_lun)
             lu.config.naa, lu.config.serial = naa, serial
         return vol
+
+    def _volume_class(self, rec: PairRecord) -> type[PairVolume]:
+        """The pair volume for ``rec`` (asynchronous pairs have their own, replication/asynccopy.py)."""
+        return PairVolume
+
+    async def _before_peer_event(self, p: Pair, event: Event) -> None:
+        """Called before the peer's SET PAIR STATE moves ``p`` (async pairs finish restoring first)."""
+
+    async def _before_takeover(self, p: Pair) -> None:
+        """Called before an S-VOL takeover moves ``p`` to SSWS (async pairs apply what they acquired)."""
+
+    async def _before_swap(self, p: Pair) -> None:
+        """S side, before a swap asks the P side to give way (async pairs apply their journal first)."""
+
+    async def _swap_failed(self, p: Pair) -> None:
+        """S side: the swap did not happen (async pairs restart their journal movers)."""
+
+    async def _before_swapped_by_peer(self, p: Pair) -> None:
+        """P side, told that the S side swaps: async pairs turn their unsent journal into the bitmap."""
+
+    async def _after_swap(self, p: Pair) -> None:
+        """Either side, the roles exchanged: async pairs turn their journal's direction."""
+
+    async def _into_journal_mode(self, p: Pair) -> bool:
+        """Async P side at the end of a copy: writes held with nothing left to copy (True)."""
+        return True
+
+    async def _forget_async(self, p: Pair) -> None:
+        """An async pair leaves its journal group."""
+
+    def _describe_async(self, p: Pair, row: dict[str, Any]) -> None:
+        """``mode`` and, for async pairs, the lag fields of ``pair display``."""
+        row["mode"] = p.record.mode
 
     async def _forward_volume(self, name: str) -> ExternalVolume:
         """S side of a bidirectional pair: the P-VOL, logged in to on first use (one login at a time)."""
@@ -162,6 +198,12 @@ class PairsCore:
         """The pair whose half this LU holds, if any."""
         return next((p for p in self.pairs.values() if p.lu is lu), None)
 
+    def join_refusal(self, lu: LogicalUnit, mode: str, role: PairRole, journal: str = "") -> str | None:
+        """Why a new ``mode`` pair cannot have its ``role`` half on ``lu`` (None: it can); pairs share
+        a volume only as replication/cascade.py allows (relays, multi-target)."""
+        holder = self.pair_of_lu(lu)
+        return f"is already in pair {holder.record.name}" if holder is not None else None
+
     async def load(self) -> None:
         """Every pair half of the data directory again, wrapped; P sides in COPY/PAIR resume copying."""
         for body in self.catalog.pairs():
@@ -181,7 +223,8 @@ class PairsCore:
             await self._install(p)
             log.info("pair_loaded", pair=rec.name, role=rec.role, state=rec.state, marked_tracks=bitmap.count())
             if p.half.role is PairRole.P_VOL:
-                if p.half.state in (PairState.COPY, PairState.PAIR):
+                # An async P-VOL in PAIR goes on journaling: its journal holds what the S side lacks.
+                if p.half.state is PairState.COPY or (p.half.state is PairState.PAIR and p.record.mode != "async"):
                     await p.volume.apply(Event.RESTARTED, "array restarted")
                 self._spawn_connect(p)
 
@@ -286,7 +329,19 @@ class PairsCore:
             return
         finally:
             p.copying = False
-        if done and p.half.state is PairState.COPY:
+        if not done or p.half.state is not PairState.COPY:
+            return
+        if rec.mode == "async":
+            # Into journal mode at one point of the write stream: writes recorded meanwhile are
+            # copied first, with writes held only for the last, short pass.
+            while not await self._into_journal_mode(p):
+                try:
+                    if not await p.volume.copy(rate=rec.pace * (1 << 20)):
+                        return
+                except (PeerFailure, VolumeError) as exc:
+                    await p.volume.apply(Event.PEER_LOST, f"copy failed: {exc}")
+                    return
+        try:
             try:
                 await self._send_state(p, PairState.PAIR, proto.StateReason.COPY_COMPLETE)
             except (PairError, PeerFailure) as exc:
@@ -294,7 +349,10 @@ class PairsCore:
                 return
             rec.sync_generation = rec.generation
             await p.volume.apply(Event.COPY_DONE)
-            log.info("pair_in_step", pair=rec.name, copied_bytes=p.volume.copied_bytes)
+        finally:
+            if rec.mode == "async":
+                p.volume.release()
+        log.info("pair_in_step", pair=rec.name, copied_bytes=p.volume.copied_bytes)
 
     def _checked(self, name: str, role: PairRole, event: Event, elsewhere: str) -> Pair:
         """Pair ``name``, held here in ``role`` and in a state that takes ``event``; else PairError
@@ -368,6 +426,7 @@ class PairsCore:
         else:
             await self._uninstall(p)
         await p.volume.apply(Event.DELETE, "deleted")
+        await self._forget_async(p)
         if p.record.own_identity:
             p.lu.config.naa, p.lu.config.serial = bytes.fromhex(p.record.own_identity[0]), p.record.own_identity[1]
         self.pairs.pop(p.record.name, None)
@@ -409,7 +468,12 @@ class PairsCore:
                 "svol" if r.role == "P-VOL" else "pvol": f"{r.peer_target}/{r.peer_lun}" if r.peer_target else None,
                 "extent": [r.extent_start, r.extent_blocks] if r.extent_blocks else None, "reason": r.reason or None,
                 "copying": p.copying, "bidirectional": r.bidirectional, "pace": r.pace or None,
-                "rate_bytes_per_s": self._rate(p)}
+                "rate_bytes_per_s": self._rate(p), **self._async_fields(p)}
+
+    def _async_fields(self, p: Pair) -> dict[str, Any]:
+        row: dict[str, Any] = {}
+        self._describe_async(p, row)
+        return row
 
     @staticmethod
     def _rate(p: Pair) -> int | None:

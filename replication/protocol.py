@@ -12,10 +12,15 @@ Integers are big-endian, names UTF-8 padded with NULs.  docs/replication-protoco
   sanlab, and a non-zero reserved field means the layouts have drifted apart.
 * A request it decodes but will not carry out is a :class:`~sanlab.replication.refusals.Refusal`.
 * A reply the sender cannot decode raises :class:`MalformedReply` (the peer answered, but wrongly).
+
+Why one module of this size: it is the one declaration of the array-to-array wire format, every
+command's CDB, parameter list and reply side by side (as ``scsi/cdb.py`` is for SBC), so the two
+ends cannot drift apart; what an array does with them is in ``control.py``.
 """
 from __future__ import annotations
 
 import struct
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum, IntFlag
@@ -46,6 +51,10 @@ class PairOpcode(IntEnum):
     GET_PAIR_STATUS = 0xC2
     READ_DIFFERENCE_BITMAP = 0xC3
     DELETE_PAIR = 0xC4
+    READ_JOURNAL = 0xC6
+    ATTACH_JOURNAL = 0xC7
+    MARK = 0xC8
+    READ_JOURNAL_POSITION = 0xC9
 
 
 RESERVED_FORWARD_WRITE = 0xC5
@@ -64,6 +73,7 @@ class StateReason(IntEnum):
     TAKEOVER = 6  # S-VOL takeover (to SSWS).
     SWAP = 7  # The members exchange roles.
     GROUP = 8  # The pair's consistency group is acting as one.
+    JOURNAL_FULL = 9  # An asynchronous pair's journal stayed full: suspended (PFUS).
 
 
 class PairFlags(IntFlag):
@@ -274,7 +284,247 @@ class DeletePairCdb:
         return _DELETE_CDB.pack(PairOpcode.DELETE_PAIR, self.pair_id, int(self.force), 0)
 
 
-PairRequest = Union[RegisterPairCdb, SetPairStateCdb, GetPairStatusCdb, ReadDifferenceBitmapCdb, DeletePairCdb]
+_READ_JOURNAL_CDB = struct.Struct(">BQI2xB")
+"""READ JOURNAL: OPERATION CODE, FROM SEQUENCE NUMBER, ALLOCATION LENGTH, reserved, CONTROL."""
+_ATTACH_JOURNAL_CDB = struct.Struct(">BQxIxB")
+"""ATTACH JOURNAL: OPERATION CODE, PAIR ID, reserved, PARAMETER LIST LENGTH, reserved, CONTROL."""
+_ATTACH_JOURNAL = struct.Struct(">Q32s32s")
+"""ATTACH JOURNAL parameter list: PRIMARY JOURNAL ID, PRIMARY JOURNAL NAME, SECONDARY JOURNAL NAME."""
+_JOURNAL_REPLY = struct.Struct(">QQQdQIB3x")
+"""READ JOURNAL data header: JOURNAL-IN, JOURNAL-OUT, COMMITTED, OLDEST TIME (of the first entry at or
+after FROM SEQUENCE NUMBER held, 0.0: none), BACKLOG BYTES (data held from there), ENTRY COUNT,
+FLAGS (:class:`JournalReplyFlags`), reserved."""
+_JOURNAL_ENTRY = struct.Struct(">QdQQII")
+"""One entry of READ JOURNAL data, followed by its data: SEQUENCE NUMBER, TIME, PAIR ID, LBA,
+DATA LENGTH (bytes), DATA CRC32."""
+JOURNAL_REPLY_HEADER = _JOURNAL_REPLY.size
+"""Bytes of the READ JOURNAL data header (48)."""
+JOURNAL_ENTRY_HEADER = _JOURNAL_ENTRY.size
+"""Bytes before each entry's data (40)."""
+ATTACH_JOURNAL_LENGTH = _ATTACH_JOURNAL.size
+"""Bytes of the ATTACH JOURNAL parameter list (72)."""
+
+
+_MARK_CDB = struct.Struct(">BQxIxB")
+"""MARK and READ JOURNAL POSITION: OPERATION CODE, PAIR ID, reserved, PARAMETER LIST LENGTH (MARK) or
+ALLOCATION LENGTH (READ JOURNAL POSITION), reserved, CONTROL."""
+_MARK = struct.Struct(">Q")
+"""MARK parameter list: MARKER (the consistency point's number)."""
+_JOURNAL_POSITION = struct.Struct(">QQ")
+"""READ JOURNAL POSITION data: MARKER (the last consistency point restored), RESTORED (sequence number)."""
+MARK_LENGTH = _MARK.size
+JOURNAL_POSITION_LENGTH = _JOURNAL_POSITION.size
+
+
+@dataclass(frozen=True, slots=True)
+class MarkCdb:
+    """MARK (C8h, sync P side → S side, docs/journal.md "Cascade and three sites"): with the pair's
+    writes held and drained, the S side puts consistency point MARKER into every journal fed by the
+    S-VOL's volume (a relay's sending journals, a standby journal), at the same point of the write
+    stream as the P side puts it into its own."""
+
+    data_out_length: ClassVar[int] = MARK_LENGTH
+    pair_id: int
+
+    @classmethod
+    def decode(cls, cdb: Buffer) -> MarkCdb:
+        """Decode; PARAMETER LIST LENGTH must be :data:`MARK_LENGTH`."""
+        _, pair_id, length, _ = _MARK_CDB.unpack_from(cdb)
+        _reserved(cdb, (9, 14))
+        if length != MARK_LENGTH:
+            raise invalid_field(10)
+        return cls(pair_id)
+
+    def encode(self) -> bytes:
+        """The 16-byte CDB."""
+        return _MARK_CDB.pack(PairOpcode.MARK, self.pair_id, MARK_LENGTH, 0)
+
+
+def encode_marker(marker: int) -> bytes:
+    """The MARK parameter list."""
+    return _MARK.pack(marker)
+
+
+def decode_marker(data: Buffer) -> int:
+    """The MARK parameter list's MARKER; PARAMETER LIST LENGTH ERROR unless 8 bytes."""
+    if len(data) != MARK_LENGTH:
+        raise ScsiError(SenseKey.ILLEGAL_REQUEST, Asc.PARAMETER_LIST_LENGTH_ERROR)
+    return int(_MARK.unpack(bytes(data))[0])
+
+
+@dataclass(frozen=True, slots=True)
+class ReadJournalPositionCdb:
+    """READ JOURNAL POSITION (C9h, primary → secondary, before a delta resync): the last consistency
+    point the secondary journal of the pair restored, and its RESTORED sequence number."""
+
+    data_out_length: ClassVar[int] = 0
+    pair_id: int
+    allocation_length: int = JOURNAL_POSITION_LENGTH
+
+    @classmethod
+    def decode(cls, cdb: Buffer) -> ReadJournalPositionCdb:
+        """Decode."""
+        _, pair_id, alloc, _ = _MARK_CDB.unpack_from(cdb)
+        _reserved(cdb, (9, 14))
+        return cls(pair_id, alloc)
+
+    def encode(self) -> bytes:
+        """The 16-byte CDB."""
+        return _MARK_CDB.pack(PairOpcode.READ_JOURNAL_POSITION, self.pair_id, self.allocation_length, 0)
+
+
+def encode_position(marker: int, restored: int) -> bytes:
+    """READ JOURNAL POSITION data."""
+    return _JOURNAL_POSITION.pack(marker, restored)
+
+
+def decode_position(data: Buffer) -> tuple[int, int]:
+    """(MARKER, RESTORED) of READ JOURNAL POSITION data; MalformedReply when short."""
+    if len(data) < JOURNAL_POSITION_LENGTH:
+        raise MalformedReply("READ JOURNAL POSITION data cut short", len(data))
+    marker, restored = _JOURNAL_POSITION.unpack_from(bytes(data))
+    return int(marker), int(restored)
+
+
+class JournalReplyFlags(IntFlag):
+    """FLAGS of READ JOURNAL data."""
+
+    NOT_JOURNALING = 0x01  # No pair of the journal is in PAIR/PFUL at the primary: nothing will come.
+    GAP = 0x02  # FROM SEQUENCE NUMBER is below journal-out: the entries between became the bitmap (PFUS).
+
+
+@dataclass(frozen=True, slots=True)
+class ReadJournalCdb:
+    """READ JOURNAL (C6h, secondary → primary, seed 003 FIG. 13's journal acquisition as a pull), sent to
+    the LUN of any P-VOL of the journal group.  FROM SEQUENCE NUMBER is the secondary's *to-be-read*:
+    every entry below it is durable in the secondary's journal (*read-completed*), so the primary may
+    purge them.  The answer (Data-In) is a :class:`JournalBatch`."""
+
+    data_out_length: ClassVar[int] = 0
+    from_sequence: int
+    allocation_length: int
+
+    @classmethod
+    def decode(cls, cdb: Buffer) -> ReadJournalCdb:
+        """Decode (ALLOCATION LENGTH must hold at least the header)."""
+        _, first, alloc, _ = _READ_JOURNAL_CDB.unpack_from(cdb)
+        _reserved(cdb, (13, 14))
+        if alloc < JOURNAL_REPLY_HEADER:
+            raise invalid_field(9)
+        return cls(first, alloc)
+
+    def encode(self) -> bytes:
+        """The 16-byte CDB."""
+        return _READ_JOURNAL_CDB.pack(PairOpcode.READ_JOURNAL, self.from_sequence, self.allocation_length, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class AttachJournalCdb:
+    """ATTACH JOURNAL (C7h, primary → secondary, after REGISTER PAIR): the pair is asynchronous; its
+    entries come from the named primary journal and go to the named secondary journal."""
+
+    data_out_length: ClassVar[int] = ATTACH_JOURNAL_LENGTH
+    pair_id: int
+
+    @classmethod
+    def decode(cls, cdb: Buffer) -> AttachJournalCdb:
+        """Decode; PARAMETER LIST LENGTH must be :data:`ATTACH_JOURNAL_LENGTH`."""
+        _, pair_id, length, _ = _ATTACH_JOURNAL_CDB.unpack_from(cdb)
+        _reserved(cdb, (9, 14))
+        if length != ATTACH_JOURNAL_LENGTH:
+            raise invalid_field(10)
+        return cls(pair_id)
+
+    def encode(self) -> bytes:
+        """The 16-byte CDB."""
+        return _ATTACH_JOURNAL_CDB.pack(PairOpcode.ATTACH_JOURNAL, self.pair_id, ATTACH_JOURNAL_LENGTH, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class JournalAttachment:
+    """The ATTACH JOURNAL parameter list."""
+
+    primary_journal_id: int
+    primary_journal: str
+    """Name of the journal at the primary, 1-32 bytes of UTF-8 (offset 8)."""
+    secondary_journal: str
+    """Name of the journal at the secondary, 1-32 bytes of UTF-8 (offset 40)."""
+
+    def encode(self) -> bytes:
+        """The 72-byte list."""
+        return _ATTACH_JOURNAL.pack(self.primary_journal_id, _encode_name(self.primary_journal, 32, 8, True),
+                                    _encode_name(self.secondary_journal, 32, 40, True))
+
+    @classmethod
+    def decode(cls, data: Buffer) -> JournalAttachment:
+        """Decode; PARAMETER LIST LENGTH ERROR unless exactly 72 bytes."""
+        if len(data) != ATTACH_JOURNAL_LENGTH:
+            raise ScsiError(SenseKey.ILLEGAL_REQUEST, Asc.PARAMETER_LIST_LENGTH_ERROR)
+        jid, pj, sj = _ATTACH_JOURNAL.unpack(bytes(data))
+        return cls(jid, _decode_name(pj, 8, True), _decode_name(sj, 40, True))
+
+
+@dataclass(frozen=True, slots=True)
+class WireEntry:
+    """One journal entry as READ JOURNAL carries it."""
+
+    sequence: int
+    time: float
+    pair_id: int
+    lba: int
+    data: bytes
+    data_crc: int
+
+
+@dataclass(frozen=True, slots=True)
+class JournalBatch:
+    """READ JOURNAL data: the primary's pointers and the committed entries from FROM SEQUENCE NUMBER."""
+
+    journal_in: int
+    journal_out: int
+    committed: int
+    oldest_time: float
+    backlog_bytes: int
+    flags: JournalReplyFlags
+    entries: tuple[WireEntry, ...] = ()
+
+    def encode(self) -> bytes:
+        """Header, then each entry's header and data."""
+        parts = [_JOURNAL_REPLY.pack(self.journal_in, self.journal_out, self.committed, self.oldest_time,
+                                     self.backlog_bytes, len(self.entries), self.flags)]
+        for e in self.entries:
+            parts.append(_JOURNAL_ENTRY.pack(e.sequence, e.time, e.pair_id, e.lba, len(e.data), e.data_crc))
+            parts.append(e.data)
+        return b"".join(parts)
+
+    @classmethod
+    def decode(cls, data: Buffer) -> JournalBatch:
+        """Parse; :class:`MalformedReply` when short, long, or an entry's CRC does not match its data."""
+        view = memoryview(data)
+        if len(view) < JOURNAL_REPLY_HEADER:
+            raise MalformedReply("READ JOURNAL data shorter than its header", len(view))
+        jin, jout, committed, oldest, backlog, count, flags = _JOURNAL_REPLY.unpack_from(view)
+        off = JOURNAL_REPLY_HEADER
+        entries = []
+        for _ in range(count):
+            if off + JOURNAL_ENTRY_HEADER > len(view):
+                raise MalformedReply("READ JOURNAL entry header cut short", off)
+            seq, t, pid, lba, length, crc = _JOURNAL_ENTRY.unpack_from(view, off)
+            off += JOURNAL_ENTRY_HEADER
+            if off + length > len(view):
+                raise MalformedReply("READ JOURNAL entry data cut short", off)
+            payload = bytes(view[off:off + length])
+            if zlib.crc32(payload) != crc:
+                raise MalformedReply(f"READ JOURNAL entry {seq}: data CRC mismatch", off)
+            entries.append(WireEntry(seq, t, pid, lba, payload, crc))
+            off += length
+        if off != len(view):
+            raise MalformedReply("READ JOURNAL data longer than its entries", off)
+        return cls(jin, jout, committed, oldest, backlog, JournalReplyFlags(flags & 0x03), tuple(entries))
+
+
+PairRequest = Union[RegisterPairCdb, SetPairStateCdb, GetPairStatusCdb, ReadDifferenceBitmapCdb, DeletePairCdb,
+                    ReadJournalCdb, AttachJournalCdb]
 """Any decoded pair-control CDB."""
 
 _DECODERS: dict[int, Callable[[Buffer], PairRequest]] = {
@@ -283,6 +533,8 @@ _DECODERS: dict[int, Callable[[Buffer], PairRequest]] = {
     PairOpcode.GET_PAIR_STATUS: GetPairStatusCdb.decode,
     PairOpcode.READ_DIFFERENCE_BITMAP: ReadDifferenceBitmapCdb.decode,
     PairOpcode.DELETE_PAIR: DeletePairCdb.decode,
+    PairOpcode.READ_JOURNAL: ReadJournalCdb.decode,
+    PairOpcode.ATTACH_JOURNAL: AttachJournalCdb.decode,
 }
 """OPERATION CODE → decoder."""
 

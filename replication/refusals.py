@@ -28,6 +28,8 @@ class Refusal(IntEnum):
     BITMAP_RANGE = 10  # READ DIFFERENCE BITMAP: units past the end of the bitmap.
     NOT_READY = 11  # The receiver cannot act now (starting, its volume not ready): try again.
     INTERNAL_FAILURE = 12  # The receiver failed while acting (catalog, bitmap file).
+    NO_SUCH_JOURNAL = 13  # ATTACH JOURNAL: no journal by the SECONDARY JOURNAL NAME (or it is a primary's).
+    NOT_A_PRIMARY = 14  # READ JOURNAL: the LU is not the P-VOL of an asynchronous pair here.
 
 
 _ILLEGAL = SenseKey.ILLEGAL_REQUEST
@@ -53,6 +55,8 @@ REFUSAL_SENSE: dict[Refusal, tuple[SenseKey, Asc, FieldPointer | None]] = {
     Refusal.BITMAP_RANGE: (_ILLEGAL, Asc.LBA_OUT_OF_RANGE, FieldPointer(9)),  # CDB: STARTING UNIT
     Refusal.NOT_READY: (SenseKey.NOT_READY, Asc.LOGICAL_UNIT_NOT_READY_CAUSE_NOT_REPORTABLE, None),
     Refusal.INTERNAL_FAILURE: (SenseKey.HARDWARE_ERROR, Asc.INTERNAL_TARGET_FAILURE, None),
+    Refusal.NO_SUCH_JOURNAL: (_ILLEGAL, Asc.PARAMETER_VALUE_INVALID, _in_list(40)),  # SECONDARY JOURNAL NAME
+    Refusal.NOT_A_PRIMARY: (_ILLEGAL, Asc.COMMAND_SEQUENCE_ERROR, FieldPointer(0)),  # CDB: OPERATION CODE
 }
 """Refusal → (SENSE KEY, ASC/ASCQ, field pointer) the receiver answers with CHECK CONDITION."""
 

@@ -70,6 +70,12 @@ class Event(enum.Enum):
     """The P side releases its fence while the S side is gone (P-VOL takeover)."""
     SWAP = "swap"
     """Roles exchange: the old S becomes the P-VOL; copying runs back by bitmap only."""
+    JOURNAL_FULL = "journal-full"
+    """Asynchronous pair: the journal passed its threshold (PAIR → PFUL)."""
+    JOURNAL_OK = "journal-ok"
+    """Asynchronous pair: the journal fell below its threshold again (PFUL → PAIR)."""
+    JOURNAL_SUSPEND = "journal-suspend"
+    """Asynchronous pair: the journal stayed full too long; its unsent entries became the bitmap (PFUS)."""
     RESTARTED = "restarted"
     """The array started again with the pair in COPY or PAIR: the tracks its bitmap marks (the
     activity log of writes in flight at a crash, or a copy cut short) are sent before PAIR."""
@@ -162,9 +168,25 @@ _add((P, S), (St.PSUS, St.SSUS, St.PSUE, St.SSWS), Event.PEER_SUSPENDED, None, (
 _add((S,), (St.PAIR, St.SSUS, St.PSUE), Event.TAKEOVER_SVOL, St.SSWS, (A.NEW_GENERATION, A.NOTIFY_PEER))
 _add((P,), (St.PAIR, St.PSUE), Event.TAKEOVER_PVOL, St.PSUE, (A.DRAIN, A.STOP_COPY, A.RELEASE_FENCE, A.NEW_GENERATION))
 # Swap: the S side becomes the P-VOL and copies back by bitmap only (failback needs no full copy).
-_add((S,), (St.PAIR, St.SSUS, St.SSWS, St.PSUE), Event.SWAP, St.COPY,
+_add((S,), (St.PAIR, St.SSUS, St.SSWS, St.PSUE, St.PFUS), Event.SWAP, St.COPY,
      (A.DRAIN, A.SWAP_ROLES, A.MERGE_PEER_BITMAP, A.NOTIFY_PEER, A.START_COPY))
-_add((P,), (St.PAIR, St.PSUS, St.PSUE), Event.SWAP, St.COPY, (A.DRAIN, A.STOP_COPY, A.SWAP_ROLES))
+# An async P side leaving journal mode for a swap goes through PFUS (its unsent journal becomes
+# the bitmap, seed 003 FIG. 17-21), and one already suspended by a full journal swaps from there.
+_add((P,), (St.PAIR, St.PSUS, St.PSUE, St.PFUL, St.PFUS), Event.SWAP, St.COPY, (A.DRAIN, A.STOP_COPY, A.SWAP_ROLES))
+# Asynchronous pairs (issue 15): journal use past the threshold shows PFUL, and full too long
+# suspends (PFUS) with the unsent journal turned into the bitmap; a resync copies only that.
+_add((P,), (St.PAIR,), Event.JOURNAL_FULL, St.PFUL, ())
+_add((P,), (St.PFUL,), Event.JOURNAL_OK, St.PAIR, ())
+_add((P,), (St.PAIR, St.PFUL), Event.JOURNAL_SUSPEND, St.PFUS, (A.DRAIN,))
+_add((S,), (St.PAIR, St.COPY), Event.JOURNAL_SUSPEND, St.PFUS, ())
+_add((P,), (St.PFUL,), Event.SPLIT, St.PSUS, (A.DRAIN, A.STOP_COPY, A.NOTIFY_PEER))
+_add((P,), (St.PFUL,), Event.SPLIT_RW, St.PSUS, (A.DRAIN, A.STOP_COPY, A.NOTIFY_PEER))
+_add((P,), (St.PFUS,), Event.RESYNC, St.COPY, (A.MERGE_PEER_BITMAP, A.NOTIFY_PEER, A.START_COPY))
+_add((S,), (St.PFUS,), Event.RESYNC, St.COPY, ())
+_add((P,), (St.PFUL,), Event.PEER_LOST, St.PSUE, (A.STOP_COPY,))
+_add((P, S), (St.PFUS,), Event.PEER_LOST, None, ())
+_add((P, S), (St.PFUS,), Event.PEER_SUSPENDED, None, ())
+_add((S,), (St.PFUS,), Event.TAKEOVER_SVOL, St.SSWS, (A.NEW_GENERATION, A.NOTIFY_PEER))
 # A restart: whatever the bitmap marks is sent again; only those tracks, never a full copy.
 _add((P,), (St.COPY, St.PAIR), Event.RESTARTED, St.COPY, (A.START_COPY,))
 _add((S,), (St.COPY, St.PAIR), Event.RESTARTED, None, ())
@@ -192,6 +214,9 @@ _WHY: dict[Event, str] = {
     Event.TAKEOVER_PVOL: "a P-VOL takeover needs a P-VOL in PAIR or PSUE",
     Event.SWAP: "a swap needs the pair in PAIR, split or suspended, with a complete S-VOL",
     Event.RESTARTED: "only a pair in COPY or PAIR resumes copying at start",
+    Event.JOURNAL_FULL: "only an asynchronous P-VOL in PAIR fills its journal",
+    Event.JOURNAL_OK: "only a P-VOL in PFUL leaves it",
+    Event.JOURNAL_SUSPEND: "only a pair in PAIR or PFUL suspends on a full journal",
 }
 
 

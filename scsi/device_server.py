@@ -29,6 +29,7 @@ LU's persisted state is restored before its first command, off the event loop.
 """
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -46,6 +47,7 @@ from sanlab.scsi.lun import LUN_RANGE, MAX_LUN
 from sanlab.scsi.outcome import DECLINE, Outcome, Pending, medium_error, starts_at_once
 from sanlab.scsi.reservation_store import STORE_NAME, ReservationStore
 from sanlab.scsi.sense import Asc, ScsiError, SenseKey, build_sense
+from sanlab.scsi.stats import now_ns
 from sanlab.scsi.task import Nexus, ScsiResult, ScsiStatus, ScsiTask, TaskAttribute
 from sanlab.storage.volume import VolumeError
 
@@ -286,11 +288,28 @@ class DeviceServer:
         if lu is None or task.attr is not TaskAttribute.SIMPLE or not starts_at_once(lu, task.nexus):
             return DECLINE
         assert lu.nowait_volume is not None  # starts_at_once
+        if lu.write_gate is not None and sbc.plain_write(task.cdb):
+            # A pair's S-VOL takes its P array's writes here; a write the gate refuses is left to
+            # the general path, which answers it in its order of checks (CONTROL byte first).
+            try:
+                lu.write_gate(task.nexus)
+            except ScsiError:
+                return DECLINE
+        started = now_ns()
         outcome = sbc.plain_io(lu, task.cdb, task.data_out, lu.nowait_volume)
-        if type(outcome) is Pending:
+        if type(outcome) is ScsiResult:
+            lu.stats.done(task.cdb, len(task.data_out), outcome, started)
+        elif type(outcome) is Pending:
             ts = lu.task_set
             ts.start_now(TaskAttribute.SIMPLE)
-            outcome.answer.add_done_callback(lambda _f: ts.stopped())
+            stats, cdb, data_out = lu.stats, task.cdb, len(task.data_out)
+
+            def ended(f: asyncio.Future[ScsiResult]) -> None:
+                ts.stopped()
+                if not f.cancelled() and f.exception() is None:
+                    stats.done(cdb, data_out, f.result(), started)
+
+            outcome.answer.add_done_callback(ended)
         return outcome
 
     async def execute(self, task: ScsiTask) -> ScsiResult:
@@ -299,14 +318,18 @@ class DeviceServer:
         lu = self._luns.get(task.lun)
         if lu is None:
             return await self._execute(task)
+        started = now_ns()
         ts = lu.task_set
         if ts.start_now(task.attr):
             try:
-                return await self._execute(task)
+                result = await self._execute(task)
             finally:
                 ts.stopped()
-        async with ts.enabled(task.attr):
-            return await self._execute(task)
+        else:
+            async with ts.enabled(task.attr):
+                result = await self._execute(task)
+        lu.stats.done(task.cdb, len(task.data_out), result, started)
+        return result
 
     async def _execute(self, task: ScsiTask) -> ScsiResult:
         cdb = bytes(task.cdb)

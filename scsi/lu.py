@@ -16,6 +16,7 @@ from typing import Awaitable, Callable
 
 from sanlab.scsi.reservation_state import LuReservations
 from sanlab.scsi.sense import Asc
+from sanlab.scsi.stats import LuStats
 from sanlab.scsi.task import Nexus, TaskAttribute
 from sanlab.scsi.task_set import TaskSet
 from sanlab.storage.volume import NowaitIO, Volume, VolumeError, grow_volume
@@ -155,6 +156,8 @@ class LogicalUnit:
         restores what APTPL persisted before the LU's first command."""
         self.task_set = TaskSet()
         """When each task may start by its attribute (SAM-5 §8.6)."""
+        self.stats = LuStats()
+        """Commands, bytes, errors and latencies of this LU (the status page and metrics read them)."""
 
     @property
     def block_size(self) -> int:

@@ -65,11 +65,12 @@ def starts_at_once(lu: LogicalUnit, nexus: Nexus) -> bool:
     ORDERED or HEAD OF QUEUE task it would have to wait for (SAM-5 §8.6), the LU is not
     sanitizing, has its medium and is not software write protected (SBC-3 §4.11, §5.25, SPC-4
     §7.5.8), no unit attention is pending for the nexus (SAM-5 §5.14), and no reservation is
-    held (SPC-4 §5.9.1: then the conflict rule of the command's row must be consulted), nor a
-    write gate set (``LogicalUnit.write_gate``: it decides per nexus).  These are exactly the
-    general path's checks whose answer could differ from GOOD."""
+    held (SPC-4 §5.9.1: then the conflict rule of the command's row must be consulted).  These
+    are exactly the general path's checks whose answer could differ from GOOD, but for a write
+    gate (``LogicalUnit.write_gate``), which the fast path asks itself, in the general path's
+    order (DeviceServer.start)."""
     return (lu.nowait_volume is not None and lu.task_set.open and not lu.sanitizing and lu.medium_present
-            and not lu.swp and lu.write_gate is None and not lu.pending_ua(nexus) and lu.reservations.free())
+            and not lu.swp and not lu.pending_ua(nexus) and lu.reservations.free())
 
 
 def medium_error(lun: int, cdb: bytes, exc: VolumeError, asc: Asc, descriptor: bool, data_out: bool,

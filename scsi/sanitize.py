@@ -9,8 +9,10 @@ LOGICAL UNIT NOT READY, SANITIZE IN PROGRESS
 through the Volume interface only — ``write_same`` for OVERWRITE, ``unmap``
 for BLOCK ERASE — so it works on every kind of volume.
 
-CRYPTOGRAPHIC ERASE is not offered: no volume encrypts its data, so there is no
-key to change (the service action is unsupported: INVALID FIELD IN CDB).
+CRYPTOGRAPHIC ERASE is offered on an LU whose volume encrypts its blocks
+(:class:`~sanlab.storage.volume.CryptoErasable`, storage/encrypted.py): the data key is replaced
+by a new random one, so every block written before reads back as noise.  Elsewhere the service
+action is unsupported (INVALID FIELD IN CDB) and REPORT SUPPORTED OPERATION CODES leaves it out.
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ from sanlab.scsi.lu import LogicalUnit
 from sanlab.scsi.sense import Asc, ScsiError, SenseKey, invalid_field, invalid_parameter
 from sanlab.scsi.spc import lbprz, thin_provisioned
 from sanlab.scsi.task import ScsiResult
-from sanlab.storage.volume import VolumeError
+from sanlab.storage.volume import CryptoErasable, VolumeError
 
 log = structlog.get_logger("sanlab.scsi")
 
@@ -209,6 +211,25 @@ async def exit_failure_mode(ctx: Ctx) -> ScsiResult:
     return ScsiResult()
 
 
+async def crypto_erase(ctx: Ctx) -> ScsiResult:
+    """SANITIZE CRYPTOGRAPHIC ERASE: the volume's data key destroyed (SBC-3 §4.11.4, §5.19.4)."""
+    lu = ctx.need_lu()
+    cdb = SanitizeCdb.parse(ctx.cdb)
+    _check_writable(lu)
+    if cdb.parameter_list_length:
+        raise invalid_field(7)  # CRYPTOGRAPHIC ERASE takes no parameter list (SBC-3 §5.19.4)
+    volume = lu.volume
+    if not isinstance(volume, CryptoErasable):
+        raise invalid_field(1, 4)
+    work = asyncio.ensure_future(volume.crypto_erase())
+    return await _start(ctx, lu, cdb.immed, "crypto_erase", work)
+
+
+def can_crypto_erase(lu: LogicalUnit) -> bool:
+    """CRYPTOGRAPHIC ERASE needs a volume that encrypts its blocks."""
+    return isinstance(lu.volume, CryptoErasable)
+
+
 def can_block_erase(lu: LogicalUnit) -> bool:
     """BLOCK ERASE needs a volume that deallocates and reads deallocated blocks as zeros."""
     return thin_provisioned(lu) and lbprz(lu)
@@ -225,6 +246,10 @@ COMMANDS: dict[int, CommandSpec] = {
             "SANITIZE BLOCK ERASE", block_erase, data_out=True, writes=True, medium_error=Asc.WRITE_ERROR,
             timeout=600, available=can_block_erase, detach_on_abort=True,
             cdb_usage=_SANITIZE_USAGE[:1] + bytes([0x82]) + _SANITIZE_USAGE[2:]),
+        SanitizeServiceAction.CRYPTOGRAPHIC_ERASE: CommandSpec(
+            "SANITIZE CRYPTOGRAPHIC ERASE", crypto_erase, data_out=True, writes=True, medium_error=Asc.WRITE_ERROR,
+            timeout=60, available=can_crypto_erase, detach_on_abort=True,
+            cdb_usage=_SANITIZE_USAGE[:1] + bytes([0x83]) + _SANITIZE_USAGE[2:]),
         SanitizeServiceAction.EXIT_FAILURE_MODE: CommandSpec(
             "SANITIZE EXIT FAILURE MODE", exit_failure_mode, data_out=True, writes=True,
             cdb_usage=_SANITIZE_USAGE[:1] + bytes([0x9F]) + _SANITIZE_USAGE[2:]),

@@ -172,6 +172,13 @@ _FAST_RW: dict[int, tuple[struct.Struct, bool, bool]] = {
     Opcode.READ_16: (_RW16, True, False), Opcode.WRITE_16: (_RW16, True, True),
 }
 """Opcode → (CDB layout, 16-byte form, writes) of the commands :func:`plain_io` takes."""
+
+
+def plain_write(cdb: bytes) -> bool:
+    """True for the writes :func:`plain_io` may take (whose LU's write gate must be asked first)."""
+    row = _FAST_RW.get(cdb[0]) if cdb else None
+    return row is not None and row[2]
+
 _FAST_FLAGS_READ = 0x18
 """DPO and FUA: the only byte-1 bits a fast READ may carry (FUA: the page cache is the medium here)."""
 _FAST_FLAGS_WRITE = 0x10

@@ -18,6 +18,7 @@ from sanlab.scsi.reservation_state import ALLOWED, PR_ALLOWED, READ
 from sanlab.scsi.sense import Asc, ScsiError, SenseKey, build_sense, invalid_field
 from sanlab.scsi.task import ScsiResult
 from sanlab.storage.atomic import AtomicWriter
+from sanlab.storage.volume import CryptoErasable
 
 PERIPHERAL_DISK = 0x00
 """PERIPHERAL DEVICE TYPE 00h: direct access block device (SPC-4 table 141)."""
@@ -249,13 +250,19 @@ WABEREQ_GOOD = 0x40
 """WABEREQ 01b: a read of a block erased by SANITIZE BLOCK ERASE completes GOOD (SBC-3 §6.6.2)."""
 
 
+WACEREQ_GOOD = 0x10
+"""WACEREQ 01b: a read of a block after SANITIZE CRYPTOGRAPHIC ERASE completes GOOD (SBC-3 §6.6.2):
+it returns the old ciphertext decrypted with the new key, i.e. noise."""
+
+
 def vpd_block_device_characteristics(ctx: Ctx) -> bytes:
     """B1h: MEDIUM ROTATION RATE 0001h (non-rotating medium), form factor not reported; WABEREQ 01b where
-    SANITIZE BLOCK ERASE is offered (a thin LU reading deallocated blocks as zeros), WACEREQ 00b (no
-    CRYPTOGRAPHIC ERASE)."""
+    SANITIZE BLOCK ERASE is offered (a thin LU reading deallocated blocks as zeros), WACEREQ 01b where
+    CRYPTOGRAPHIC ERASE is (an encrypted volume), else 00b."""
     lu = ctx.need_lu()
     wabereq = WABEREQ_GOOD if thin_provisioned(lu) and lbprz(lu) else 0
-    return _vpd(0xB1, BLOCK_DEVICE_CHARACTERISTICS.pack(1, 0, wabereq))
+    wacereq = WACEREQ_GOOD if isinstance(lu.volume, CryptoErasable) else 0
+    return _vpd(0xB1, BLOCK_DEVICE_CHARACTERISTICS.pack(1, 0, wabereq | wacereq))
 
 
 LOGICAL_BLOCK_PROVISIONING = struct.Struct(">BBBB")

@@ -19,7 +19,10 @@ Flush order — what a caller can rely on after a crash (kill -9 or power loss):
   nothing), never data.
 
 The in-memory bits are authoritative while the process runs; all methods are thread-safe (RAID
-members set bits from the I/O thread pool).
+members set bits from the I/O thread pool).  Two locks: the bits' mutex is held only to change or
+copy bits, never across a disk write, so the event loop's :meth:`mark`/:meth:`clear` never wait
+for a flush's fdatasync in a worker thread; the flush lock orders the flushes, so a flush returns
+only after every bit changed before it began is on disk, whoever's write carries it.
 """
 from __future__ import annotations
 
@@ -38,8 +41,13 @@ class PersistentBitmap:
         """Number of units."""
         self.bits = bytearray((bits + 7) // 8)
         self._mutex = threading.Lock()
+        """Held to change or copy the bits and :attr:`_unsynced` (never across a disk write)."""
+        self._flushing = threading.Lock()
+        """Held by the flush writing the bits (module docstring)."""
         self._unsynced: set[int] = set()
-        """Byte offsets changed in memory and not yet written."""
+        """Byte offsets changed in memory and not yet taken by a flush."""
+        self._writing = 0
+        """Flushes taken and not yet synced (their bytes are not durable yet: :attr:`pending`)."""
         self._closed = False
         self._fd: int | None = None
         if path is None:
@@ -96,7 +104,7 @@ class PersistentBitmap:
     @property
     def pending(self) -> bool:
         """Some marked or cleared bit is not yet on disk."""
-        return bool(self._unsynced)
+        return bool(self._unsynced) or self._writing > 0
 
     # --- changing -----------------------------------------------------------------------------------
 
@@ -108,8 +116,7 @@ class PersistentBitmap:
             if changed:
                 self.bits[byte] |= bit
                 self._unsynced.add(byte)
-            if self._unsynced:
-                self._write_locked()
+        self.flush()
         return changed
 
     def mark(self, unit: int) -> None:
@@ -139,23 +146,38 @@ class PersistentBitmap:
                 self._unsynced.add(byte)
 
     def flush(self) -> None:
-        """Make every marked and cleared bit durable."""
-        with self._mutex:
-            if self._unsynced:
-                self._write_locked()
+        """Make every marked and cleared bit durable.
 
-    def _write_locked(self) -> None:
-        if self._closed:
-            # A bit that would silently stay in memory breaks the flush order the owner relies on.
-            raise ValueError(f"persistent bitmap {self.path} is closed")
-        if self._fd is not None:
-            if len(self._unsynced) > 64:
-                os.pwrite(self._fd, bytes(self.bits), 0)  # many bytes changed: one write, not one each
-            else:
-                for byte in sorted(self._unsynced):
-                    os.pwrite(self._fd, bytes([self.bits[byte]]), byte)
-            os.fdatasync(self._fd)
-        self._unsynced.clear()
+        Under the flush lock: the changed bytes are copied (and taken off :attr:`_unsynced`) under
+        the mutex, then written and synced without it.  A flush that finds nothing unsynced has
+        still waited for the flush before it, which may carry bits changed before this call."""
+        with self._flushing:
+            with self._mutex:
+                if self._closed and self._unsynced:
+                    # A bit that would silently stay in memory breaks the flush order the owner relies on.
+                    raise ValueError(f"persistent bitmap {self.path} is closed")
+                if not self._unsynced:
+                    return
+                changed = sorted(self._unsynced)
+                whole = len(changed) > 64  # many bytes changed: one write, not one each
+                image = bytes(self.bits) if whole else bytes(self.bits[b] for b in changed)
+                self._unsynced.clear()
+                self._writing += 1
+            try:
+                if self._fd is not None:
+                    if whole:
+                        os.pwrite(self._fd, image, 0)
+                    else:
+                        for byte, value in zip(changed, image):
+                            os.pwrite(self._fd, bytes((value,)), byte)
+                    os.fdatasync(self._fd)
+            except BaseException:
+                with self._mutex:
+                    self._unsynced.update(changed)  # not durable: the next flush tries them again
+                raise
+            finally:
+                with self._mutex:
+                    self._writing -= 1
 
     # --- lifetime -----------------------------------------------------------------------------------
 
@@ -164,11 +186,12 @@ class PersistentBitmap:
         if self._closed:
             return
         self.flush()
-        self._closed = True
-        if self._fd is not None:
-            fd, self._fd = self._fd, None
-            os.fsync(fd)
-            os.close(fd)
+        with self._flushing:  # a flush still writing keeps the file until it has synced
+            self._closed = True
+            if self._fd is not None:
+                fd, self._fd = self._fd, None
+                os.fsync(fd)
+                os.close(fd)
 
     def remove(self) -> None:
         """Close and delete the file."""

@@ -51,6 +51,9 @@ CREATE TABLE IF NOT EXISTS remotes (
     name TEXT PRIMARY KEY, portals TEXT NOT NULL, target TEXT NOT NULL,
     chap_user TEXT, chap_secret TEXT, mutual_user TEXT, mutual_secret TEXT);
 CREATE TABLE IF NOT EXISTS pairs (name TEXT PRIMARY KEY, role TEXT NOT NULL, state TEXT NOT NULL, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS local_copies (name TEXT PRIMARY KEY, state TEXT NOT NULL, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS command_devices (target TEXT NOT NULL, lun INTEGER NOT NULL, PRIMARY KEY (target, lun));
+CREATE TABLE IF NOT EXISTS journals (name TEXT PRIMARY KEY, body TEXT NOT NULL);
 """
 # A table added after catalogs were in use needs no step of its own: SCHEMA's CREATE TABLE IF NOT
 # EXISTS runs at every open and adds it (``remotes`` came this way); ADDED_COLUMNS is for columns.
@@ -232,6 +235,37 @@ class CatalogChange:
         """Forget pair half ``name`` (back to SMPL)."""
         self._add("DELETE FROM pairs WHERE name=?", name)
 
+    # --- journals of asynchronous copy (replication/journal.py owns the record's fields and pointers)
+
+    def put_journal(self, name: str, body: dict[str, Any]) -> None:
+        """Journal ``name`` as it stands now: its volume and its persistent pointers, as JSON."""
+        self._add("INSERT INTO journals (name, body) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET body=excluded.body",
+                  name, json.dumps(body))
+
+    def delete_journal(self, name: str) -> None:
+        """Forget journal ``name``."""
+        self._add("DELETE FROM journals WHERE name=?", name)
+    # --- local copy pairs (replication/local_copies.py owns the record's fields)
+
+    def put_local_copy(self, name: str, state: str, body: dict[str, Any]) -> None:
+        """Local copy pair ``name`` as it stands now (the whole record as JSON)."""
+        self._add("INSERT INTO local_copies (name, state, body) VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE "
+                  "SET state=excluded.state, body=excluded.body", name, state, json.dumps(body))
+
+    def delete_local_copy(self, name: str) -> None:
+        """Forget local copy pair ``name``."""
+        self._add("DELETE FROM local_copies WHERE name=?", name)
+
+    # --- command devices (seed 003 FIG. 5: the command device management table)
+
+    def add_command_device(self, target: str, lun: int) -> None:
+        """A command device served as ``lun`` of ``target``, created at run time."""
+        self._add("INSERT INTO command_devices (target, lun) VALUES (?, ?)", target, lun)
+
+    def delete_command_device(self, target: str, lun: int) -> None:
+        """Forget the run-time command device at ``lun`` of ``target``."""
+        self._add("DELETE FROM command_devices WHERE target=? AND lun=?", target, lun)
+
 
 class Catalog:
     """SQLite-backed tables of the storage configuration.
@@ -380,6 +414,18 @@ class Catalog:
     def pairs(self) -> list[dict[str, Any]]:
         """Every pair half's record (the JSON body), by name."""
         return [dict(json.loads(r["body"])) for r in self._reader.execute("SELECT body FROM pairs ORDER BY name")]
+
+    def journals(self) -> list[dict[str, Any]]:
+        """Every journal's record (the JSON body), by name."""
+        return [dict(json.loads(r["body"])) for r in self._reader.execute("SELECT body FROM journals ORDER BY name")]
+    def local_copies(self) -> list[dict[str, Any]]:
+        """Every local copy pair's record (the JSON body), by name."""
+        return [dict(json.loads(r["body"])) for r in self._reader.execute("SELECT body FROM local_copies ORDER BY name")]
+
+    def command_devices(self) -> list[tuple[str, int]]:
+        """(target, LUN) of the command devices created at run time."""
+        return [(str(r["target"]), int(r["lun"]))
+                for r in self._reader.execute("SELECT target, lun FROM command_devices ORDER BY target, lun")]
 
     def remotes(self) -> list[RemoteRow]:
         """The remotes added at run time, by name."""

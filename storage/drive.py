@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import enum
+import errno
 import os
+import stat
 
 _RWF_NOWAIT: int = getattr(os, "RWF_NOWAIT", 0)
 """preadv2 flag: fail with EAGAIN instead of waiting for the disk (Linux 4.14+)."""
@@ -34,7 +36,14 @@ class Drive:
         try:
             flags = os.O_RDWR | (os.O_CREAT if create else 0)
             self._fd = os.open(path, flags, 0o600)
-            if os.fstat(self._fd).st_size < size:
+            st = os.fstat(self._fd)
+            if stat.S_ISREG(st.st_mode) and st.st_size < size:
+                if not create:
+                    # A member of an existing group is never shorter than the drive: one that is
+                    # was truncated or replaced by another file.  Extending it would serve its
+                    # lost blocks as zeros; it is taken out instead (the group reads around it).
+                    raise OSError(errno.EIO, f"{st.st_size} bytes, shorter than the drive's {size}: "
+                                             "lost or damaged")
                 os.ftruncate(self._fd, size)
         except OSError as exc:
             self.state = DriveState.FAILED
@@ -50,11 +59,15 @@ class Drive:
         self.state = DriveState.FAILED
 
     def pread(self, length: int, offset: int) -> bytes:
-        """``length`` bytes at ``offset``, zero-filled past the file's end (blocking); OSError when the
-        drive is FAILED or the read fails."""
+        """``length`` bytes at ``offset`` (blocking); OSError when the drive is FAILED or the read
+        fails — or comes back short: the file is made the drive's size when the group is created,
+        so a read that ends early inside the drive means the file shrank under the array (lost)."""
         if self._fd is None or self.state is DriveState.FAILED:
             raise OSError(f"drive {self.path} is failed")
         data = os.pread(self._fd, length, offset)
+        if len(data) < length and offset + length <= self.size:
+            raise OSError(errno.EIO, f"{self.path}: read of {length} bytes at {offset} got {len(data)}: "
+                                     "the drive file shrank (lost or damaged)")
         return data + bytes(length - len(data))
 
     def pread_nowait(self, buf: memoryview, offset: int) -> bool:

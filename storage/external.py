@@ -181,18 +181,29 @@ class ExternalVolume(EmulatedBlockOps):
         except PeerFailure as exc:
             raise with_context(exc, f"external volume {self.name}") from exc
 
+    def _failure(self, exc: BaseException) -> BaseException:
+        """A session call's failure as PeerRefused or PeerUnreachable naming this volume (others as they are)."""
+        if isinstance(exc, PeerFailure):
+            return with_context(exc, f"external volume {self.name}")
+        if isinstance(exc, VolumeError):
+            return exc
+        if isinstance(exc, asyncio.TimeoutError):
+            return PeerUnreachable(f"external volume {self.name}: the peer did not answer in time")
+        if isinstance(exc, self.errors):
+            return PeerUnreachable(f"external volume {self.name}: {exc!r}")
+        return exc
+
     async def _call(self, aw: Awaitable[Any]) -> Any:
         """Await a session call; its failure as PeerRefused or PeerUnreachable naming this volume."""
         try:
             return await aw
-        except PeerFailure as exc:
-            raise with_context(exc, f"external volume {self.name}") from exc
-        except VolumeError:
+        except asyncio.CancelledError:
             raise
-        except asyncio.TimeoutError:
-            raise PeerUnreachable(f"external volume {self.name}: the peer did not answer in time") from None
-        except self.errors as exc:
-            raise PeerUnreachable(f"external volume {self.name}: {exc!r}") from exc
+        except Exception as exc:
+            failure = self._failure(exc)
+            if failure is exc:
+                raise
+            raise failure from (None if isinstance(exc, asyncio.TimeoutError) else exc)
 
     async def _raw_read(self, lba: int, nblocks: int) -> bytes:
         await self._call(self._enter())
@@ -230,6 +241,37 @@ class ExternalVolume(EmulatedBlockOps):
             return
         async with self.range_lock.hold(lba, n):
             await self._raw_write(lba, data, fua)
+
+    def write_started(self, lba: int, data: bytes | bytearray | memoryview,
+                      fua: bool = False) -> asyncio.Future[None] | None:
+        """:meth:`write` for a caller that orders its writes itself (``ordered_by_caller``: a pair's
+        P-VOL), begun without a coroutine: the WRITE(16) goes out in this loop turn, and the future
+        ends as :meth:`write` would (failing with PeerRefused or PeerUnreachable naming this
+        volume).  None when it cannot begin so (a reservation per request, a session without
+        ``write16_started``, not connected now): then :meth:`write`."""
+        started = getattr(self.session, "write16_started", None)
+        if started is None or not self.ordered_by_caller or self.lock is LockMode.PER_REQUEST:
+            return None
+        n = len(data) // self._block_size
+        if len(data) % self._block_size or lba < 0 or lba + n > self._num_blocks:
+            raise VolumeError(f"write of {len(data)} bytes at {lba} does not fit the external volume")
+        first: asyncio.Future[Any] | None = started(self.lun, lba, data, self._block_size, fua)
+        if first is None:
+            return None
+        done: asyncio.Future[None] = first.get_loop().create_future()
+
+        def ended(f: asyncio.Future[Any]) -> None:
+            if done.done():
+                return
+            if f.cancelled():
+                done.cancel()
+            elif (exc := f.exception()) is not None:
+                done.set_exception(self._failure(exc))
+            else:
+                done.set_result(None)
+
+        first.add_done_callback(ended)
+        return done
 
     async def compare_and_write(self, lba: int, verify: bytes | bytearray | memoryview,
                                 data: bytes | bytearray | memoryview, *, fua: bool = False) -> int | None:

@@ -15,6 +15,7 @@ import structlog
 
 from sanlab.storage.atomic import MAX_ATOMIC_BYTES, AtomicJournal
 from sanlab.storage.emulated import WRITE_SAME_CHUNK_BYTES
+from sanlab.storage.group_commit import GroupCommit
 from sanlab.storage.range_lock import RangeLock
 from sanlab.storage.volume import LbaExtent, ProvisioningStatus, VolumeError, first_mismatch
 
@@ -33,7 +34,12 @@ unsupported).  Buffered writes honour it only where the file system does (:meth:
 INLINE_WRITE_MAX = 128 * 1024
 """Largest buffered write done on the event loop when RWF_NOWAIT writes are unsupported."""
 INLINE_WRITE_BUDGET = 0.002
-"""An inline write slower than this means the page cache is throttling: use the pool for a second."""
+"""An inline write slower than this means the page cache is throttling: use the pool for a while."""
+INLINE_WRITE_PAUSE = 0.1
+"""How long writes go to the pool after a slow inline write.  Short: on a busy machine a write is
+also slow when another process's fsync holds the file system's journal, or the thread was merely
+preempted, and a long pause sent every write of a volume written beside fsyncs (an async pair's
+journal, bench/README.md) through the pool for good; the next probe costs one write on the loop."""
 
 FALLOC_FL_KEEP_SIZE = 0x01
 """linux/falloc.h: leave the file size as it is (a hole punched at the end does not shorten the file)."""
@@ -84,6 +90,7 @@ class FileVolume:
         self._block_size = block_size
         self.readonly = readonly
         self._thin = thin
+        self._group_flush = GroupCommit(self._fdatasync)
         flags = os.O_RDONLY if readonly else os.O_RDWR | os.O_CREAT
         self._fd = os.open(path, flags, 0o600)
         st = os.fstat(self._fd)
@@ -385,7 +392,7 @@ class FileVolume:
         t0 = time.monotonic()
         self._pwrite_all(data, lba * self._block_size)
         if time.monotonic() - t0 > INLINE_WRITE_BUDGET:
-            self._inline_writes_paused_until = time.monotonic() + 1.0
+            self._inline_writes_paused_until = time.monotonic() + INLINE_WRITE_PAUSE
         return len(data)
 
     def read_nowait(self, lba: int, nblocks: int) -> bytearray | None:
@@ -500,9 +507,13 @@ class FileVolume:
             self._num_blocks = num_blocks
 
     async def flush(self) -> None:
-        """``fdatasync`` of the file in the I/O pool (nothing to do on a read-only volume)."""
+        """``fdatasync`` of the file in the I/O pool (nothing to do on a read-only volume); callers
+        that arrive together share one (storage/group_commit.py)."""
         if not self.readonly:
-            await asyncio.get_running_loop().run_in_executor(_IO_POOL, os.fdatasync, self._fd)
+            await self._group_flush()
+
+    async def _fdatasync(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(_IO_POOL, os.fdatasync, self._fd)
 
     async def close(self) -> None:
         """Flush, then close the file and its atomic journal; later calls do nothing."""

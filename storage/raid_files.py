@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 import os
 
+import structlog
+
 from sanlab.storage.drive import Drive
 from sanlab.storage.raid import RaidGroup
 from sanlab.storage.raid_layout import Layout, RaidLevel
 from sanlab.storage.durable import replace_json
 from sanlab.storage.raid_state import GroupStateFile
 from sanlab.storage.volume import VolumeError
+
+log = structlog.get_logger("sanlab.storage.raid_files")
 
 
 def open_group(name: str, level: int, drive_paths: list[str], drive_size: int, stripe_size: int,
@@ -69,6 +73,9 @@ def open_group(name: str, level: int, drive_paths: list[str], drive_size: int, s
         drives = [Drive(p, drive_size, create=not exists) for p in drive_paths]
         if not exists and (bad := [d.error or d.path for d in drives if not d.readable]):
             raise VolumeError(f"RAID group {name}: cannot create drive files {', '.join(bad)}")
+        for i, member in enumerate(drives):
+            if member.error is not None:  # missing, unreadable or cut short: the group starts without it
+                log.error("drive_unavailable", group=name, index=i, drive=member.path, error=member.error)
         group = RaidGroup(level, drives, stripe_size, bitmap_path, state_path)
         if not exists:
             replace_json(meta_path, want)

@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 
 
 @dataclass(eq=False, slots=True)
-class _Holder:
+class Holder:
+    """One operation holding (or waiting for) a range."""
+
     start: int
     end: int
     exclusive: bool
@@ -31,12 +33,12 @@ class RangeLock:
     """
 
     def __init__(self) -> None:
-        self._holders: list[_Holder] = []
+        self._holders: list[Holder] = []
 
     @asynccontextmanager
     async def hold(self, lba: int, nblocks: int, *, exclusive: bool = True) -> AsyncIterator[None]:
         """Hold ``[lba, lba + nblocks)`` (shared when ``exclusive`` is False) for the ``async with`` body."""
-        me = _Holder(lba, lba + max(nblocks, 1), exclusive)
+        me = Holder(lba, lba + max(nblocks, 1), exclusive)
         before = [h for h in self._holders
                   if h.start < me.end and me.start < h.end and (exclusive or h.exclusive)]
         self._holders.append(me)
@@ -56,14 +58,14 @@ class RangeLock:
         end = lba + max(nblocks, 1)
         return any(h.start < end and lba < h.end and (exclusive or h.exclusive) for h in self._holders)
 
-    def take(self, lba: int, nblocks: int, *, exclusive: bool = True) -> _Holder:
+    def take(self, lba: int, nblocks: int, *, exclusive: bool = True) -> Holder:
         """Hold the range at once, without an ``async with``: only when :meth:`would_wait` says
         False.  The caller ends it with :meth:`give_back` (e.g. from a future's done callback)."""
-        me = _Holder(lba, lba + max(nblocks, 1), exclusive)
+        me = Holder(lba, lba + max(nblocks, 1), exclusive)
         self._holders.append(me)
         return me
 
-    def give_back(self, holder: _Holder) -> None:
+    def give_back(self, holder: Holder) -> None:
         """End a hold started by :meth:`take`."""
         holder.done.set()
         self._holders.remove(holder)

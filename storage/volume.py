@@ -131,6 +131,16 @@ class Resizable(Protocol):
         ...
 
 
+@runtime_checkable
+class CryptoErasable(Protocol):
+    """A volume that stores its blocks encrypted and can destroy the key (optional beside
+    :class:`Volume`; storage/encrypted.py): SANITIZE CRYPTOGRAPHIC ERASE (SBC-3 §4.11.4)."""
+
+    async def crypto_erase(self) -> None:
+        """Replace the data key by a new random one, durably: every block written before is unreadable."""
+        ...
+
+
 async def grow_volume(volume: Volume, num_blocks: int) -> None:
     """Grow ``volume`` to ``num_blocks`` blocks, or say why it cannot (:class:`VolumeError`)."""
     if not isinstance(volume, Resizable):

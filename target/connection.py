@@ -61,6 +61,15 @@ _ATTRS = (TaskAttribute.UNTAGGED, TaskAttribute.SIMPLE, TaskAttribute.ORDERED, T
 
 MAX_TASK_BUFFER = 64 << 20
 """Largest write (EDTL) buffered for one task; beyond it the command is refused, not allocated."""
+TASKS_OVER_WINDOW = 32
+"""Tasks one connection may hold beyond its command window.  An initiator that waits for MaxCmdSN
+keeps about ``cmd_window`` in flight; immediate commands (I bit) are not counted by the window at
+all.  Past ``cmd_window + TASKS_OVER_WINDOW`` a new command is answered TASK SET FULL."""
+MAX_CONNECTION_BUFFER = 256 << 20
+"""Most bytes of write buffers one connection's tasks hold at once (their EDTLs, allocated when the
+command arrives).  Without it the CmdSN window alone (128 commands, immediate ones not even
+counted) would let one initiator pin 8 GiB by sending WRITEs and never their data; a command past
+it is answered TASK SET FULL (SAM-5 §5.3.1), which initiators retry once earlier ones complete."""
 
 
 class Params(Protocol):
@@ -128,6 +137,7 @@ class TargetConnection:
         send_targets: Callable[[str], list[tuple[str, str]]] | None = None,
         lun_exists: Callable[[int], bool] | None = None,
         max_task_buffer: int = MAX_TASK_BUFFER,
+        max_connection_buffer: int = MAX_CONNECTION_BUFFER,
     ) -> None:
         self.nexus = nexus
         self.params = params
@@ -141,6 +151,9 @@ class TargetConnection:
         self._send_targets = send_targets or (lambda _v: [])
         self._lun_exists = lun_exists or (lambda _l: True)
         self.max_task_buffer = max_task_buffer
+        self.max_connection_buffer = max_connection_buffer
+        self.buffered = 0
+        """Bytes of write buffers the tasks in ``_tasks`` hold (bounded by ``max_connection_buffer``)."""
         self._out: list[Pdu] = []
         self._events: list[Event] = []
         self._pending: dict[int, tuple[_Request, RawPdu]] = {}
@@ -357,6 +370,17 @@ class TargetConnection:
             self.log.warning("edtl_too_large", itt=itt, edtl=edtl)
             self._fail_task(task, _EDTL_TOO_LARGE_SENSE)
             return
+        if wlen and self.buffered + wlen > self.max_connection_buffer:
+            self.log.warning("task_set_full", itt=itt, edtl=edtl, buffered=self.buffered)
+            self._task_set_full(itt)
+            return
+        if len(self._tasks) >= self.cmd_window + TASKS_OVER_WINDOW:
+            # Immediate commands pass the CmdSN window (§3.2.2.1): without this bound an initiator
+            # could keep any number of tasks in flight on one connection.
+            self.log.warning("task_set_full", itt=itt, tasks=len(self._tasks))
+            self._task_set_full(itt)
+            return
+        self.buffered += wlen
         if imm:
             assert task.buf is not None
             if not whole:
@@ -374,6 +398,13 @@ class TargetConnection:
             self._issue_r2ts(task)
         if task.received >= task.edtl:
             self._execute(task)
+
+    def _task_set_full(self, itt: int) -> None:
+        """Answer the command ``itt`` TASK SET FULL (SAM-5 §5.3.1: not performed; initiators retry
+        once earlier tasks complete) without starting it; Data-Out that follows for it is dropped."""
+        self._finished(itt)
+        self._out.append(ScsiResponse(status=ScsiStatus.TASK_SET_FULL, initiator_task_tag=itt,
+                                      statsn=self._next_statsn(), expcmdsn=self.expcmdsn, maxcmdsn=self.maxcmdsn))
 
     def _issue_r2ts(self, task: Task) -> None:
         p = self.params
@@ -450,7 +481,8 @@ class TargetConnection:
                                       expdatasn=task.r2tsn, data=len(sense).to_bytes(2, "big") + sense))
 
     def _forget(self, task: Task) -> None:
-        self._tasks.pop(task.itt, None)
+        if self._tasks.pop(task.itt, None) is not None:
+            self.buffered -= task.edtl  # 0 unless a write
         if task.r2ts:
             for ttt in task.r2ts:
                 self._ttt_to_itt.pop(ttt, None)
@@ -471,6 +503,7 @@ class TargetConnection:
         if task is None or task.state is not TaskState.EXECUTING:
             return
         del self._tasks[itt]
+        self.buffered -= task.edtl
         if task.r2ts:  # (the rest of _forget)
             for ttt in task.r2ts:
                 self._ttt_to_itt.pop(ttt, None)

@@ -24,12 +24,20 @@ class EagerCoroutine(Coroutine[Any, Any, None]):
     def __init__(self, coro: Coroutine[Any, Any, None], first: Any) -> None:
         self._coro = coro
         self._first = first
+        if getattr(first, "_asyncio_future_blocking", False):
+            # Taken now, as a Task takes the future an ``await`` yields (asyncio's protocol): while
+            # the flag stays set, another command stepped by hand that awaits the same future (the
+            # reservation store's first open) fails with "await wasn't used with future".  The
+            # flag is set again when the Task gets the future (:meth:`send`).
+            first._asyncio_future_blocking = False
 
     def send(self, value: Any) -> Any:
         """The first step gives the wait the command stopped at by hand; then the command runs."""
         first = self._first
         if first is not _NOT_YET:
             self._first = _NOT_YET
+            if getattr(first, "_asyncio_future_blocking", None) is False:
+                first._asyncio_future_blocking = True  # as the command's await left it
             return first
         return self._coro.send(value)
 

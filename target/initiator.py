@@ -30,12 +30,13 @@ import os
 import struct
 import time
 from dataclasses import dataclass, field
-from typing import Any, Coroutine
+from typing import Any, Callable, Coroutine
 
 import structlog
 
 from sanlab.scsi.sense import SenseKey
 from sanlab.scsi.task import ScsiStatus
+from sanlab.target.capture import HUB, CapturePoint, Tap, socket_address
 from sanlab.target.chap import ChapCredentials
 from sanlab.target.errors import (
     CommandRejected, CommandTimeout, ConnectionLost, IscsiError, LoginFailed, ScsiCommandError,
@@ -47,7 +48,7 @@ from sanlab.target.initiator_events import (
 from sanlab.target.initiator_login import InitiatorLogin
 from sanlab.target.keys import INITIATOR_DEFAULTS, SessionParams, parse_text
 from sanlab.target.outcome import CommandResult, RetryPolicy
-from sanlab.target.pdu import RESERVED_TAG, TmfFunction, encode
+from sanlab.target.pdu import RESERVED_TAG, Pdu, TmfFunction, encode
 
 __all__ = [
     "CommandRejected", "CommandResult", "CommandTimeout", "ConnectionLost", "InitiatorConfig", "IscsiError",
@@ -82,10 +83,27 @@ class InitiatorConfig:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
 
+def _settle(dst: asyncio.Future[Any], src: asyncio.Future[Any]) -> None:
+    """Give ``dst`` the outcome of ``src`` (unless the one waiting on ``dst`` gave up)."""
+    if dst.done():
+        return
+    if src.cancelled():
+        dst.cancel()
+    elif (exc := src.exception()) is not None:
+        dst.set_exception(exc)
+    else:
+        dst.set_result(src.result())
+
+
 def _expire(fut: asyncio.Future[Any]) -> None:
     """Fail a request's future that was not answered in time."""
     if not fut.done():
         fut.set_exception(TimeoutError())
+
+
+def _write16_cdb(lba: int, blocks: int, fua: bool) -> bytes:
+    """WRITE(16) (SBC-3 §5.40): FUA in byte 1 bit 3."""
+    return bytes([0x8A, 0x08 if fua else 0]) + lba.to_bytes(8, "big") + blocks.to_bytes(4, "big") + b"\0\0"
 
 
 class IscsiSession:
@@ -101,8 +119,10 @@ class IscsiSession:
         self.log = log.bind(target=target_name or "discovery", portal=f"{host}:{port}")
         self._conn: InitiatorConnection | None = None
         self._writer: asyncio.StreamWriter | None = None
-        self._waiting: dict[int, asyncio.Future[Any]] = {}
-        """ITT → the future of whoever waits for that request's answer."""
+        self._point: CapturePoint | None = None
+        """The connection's packet-capture point (target/capture.py)."""
+        self._waiting: dict[int, tuple[asyncio.Future[Any], asyncio.TimerHandle]] = {}
+        """ITT → the future of whoever waits for that request's answer, and its timeout."""
         self._rx_task: asyncio.Task[None] | None = None
         self._nop_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -133,13 +153,19 @@ class IscsiSession:
                                keys=cfg.keys, chap=cfg.chap, target_chap=cfg.target_chap)
         keepalive = cfg.nop_interval if self.target_name is not None else 0.0
         conn = InitiatorConnection(login, now=time.monotonic(), nop_interval=keepalive, nop_timeout=cfg.nop_timeout)
+        point = conn.capture = HUB.open(socket_address(writer.get_extra_info("sockname")),
+                                        socket_address(writer.get_extra_info("peername")), local_is_client=True,
+                                        pending_rx=conn.pending_rx)
         conn.start()
         try:
             self._flush(conn, writer)
             while not conn.full_feature:
                 chunk = await reader.read(65536)
                 if not chunk:
+                    point.peer_closed = True
                     raise ConnectionLost("connection closed during login")
+                if (tap := point.tap) is not None:
+                    tap.received(chunk)
                 conn.receive_data(chunk, time.monotonic())
                 for ev in conn.take_events():
                     if isinstance(ev, Closed):
@@ -147,8 +173,10 @@ class IscsiSession:
                 self._flush(conn, writer)
         except BaseException:
             writer.close()
+            HUB.close(point)
             raise
-        self._conn, self._writer = conn, writer
+        self._close_point()  # the previous connection's, if a reconnect raced its loss
+        self._conn, self._writer, self._point = conn, writer, point
         self.params = conn.params
         self.tsih = conn.login.tsih
         self._rx_task = asyncio.create_task(self._receive_loop(conn, reader, writer))
@@ -188,6 +216,10 @@ class IscsiSession:
         if writer is None or writer.is_closing():
             return  # the receive loop reports the loss
         hd, dd = conn.header_digest, conn.data_digest
+        point = conn.capture
+        if point is not None and point.tap is not None:
+            self._flush_captured(point.tap, out, writer, hd, dd)
+            return
         if len(out) == 1:
             writer.writelines(encode(out[0], hd, dd))
             return
@@ -195,6 +227,23 @@ class IscsiSession:
         for pdu in out:
             bufs.extend(encode(pdu, hd, dd))
         writer.writelines(bufs)
+
+    @staticmethod
+    def _flush_captured(tap: Tap, out: list[Pdu], writer: asyncio.StreamWriter, hd: bool, dd: bool) -> None:
+        """:meth:`_flush` while a packet capture runs: the PDUs are also counted and recorded."""
+        bufs: list[Any] = []
+        for pdu in out:
+            pdu_bufs = encode(pdu, hd, dd)
+            tap.count(pdu_bufs[0])
+            bufs.extend(pdu_bufs)
+        writer.writelines(bufs)
+        tap.sent(bufs)
+
+    def _close_point(self) -> None:
+        """The capture of the current connection ends with its FINs (target/capture.py)."""
+        if self._point is not None:
+            HUB.close(self._point)
+            self._point = None
 
     def _flush_queued(self) -> None:
         conn, self._flush_soon = self._flush_soon, None
@@ -205,9 +254,13 @@ class IscsiSession:
         """Hand each event to whoever waits for it."""
         for ev in events:
             if isinstance(ev, Answer):
-                fut = self._waiting.pop(ev.itt, None)
-                if fut is None or fut.done():
+                entry = self._waiting.pop(ev.itt, None)
+                if entry is None:
                     continue  # nobody waits any more (timed out, or our own keepalive)
+                fut, timer = entry
+                timer.cancel()
+                if fut.done():
+                    continue
                 if isinstance(ev, RequestFailed):
                     fut.set_exception(ev.error)
                 elif isinstance(ev, CommandDone):
@@ -222,26 +275,35 @@ class IscsiSession:
                 self.log.info("target_requests_logout", within=ev.within)
                 self._spawn(self._logout_for_target())
 
-    async def _answer(self, conn: InitiatorConnection, itt: int, timeout: float) -> Any:
-        """Send what the core queued for request ``itt`` and wait for its answer (CommandTimeout after ``timeout``)."""
+    def _expect(self, conn: InitiatorConnection, itt: int, timeout: float,
+                on_timeout: Callable[[asyncio.Future[Any]], None]) -> asyncio.Future[Any]:
+        """The future of request ``itt``'s answer; what the core queued for it goes out at the end
+        of this loop turn, and ``on_timeout`` runs if no answer came within ``timeout``."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
-        self._waiting[itt] = fut
-        # Coalesce: every request queued in this loop turn goes out in one send (at depth, one
-        # writelines per command cost ~13 µs of syscall each; bench/README.md, sync pairs).
+        # A timer on the future rather than asyncio.timeout(): no task is needed to wait (the
+        # device server's fast path and a pair's mirrored write wait with callbacks only).
+        self._waiting[itt] = (fut, loop.call_later(timeout, on_timeout, fut))
+        # The first request of a loop turn goes out at once (a lone request, as at queue depth 1,
+        # waits for nothing); the others queued in the same turn go out together at its end (at
+        # depth, one writelines per command cost ~13 µs of syscall each; bench/README.md, sync pairs).
         if self._flush_soon is None:
+            self._flush(conn)
             self._flush_soon = conn
             loop.call_soon(self._flush_queued)
-        # A timer on the future rather than asyncio.timeout(): the target's device server may run
-        # this coroutine outside any task (its inline path), and this is the cheapest timeout.
-        timer = loop.call_later(timeout, _expire, fut)
+        return fut
+
+    async def _answer(self, conn: InitiatorConnection, itt: int, timeout: float) -> Any:
+        """Send what the core queued for request ``itt`` and wait for its answer (CommandTimeout after ``timeout``)."""
+        fut = self._expect(conn, itt, timeout, _expire)
         try:
             return await fut
         except TimeoutError:
             raise CommandTimeout(f"no answer to ITT {itt} in {timeout:g}s") from None
         finally:
-            timer.cancel()
-            self._waiting.pop(itt, None)
+            entry = self._waiting.pop(itt, None)
+            if entry is not None:
+                entry[1].cancel()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run a background job of this session, reaped, its failure logged."""
@@ -257,6 +319,38 @@ class IscsiSession:
 
     # --- SCSI ----------------------------------------------------------------------------------
 
+    def submit(self, lun: int, cdb: bytes, data_out: bytes | bytearray | memoryview = b"",
+               read_length: int = 0, timeout: float | None = None) -> asyncio.Future[CommandResult]:
+        """Send one SCSI command in this loop turn; the future of its result whatever its status.
+
+        Raises :class:`ConnectionLost` at once when not connected (:meth:`execute` waits for a
+        reconnecting session first).  The future fails with :class:`ConnectionLost` when the
+        connection ends while the command is out, :class:`CommandRejected` when the target rejects
+        it, and :class:`CommandTimeout` after ``timeout`` — only once the task was aborted at the
+        target (RFC 7143 §11.5.1), so that a retry cannot be overtaken by the command it replaces.
+        """
+        timeout = timeout or self.config.command_timeout
+        conn = self._ready()
+        itt = conn.command(lun, cdb, data_out, read_length)
+        fut: asyncio.Future[CommandResult] = self._expect(
+            conn, itt, timeout, lambda f: self._command_timed_out(f, conn, itt, lun, cdb[0], timeout))
+        return fut
+
+    def _command_timed_out(self, fut: asyncio.Future[CommandResult], conn: InitiatorConnection, itt: int,
+                           lun: int, opcode: int, timeout: float) -> None:
+        self._waiting.pop(itt, None)
+        if fut.done():
+            return
+
+        async def abort_then_fail() -> None:
+            try:
+                await self._abort(conn, itt, lun)
+            finally:
+                if not fut.done():
+                    fut.set_exception(CommandTimeout(f"command 0x{opcode:02x} (ITT {itt}) timed out after {timeout:g}s"))
+
+        self._spawn(abort_then_fail())
+
     async def execute(self, lun: int, cdb: bytes, data_out: bytes | bytearray | memoryview = b"",
                       read_length: int = 0, timeout: float | None = None) -> CommandResult:
         """Run one SCSI command; the result is returned whatever its status (see :meth:`run`).
@@ -268,21 +362,16 @@ class IscsiSession:
         timeout = timeout or self.config.command_timeout
         if not self._connected.is_set():
             await self._wait_connected(timeout)
-        conn = self._ready()
-        itt = conn.command(lun, cdb, data_out, read_length)
-        try:
-            result: CommandResult = await self._answer(conn, itt, timeout)
-            return result
-        except CommandTimeout:
-            await self._abort(conn, itt, lun)
-            raise CommandTimeout(f"command 0x{cdb[0]:02x} (ITT {itt}) timed out after {timeout:g}s") from None
+        return await self.submit(lun, cdb, data_out, read_length, timeout)
 
     async def run(self, lun: int, cdb: bytes, data_out: bytes | bytearray | memoryview = b"",
-                  read_length: int = 0, timeout: float | None = None) -> CommandResult:
-        """:meth:`execute`, retried as :class:`RetryPolicy` says; GOOD or a typed failure."""
+                  read_length: int = 0, timeout: float | None = None, *,
+                  first: CommandResult | None = None) -> CommandResult:
+        """:meth:`execute`, retried as :class:`RetryPolicy` says; GOOD or a typed failure.  With
+        ``first``, the command's first answer is already in (:meth:`start`): judged, not sent again."""
         attempt = 0
+        result = first if first is not None else await self.execute(lun, cdb, data_out, read_length, timeout)
         while True:
-            result = await self.execute(lun, cdb, data_out, read_length, timeout)
             if result.status == ScsiStatus.GOOD:
                 return result
             delay = self.config.retry.delay(result, attempt)
@@ -295,6 +384,42 @@ class IscsiSession:
             attempt += 1
             if delay:
                 await asyncio.sleep(delay)
+            result = await self.execute(lun, cdb, data_out, read_length, timeout)
+
+    def start(self, lun: int, cdb: bytes, data_out: bytes | bytearray | memoryview = b"",
+              read_length: int = 0) -> asyncio.Future[CommandResult] | None:
+        """:meth:`run` begun without a coroutine: the command goes out in this loop turn, and the
+        future holds its GOOD result or what :meth:`run` would raise.  Only an answer other than
+        GOOD (or a failure) costs a task, which :meth:`run` finishes.  None when the session is
+        not connected now (then :meth:`run` waits for it)."""
+        if not self._connected.is_set():
+            return None
+        try:
+            first = self.submit(lun, cdb, data_out, read_length)
+        except ConnectionLost:
+            return None
+        loop = first.get_loop()
+        answer: asyncio.Future[CommandResult] = loop.create_future()
+
+        def judged(f: asyncio.Future[CommandResult]) -> None:
+            if answer.done():
+                return  # the caller gave up (its command was aborted)
+            if f.cancelled():
+                answer.cancel()
+                return
+            exc = f.exception()
+            if exc is not None:
+                answer.set_exception(exc)
+                return
+            result = f.result()
+            if result.status == ScsiStatus.GOOD:
+                answer.set_result(result)
+                return
+            rest = loop.create_task(self.run(lun, cdb, data_out, read_length, first=result))
+            rest.add_done_callback(lambda t: _settle(answer, t))
+
+        first.add_done_callback(judged)
+        return answer
 
     async def _wait_connected(self, timeout: float) -> None:
         """Down: fail at once without reconnect; with it, wait for the session to come back for at
@@ -360,7 +485,15 @@ class IscsiSession:
                 t.cancel()
         if self._writer is not None:
             self._writer.close()
+            self._close_point()
         if self._rx_task is not None:
+            # close() waits to flush what is buffered: a peer that stopped reading would hold us
+            # forever, so after a bound the transport is aborted (its buffer dropped) instead.
+            done, _ = await asyncio.wait((self._rx_task,), timeout=5.0)
+            if not done:
+                if self._writer is not None:
+                    self._writer.transport.abort()
+                self._rx_task.cancel()
             try:
                 await self._rx_task
             except (asyncio.CancelledError, Exception):  # noqa: BLE001 - already logged
@@ -382,8 +515,12 @@ class IscsiSession:
             while not conn.closed:
                 chunk = await reader.read(1 << 20)
                 if not chunk:
+                    if conn.capture is not None:
+                        conn.capture.peer_closed = True
                     conn.connection_lost(ConnectionLost("target closed the connection"))
                 else:
+                    if conn.capture is not None and (tap := conn.capture.tap) is not None:
+                        tap.received(chunk)
                     conn.receive_data(chunk, time.monotonic())
                     self._flush(conn, writer)
                 self._dispatch(conn.take_events())
@@ -409,7 +546,8 @@ class IscsiSession:
 
     def _fail_all(self, exc: IscsiError) -> None:
         waiting, self._waiting = self._waiting, {}
-        for fut in waiting.values():
+        for fut, timer in waiting.values():
+            timer.cancel()
             if not fut.done():
                 fut.set_exception(exc)
 
@@ -419,6 +557,7 @@ class IscsiSession:
         self.last_error = error
         if self._writer is not None:
             self._writer.close()
+            self._close_point()
         self._fail_all(error)
         if self._nop_task is not None and self._nop_task is not asyncio.current_task():
             self._nop_task.cancel()
@@ -499,8 +638,12 @@ class IscsiSession:
                       fua: bool = False) -> None:
         """WRITE(16) of ``data`` (whole blocks) at ``lba``, FUA when asked."""
         blocks = len(data) // block_size
-        cdb = bytes([0x8A, 0x08 if fua else 0]) + lba.to_bytes(8, "big") + blocks.to_bytes(4, "big") + b"\0\0"
-        await self.run(lun, cdb, data_out=data)
+        await self.run(lun, _write16_cdb(lba, blocks, fua), data_out=data)
+
+    def write16_started(self, lun: int, lba: int, data: bytes | bytearray | memoryview, block_size: int,
+                        fua: bool = False) -> asyncio.Future[CommandResult] | None:
+        """:meth:`write16` begun without a coroutine (:meth:`start`); None when not connected now."""
+        return self.start(lun, _write16_cdb(lba, len(data) // block_size, fua), data)
 
     async def synchronize_cache16(self, lun: int) -> None:
         """SYNCHRONIZE CACHE(16) of the whole LUN."""

@@ -56,6 +56,7 @@ from sanlab.target.initiator_events import (
 from sanlab.target.initiator_login import InitiatorLogin
 from sanlab.target.outcome import CommandResult
 from sanlab.target.keys import SessionParams
+from sanlab.target.capture import CapturePoint
 from sanlab.target.pdu import (
     RESERVED_TAG, AhsType, AsyncEvent, AsyncMessage, Buffer, DataIn, DataOut, LoginResponse, LogoutReason,
     LogoutRequest, LogoutResponse, NopIn, NopOut, Pdu, PduFramer, R2T, Reject, ScsiCommand, ScsiResponse,
@@ -129,6 +130,8 @@ class InitiatorConnection:
         self._window: deque[_Command | _Text] = deque()
         """Non-immediate requests waiting for CmdSN <= MaxCmdSN, in submission order."""
         self._last_rx = now
+        self.capture: CapturePoint | None = None
+        """This connection for packet captures (target/capture.py): PDUs framed here are counted while one runs."""
         self._keepalive_itt: int | None = None
         self._keepalive_sent = 0.0
 
@@ -137,6 +140,10 @@ class InitiatorConnection:
     def start(self) -> None:
         """Queue the first Login Request."""
         self._out.append(self.login.first_request())
+
+    def pending_rx(self) -> bytes:
+        """Bytes received but not yet a whole PDU (where a capture starting now begins)."""
+        return self._framer.pending()
 
     def take_output(self) -> list[Pdu]:
         """PDUs to send, in order."""
@@ -327,9 +334,13 @@ class InitiatorConnection:
             return
         if data:
             self._last_rx = now
+        point = self.capture
+        tap = point.tap if point is not None else None
         try:
             self._framer.feed(data)
             for raw in self._framer:
+                if tap is not None:
+                    tap.count(raw.bhs)
                 if not raw.data_digest_ok:
                     raise ProtocolError("data digest error from the target", None)
                 pdu = decode(raw)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any, Callable
 
+from sanlab.target.capture import CapturePoint
 from sanlab.target.connection import TargetConnection
 from sanlab.target.login import LoginResult
 from sanlab.target.pdu import PduFramer
@@ -22,8 +23,10 @@ class LiveConnection:
     """Runtime state of one full-feature connection."""
 
     def __init__(self, conn: TargetConnection, writer: asyncio.StreamWriter, target: Target | None,
-                 result: LoginResult) -> None:
+                 result: LoginResult, point: CapturePoint) -> None:
         self.conn = conn
+        self.point = point
+        """This connection for packet captures (target/capture.py): ``point.tap`` is None unless one runs."""
         self.transport: asyncio.WriteTransport = writer.transport
         self.target = target
         self.result = result
@@ -68,6 +71,7 @@ class FullFeatureProtocol(asyncio.Protocol):
     def eof_received(self) -> bool:
         """The initiator closed its side: close ours too."""
         self.c.conn.log.info("connection_closed_by_initiator")
+        self.c.point.peer_closed = True
         return False  # the transport closes itself
 
     def pause_writing(self) -> None:

@@ -74,6 +74,11 @@ class LoginDirectory(Protocol):
         """A fresh non-zero TSIH."""
         ...
 
+    def admit_session(self, initiator_name: str, isid: int, target_name: str) -> None:
+        """Raise LoginError (OUT OF RESOURCES) when a new session of this I_T nexus would pass the
+        array's session limits (a reinstatement replaces its old session: not counted twice)."""
+        ...
+
 
 class _State(enum.Enum):
     STARTED = "started"
@@ -350,6 +355,8 @@ class TargetLogin:
         if not self._authenticated:
             raise LoginError(LoginStatus.AUTHENTICATION_FAILURE, "authentication not completed")
         first = self._first
+        if not first.tsih and self._target is not None:
+            self.dir.admit_session(self._initiator_name, first.isid, self._target.name)
         tsih = first.tsih or self.dir.new_tsih()
         params = self._negotiator.params()
         resp = self._response(req, transit=True, nsg=_FFP, status=0, data=encode_text(answers), tsih=tsih)

@@ -936,6 +936,10 @@ class PduFramer:
         """Bytes received but not yet framed."""
         return len(self._buf) - self._pos
 
+    def pending(self) -> bytes:
+        """A copy of the bytes received but not yet framed (the start of a PDU still incomplete)."""
+        return bytes(self._buf[self._pos:])
+
     @property
     def pending_opcode(self) -> int | None:
         """The opcode of the PDU being received once its first byte is in, before the rest.

@@ -27,6 +27,7 @@ from sanlab.scsi.device_server import DeviceServer
 from sanlab.scsi.outcome import Pending
 from sanlab.scsi.sense import SenseKey, build_sense
 from sanlab.scsi.task import Nexus, ScsiResult, ScsiStatus
+from sanlab.target.capture import HUB, CapturePoint, socket_address
 from sanlab.target.connection import Close, Execute, TargetConnection, TaskManagement
 from sanlab.target.discovery import send_targets
 from sanlab.target.eager import EagerCoroutine
@@ -35,7 +36,7 @@ from sanlab.target.keys import TARGET_DEFAULTS
 from sanlab.target.live_connection import FullFeatureProtocol, LiveConnection
 from sanlab.target.login import LoginResult, TargetAuth, TargetLogin
 from sanlab.target.pdu import (
-    LoginRequest, LoginResponse, Opcode, PduFramer, TmfFunction, TmfResponse, decode, encode,
+    LoginRequest, LoginResponse, Opcode, Pdu, PduFramer, TmfFunction, TmfResponse, decode, encode,
 )
 
 log = structlog.get_logger("sanlab.target.server")
@@ -44,6 +45,18 @@ LOGIN_MAX_SEGMENT = 65536
 """Longest Login Request data segment accepted before MaxRecvDataSegmentLength is known."""
 LOGIN_TIMEOUT = 15.0
 """Seconds a connection may spend in the login phase."""
+CLOSE_FLUSH_SECONDS = 10.0
+"""How long a closing connection may take to send what it still has buffered before it is aborted."""
+
+
+def _abort_unflushed(transport: asyncio.WriteTransport) -> None:
+    """Abort a closing transport that still had not flushed (a no-op once it has closed).
+    (uvloop's transports do not derive from asyncio's classes: called by duck typing.)"""
+    try:
+        if transport.get_write_buffer_size():
+            transport.abort()
+    except RuntimeError:  # uvloop: the handle is gone, the transport closed meanwhile
+        pass
 
 
 @dataclass(slots=True)
@@ -70,6 +83,11 @@ class ServerSettings:
     # reservation they hold, while a really dead host is still found within 90 s.
     nop_timeout: float = 60.0
     tpgt: int = 1
+    # Session limits (issue 19): a host that logs in again and again (a loop, a bad multipath
+    # setup) gets OUT OF RESOURCES (RFC 7143 §11.13.5, 0302h) instead of the array's memory and
+    # file descriptors; the sessions already in are untouched.
+    max_sessions_per_target: int = 256
+    max_sessions_per_initiator: int = 64
     local_keys: dict[str, str] = field(default_factory=lambda: dict(TARGET_DEFAULTS))
     discovery_auth: TargetAuth = field(default_factory=lambda: TargetAuth(name=""))
 
@@ -131,6 +149,28 @@ class IscsiServer:
                 return tsih
         raise LoginError(LoginStatus.OUT_OF_RESOURCES, "no free TSIH")
 
+    def admit_session(self, initiator_name: str, isid: int, target_name: str) -> None:
+        """OUT OF RESOURCES when a new session would pass ``max_sessions_per_target`` or
+        ``max_sessions_per_initiator`` (LoginDirectory); a reinstatement replaces its old session."""
+        me = (initiator_name, isid, target_name)
+        per_target = per_initiator = 0
+        for key in self._sessions:
+            if key == me:
+                continue
+            per_target += key[2] == target_name
+            per_initiator += key[0] == initiator_name
+        s = self.settings
+        if per_target >= s.max_sessions_per_target:
+            log.warning("session_limit", limit="per_target", target=target_name, initiator=initiator_name,
+                        sessions=per_target)
+            raise LoginError(LoginStatus.OUT_OF_RESOURCES,
+                             f"target {target_name} has {per_target} sessions, its limit")
+        if per_initiator >= s.max_sessions_per_initiator:
+            log.warning("session_limit", limit="per_initiator", target=target_name, initiator=initiator_name,
+                        sessions=per_initiator)
+            raise LoginError(LoginStatus.OUT_OF_RESOURCES,
+                             f"initiator {initiator_name} has {per_initiator} sessions, its limit")
+
     # --- lifecycle ---------------------------------------------------------------
 
     async def start(self) -> None:
@@ -176,8 +216,9 @@ class IscsiServer:
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         clog = log.bind(peer=f"{peer[0]}:{peer[1]}" if peer else "?")
+        point = HUB.open(socket_address(writer.get_extra_info("sockname")), socket_address(peer), local_is_client=False)
         try:
-            await self._serve_connection(reader, writer, clog)
+            await self._serve_connection(reader, writer, clog, point)
         except (ConnectionError, asyncio.IncompleteReadError) as exc:
             clog.info("connection_lost", error=str(exc) or type(exc).__name__)
         except Exception:  # noqa: BLE001 - one connection's bug must never take the server down
@@ -186,9 +227,19 @@ class IscsiServer:
             self._conn_tasks.discard(task)
             if not writer.is_closing():
                 writer.close()
+            HUB.close(point)
+
+    @staticmethod
+    async def _send_login(writer: asyncio.StreamWriter, point: CapturePoint, resp: Pdu) -> None:
+        bufs = encode(resp)
+        writer.writelines(bufs)
+        if (tap := point.tap) is not None:
+            tap.count(bufs[0])
+            tap.sent(bufs)
+        await writer.drain()
 
     async def _login(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                     framer: PduFramer, clog: structlog.stdlib.BoundLogger) -> LoginResult | None:
+                     framer: PduFramer, clog: structlog.stdlib.BoundLogger, point: CapturePoint) -> LoginResult | None:
         login = TargetLogin(self, statsn=int.from_bytes(os.urandom(4), "big") & 0x7FFFFFFF,
                             cmd_window=self.settings.cmd_window)
         deadline = time.monotonic() + LOGIN_TIMEOUT
@@ -206,9 +257,14 @@ class IscsiServer:
                     return None
                 data = await asyncio.wait_for(reader.read(65536), remaining)
                 if not data:
+                    point.peer_closed = True
                     return None
+                if (tap := point.tap) is not None:
+                    tap.received(data)
                 framer.feed(data)
                 continue
+            if (tap := point.tap) is not None:
+                tap.count(raw.bhs)
             try:
                 req = decode(raw)
                 assert isinstance(req, LoginRequest)
@@ -216,20 +272,19 @@ class IscsiServer:
             except LoginError as exc:  # malformed text raised while decoding
                 resp = LoginResponse(status_class=exc.status >> 8, status_detail=exc.status & 0xFF,
                                      initiator_task_tag=raw.initiator_task_tag)
-                writer.writelines(encode(resp))
-                await writer.drain()
+                await self._send_login(writer, point, resp)
                 return None
-            writer.writelines(encode(resp))
-            await writer.drain()
+            await self._send_login(writer, point, resp)
         return login.result
 
     async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                                clog: structlog.stdlib.BoundLogger) -> None:
+                                clog: structlog.stdlib.BoundLogger, point: CapturePoint) -> None:
         if self._stopping:
             return
         framer = PduFramer(max_data_segment=LOGIN_MAX_SEGMENT)
+        point.pending_rx = framer.pending
         try:
-            result = await self._login(reader, writer, framer, clog)
+            result = await self._login(reader, writer, framer, clog, point)
         except asyncio.TimeoutError:
             clog.info("login_timeout")
             return
@@ -245,7 +300,7 @@ class IscsiServer:
             # they stay what the session's leading login settled (RFC 7143 §13, "LO" keys).
             for name in _SESSION_WIDE:
                 setattr(result.params, name, getattr(old.result.params, name))
-        c = self._connect(result, writer)
+        c = self._connect(result, writer, point)
         framer.header_digest = c.header_digest
         framer.data_digest = c.data_digest
         # A data segment longer than we declared breaks the negotiated contract (RFC 7143 §13.12);
@@ -260,7 +315,7 @@ class IscsiServer:
             self._unregister(c)
             c.closed.set()
 
-    def _connect(self, result: LoginResult, writer: asyncio.StreamWriter) -> LiveConnection:
+    def _connect(self, result: LoginResult, writer: asyncio.StreamWriter, point: CapturePoint) -> LiveConnection:
         """The full-feature connection a login ended in, registered (session or connection
         reinstatement done)."""
         target = self.targets.get(result.target.name) if result.target else None
@@ -273,7 +328,7 @@ class IscsiServer:
             send_targets=lambda v: send_targets([t.auth for t in self.targets.values()], self.bound,
                                                 self.portal_group_tag, v, result.initiator_name, local),
             lun_exists=(target.device_server.has_lun if target else None))
-        c = LiveConnection(conn, writer, target, result)
+        c = LiveConnection(conn, writer, target, result, point)
         self._register(c)
         return c
 
@@ -328,6 +383,9 @@ class IscsiServer:
         if conn.closed:
             return
         framer.feed(data)
+        # Packet capture (target/capture.py): the one check made while none runs.
+        if (tap := c.point.tap) is not None:
+            tap.received(data)
         now = time.monotonic()
         c.receiving = True
         try:
@@ -340,6 +398,8 @@ class IscsiServer:
                     return
                 if raw is None:
                     break
+                if tap is not None:
+                    tap.count(raw.bhs)
                 conn.receive(raw, now)
                 self._process(c)
         finally:
@@ -415,15 +475,24 @@ class IscsiServer:
         if not out or c.transport.is_closing():
             return
         bufs: list[bytes | bytearray | memoryview] = []
+        tap = c.point.tap
         for pdu in out:
-            bufs.extend(encode(pdu, c.header_digest, c.data_digest))
+            pdu_bufs = encode(pdu, c.header_digest, c.data_digest)
+            if tap is not None:
+                tap.count(pdu_bufs[0])
+            bufs.extend(pdu_bufs)
         c.transport.writelines(bufs)
+        if tap is not None:
+            tap.sent(bufs)
 
     def _close_conn(self, c: LiveConnection, reason: str) -> None:
         if not c.transport.is_closing():
             self._flush(c)  # what the connection still had to say (a TMF response, a Reject) goes first
             c.conn.log.info("connection_closing", reason=reason)
             c.transport.close()
+            # close() first sends what is buffered: an initiator that stopped reading would keep the
+            # socket (and the connection's memory) forever, so after a bound it is aborted (RST).
+            asyncio.get_running_loop().call_later(CLOSE_FLUSH_SECONDS, _abort_unflushed, c.transport)
         c.conn.closed = True
         if not c.running:
             # The I_T nexus ends with the connection, before anything else is read from any socket:
@@ -541,4 +610,8 @@ class IscsiServer:
     def session_count(self) -> int:
         """Live sessions (for status views and tests)."""
         return len(self._sessions)
+
+    def sessions(self) -> list[tuple[str, int, str]]:
+        """Live sessions as (initiator name, ISID, target name), for the status page and metrics."""
+        return list(self._sessions)
 

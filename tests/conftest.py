@@ -1,12 +1,17 @@
 """Shared fixtures: real `sanlab serve` processes on loopback ports."""
 from __future__ import annotations
 
+import faulthandler
 import os
+import shlex
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import traceback
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +26,11 @@ settings.register_profile("ci", derandomize=True, print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--fault-seed", type=int, default=None,
+                     help="run the selected fault-matrix cases (tests/faults) at this seed (also SANLAB_FAULT_SEED)")
 TARGET = "iqn.2026-11.org.sanlab:array0"
 
 
@@ -63,6 +73,24 @@ class SanlabProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def rss(self) -> int:
+        """The array's resident set size now (bytes, /proc VmRSS)."""
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise AssertionError("no VmRSS")
+
+    def stacks(self, wait: float = 2.0) -> str:
+        """Ask the array for every task's and thread's stack (SIGUSR1, tools/diagnostics.py) and
+        return what it logged: for an assertion message when the array seems stuck."""
+        if self.proc.poll() is not None:
+            return f"(array exited with {self.proc.returncode})"
+        self.proc.send_signal(signal.SIGUSR1)
+        time.sleep(wait)
+        lines = [line for line in self.log().splitlines() if '"task_stacks"' in line or line.startswith(
+            ("Thread 0x", "Current thread", "  File"))]
+        return "\n".join(lines[-80:])
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
         if sig == signal.SIGKILL:
             self.killed = True
@@ -77,6 +105,71 @@ class SanlabProcess:
         return int(self.proc.returncode)
 
 
+_STARTED: list[SanlabProcess] = []
+"""Arrays started by the running test (the hang watchdog's to dump and kill)."""
+
+_DIGEST: list[str] = []
+"""What the run's last lines must show: watchdog dumps and the failures (:func:`pytest_terminal_summary`)."""
+
+WATCHDOG_MARGIN = 45.0
+"""Seconds before pytest-timeout's limit at which the watchdog acts."""
+
+
+def _item_timeout(item: pytest.Item) -> float:
+    """pytest-timeout's limit for ``item``: its marker, else --timeout, else the ini's."""
+    marker = item.get_closest_marker("timeout")
+    if marker is not None and marker.args:
+        return float(marker.args[0])
+    value = item.config.getoption("timeout", None) or item.config.getini("timeout")
+    return float(value or 0)
+
+
+@pytest.fixture(autouse=True)
+def _hang_watchdog(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test that hangs fails on its own, with the arrays' stacks, before pytest-timeout's limit.
+
+    pytest-timeout interrupts the test with a signal; on Python 3.11 the traceback of a frame
+    interrupted that way can carry no line number, and pytest's report then crashes the whole run
+    (INTERNALERROR, stop 24's CI).  Shortly before that limit this watchdog asks every array the
+    test started for its task stacks (SIGUSR1: tools/diagnostics.py), writes them and the test
+    process's own thread stacks to stderr (the report shows them), and kills the arrays: whatever
+    the test waits for then fails with a connection error, an ordinary failure that names the test.
+    """
+    limit = _item_timeout(request.node)
+    _STARTED.clear()
+    if limit <= WATCHDOG_MARGIN:
+        yield
+        return
+    began = time.monotonic()
+    name = request.node.nodeid
+
+    def fire() -> None:
+        live = [sp for sp in _STARTED if sp.proc.poll() is None]
+        parts = [f"WATCHDOG: {name} still running after {time.monotonic() - began:.0f} s; "
+                 f"{len(live)} array(s) dumped and killed"]
+        for sp in live:
+            parts.append(f"--- array {sp.portal} ({sp.log_path}):\n{sp.stacks()}")
+            sp.killed = True
+            sp.proc.kill()
+        with tempfile.TemporaryFile("w+") as f:
+            faulthandler.dump_traceback(file=f, all_threads=True)
+            f.seek(0)
+            parts.append("--- the test process's threads:\n" + f.read())
+        text = "\n".join(parts)
+        _DIGEST.append(text)
+        out = sys.__stderr__ if sys.__stderr__ is not None else sys.stderr
+        out.write("\n" + text + "\n")
+        out.flush()
+
+    timer = threading.Timer(limit - WATCHDOG_MARGIN, fire)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+
+
 def start_sanlab(tmp: Path, config: str | None = None, host: str = "127.0.0.1", port: int | None = None,
                  extra: list[str] | None = None) -> SanlabProcess:
     port = port or free_port(host)
@@ -88,10 +181,14 @@ def start_sanlab(tmp: Path, config: str | None = None, host: str = "127.0.0.1", 
         cfg.write_text(config)
         args += ["--config", str(cfg)]
     args += extra or []
+    # A wrapper for fault injection by hand, e.g. slow syncs:
+    # SANLAB_TEST_WRAP="strace -f -qq -o /dev/null --seccomp-bpf -e trace=fdatasync -e inject=fdatasync:delay_exit=100000"
+    args = shlex.split(os.environ.get("SANLAB_TEST_WRAP", "")) + args
     log_path = tmp / f"sanlab-{port}.log"
     logf = open(log_path, "wb")
     proc = subprocess.Popen(args, stdout=logf, stderr=subprocess.STDOUT, cwd=tmp)
     sp = SanlabProcess(proc, host, port, data_dir, log_path)
+    _STARTED.append(sp)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -140,3 +237,39 @@ def run(cmd: list[str], timeout: float = 120, env: dict[str, str] | None = None,
     if check and cp.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} exited {cp.returncode}\nstdout:\n{cp.stdout}\nstderr:\n{cp.stderr}")
     return cp
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[pytest.TestReport]:
+    """A failure's report, even when pytest cannot format its traceback.
+
+    On Python 3.11 a traceback entry can carry no line number (a frame interrupted by a signal, or
+    a coroutine a cancellation was thrown into), and pytest's formatter then raises TypeError: the
+    whole run stopped with INTERNALERROR and no word of which test failed or why (stops 23-25's
+    CI).  Here such a failure is reported with the standard library's own formatting instead."""
+    try:
+        report: pytest.TestReport = yield
+    except Exception as crash:  # noqa: BLE001 - any formatter crash: report the test's failure instead
+        try:
+            text = "".join(traceback.format_exception(call.excinfo.value)) if call.excinfo else ""
+        except Exception:  # noqa: BLE001 - not even that: the exception's repr
+            text = repr(call.excinfo.value) if call.excinfo else ""
+        text += f"\n(pytest could not format this failure: {crash!r})"
+        report = pytest.TestReport(item.nodeid, item.location, {k: 1 for k in item.keywords},
+                                   "failed" if call.excinfo else "passed", text, call.when,
+                                   list(item._report_sections), call.duration, call.start, call.stop,
+                                   list(item.user_properties))
+    if report.failed:
+        _DIGEST.append(f"FAILED {item.nodeid} ({report.when}):\n" + "\n".join(str(report.longrepr).splitlines()[-25:]))
+    return report
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The failures' last lines and any watchdog dump, again, at the end of the output (where CI's
+    excerpt of it is), at most 150 lines."""
+    if not _DIGEST:
+        return
+    lines = "\n\n".join(_DIGEST).splitlines()
+    terminalreporter.section("digest of failures (tests/conftest.py)")
+    for line in lines[:60] + (["..."] + lines[-90:] if len(lines) > 150 else lines[60:150]):
+        terminalreporter.write_line(line[:300])

@@ -19,12 +19,17 @@ from sanlab.scsi.device_server import DeviceServer
 from sanlab.storage.volume import Volume
 from sanlab.tools import operations
 from sanlab.tools.array import AdminError, ArrayState
+from sanlab.tools.cmddev_ops import CommandDeviceOps, CommandDeviceRef
 from sanlab.tools.config import ArrayConfig
+from sanlab.tools.backup_ops import BackupOps
+from sanlab.tools.capture import CaptureOps
+from sanlab.tools.copy_ops import CopyOps
 from sanlab.tools.external_ops import ExternalOps
 from sanlab.tools.migration_ops import MigrationOps
 from sanlab.tools.pair_ops import PairManagerRef, PairOps
 from sanlab.tools.raid_ops import RaidOps
 from sanlab.tools.remote_ops import RemoteOps
+from sanlab.tools.snapshot_ops import SnapshotOps
 from sanlab.tools.tiering_ops import TieringOps
 from sanlab.tools.volume_ops import VolumeOps
 
@@ -42,6 +47,11 @@ class Admin(ArrayState):
         operations.Domain.EXTERNALS: ExternalOps,
         operations.Domain.REMOTES: RemoteOps,
         operations.Domain.PAIRS: PairOps,
+        operations.Domain.COPIES: CopyOps,
+        operations.Domain.BACKUP: BackupOps,
+        operations.Domain.SNAPSHOTS: SnapshotOps,
+        operations.Domain.COMMAND_DEVICES: CommandDeviceOps,
+        operations.Domain.CAPTURE: CaptureOps,
     }
     """The class whose methods are each domain's operations; ``Domain.VIEWS`` is :class:`Admin` itself."""
 
@@ -51,7 +61,7 @@ class Admin(ArrayState):
     def __init__(self, data_dir: Path, device_servers: dict[str, DeviceServer] | None = None,
                  externals: dict[str, Volume] | None = None,
                  initiator_name: str = "iqn.2026-11.org.sanlab:array", config: ArrayConfig | None = None,
-                 pairs: PairManagerRef | None = None) -> None:
+                 pairs: PairManagerRef | None = None, cmddevs: CommandDeviceRef | None = None) -> None:
         super().__init__(data_dir, device_servers, externals, initiator_name, config)
         self.raid_ops = RaidOps(self)
         self.volume_ops = VolumeOps(self)
@@ -61,11 +71,19 @@ class Admin(ArrayState):
         self.remote_ops = RemoteOps(self)
         self.pair_ops = PairOps(self, pairs)
         self.remote_ops.users_of = self.pair_ops.users_of_remote
+        self.copy_ops = CopyOps(self)
+        self.backup_ops = BackupOps(self, self.copy_ops)
+        self.snapshot_ops = SnapshotOps(self)
+        self.cmddev_ops = CommandDeviceOps(self, self.handler, cmddevs, config.array_name if config else None)
+        self.capture_ops = CaptureOps(self)
         self._domains: dict[operations.Domain, object] = {
             operations.Domain.RAID: self.raid_ops, operations.Domain.VOLUMES: self.volume_ops,
             operations.Domain.TIERING: self.tiering_ops, operations.Domain.MIGRATION: self.migration_ops,
             operations.Domain.EXTERNALS: self.external_ops, operations.Domain.REMOTES: self.remote_ops,
-            operations.Domain.PAIRS: self.pair_ops, operations.Domain.VIEWS: self}
+            operations.Domain.PAIRS: self.pair_ops, operations.Domain.COPIES: self.copy_ops,
+            operations.Domain.BACKUP: self.backup_ops, operations.Domain.SNAPSHOTS: self.snapshot_ops,
+            operations.Domain.COMMAND_DEVICES: self.cmddev_ops, operations.Domain.CAPTURE: self.capture_ops,
+            operations.Domain.VIEWS: self}
 
     def handler(self, op: operations.Operation) -> Callable[..., Any]:
         """The bound method that carries out ``op`` (a coroutine function, or a plain one for views)."""
@@ -81,6 +99,9 @@ class Admin(ArrayState):
         self.volume_ops.load_mappings()
         await self.remote_ops.load()  # the links log in in the background; nothing waits for a peer
         await self.pair_ops.load()  # after the remotes: a P side's session uses its remote's portals
+        await self.copy_ops.load()  # after the pairs: a copy may wrap a remote pair's volume
+        await self.snapshot_ops.load()  # after the copies: a snapshot origin wraps a copy's volume
+        await self.cmddev_ops.load()
 
     def show(self) -> dict[str, Any]:
         """Every table in the array's own terms, and the background tasks."""
@@ -120,6 +141,11 @@ class Admin(ArrayState):
             "external_volumes": [{"name": n, "blocks": v.num_blocks, "block_size": v.block_size}
                                  for n, v in sorted(self.externals.items())],
             "background_tasks": self.supervisor.describe(),
+            # Async pairs (issue 15): each journal's pointers, use and lag; each pair's mode and lag.
+            "journals": self.pair_ops.manager.journal_status(),
+            "pairs": self.pair_ops.manager.display(),
+            # Relays of a cascade (replication/cascade.py): the virtual volumes the pairs built on one LU.
+            "relays": self.pair_ops.manager.relay_status(),
         }
 
     def _block_size_of(self, name: str) -> int | None:
@@ -139,10 +165,15 @@ class Admin(ArrayState):
         """
         await self.supervisor.shutdown()
         await self.pair_ops.close()
-        async with self.changes:
-            for mv in self.migrations.values():
-                mv.copied.close()  # the copy has stopped: its bits are flushed, the file closes
-            await self.external_ops.close()
-            for g in self.groups.values():
-                await g.close()
-            await self.catalog.close()
+        await self.copy_ops.close()
+        await self.snapshot_ops.close()
+        try:
+            async with self.changes:
+                for mv in self.migrations.values():
+                    mv.copied.close()  # the copy has stopped: its bits are flushed, the file closes
+                await self.external_ops.close()
+                for g in self.groups.values():
+                    await g.close()
+                await self.catalog.close()
+        finally:
+            await self.capture_ops.close()  # last: the links' logouts and FINs are in the file

@@ -30,9 +30,11 @@ from sanlab.tools.units import to_blocks, to_bytes
 
 DEFAULT_LDEV_SIZE = 8 << 20
 
-SHUTDOWN_ORDER = ("tiering", "pair-copy", "migration", "scrub", "rebuild", "link")
+SHUTDOWN_ORDER = ("backup", "tiering", "local-copy", "journal", "pair-copy", "migration", "scrub", "rebuild", "link")
 """The kinds of background task, in the order they stop (storage/supervisor.py says why this one).
-Replication's copy movers (``pair-copy``) go before ``migration``: they read volumes on RAID groups.
+Backup jobs (``backup``) go first: they read and write through local copies' volumes.
+Local copy movers (``local-copy``) write through remote pairs' volumes, so they stop before
+those pairs' movers.  Replication's copy movers (``pair-copy``) go before ``migration``: they read volumes on RAID groups.
 The links to remotes (replication/link.py) stop last: everything before them may still be sending
 to a peer through one (a copy mover, a pair's write draining), and a link writes no local volume."""
 
@@ -132,7 +134,7 @@ class ArrayState:
                 users.setdefault(file_identity(p), f"drive {i} of RAID group {rg.name} of the configuration")
         for tc in self.config.targets:
             for lc in tc.luns:
-                if lc.raid_group is None and lc.external is None:
+                if lc.raid_group is None and lc.external is None and not lc.command_device:
                     users.setdefault(file_identity(lc.file), f"the file of LUN {lc.lun} of {tc.name} "
                                                              "in the configuration")
         return users

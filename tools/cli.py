@@ -3,36 +3,51 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import hmac
 import json
 import os
 import signal
 import sys
+import time
 from importlib import metadata
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import structlog
 
+from sanlab.replication.cmddev import COMMAND_DEVICE_KIND, CommandDeviceUnit
 from sanlab.scsi.device_server import DeviceServer
 from sanlab.scsi.lu import LogicalUnit, LuConfig
 from sanlab.storage.external import ExternalVolume
 from sanlab.storage.raid import RaidGroup
 from sanlab.storage.raid_files import open_group
 from sanlab.storage.raid_volume import RaidVolume
+from sanlab.replication.link import format_portal
 from sanlab.storage.volume import Volume, VolumeError
 from sanlab.storage.file_volume import FileVolume
 from sanlab.target.chap import ChapCredentials
+from sanlab.tools.encryption import EncryptionPlan, LunKey, check_keys, encrypt_volume, plan_encryption
 from sanlab.target.login import TargetAuth
+from sanlab.target.capture import HUB
 from sanlab.target.server import IscsiServer, ServerSettings, Target
-from sanlab.tools import operations
+from sanlab.tools import diagnostics, operations
 from sanlab.tools.config import LunConfig, ArrayConfig, ConfigError, TargetConfig, load_config, parse_portal
 from sanlab.tools.admin import Admin, AdminError
+from sanlab.tools.cmddev_ops import CommandDeviceRef
 from sanlab.tools.datadir import DataDirBusy, DataDirLock
 from sanlab.tools.external_ops import connect_external
+from sanlab.tools.http import HttpServer
 from sanlab.tools.logging import setup_logging
-from sanlab.tools.mgmt import SOCKET_NAME, MgmtServer, request
-from sanlab.tools.pair_cli import add_pair_parser
+from sanlab.tools.mgmt import SOCKET_NAME, MgmtServer
+from sanlab.tools.backup_cli import add_backup_parser
+from sanlab.tools.capture import InterfaceCapture, PcapFileWriter, absolute, start_capture
+from sanlab.tools.capture_cli import add_capture_parser
+from sanlab.tools.copy_cli import add_copy_parser
+from sanlab.tools.snapshot_cli import add_snapshot_parser
+from sanlab.tools.pair_cli import add_journal_parser, add_pair_parser
 from sanlab.tools.pair_ops import PairManagerRef
+from sanlab.tools.transport import add_transport_options, transport_for
 from sanlab.tools.units import format_blocks, format_size
 
 log = structlog.get_logger("sanlab.tools.cli")
@@ -100,7 +115,13 @@ async def open_external_volumes(cfg: ArrayConfig) -> dict[str, ExternalVolume]:
 
 
 def _lun_volume(lc: LunConfig, groups: dict[str, RaidGroup],
-                externals: dict[str, ExternalVolume] | None = None) -> Volume:
+                externals: dict[str, ExternalVolume] | None = None, plan: EncryptionPlan | None = None) -> Volume:
+    vol = _clear_volume(lc, groups, externals)
+    return vol if plan is None else encrypt_volume(vol, plan)
+
+
+def _clear_volume(lc: LunConfig, groups: dict[str, RaidGroup],
+                  externals: dict[str, ExternalVolume] | None = None) -> Volume:
     if lc.external is not None:
         assert externals is not None
         return externals[lc.external]
@@ -134,12 +155,20 @@ def file_lun_size(lc: LunConfig) -> int:
 
 
 def build_server(cfg: ArrayConfig, groups: dict[str, RaidGroup] | None = None,
-                 externals: dict[str, ExternalVolume] | None = None, pairs: PairManagerRef | None = None) -> IscsiServer:
+                 externals: dict[str, ExternalVolume] | None = None, pairs: PairManagerRef | None = None,
+                 cmddevs: CommandDeviceRef | None = None,
+                 crypt: dict[LunKey, EncryptionPlan] | None = None) -> IscsiServer:
     """Wire volumes, logical units, device servers and the iSCSI front end from a config.
 
     With ``pairs`` the disk LUs also answer the pair-control commands (replication/control.py),
-    through the pair manager the reference is given later (tools/pair_ops.py)."""
-    kinds = {"disk": (pairs or PairManagerRef()).disk_kind()}
+    through the pair manager the reference is given later (tools/pair_ops.py); command devices
+    dispatch through the router ``cmddevs`` is given later (tools/cmddev_ops.py).  Encrypted LUNs
+    are wrapped as ``crypt`` plans them (tools/encryption.py; planned here when not given)."""
+    kinds = {"disk": (pairs or PairManagerRef()).disk_kind(),
+             COMMAND_DEVICE_KIND: (cmddevs or CommandDeviceRef()).kind()}
+    if crypt is None:
+        crypt = plan_encryption(cfg)
+        check_keys(cfg, crypt)
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
     if groups is None:
         groups = open_raid_groups(cfg)
@@ -147,14 +176,21 @@ def build_server(cfg: ArrayConfig, groups: dict[str, RaidGroup] | None = None,
     for tc in cfg.targets:
         luns: dict[int, LogicalUnit] = {}
         for lc in tc.luns:
-            vol = _lun_volume(lc, groups, externals)
+            if lc.command_device:
+                luns[lc.lun] = CommandDeviceUnit(tc.name, lc.lun)
+                log.info("lun_ready", target=tc.name, lun=lc.lun, command_device=True)
+                continue
+            vol = _lun_volume(lc, groups, externals, crypt.get((tc.name, lc.lun)))
             lu_cfg = LuConfig.for_lun(tc.name, lc.lun, readonly=lc.readonly, thin=lc.thin, removable=lc.removable,
                                        sanitize_rate=lc.sanitize_rate,
                                        physical_block_size=lc.physical_block_size)
             luns[lc.lun] = LogicalUnit(vol, lu_cfg)
             log.info("lun_ready", target=tc.name, lun=lc.lun, raid_group=lc.raid_group, external=lc.external,
                      file=None if lc.raid_group or lc.external else str(lc.file), size=vol.num_blocks * vol.block_size,
-                     block_size=lc.block_size)
+                     block_size=lc.block_size, encrypted=(tc.name, lc.lun) in crypt)
+        if tc.initiators is None:
+            # An ACL-less target admits any initiator that can reach a portal (docs/security.md).
+            log.warning("target_without_acl", target=tc.name, chap=tc.chap is not None or bool(tc.initiator_chap))
         auth = TargetAuth(
             name=tc.name, alias=tc.alias,
             acl=frozenset(tc.initiators) if tc.initiators is not None else None,
@@ -164,11 +200,38 @@ def build_server(cfg: ArrayConfig, groups: dict[str, RaidGroup] | None = None,
         targets.append(Target(auth=auth, device_server=DeviceServer(tc.name, luns, state_dir=cfg.data_dir, kinds=kinds)))
     s = cfg.server
     settings = ServerSettings(cmd_window=s.cmd_window, nop_interval=s.nop_interval, nop_timeout=s.nop_timeout,
-                              tpgt=s.tpgt)
+                              tpgt=s.tpgt, max_sessions_per_target=s.max_sessions_per_target,
+                              max_sessions_per_initiator=s.max_sessions_per_initiator)
     return IscsiServer(targets, s.portals, settings)
 
 
-async def _serve(cfg: ArrayConfig) -> int:
+async def _serve(cfg: ArrayConfig, capture_interface: str | None = None) -> int:
+    if capture_interface is not None and cfg.capture_file is not None:
+        ports = [p for _, p in cfg.server.portals] + [p for r in cfg.remotes for _, p in r.portals]
+        try:
+            dumpcap = await asyncio.to_thread(InterfaceCapture, cfg.capture_file, capture_interface, ports)
+        except AdminError as exc:
+            log.error("capture_failed", error=str(exc))
+            return 2
+        try:
+            return await _serve_captured(cfg, None)
+        finally:
+            await asyncio.to_thread(dumpcap.stop)
+    # The capture starts first, so every connection (external volumes' and links' logins too) is in it
+    # from its SYN; Admin.close stops it last.
+    capture = start_capture(cfg.capture_file) if cfg.capture_file is not None else None
+    try:
+        return await _serve_captured(cfg, capture)
+    finally:
+        if capture is not None and HUB.active:  # Admin.close did not get to it (a failed start)
+            HUB.stop()
+            await asyncio.to_thread(capture.close)
+
+
+async def _serve_captured(cfg: ArrayConfig, capture: PcapFileWriter | None) -> int:
+    # Keys first: a bad key file or a wrong key stops the array before any drive or file is opened.
+    crypt = plan_encryption(cfg)
+    check_keys(cfg, crypt)
     groups = open_raid_groups(cfg)
     for name, g in groups.items():
         regions, fixed = await g.recover()  # parity of regions a crash left dirty (write-intent bitmap)
@@ -176,17 +239,29 @@ async def _serve(cfg: ArrayConfig) -> int:
             log.warning("raid_parity_resynced", group=name, regions=regions, repaired_stripes=fixed)
     externals = await open_external_volumes(cfg)
     pairs = PairManagerRef()
-    server = build_server(cfg, groups, externals, pairs)
+    cmddevs = CommandDeviceRef()
+    server = build_server(cfg, groups, externals, pairs, cmddevs, crypt)
     # The catalog's LUs are exported before the portals open, and the management socket is up by then.
     admin = Admin(cfg.data_dir, {t.name: t.device_server for t in server.targets.values()},
-                  externals=dict(externals), initiator_name=cfg.initiator_name, config=cfg, pairs=pairs)
+                  externals=dict(externals), initiator_name=cfg.initiator_name, config=cfg, pairs=pairs,
+                  cmddevs=cmddevs)
+    if capture is not None:
+        admin.capture_ops.adopt(capture)
     await admin.load()
     mgmt = MgmtServer(admin, cfg.data_dir / SOCKET_NAME)
     await mgmt.start()
+    http: HttpServer | None = None
     try:
+        # The status page is up before the portals open: once a host can log in, it can be watched.
+        http = await _start_http(cfg, server, admin)
         await server.start()
     except OSError as exc:
-        log.error("portal_bind_failed", error=str(exc), portals=[f"{h}:{p}" for h, p in cfg.server.portals])
+        if http is None and cfg.server.http is not None:
+            log.error("http_bind_failed", error=str(exc), address=format_portal(*cfg.server.http))
+        else:
+            log.error("portal_bind_failed", error=str(exc), portals=[f"{h}:{p}" for h, p in cfg.server.portals])
+        if http is not None:
+            await http.stop()
         await mgmt.stop()
         for t in server.targets.values():
             await t.device_server.close()
@@ -196,16 +271,39 @@ async def _serve(cfg: ArrayConfig) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    diagnostics.install(loop)
+    # What start-up built (modules, tables, the catalog's objects) lives as long as the process:
+    # out of the collector's sight, a full collection walks only what serving allocates.
+    gc.collect()
+    gc.freeze()
     log.info("sanlab_serving", version=_version(), targets=[t.name for t in cfg.targets],
              data_dir=str(cfg.data_dir), config=cfg.source)
     await stop.wait()
     log.info("shutdown_requested")
+    if http is not None:
+        await http.stop()
     await mgmt.stop()
     await server.stop()
     # Hosts are gone: the supervisor stops tiering, migrations' copies, scrubs and rebuilds in that
     # order, each after the unit in hand; then the catalog's groups and the catalog close.
     await admin.close()
     return 0
+
+
+async def _start_http(cfg: ArrayConfig, server: IscsiServer, admin: Admin) -> HttpServer | None:
+    """The status page and metrics server, listening, when ``--http`` (``server.http``) asks for one
+    (OSError when it cannot listen: the array then stops as for a portal)."""
+    if cfg.server.http is None:
+        return None
+    from sanlab.tools.status import ArrayView  # prometheus_client only when asked for (sanlab[http])
+    from sanlab.tools.status_http import status_server
+    host, port = cfg.server.http
+    view = ArrayView(cfg, server, admin, _version(), started=time.time())
+    http = status_server(view, host, port)
+    await http.start()
+    bound_host, bound_port = http.address
+    view.http = f"{bound_host}:{bound_port}"
+    return http
 
 
 def ldev_ranges(ldevs: Sequence[str]) -> str:
@@ -320,11 +418,10 @@ def _bar(fraction: float, width: int = 30) -> str:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    """``sanlab migrate start|status``: through the running array's management socket."""
-    from pathlib import Path
+    """``sanlab migrate start|status``: through the running array's management socket (or ``--cmddev``)."""
     import time as _time
-    data_dir = Path(args.data_dir or "sanlab-data")
     try:
+        send = transport_for(args)
         if args.action == "start":
             req: dict[str, object] = {"source": args.source, "dest": args.dest}
             if args.range:
@@ -332,14 +429,14 @@ def cmd_migrate(args: argparse.Namespace) -> int:
                 if not (a.isdigit() and b.isdigit()):
                     raise ConfigError("command line", "--range", "START:END in blocks")
                 req.update(start=int(a), end=int(b))
-            reply = request(data_dir, "migrate_start", req)
+            reply = send.request("migrate_start", req)
             if not reply.get("ok"):
                 print(f"sanlab: migrate start: {reply.get('error')}", file=sys.stderr)
                 return 1
             print(json.dumps(reply["result"], indent=2))
             return 0
         while True:
-            reply = request(data_dir, "migrate_status")
+            reply = send.request("migrate_status")
             if not reply.get("ok"):
                 print(f"sanlab: migrate status: {reply.get('error')}", file=sys.stderr)
                 return 1
@@ -393,10 +490,9 @@ def cmd_remote(args: argparse.Namespace) -> int:
     as ``sanlab admin``: 0 done, 1 refused by the array (a name taken, no such remote), 2 not
     understood or no array running.
     """
-    from pathlib import Path
-    data_dir = Path(args.data_dir or "sanlab-data")
     what = f"remote {args.action}"
     try:
+        send = transport_for(args)
         if args.action == "add":
             for p in args.portal:
                 parse_portal(p, what, "--portal")
@@ -404,11 +500,11 @@ def cmd_remote(args: argparse.Namespace) -> int:
             for key in ("chap_user", "chap_secret", "mutual_user", "mutual_secret"):
                 if getattr(args, key) is not None:
                     req[key] = getattr(args, key)
-            reply = request(data_dir, "add_remote", req)
+            reply = send.request("add_remote", req)
         elif args.action == "delete":
-            reply = request(data_dir, "delete_remote", {"name": args.name})
+            reply = send.request("delete_remote", {"name": args.name})
         else:
-            reply = request(data_dir, "display_remotes", {"name": args.name} if args.name else {})
+            reply = send.request("display_remotes", {"name": args.name} if args.name else {})
     except (AdminError, ConfigError) as exc:
         print(f"sanlab: {exc}", file=sys.stderr)
         return 2
@@ -429,8 +525,6 @@ def cmd_admin(args: argparse.Namespace) -> int:
     ``--help`` needs no running array; sizes go out as written ("1MiB") for the array to convert.
     Exit status: 0 done, 1 refused by the array, 2 not understood or no array to ask.
     """
-    from pathlib import Path
-    data_dir = Path(args.data_dir or "sanlab-data")
     words: list[str] = list(getattr(args, "args", None) or [])
     try:
         if args.command == "show":
@@ -443,7 +537,7 @@ def cmd_admin(args: argparse.Namespace) -> int:
             if args.help or "help" in words:
                 print(operations.help_text(op))
                 return 0
-        reply = request(data_dir, op.name, operations.parse_words(op, words))
+        reply = transport_for(args).request(op.name, operations.parse_words(op, words))
     except (AdminError, ConfigError, operations.ArgumentError) as exc:
         print(f"sanlab: {exc}", file=sys.stderr)
         return 2
@@ -464,6 +558,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
         cfg = load_config(args.config, args.data_dir)
         if args.portal:
             cfg.server.portals = [parse_portal(p, "--portal", "--portal") for p in args.portal]
+        if args.http:
+            cfg.server.http = parse_portal(args.http, "--http", "--http")
+        if cfg.server.http is not None:
+            try:
+                import prometheus_client  # noqa: F401 - checked before anything is opened
+            except ImportError:
+                print("sanlab: --http needs prometheus_client (pip install 'sanlab[http]')", file=sys.stderr)
+                return 2
+        if args.capture:
+            cfg.capture_file = Path(absolute(args.capture))
+        if args.capture_interface and cfg.capture_file is None:
+            raise ConfigError("--capture-interface", "capture.file", "--capture-interface needs --capture FILE.pcap")
+        # The data directory itself is made at start; any other directory must be there.
+        if cfg.capture_file is not None and not cfg.capture_file.parent.is_dir() \
+                and cfg.capture_file.parent != cfg.data_dir:
+            raise ConfigError("--capture" if args.capture else cfg.source, "capture.file",
+                              f"directory {cfg.capture_file.parent} does not exist")
     except ConfigError as exc:
         print(f"sanlab: config error: {exc}", file=sys.stderr)
         return 2
@@ -487,7 +598,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"sanlab: cannot lock data directory {cfg.data_dir}: {exc}", file=sys.stderr)
         return 1
     try:
-        return runner(_serve(cfg))
+        return runner(_serve(cfg, args.capture_interface))
     except (OSError, ValueError, VolumeError) as exc:
         print(f"sanlab: {exc}", file=sys.stderr)
         return 1
@@ -499,12 +610,21 @@ def make_parser() -> argparse.ArgumentParser:
     """The ``sanlab`` command line: serve, show, admin, migrate, remote, pair."""
     p = argparse.ArgumentParser(prog="sanlab", description="sanlab: a software disk array that speaks iSCSI")
     p.add_argument("--version", action="version", version=f"sanlab {_version()}")
+    add_transport_options(p)
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("serve", help="run the array (iSCSI target)")
     s.add_argument("--config", metavar="FILE", help="TOML config (default: embedded one-LUN config)")
     s.add_argument("--data-dir", metavar="DIR", help="data directory (default ./sanlab-data)")
     s.add_argument("--portal", metavar="HOST:PORT", action="append",
                    help="listen here (repeatable; replaces the config's portals)")
+    s.add_argument("--http", metavar="HOST:PORT",
+                   help="serve the status page (/), /status.json, /metrics (Prometheus) and /topology here "
+                        "(default: the config's server.http, else off)")
+    s.add_argument("--capture", metavar="FILE.pcap",
+                   help="capture every iSCSI connection into this pcap file until the array stops")
+    s.add_argument("--capture-interface", metavar="IFACE",
+                   help="with --capture, as root: take the capture from this network interface with dumpcap "
+                        "(the array's portals' and remotes' ports) instead of the array's own framing")
     s.add_argument("--log-format", choices=("json", "console"), default="console")
     s.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
     s.set_defaults(func=cmd_serve)
@@ -554,6 +674,11 @@ def make_parser() -> argparse.ArgumentParser:
         sp.add_argument("--data-dir", metavar="DIR", help="data directory of the running array (default ./sanlab-data)")
     r.set_defaults(func=cmd_remote)
     add_pair_parser(sub)
+    add_journal_parser(sub)
+    add_copy_parser(sub)
+    add_backup_parser(sub)
+    add_snapshot_parser(sub)
+    add_capture_parser(sub)
     return p
 
 

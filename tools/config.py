@@ -12,6 +12,7 @@ Example::
     [server]
     portals = ["127.0.0.1:3260"]
     nop_interval = 30          # seconds of silence before the target pings (0: never)
+    http = "127.0.0.1:8080"    # optional: status page and Prometheus metrics (off when absent)
 
     [[targets]]
     name = "iqn.2026-11.org.sanlab:array0"
@@ -43,6 +44,7 @@ Example::
     chap_secret = "a-to-b-secret-12"
     mutual_user = "array-b"           # optional: what the peer must prove (mutual CHAP)
     mutual_secret = "b-to-a-secret-12"
+    http = "127.0.0.2:8080"           # optional: the peer's status page, for /topology
 """
 from __future__ import annotations
 
@@ -93,6 +95,16 @@ class ChapSecret:
 
 
 @dataclass(slots=True)
+class EncryptionConfig:
+    """Encryption at rest of a LUN or RAID group (storage/encrypted.py): where the operator's key is."""
+
+    key_file: Path | None = None
+    """A file of 64 hex digits, owner-only (0600); relative paths are relative to the config file."""
+    key_env: str | None = None
+    """Or: the environment variable holding the 64 hex digits."""
+
+
+@dataclass(slots=True)
 class LunConfig:
     """One logical unit backed by a file."""
 
@@ -113,6 +125,10 @@ class LunConfig:
     """Serve this RAID group (by name) instead of a file; ``size`` 0 means the whole group."""
     external: str | None = None
     """Serve this external volume (by name): a LUN of a peer array."""
+    command_device: bool = False
+    """A command device (replication/cmddev.py): no file, no size; WRITE carries commands, READ results."""
+    encryption: EncryptionConfig | None = None
+    """Stored AES-256-XTS encrypted (storage/encrypted.py); a LUN on an encrypted RAID group is too."""
 
 
 @dataclass(slots=True)
@@ -141,6 +157,8 @@ class RemoteConfig:
     """What this array answers the peer's CHAP challenge with."""
     mutual_chap: ChapSecret | None = None
     """What the peer must prove to this array (mutual CHAP); needs :attr:`chap`."""
+    http: tuple[str, int] | None = None
+    """Where the peer serves its status page (``sanlab serve --http``): /topology reads it there."""
 
 
 @dataclass(slots=True)
@@ -152,6 +170,8 @@ class RaidGroupConfig:
     drives: list[Path]
     drive_size: int
     stripe_size: int = 64 * 1024
+    encryption: EncryptionConfig | None = None
+    """The LUNs serving this group store it AES-256-XTS encrypted (storage/encrypted.py)."""
 
 
 @dataclass(slots=True)
@@ -176,6 +196,10 @@ class ServerConfig:
     nop_timeout: float = 60.0
     cmd_window: int = 128
     tpgt: int = 1
+    max_sessions_per_target: int = 256
+    max_sessions_per_initiator: int = 64
+    http: tuple[str, int] | None = None
+    """Where the status page and Prometheus metrics are served (``--http HOST:PORT``); None: nowhere."""
 
 
 @dataclass(slots=True)
@@ -192,6 +216,12 @@ class ArrayConfig:
     """Peer arrays for remote copy, by name (replication/link.py keeps a session to each)."""
     initiator_name: str = "iqn.2026-11.org.sanlab:array"
     """The name this array uses when it logs in to peers."""
+    array_name: str | None = None
+    """The name this array answers to in command blocks' transfer destinations (``array_name``); None:
+    the last part of ``initiator_name`` (tools/cmddev_ops.py)."""
+    capture_file: Path | None = None
+    """``[capture] file``: a pcap file every iSCSI connection is captured into from the start
+    (tools/capture.py); relative to the data directory.  ``sanlab serve --capture`` sets it too."""
 
 
 def parse_size(value: object, source: str, key: str) -> int:
@@ -300,6 +330,15 @@ def _lun(data: object, source: str, path: str, data_dir: Path, target: str) -> L
     lun = t.get("lun", int, required=True)
     if not 0 <= lun <= MAX_LUN:
         raise ConfigError(source, f"{path}.lun", f"LUN {lun} is out of range: LUNs are {LUN_RANGE}")
+    if t.get("command_device", bool, False):
+        # A command device stores nothing (replication/cmddev.py): every storage key is a mistake.
+        for key in ("file", "size", "raid_group", "external", "block_size", "readonly", "thin", "removable",
+                    "sanitize_rate", "physical_block_size", "encryption"):
+            if key in t.data:
+                raise ConfigError(source, f"{path}.{key}", "a command device (command_device = true) has no storage")
+        t.finish()
+        return LunConfig(lun=lun, size=0, file=data_dir / f"{target.split(':')[-1]}-lun{lun}.cmddev",
+                         command_device=True)
     raid_group = t.get("raid_group", str, None)
     external = t.get("external", str, None)
     if raid_group is not None and external is not None:
@@ -329,8 +368,32 @@ def _lun(data: object, source: str, path: str, data_dir: Path, target: str) -> L
                     sanitize_rate=parse_size(t.raw("sanitize_rate"), source, f"{path}.sanitize_rate")
                     if "sanitize_rate" in t.data else 0, physical_block_size=pbs,
                     raid_group=raid_group, external=external)
+    if "encryption" in t.data:
+        if external is not None:
+            raise ConfigError(source, f"{path}.encryption", "an external volume is encrypted (or not) by its own array")
+        cfg.encryption = _encryption(t.raw("encryption"), source, f"{path}.encryption")
     t.finish()
     return cfg
+
+
+def _encryption(data: object, source: str, path: str) -> EncryptionConfig:
+    """``encryption = { key_file = "..." }`` or ``{ key_env = "VAR" }``: exactly one of them."""
+    t = _Table(data, source, path)
+    key_file = t.get("key_file", str, None)
+    key_env = t.get("key_env", str, None)
+    t.finish()
+    if (key_file is None) == (key_env is None):
+        raise ConfigError(source, path, "give key_file or key_env (one of them)")
+    if key_env is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key_env):
+        raise ConfigError(source, f"{path}.key_env", f"{key_env!r} is not an environment variable name")
+    kf = None
+    if key_file is not None:
+        kf = Path(key_file)
+        if not kf.is_absolute():
+            # Beside the config file, so `--config lab/examples/encrypted.toml` finds its key from anywhere.
+            base = Path(source).parent if not source.startswith("<") else Path(".")
+            kf = base / kf
+    return EncryptionConfig(key_file=kf, key_env=key_env)
 
 
 _LOCK_MODES = ("off", "per-request", "held")
@@ -416,8 +479,10 @@ def _remote(data: object, source: str, path: str) -> RemoteConfig:
     if mutual is not None and chap is not None and mutual.secret == chap.secret:
         # RFC 7143 §12.1.3: the same secret must not be used in both directions.
         raise ConfigError(source, f"{path}.mutual_secret", "must differ from chap_secret (RFC 7143 §12.1.3)")
+    http = t.get("http", str)
     t.finish()
-    return RemoteConfig(name, portals, target, chap, mutual)
+    return RemoteConfig(name, portals, target, chap, mutual,
+                        parse_portal(http, source, f"{path}.http") if http is not None else None)
 
 
 _RAID_LEVELS = {0: 1, 1: 2, 5: 3, 6: 4, 10: 4}
@@ -445,8 +510,9 @@ def _raid_group(data: object, source: str, path: str, data_dir: Path) -> RaidGro
     stripe = parse_size(t.raw("stripe_size") if "stripe_size" in t.data else "64KiB", source, f"{path}.stripe_size")
     if stripe % 512 or stripe > drive_size:
         raise ConfigError(source, f"{path}.stripe_size", "must be a multiple of 512 and fit on a drive")
+    enc = _encryption(t.raw("encryption"), source, f"{path}.encryption") if "encryption" in t.data else None
     t.finish()
-    return RaidGroupConfig(name, level, paths, drive_size, stripe)
+    return RaidGroupConfig(name, level, paths, drive_size, stripe, enc)
 
 
 def _one_use_per_file(groups: list[RaidGroupConfig], targets: list[TargetConfig], source: str) -> None:
@@ -464,6 +530,8 @@ def _one_use_per_file(groups: list[RaidGroupConfig], targets: list[TargetConfig]
                 raise ConfigError(source, key, f"{d} is the same file as {other}: a drive appears twice")
     for i, tc in enumerate(targets):
         for j, lc in enumerate(tc.luns):
+            if lc.command_device:
+                continue
             if lc.raid_group is None and lc.external is None and (drive := users.get(file_identity(lc.file))):
                 raise ConfigError(source, f"targets[{i}].luns[{j}].file", f"{lc.file} is {drive}, a RAID drive")
 
@@ -505,6 +573,14 @@ def parse_config(doc: dict[str, Any], source: str = "<config>", data_dir: str | 
         server.tpgt = st.get("tpgt", int, server.tpgt)
         if not 1 <= server.tpgt <= 65535:
             raise ConfigError(source, "server.tpgt", "must be 1..65535")
+        for key in ("max_sessions_per_target", "max_sessions_per_initiator"):
+            value = st.get(key, int, getattr(server, key))
+            if not 1 <= value <= 65535:  # a session needs a TSIH: 65535 of them
+                raise ConfigError(source, f"server.{key}", "must be 1..65535")
+            setattr(server, key, value)
+        http = st.get("http", str)
+        if http is not None:
+            server.http = parse_portal(http, source, "server.http")
         st.finish()
     else:
         top.used.add("server")
@@ -571,6 +647,17 @@ def parse_config(doc: dict[str, Any], source: str = "<config>", data_dir: str | 
     initiator_name = top.get("initiator_name", str, "iqn.2026-11.org.sanlab:array")
     if not _NAME_RE.match(initiator_name):
         raise ConfigError(source, "initiator_name", f"{initiator_name!r} is not an iSCSI name")
+    array_name = top.get("array_name", str, None)
+    if array_name is not None and not REMOTE_NAME_RE.match(array_name):
+        raise ConfigError(source, "array_name", f"{array_name!r}: letters, digits, '.', '_', '-' (as a remote's name)")
+    capture_file: Path | None = None
+    if "capture" in doc:
+        ct = _Table(top.raw("capture"), source, "capture")
+        cf = ct.get("file", str, required=True)
+        if not cf:
+            raise ConfigError(source, "capture.file", "an empty file name")
+        capture_file = Path(cf) if Path(cf).is_absolute() else ddir / cf
+        ct.finish()
     _one_use_per_file(groups, targets, source)
     names_rg = {g.name for g in groups}
     for i, tc in enumerate(targets):
@@ -581,7 +668,8 @@ def parse_config(doc: dict[str, Any], source: str = "<config>", data_dir: str | 
     if not targets:
         raise ConfigError(source, "targets", "at least one [[targets]] table")
     return ArrayConfig(data_dir=ddir, server=server, targets=targets, source=source, raid_groups=groups,
-                       external_volumes=externals, remotes=remotes, initiator_name=initiator_name)
+                       external_volumes=externals, remotes=remotes, initiator_name=initiator_name,
+                       array_name=array_name, capture_file=capture_file)
 
 
 def default_config(data_dir: Path) -> ArrayConfig:

@@ -3,7 +3,10 @@
 One request per line, ``{"op": "<operation>", "args": {...}}``; one reply per
 line, ``{"ok": true, "result": ...}`` or ``{"ok": false, "error": "<why>"}``.
 The socket lives in the data directory with owner-only permissions (0600):
-whoever can use it can reconfigure the array.
+whoever can use it can reconfigure the array.  The mode is the first lock; the
+second is the peer's credentials (SO_PEERCRED, unix(7)): a connection from a uid
+other than the array's own or root is answered with one refusal and closed, so a
+socket made reachable by mistake (a chmod, a shared directory) still manages nothing.
 """
 from __future__ import annotations
 
@@ -13,18 +16,32 @@ import json
 import os
 import socket
 import stat
+import struct
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-from sanlab.tools import operations
 from sanlab.tools.admin import Admin, AdminError
+from sanlab.tools.dispatch import perform
 
 log = structlog.get_logger("sanlab.mgmt")
 
 SOCKET_NAME = "sanlab.sock"
 MAX_REQUEST = 1 << 20
+PEER_CRED = struct.Struct("3i")
+"""struct ucred (unix(7)): pid, uid, gid of the connecting process."""
+
+
+def peer_uid(sock: socket.socket) -> tuple[int, int]:
+    """(pid, uid) of the process at the other end of a UNIX socket, from the kernel (SO_PEERCRED)."""
+    pid, uid, _gid = PEER_CRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, PEER_CRED.size))
+    return pid, uid
+
+
+def peer_allowed(uid: int) -> bool:
+    """The array's own user and root may manage it; nobody else."""
+    return uid in (os.geteuid(), 0)
 
 
 class MgmtServer:
@@ -108,8 +125,31 @@ class MgmtServer:
             log.warning("mgmt_socket_replaced", path=str(self.path))
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        pid, uid = peer_uid(sock)
+        if not peer_allowed(uid):
+            log.warning("mgmt_peer_refused", uid=uid, pid=pid, owner_uid=os.geteuid())
+            reply = {"ok": False, "error": f"permission denied: uid {uid} may not manage this array "
+                                           f"(only its owner, uid {os.geteuid()}, or root)"}
+            try:
+                writer.write(json.dumps(reply).encode() + b"\n")
+                await writer.drain()
+            except ConnectionError:
+                pass
+            finally:
+                writer.close()
+            return
         try:
-            while line := await reader.readline():
+            while True:
+                try:
+                    line = await reader.readline()
+                except ValueError:  # no newline within MAX_REQUEST bytes: the stream cannot be resynchronised
+                    reply = {"ok": False, "error": f"a request is one line of at most {MAX_REQUEST} bytes"}
+                    writer.write(json.dumps(reply).encode() + b"\n")
+                    await writer.drain()
+                    break
+                if not line:
+                    break
                 reply = await self.handle(line)
                 writer.write(json.dumps(reply).encode() + b"\n")
                 await writer.drain()
@@ -119,31 +159,17 @@ class MgmtServer:
             writer.close()
 
     async def handle(self, line: bytes) -> dict[str, Any]:
-        """One JSON request line → its reply: arguments checked against the operation table first."""
+        """One JSON request line → its reply (tools/dispatch.py: the command device answers the same way)."""
         try:
             req = json.loads(line)
-            if not isinstance(req, dict) or not isinstance(req.get("op"), str):
-                raise AdminError('a request is {"op": "...", "args": {...}}')
-            args = req.get("args") or {}
-            if not isinstance(args, dict):
-                raise AdminError('"args" is an object of argument names and values')
-            # The operation table checks names and kinds before the call, so a client hears
-            # "create-lu: missing argument vvol=INT (...)" rather than a Python TypeError.
-            op = operations.lookup(req["op"])
-            args = operations.check_args(op, args)
-            fn = self.admin.handler(op)
-            result = fn(**args)
-            if asyncio.iscoroutine(result):
-                result = await result
-            log.info("mgmt_op", op=op.name, args=operations.redacted(op, args))
-            return {"ok": True, "result": result}
-        except json.JSONDecodeError as exc:
-            return {"ok": False, "error": f"not JSON: {exc}"}
-        except (AdminError, operations.ArgumentError) as exc:
-            return {"ok": False, "error": str(exc)}
-        except Exception as exc:  # noqa: BLE001 - the caller gets the reason; the array keeps running
-            log.exception("mgmt_op_failed")
-            return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        except (ValueError, RecursionError) as exc:
+            # ValueError: not JSON, not UTF-8, or a number too long for int() (int_max_str_digits);
+            # RecursionError: arrays or objects nested past the decoder's depth.
+            return {"ok": False, "error": f"not JSON: {str(exc)[:200]}"}
+        if not isinstance(req, dict) or not isinstance(req.get("op"), str):
+            return {"ok": False, "error": 'a request is {"op": "...", "args": {...}}'}
+        reply = await perform(self.admin.handler, req["op"], req.get("args") or {}, "socket")
+        return reply.body
 
 
 def request(data_dir: Path, op: str, args: dict[str, Any] | None = None, timeout: float = 600.0) -> dict[str, Any]:

@@ -185,6 +185,11 @@ class Domain(enum.Enum):
     EXTERNALS = "external volumes (tools/external_ops.py)"
     REMOTES = "remotes: named peer arrays and their links (tools/remote_ops.py)"
     PAIRS = "remote-copy pairs (tools/pair_ops.py)"
+    COPIES = "local copy pairs (tools/copy_ops.py)"
+    BACKUP = "backup images of divided copies (tools/backup_ops.py)"
+    SNAPSHOTS = "snapshots: space-efficient point-in-time images (tools/snapshot_ops.py)"
+    COMMAND_DEVICES = "command devices and command routing (tools/cmddev_ops.py)"
+    CAPTURE = "packet captures of the array's iSCSI connections (tools/capture.py)"
     VIEWS = "views over the whole array (tools/admin.py)"
 
 
@@ -220,6 +225,9 @@ _MV_VVOL = Param("multiple_virtualization", Kind.BOOL,
                  False)
 _MV_LU = Param("multiple_virtualization", Kind.BOOL,
                "map virtual-volume blocks another LU already maps (both LUs then show the same data)", False)
+
+_TARGET_LUN = (Param("target", Kind.TEXT, "target name (IQN) of this array"), Param("lun", Kind.INT, "LUN number"))
+"""A LUN of one of this array's targets."""
 
 OPERATIONS: Final[dict[str, Operation]] = {op.name: op for op in (
     # --- RAID groups and drives
@@ -294,16 +302,13 @@ OPERATIONS: Final[dict[str, Operation]] = {op.name: op for op in (
     )),
     Operation("export", Domain.VOLUMES, "Serve LU as LUN of TARGET; hosts see it on their next REPORT LUNS.", (
         Param("lu", Kind.TEXT, "LU name"),
-        Param("target", Kind.TEXT, "target name (IQN) of this array"),
-        Param("lun", Kind.INT, "LUN number"),
+        *_TARGET_LUN,
     )),
     Operation("unexport", Domain.VOLUMES, "Stop serving LUN of TARGET (the LU stays).", (
-        Param("target", Kind.TEXT, "target name (IQN) of this array"),
-        Param("lun", Kind.INT, "LUN number"),
+        *_TARGET_LUN,
     )),
     Operation("resize_lun", Domain.VOLUMES, "Grow a file-backed LUN of the config while hosts stay logged in.", (
-        Param("target", Kind.TEXT, "target name (IQN) of this array"),
-        Param("lun", Kind.INT, "LUN number"),
+        *_TARGET_LUN,
         _size("size", "bytes", "the new size; a whole number of the LUN's blocks, not smaller than now"),
     )),
     # --- rearrangement and tiering
@@ -384,6 +389,10 @@ OPERATIONS: Final[dict[str, Operation]] = {op.name: op for op in (
         Param("bidirectional", Kind.BOOL, "hosts write at both arrays", False),
         Param("no_copy", Kind.BOOL, "the volumes are known identical: no initial copy", False),
         Param("pace", Kind.NUMBER, "MiB/s the initial copy and resyncs may use (0: no limit)", 0.0),
+        Param("mode", Kind.TEXT, "sync or async (async: through the journals, issue 15)", "sync"),
+        Param("journal", Kind.TEXT, "async: this array's journal of the pair", ""),
+        Param("remote_journal", Kind.TEXT, "async: the remote's journal of the pair", ""),
+        Param("delta", Kind.BOOL, "async: resume the S-VOL from the P-VOL's standby journal (delta resync)", False),
     )),
     Operation("pair_split", Domain.PAIRS,
               "Split pair NAME, or every pair of GROUP at one point, consistently (rw: S-VOLs take writes).", (
@@ -415,10 +424,175 @@ OPERATIONS: Final[dict[str, Operation]] = {op.name: op for op in (
     Operation("pair_display", Domain.PAIRS, "Every pair half at this array (or NAME): role, state, progress.", (
         Param("name", Kind.TEXT, "only this pair", None, default_help="all"),
     )),
+    # --- journals of asynchronous pairs (sanlab journal ...; seed 003 FIG. 12-16)
+    Operation("journal_create", Domain.PAIRS,
+              "Create journal NAME: a file of SIZE in the data directory, or the catalog volume VOLUME.", (
+        Param("name", Kind.TEXT, "name of the journal (letters, digits, . _ -)"),
+        _size("size", "bytes", "size of the journal file", 0, "the volume's size (with volume=)"),
+        Param("volume", Kind.TEXT, "a catalog volume to hold the journal", "", default_help="a file"),
+        Param("threshold", Kind.INT, "percent of use past which its pairs show PFUL", 80),
+        Param("full_timeout", Kind.NUMBER, "seconds in PFUL after which its pairs suspend (PFUS)", 60.0),
+        Param("auto", Kind.BOOL, "acquisition, restore and purge run by themselves", True),
+        Param("standby_for", Kind.TEXT, "a standby journal recording TARGET/LUN's writes (delta resync)", ""),
+    )),
+    Operation("journal_acquire", Domain.PAIRS, "At the secondary: one journal acquisition (READ JOURNAL) for NAME.", (
+        Param("name", Kind.TEXT, "name of the journal"),
+    )),
+    Operation("journal_status", Domain.PAIRS, "Pointers, use and lag of journal NAME.", (
+        Param("name", Kind.TEXT, "name of the journal"),
+    )),
+    Operation("journal_restore", Domain.PAIRS, "At the secondary: apply journal NAME's acquired entries in order.", (
+        Param("name", Kind.TEXT, "name of the journal"),
+    )),
+    Operation("journal_purge", Domain.PAIRS, "Free journal NAME's entries the secondary holds (or has restored).", (
+        Param("name", Kind.TEXT, "name of the journal"),
+    )),
+    Operation("journal_display", Domain.PAIRS, "Every journal at this array (or NAME): role, pointers, use, lag.", (
+        Param("name", Kind.TEXT, "only this journal", None, default_help="all"),
+    )),
+    # --- local copies (sanlab copy create|split|resync|restore|delete|display|wait; seed 004)
+    Operation("copy_create", Domain.COPIES,
+              "Form local copy pair NAME: PVOL copied to SVOL in the background (generation).", (
+        Param("name", Kind.TEXT, "name of the copy pair (letters, digits, . _ -)"),
+        Param("pvol", Kind.TEXT, "the original: TARGET/LUN or an exported LU's name"),
+        Param("svol", Kind.TEXT, "the copy: TARGET/LUN or an exported LU's name"),
+        Param("extent", Kind.TEXT, "pair only LBA:COUNT of the volumes (track aligned)", "",
+              default_help="the whole volume"),
+        Param("group", Kind.TEXT, "consistency group", ""),
+    )),
+    Operation("copy_split", Domain.COPIES,
+              "Divide copy NAME (or GROUP's copies at one point): a point-in-time image at once.", (
+        Param("name", Kind.TEXT, "name of the copy pair", "", default_help="(or group=)"),
+        Param("extent", Kind.TEXT, "divide only LBA:COUNT (extent division)", "", default_help="the whole pair"),
+        Param("group", Kind.TEXT, "act on every copy of this consistency group", "", default_help="(or name=)"),
+    )),
+    Operation("copy_resync", Domain.COPIES, "Copy only the differing tracks to the copy; back to PAIR.", (
+        Param("name", Kind.TEXT, "name of the copy pair", "", default_help="(or group=)"),
+        Param("extent", Kind.TEXT, "resync only LBA:COUNT (extent update / couple)", "", default_help="the whole pair"),
+        Param("group", Kind.TEXT, "act on every copy of this consistency group", "", default_help="(or name=)"),
+    )),
+    Operation("copy_restore", Domain.COPIES,
+              "Reverse resync: copy the differing tracks of the copy back over the original, online.", (
+        Param("name", Kind.TEXT, "name of the copy pair", "", default_help="(or group=)"),
+        Param("extent", Kind.TEXT, "restore only LBA:COUNT", "", default_help="the whole pair"),
+        Param("group", Kind.TEXT, "act on every copy of this consistency group", "", default_help="(or name=)"),
+    )),
+    Operation("copy_delete", Domain.COPIES, "Dissolve copy NAME (or GROUP's copies): both volumes keep their data.", (
+        Param("name", Kind.TEXT, "name of the copy pair", "", default_help="(or group=)"),
+        Param("group", Kind.TEXT, "act on every copy of this consistency group", "", default_help="(or name=)"),
+    )),
+    Operation("copy_display", Domain.COPIES, "Every local copy pair (or NAME): state, detail, progress, bytes.", (
+        Param("name", Kind.TEXT, "only this copy pair", None, default_help="all"),
+    )),
+    # --- backup of divided copies (sanlab backup create|restore; seed 004 11th embodiment, docs/backup.md)
+    Operation("backup_create", Domain.BACKUP,
+              "Write divided copy COPY (or its extent) to backup image FILE while the original serves (a job).", (
+        Param("copy", Kind.TEXT, "name of the divided (PSUS) local copy pair"),
+        Param("file", Kind.TEXT, "the image to write: an absolute path on the array's host (a tar stream)"),
+        Param("extent", Kind.TEXT, "back up only LBA:COUNT of the copy", "", default_help="the pair's area"),
+    )),
+    Operation("backup_restore", Domain.BACKUP,
+              "Check backup image FILE and write it into volume TO at its LBAs, zeros where sparse (a job).", (
+        Param("file", Kind.TEXT, "the image: an absolute path on the array's host"),
+        Param("to", Kind.TEXT, "the volume: TARGET/LUN or an exported LU's name"),
+    )),
+    Operation("backup_status", Domain.BACKUP, "How far backup or restore JOB is: bytes, progress, rate, error.", (
+        Param("job", Kind.INT, "the job number backup-create or backup-restore answered"),
+    )),
+    # --- snapshots (sanlab snapshot create|delete|restore|list|export|unexport)
+    Operation("snapshot_create", Domain.SNAPSHOTS,
+              "Take snapshot NAME of VOL: a point-in-time image at once, old tracks copied to the pool on write.", (
+        Param("name", Kind.TEXT, "name of the snapshot (letters, digits, . _ -)"),
+        Param("vol", Kind.TEXT, "the volume: TARGET/LUN or an exported LU's name"),
+    )),
+    Operation("snapshot_delete", Domain.SNAPSHOTS,
+              "Delete snapshot NAME (any order; pool tracks other snapshots share stay).", (
+        Param("name", Kind.TEXT, "name of the snapshot"),
+    )),
+    Operation("snapshot_restore", Domain.SNAPSHOTS,
+              "Write snapshot NAME's image back over its volume (host I/O waits meanwhile).", (
+        Param("name", Kind.TEXT, "name of the snapshot"),
+    )),
+    Operation("snapshot_list", Domain.SNAPSHOTS, "Every snapshot (or NAME): origin, time, pool use, export.", (
+        Param("name", Kind.TEXT, "only this snapshot", None, default_help="all"),
+    )),
+    Operation("snapshot_export", Domain.SNAPSHOTS, "Serve snapshot NAME read-only as LUN of TARGET.", (
+        Param("name", Kind.TEXT, "name of the snapshot"),
+        *_TARGET_LUN,
+    )),
+    Operation("snapshot_unexport", Domain.SNAPSHOTS, "Stop serving snapshot NAME as an LU.", (
+        Param("name", Kind.TEXT, "name of the snapshot"),
+    )),
+    # --- command devices (seed 003 FIG. 5-9; docs/command-device.md)
+    Operation("create_command_device", Domain.COMMAND_DEVICES,
+              "Serve a command device as LUN of TARGET: hosts WRITE command blocks to it and READ the results.", (
+        *_TARGET_LUN,
+    )),
+    Operation("delete_command_device", Domain.COMMAND_DEVICES,
+              "Stop serving the command device at LUN of TARGET (one created at run time).", (
+        *_TARGET_LUN,
+    )),
+    Operation("display_command_devices", Domain.COMMAND_DEVICES,
+              "This array's name, its command devices and its connection table (the arrays it links to)."),
+    # --- packet captures (sanlab capture start|stop|status; issue 18)
+    Operation("capture_start", Domain.CAPTURE,
+              "Capture every iSCSI connection of the array (hosts and links) into pcap FILE, open ones included.", (
+        Param("file", Kind.TEXT, "the pcap file to write (relative: in the data directory); replaced if it exists"),
+    )),
+    Operation("capture_stop", Domain.CAPTURE,
+              "Stop the capture and close its file; answers the frames written and the PDUs counted by opcode."),
+    Operation("capture_status", Domain.CAPTURE, "Whether a capture runs, its file and the PDUs counted so far."),
     # --- views
     Operation("show", Domain.VIEWS, "The RAID groups, volumes, V/R and LU/V tables, exports and external volumes."),
 )}
 """Every management operation by its JSON name (``create_lu``)."""
+
+PROCESS_NUMBERS: Final[dict[str, int]] = {
+    # The PROCESS NUMBER of each operation in a command block (seed 003 FIG. 6's control parameter;
+    # docs/command-device.md).  Stable: a number, once given, is never reused for another operation.
+    # High byte: the domain; low byte: the operation in it.
+    "create_raid_group": 0x0101, "delete_raid_group": 0x0102, "fail_drive": 0x0103, "replace_drive": 0x0104,
+    "wait_rebuild": 0x0105, "scrub": 0x0106,
+    "create_volume": 0x0201, "delete_volume": 0x0202, "create_vvol": 0x0203, "delete_vvol": 0x0204,
+    "create_lu": 0x0205, "delete_lu": 0x0206, "export": 0x0207, "unexport": 0x0208, "resize_lun": 0x0209,
+    "rearrange": 0x0301, "tiering_round": 0x0302, "auto_tiering": 0x0303,
+    "migrate_start": 0x0401, "migrate_status": 0x0402, "migrate_detach": 0x0403,
+    "add_external": 0x0501, "remove_external": 0x0502,
+    "add_remote": 0x0601, "delete_remote": 0x0602, "display_remotes": 0x0603,
+    "pair_create": 0x0701, "pair_split": 0x0702, "pair_resync": 0x0703, "pair_delete": 0x0704,
+    "pair_takeover": 0x0705, "pair_swap": 0x0706, "pair_display": 0x0707,
+    "journal_acquire": 0x0901, "journal_status": 0x0902, "journal_restore": 0x0903, "journal_purge": 0x0904,
+    "journal_create": 0x0905, "journal_display": 0x0906,
+    "copy_create": 0x0A01, "copy_split": 0x0A02, "copy_resync": 0x0A03, "copy_restore": 0x0A04,
+    "copy_delete": 0x0A05, "copy_display": 0x0A06,
+    "backup_create": 0x0A07, "backup_restore": 0x0A08, "backup_status": 0x0A09,
+    "snapshot_create": 0x0A0A, "snapshot_delete": 0x0A0B, "snapshot_restore": 0x0A0C, "snapshot_list": 0x0A0D,
+    "snapshot_export": 0x0A0E, "snapshot_unexport": 0x0A0F,
+    "create_command_device": 0x0801, "delete_command_device": 0x0802, "display_command_devices": 0x0803,
+    "capture_start": 0x0E01, "capture_stop": 0x0E02, "capture_status": 0x0E03,
+    "show": 0x0F01,
+}
+"""Operation name → PROCESS NUMBER (tests/tools/test_operations.py: every operation has one, all differ)."""
+
+RESERVED_PROCESS_NUMBERS: Final[dict[int, str]] = {
+    # Kept for operations that do not exist yet, so the numbers of what comes later are known now.
+    0x0708: "async pair create (issue 15)",
+    0x0709: "async pair split / resync / delete (issue 15)",
+}
+"""PROCESS NUMBER → what it is kept for; no operation may take one of them."""
+
+PAIR_INSTRUCTIONS: Final[frozenset[str]] = frozenset(
+    {"pair_create", "pair_split", "pair_resync", "pair_delete", "pair_takeover", "pair_swap"})
+"""Operations that instruct a pair: refused by their checks through a command device, the host's WRITE
+also ends in CHECK CONDITION (seed 000 claims 12-13)."""
+
+
+def by_process_number(number: int) -> Operation | None:
+    """The operation whose PROCESS NUMBER is ``number``, or None."""
+    return _BY_NUMBER.get(number)
+
+
+_BY_NUMBER: Final[dict[int, Operation]] = {n: OPERATIONS[name] for name, n in PROCESS_NUMBERS.items()}
 
 
 def lookup(name: str) -> Operation:

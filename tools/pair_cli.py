@@ -1,4 +1,5 @@
-"""``sanlab pair ...``: remote-copy pairs of the running array, through its management socket.
+"""``sanlab pair ...``: remote-copy pairs of the running array, through its management socket (or a
+command device: ``sanlab --cmddev URL pair ...``, tools/transport.py).
 
 The forms (issue 14; scripts depend on them)::
 
@@ -18,124 +19,78 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-import time
-from pathlib import Path
 from typing import Any
 
-from sanlab.tools.array import AdminError
-from sanlab.tools.mgmt import request
+from sanlab.tools.subcommands import Row, add_data_dir, bar, call, display, name_or_group, print_table, run, wait_state
+from sanlab.tools.transport import transport_for
 
-STATES = ("SMPL", "COPY", "PAIR", "PSUS", "SSUS", "PSUE", "SSWS")
+STATES = ("SMPL", "COPY", "PAIR", "PSUS", "SSUS", "PSUE", "SSWS", "PFUL", "PFUS")
 COLUMNS = (("name", "NAME"), ("role", "ROLE"), ("state", "STATE"), ("fence", "FENCE"), ("remote", "REMOTE"),
            ("progress", "%"), ("pending_bytes", "PENDING"), ("copied_bytes", "COPIED"), ("reason", "REASON"))
 
 
-def _bar(progress: int, width: int = 30) -> str:
-    full = progress * width // 100
-    return "[" + "#" * full + "." * (width - full) + f"] {progress:3d}%"
+LAG_COLUMNS = (("lag_entries", "LAG"), ("lag_bytes", "LAG-BYTES"), ("rpo_seconds", "RPO-S"),
+               ("journal_use", "JNL%"))
+"""Added before REASON when a pair shown is async (issue 15): backlog in entries and bytes, RPO in
+seconds, journal use in percent (the ``--json`` fields of the same names); empty for sync pairs."""
 
 
-def _print(rows: list[dict[str, Any]]) -> None:
-    if not rows:
-        print("(no pairs)")
-        return
-    cells = [[("" if r.get(k) is None else str(r.get(k))) for k, _ in COLUMNS] for r in rows]
-    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, (_, h) in enumerate(COLUMNS)]
-    print("  ".join(h.ljust(w) for (_, h), w in zip(COLUMNS, widths)).rstrip())
-    for c in cells:
-        print("  ".join(v.ljust(w) for v, w in zip(c, widths)).rstrip())
+def _print(rows: list[Row]) -> None:
+    columns: tuple[tuple[str, str], ...] = COLUMNS
+    if any(r.get("mode") == "async" for r in rows):
+        columns = COLUMNS[:-1] + LAG_COLUMNS + COLUMNS[-1:]
+    print_table(rows, columns, "(no pairs)")
 
 
-def _call(data_dir: Path, op: str, args: dict[str, Any]) -> Any:
-    reply = request(data_dir, op, args)
-    if not reply.get("ok"):
-        raise _Refused(str(reply.get("error")))
-    return reply["result"]
-
-
-class _Refused(Exception):
-    pass
+def _watch_line(r: Row) -> str:
+    return f"{r['name']:<20} {r['role']} {r['state']:<5} {bar(int(r['progress']))}  pending {r['pending_bytes']} B"
 
 
 def cmd_pair(args: argparse.Namespace) -> int:
     """Carry out one ``sanlab pair`` action (module docstring)."""
-    data_dir = Path(args.data_dir or "sanlab-data")
+    return run(lambda: _act(args))
+
+
+def _act(args: argparse.Namespace) -> int:
     action = args.action
-    try:
-        if action == "create":
-            req: dict[str, Any] = {"name": args.name, "pvol": args.pvol, "remote": args.remote, "svol": args.svol,
-                                   "fence": args.fence, "bidirectional": args.bidirectional, "no_copy": args.no_copy}
-            if args.group:
-                req["group"] = args.group
-            if args.extent:
-                req["extent"] = args.extent
-            if args.pace:
-                req["pace"] = args.pace
-            print(json.dumps(_call(data_dir, "pair_create", req), indent=2))
-        elif action in ("split", "resync", "delete"):
-            if bool(args.name) == bool(args.group):
-                print(f"sanlab: pair {action}: give a pair NAME or --group G", file=sys.stderr)
-                return 2
-            flag = {"split": "rw", "resync": "reverse", "delete": "force"}[action]
-            req = {"name": args.name or "", "group": args.group or "", flag: getattr(args, flag)}
-            print(json.dumps(_call(data_dir, f"pair_{action}", req), indent=2))
-        elif action in ("takeover", "swap"):
-            if bool(args.name) == bool(args.group):
-                print(f"sanlab: pair {action}: give a pair NAME or --group G", file=sys.stderr)
-                return 2
-            req = {"name": args.name or "", "group": args.group or ""}
-            if action == "swap":
-                req["force"] = args.force
-            result = _call(data_dir, f"pair_{action}", req)
-            print(json.dumps(result, indent=2))
-            if action == "takeover":
-                return int(result["exit_code"])  # horctakeover's: 0 nop, 1 swap, 2 S-VOL, 3 P-VOL takeover
-        elif action == "display":
-            return _display(data_dir, args)
-        elif action == "wait":
-            return _wait(data_dir, args)
-    except AdminError as exc:
-        print(f"sanlab: {exc}", file=sys.stderr)
-        return 2
-    except _Refused as exc:
-        print(f"sanlab: {exc}", file=sys.stderr)
-        return 1
+    send = transport_for(args)
+    if action == "create":
+        req: dict[str, Any] = {"name": args.name, "pvol": args.pvol, "remote": args.remote, "svol": args.svol,
+                               "fence": args.fence, "bidirectional": args.bidirectional, "no_copy": args.no_copy}
+        if args.group:
+            req["group"] = args.group
+        if args.extent:
+            req["extent"] = args.extent
+        if args.pace:
+            req["pace"] = args.pace
+        if args.mode != "sync":
+            req.update(mode=args.mode, journal=args.journal, remote_journal=args.remote_journal)
+        if args.delta:
+            req["delta"] = True
+        print(json.dumps(call(send, "pair_create", req), indent=2))
+    elif action in ("split", "resync", "delete"):
+        named = name_or_group(args, "pair")
+        if named is None:
+            return 2
+        flag = {"split": "rw", "resync": "reverse", "delete": "force"}[action]
+        req = {**named, flag: getattr(args, flag)}
+        print(json.dumps(call(send, f"pair_{action}", req), indent=2))
+    elif action in ("takeover", "swap"):
+        named = name_or_group(args, "pair")
+        if named is None:
+            return 2
+        req = named
+        if action == "swap":
+            req["force"] = args.force
+        result = call(send, f"pair_{action}", req)
+        print(json.dumps(result, indent=2))
+        if action == "takeover":
+            return int(result["exit_code"])  # horctakeover's: 0 nop, 1 swap, 2 S-VOL, 3 P-VOL takeover
+    elif action == "display":
+        return display(send, "pair_display", args, _print, _watch_line, lambda r: bool(r["state"] == "COPY"))
+    elif action == "wait":
+        return wait_state(send, "pair_display", "pair", args)
     return 0
-
-
-def _display(data_dir: Path, args: argparse.Namespace) -> int:
-    req = {"name": args.name} if args.name else {}
-    while True:
-        rows = _call(data_dir, "pair_display", req)
-        if args.json:
-            print(json.dumps(rows, indent=2))
-        elif args.watch:
-            print("\033[2J\033[H", end="")
-            for r in rows:
-                print(f"{r['name']:<20} {r['role']} {r['state']:<5} {_bar(int(r['progress']))}"
-                      f"  pending {r['pending_bytes']} B")
-        else:
-            _print(rows)
-        if not args.watch or all(r["state"] != "COPY" for r in rows):
-            return 0
-        time.sleep(1.0)
-
-
-def _wait(data_dir: Path, args: argparse.Namespace) -> int:
-    deadline = time.monotonic() + args.timeout
-    while True:
-        try:
-            state = _call(data_dir, "pair_display", {"name": args.name})[0]["state"]
-        except _Refused:
-            state = "SMPL"  # no such pair here: simplex (after a delete)
-        if state == args.state:
-            return 0
-        if time.monotonic() >= deadline:
-            print(f"sanlab: pair wait {args.name}: still {state} after {args.timeout:g} s (waited for {args.state})",
-                  file=sys.stderr)
-            return 1
-        time.sleep(0.2)
 
 
 def add_pair_parser(sub: Any) -> None:
@@ -155,6 +110,12 @@ def add_pair_parser(sub: Any) -> None:
     c.add_argument("--no-copy", action="store_true", help="the volumes are known identical: no initial copy")
     c.add_argument("--pace", type=float, default=0.0, metavar="MIB_PER_S",
                    help="MiB/s the initial copy and resyncs may use (default: no limit)")
+    c.add_argument("--mode", choices=("sync", "async"), default="sync",
+                   help="sync (default) or async: updates reach the S-VOL through the journals")
+    c.add_argument("--journal", metavar="J", default="", help="async: this array's journal")
+    c.add_argument("--remote-journal", metavar="J", default="", help="async: the remote array's journal")
+    c.add_argument("--delta", action="store_true",
+                   help="async: resume the S-VOL from this volume's standby journal (delta resync, no copy)")
     sp = ps.add_parser("split", help="split pair NAME (or --group G) at a consistent point")
     sp.add_argument("name", metavar="NAME", nargs="?")
     sp.add_argument("--rw", action="store_true", help="the S-VOL takes host writes while split")
@@ -179,6 +140,67 @@ def add_pair_parser(sub: Any) -> None:
     wt.add_argument("name", metavar="NAME")
     wt.add_argument("--state", choices=STATES, required=True)
     wt.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS")
-    for q in (c, sp, rs, d, t, w, dp, wt):
-        q.add_argument("--data-dir", metavar="DIR", help="data directory of the running array (default ./sanlab-data)")
+    add_data_dir(c, sp, rs, d, t, w, dp, wt)
     p.set_defaults(func=cmd_pair)
+
+
+def cmd_journal(args: argparse.Namespace) -> int:
+    """Carry out one ``sanlab journal`` action (issue 15)::
+
+        sanlab journal create NAME --size SIZE [--volume VOL] [--threshold PCT] [--full-timeout S]
+            [--standby-for TARGET/LUN] [--data-dir D]
+        sanlab journal acquire|restore|purge|status|display NAME [--json] [--data-dir D]
+    """
+    return run(lambda: _journal(args))
+
+
+def _journal(args: argparse.Namespace) -> int:
+    send = transport_for(args)
+    if args.action == "create":
+        req: dict[str, Any] = {"name": args.name, "threshold": args.threshold, "full_timeout": args.full_timeout,
+                               "auto": not args.manual}
+        if args.size:
+            req["size"] = args.size
+        if args.volume:
+            req["volume"] = args.volume
+        if args.standby_for:
+            req["standby_for"] = args.standby_for
+        result = call(send, "journal_create", req)
+    elif args.action == "display":
+        result = call(send, "journal_display", {"name": args.name} if args.name else {})
+    else:
+        result = call(send, f"journal_{args.action}", {"name": args.name})
+    if getattr(args, "json", False) or args.action == "create":
+        print(json.dumps(result, indent=2))
+    else:
+        for row in result if isinstance(result, list) else [result]:
+            print("  ".join(f"{k}={v}" for k, v in row.items()))
+    return 0
+
+
+def add_journal_parser(sub: Any) -> None:
+    """The ``journal`` subcommand (issue 15) on the ``sanlab`` parser's subparsers."""
+    p = sub.add_parser("journal", help="journals of async pairs: create, acquire, restore, purge, status, display")
+    ps = p.add_subparsers(dest="action", required=True)
+    c = ps.add_parser("create", help="create journal NAME")
+    c.add_argument("name", metavar="NAME")
+    c.add_argument("--size", metavar="SIZE", default="", help="size of the journal file (e.g. 64MiB)")
+    c.add_argument("--volume", metavar="VOL", default="", help="a catalog volume to hold the journal")
+    c.add_argument("--threshold", type=int, default=80, metavar="PCT", help="PFUL past this use (default 80)")
+    c.add_argument("--full-timeout", type=float, default=60.0, metavar="SECONDS",
+                   help="PFUL this long suspends the pairs: PFUS (default 60)")
+    c.add_argument("--standby-for", metavar="TARGET/LUN", default="",
+                   help="a standby journal recording this volume's writes for a delta resync (docs/journal.md)")
+    c.add_argument("--manual", action="store_true",
+                   help="acquisition, restore and purge only when asked (seed 003 FIG. 16's host-driven flow)")
+    subs = [c]
+    for action, text in (("acquire", "one READ JOURNAL from the primary (secondary)"),
+                         ("restore", "apply the acquired entries in order (secondary)"),
+                         ("purge", "free the entries the secondary holds"),
+                         ("status", "pointers, use and lag"), ("display", "every journal (or NAME)")):
+        q = ps.add_parser(action, help=text)
+        q.add_argument("name", metavar="NAME", nargs="?" if action == "display" else None)
+        q.add_argument("--json", action="store_true", help="machine-readable output")
+        subs.append(q)
+    add_data_dir(*subs)
+    p.set_defaults(func=cmd_journal)

@@ -13,7 +13,7 @@ from sanlab.replication.manager import PairError, PairManager
 from sanlab.scsi.commands import LuKind
 from sanlab.scsi.kinds import DISK
 from sanlab.scsi.lu import LogicalUnit
-from sanlab.tools.array import AdminError, ArrayState
+from sanlab.tools.array import AdminError, ArrayState, size_bytes
 
 
 class PairManagerRef:
@@ -49,7 +49,8 @@ class PairOps:
             return named[0] if named else (links[0].remote if len(links) == 1 else None)
 
         self.manager = PairManager(array.data_dir, array.catalog, array.initiator_name, array.supervisor,
-                                   self.find_lu, remote, find_primary=primary)
+                                   self.find_lu, remote, find_primary=primary,
+                                   find_volume=lambda name: array.volumes.get(name))
         if ref is not None:
             ref.manager = self.manager
 
@@ -79,7 +80,8 @@ class PairOps:
 
     async def pair_create(self, name: str, pvol: str, remote: str, svol: str, fence: str = "data", group: str = "",
                           extent: str = "", bidirectional: bool = False, no_copy: bool = False,
-                          pace: float = 0.0) -> dict[str, Any]:
+                          pace: float = 0.0, mode: str = "sync", journal: str = "",
+                          remote_journal: str = "", delta: bool = False) -> dict[str, Any]:
         """Form pair NAME from local PVOL to SVOL on REMOTE (checked first at both arrays)."""
         rng: tuple[int, int] | None = None
         if extent:
@@ -90,7 +92,8 @@ class PairOps:
         try:
             return await self.manager.create(name, self._volume(pvol, "pvol"), remote, self._volume(svol, "svol"),
                                              fence=fence, group=group, extent=rng, no_copy=no_copy,
-                                             bidirectional=bidirectional, pace=pace)
+                                             bidirectional=bidirectional, pace=pace, mode=mode, journal=journal,
+                                             remote_journal=remote_journal, delta=delta)
         except PairError as exc:
             raise AdminError(f"pair create {name}: {exc}") from None
 
@@ -166,6 +169,61 @@ class PairOps:
         """Every pair half at this array, or NAME's."""
         try:
             return self.manager.display(name)
+        except PairError as exc:
+            raise AdminError(str(exc)) from None
+
+    # --- journals (sanlab journal ...)
+
+    async def journal_create(self, name: str, size: int | str = 0, volume: str = "", threshold: int = 80,
+                             full_timeout: float = 60.0, auto: bool = True, standby_for: str = "") -> dict[str, Any]:
+        """Create journal NAME on a file of SIZE bytes in the data directory, or on catalog volume VOLUME."""
+        if not volume and not size:
+            raise AdminError(f"journal create {name}: give size= (or volume=)")
+        nbytes = size_bytes(size, "size") if size else 0
+        try:
+            made = await self.manager.journal_create(name, nbytes, volume, threshold, full_timeout, auto)
+            if standby_for:
+                try:
+                    made = await self.manager.journal_standby(name, self._volume(standby_for, "standby_for"))
+                except (PairError, AdminError):
+                    await self.manager.journal_delete(name)
+                    raise
+            return made
+        except PairError as exc:
+            raise AdminError(f"journal create {name}: {exc}") from None
+
+    async def journal_acquire(self, name: str) -> dict[str, Any]:
+        """One journal acquisition at the secondary (seed 003 FIG. 16)."""
+        try:
+            return await self.manager.journal_acquire(name)
+        except PairError as exc:
+            raise AdminError(str(exc)) from None
+
+    async def journal_restore(self, name: str) -> dict[str, Any]:
+        """Apply the acquired entries of journal NAME in order (secondary)."""
+        try:
+            return await self.manager.journal_restore(name)
+        except PairError as exc:
+            raise AdminError(str(exc)) from None
+
+    async def journal_purge(self, name: str) -> dict[str, Any]:
+        """Free the entries of journal NAME the secondary holds."""
+        try:
+            return await self.manager.journal_purge(name)
+        except PairError as exc:
+            raise AdminError(str(exc)) from None
+
+    def journal_status(self, name: str) -> dict[str, Any]:
+        """Pointers, use and lag of journal NAME."""
+        try:
+            return self.manager.journal_status(name)[0]
+        except PairError as exc:
+            raise AdminError(str(exc)) from None
+
+    def journal_display(self, name: str | None = None) -> list[dict[str, Any]]:
+        """Every journal at this array, or NAME's."""
+        try:
+            return self.manager.journal_status(name)
         except PairError as exc:
             raise AdminError(str(exc)) from None
 

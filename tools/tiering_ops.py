@@ -8,6 +8,7 @@ copy is never cut off midway.  Turning tiering on or off touches nothing else (m
 from __future__ import annotations
 
 import asyncio
+import math
 from typing import Any
 
 import structlog
@@ -20,6 +21,17 @@ from sanlab.tools.array import AdminError, ArrayState, found
 log = structlog.get_logger("sanlab.admin")
 
 AUTO = "auto"
+MIN_INTERVAL = 0.01
+"""Shortest auto-tiering period (seconds): a zero one would run rounds back to back and starve the
+array's event loop of everything else (found by tests/tools/test_mgmt_fuzz.py)."""
+
+
+def _seconds(name: str, value: float, least: float) -> float:
+    """``value`` if it is a finite number of seconds of at least ``least`` (and above 0), else AdminError."""
+    if not (math.isfinite(value) and value >= least and value > 0):
+        raise AdminError(f"{name}={value} is not a number of seconds of at least {least}"
+                         if least else f"{name}={value} is not a positive number of seconds")
+    return value
 """The name of the one automatic tiering task."""
 
 
@@ -82,7 +94,7 @@ class TieringOps:
 
     async def tiering_round(self, seconds: float = 1.0) -> dict[str, Any]:
         """Sample the statistics, plan and carry out the moves the policy proposes."""
-        return await self._round(seconds, None)
+        return await self._round(_seconds("seconds", seconds, 0.0), None)
 
     async def _round(self, seconds: float, stop: asyncio.Event | None) -> dict[str, Any]:
         a = self.array
@@ -97,6 +109,8 @@ class TieringOps:
 
     async def auto_tiering(self, enable: bool = True, interval: float = 60.0) -> dict[str, Any]:
         """Run a tiering round every ``interval`` seconds (or stop doing so) as a supervised task."""
+        if enable:
+            _seconds("interval", interval, MIN_INTERVAL)
         async with self._switching:
             await self.array.supervisor.stop("tiering", AUTO)
             if enable:

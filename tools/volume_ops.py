@@ -91,6 +91,8 @@ class VolumeOps:
             chosen = []
             for ref in ldevs:
                 grp, _, idx = ref.partition(":")
+                if not grp or not idx.isdigit():
+                    raise AdminError(f"ldevs: {ref!r} is not GROUP:INDEX (rg0:4)")
                 chosen.append(allocator.ldev(grp, int(idx)))
             if sum(d.size for d in chosen) < size:
                 raise AdminError(f"{len(chosen)} LDEVs hold less than {size} bytes")

@@ -91,6 +91,7 @@ def test_all_suites(sanlab_factory: Callable[..., SanlabProcess]) -> None:
     assert set(failed_names) <= MULTIPATH_ONLY_FAILURES, f"failed: {failed_names}\n{out[-8000:]}"
 
 
+@pytest.mark.slow  # ~90 s of OVERWRITE waits; test_all_suites runs the Sanitize suite (but Reset) in the default run
 def test_sanitize_suite_single_path(sanlab_factory: Callable[..., SanlabProcess]) -> None:
     """The Sanitize suite on one URL, where its second path is its own short session: every test,
     Reset included (OVERWRITE still in progress 3 s in and after ABORT TASK, resets and a reconnect)."""

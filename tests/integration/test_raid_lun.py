@@ -52,6 +52,35 @@ def test_raid5_lun_survives_a_lost_drive(sanlab_factory: Callable[..., SanlabPro
     assert out.read_bytes() == src.read_bytes()
 
 
+@pytest.mark.parametrize("when", ["stopped", "serving"])
+def test_a_truncated_drive_file_is_taken_out_not_read_as_zeros(sanlab_factory: Callable[..., SanlabProcess],
+                                                               tmp_path: Path, when: str) -> None:
+    """A member file cut short (truncated to 4 KiB: a lost or overwritten drive) is a failed member:
+    at start (stopped) or at the first read that comes back short (serving), never blocks of zeros;
+    the LUN's bytes come from the other members and parity."""
+    sp = sanlab_factory(CONFIG)
+    src = tmp_path / "src.img"
+    src.write_bytes(os.urandom(24 << 20))
+    run([need("qemu-img"), "convert", "-n", "-f", "raw", "-O", "raw", str(src), sp.url()], timeout=300)
+    drive = sp.data_dir / "drives" / "d2.img"
+    if when == "stopped":
+        assert sp.stop() == 0
+        os.truncate(drive, 4096)
+        sp = _restart(sanlab_factory, sp)
+        assert '"degraded": true' in sp.log() and "shorter than the drive's" in sp.log(), sp.log()[-3000:]
+    else:
+        subprocess.run(["sync"], check=True)
+        with open("/proc/sys/vm/drop_caches", "w") as f:  # reads go to the files, not a cache above them
+            f.write("1\n")
+        os.truncate(drive, 4096)
+    out = tmp_path / "out.img"
+    run([need("qemu-img"), "dd", "-f", "raw", "-O", "raw", "bs=1M", "count=24", f"if={sp.url()}", f"of={out}"],
+        timeout=300)
+    assert out.read_bytes() == src.read_bytes()
+    if when == "serving":
+        assert '"drive_failed"' in sp.log() and "the drive file shrank" in sp.log(), sp.log()[-3000:]
+
+
 BIG = CONFIG.replace('drive_size = "16MiB"', 'drive_size = "64MiB"')
 
 

@@ -29,8 +29,11 @@ TRACK = 64 << 10
 WAIT = 60.0
 
 
-def config(me: str, peer: str, peer_portal: str) -> str:
-    """An array with a remote to its peer, LUN 0 of SIZE and a 1 MiB LUN 1 (for extent pairs)."""
+def config(me: str, peer: str, peer_portal: str, sizes: tuple[str, ...] = (f"{SIZE >> 20}MiB", "1MiB"),
+           extra: str = "") -> str:
+    """An array with a remote to its peer and LUNs 0, 1, ... of ``sizes`` (by default LUN 0 of SIZE and a
+    1 MiB LUN 1, for extent pairs), then ``extra`` TOML (more LUNs)."""
+    luns = "".join(f'[[targets.luns]]\nlun = {n}\nfile = "lun{n}.img"\nsize = "{size}"\n' for n, size in enumerate(sizes))
     return f"""
 initiator_name = "{me}"
 [[remotes]]
@@ -39,15 +42,7 @@ portal = "{peer_portal}"
 target = "{peer}"
 [[targets]]
 name = "{me}"
-[[targets.luns]]
-lun = 0
-file = "lun0.img"
-size = "{SIZE >> 20}MiB"
-[[targets.luns]]
-lun = 1
-file = "lun1.img"
-size = "1MiB"
-"""
+{luns}{extra}"""
 
 
 class Arrays:
@@ -61,10 +56,17 @@ class Arrays:
         self.a = self.start("a")
         self.b = self.start("b")
 
+    SIZES: tuple[str, ...] = (f"{SIZE >> 20}MiB", "1MiB")
+    """The LUNs of each array (config's ``sizes``)."""
+    EXTRA = ""
+    """More TOML for each array (config's ``extra``)."""
+
     def start(self, which: str) -> SanlabProcess:
         if which == "a":
-            return start_sanlab(self.tmp / "a", config(A, B, f"127.0.0.2:{self.pb}"), "127.0.0.1", self.pa)
-        return start_sanlab(self.tmp / "b", config(B, A, f"127.0.0.1:{self.pa}"), "127.0.0.2", self.pb)
+            return start_sanlab(self.tmp / "a", config(A, B, f"127.0.0.2:{self.pb}", self.SIZES, self.EXTRA),
+                                "127.0.0.1", self.pa)
+        return start_sanlab(self.tmp / "b", config(B, A, f"127.0.0.1:{self.pa}", self.SIZES, self.EXTRA),
+                            "127.0.0.2", self.pb)
 
     def file(self, sp: SanlabProcess) -> bytes:
         return (sp.data_dir / "lun0.img").read_bytes()
@@ -307,6 +309,8 @@ class Proxy:
         self.listener = socket.create_server(("127.0.0.3", 0))
         self.port = self.listener.getsockname()[1]
         self.up = True
+        self.delay = 0.0
+        """Seconds each chunk is held before it is passed on (a slow peer; 0: none)."""
         self.conns: list[Any] = []
         self.lock = threading.Lock()
         self.closed = False
@@ -331,10 +335,11 @@ class Proxy:
             for a, b in ((c, u), (u, c)):
                 threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
 
-    @staticmethod
-    def _pump(a: Any, b: Any) -> None:
+    def _pump(self, a: Any, b: Any) -> None:
         try:
             while data := a.recv(65536):
+                if self.delay:
+                    time.sleep(self.delay)
                 b.sendall(data)
         except OSError:
             pass
@@ -639,3 +644,29 @@ def test_delete_with_the_peer_gone_needs_force(arrays: Arrays) -> None:
     assert ar.pair(ar.b)["role"] == "S-VOL"
     ar.ok(ar.b, "pair", "delete", "p0", "--force")
     assert host_write(ar.b, B, 0, bytes(512)) == (0, None)
+
+
+def test_a_thin_p_vol_stays_thin_and_unmap_reaches_the_s_vol(arrays: Arrays) -> None:
+    """Pairing a thin LU does not take back LBPME (SBC-3 §4.7.3) from hosts that read it before:
+    UNMAP on the P-VOL is still taken, mirrored, and both copies read zeros there."""
+    ar = arrays
+    assert qemu_write(ar.a, A, 0, SIZE, 0x6B).returncode == 0
+
+    async def lbpme_and_unmap(unmap: tuple[int, int] | None) -> tuple[bool, int | None]:
+        cfg = InitiatorConfig(initiator_name="iqn.1994-05.com.example:host1", command_timeout=10.0)
+        async with IscsiSession(ar.a.host, ar.a.port, A, cfg) as s:
+            await s.clear_unit_attentions(0)
+            cap = (await s.run(0, bytes([0x9E, 0x10]) + bytes(8) + (32).to_bytes(4, "big") + b"\0\0",
+                               read_length=32)).data
+            status = None if unmap is None else int((await s.unmap(0, [unmap])).status)
+            return bool(cap[14] & 0x80), status
+    assert asyncio.run(lbpme_and_unmap(None)) == (True, None)
+    ar.create("--fence", "data")
+    ar.wait(ar.a, "PAIR")
+    lba, n = 300, 64  # 32 KiB across a track boundary
+    assert asyncio.run(lbpme_and_unmap((lba, n))) == (True, 0)
+    a, b = ar.file(ar.a), ar.file(ar.b)
+    zero = bytes(n * 512)
+    assert a[lba * 512:(lba + n) * 512] == zero == b[lba * 512:(lba + n) * 512]
+    assert a == b and a[:lba * 512] == bytes([0x6B]) * (lba * 512)
+    assert ar.pair(ar.a)["state"] == "PAIR"

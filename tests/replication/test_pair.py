@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import threading
 from pathlib import Path
 
 import pytest
@@ -205,6 +206,38 @@ async def test_activity_log_bounds_what_a_crash_leaves_to_resend(tmp_path: Path)
     marked = on_disk.count()
     assert await again.copy()
     assert again.copied_bytes == marked * TRACK_BYTES < SIZE
+    assert local.read_sync(0, SIZE // BS) == link.vol.read_sync(0, SIZE // BS)
+
+
+async def test_a_second_write_to_a_track_entering_the_activity_log_is_mirrored_too(tmp_path: Path) -> None:
+    # The first write to a track sets its bit on the disk before it is mirrored; a second write
+    # to the same track meanwhile must wait for that bit and be mirrored as well, not take the
+    # bit (already set in memory) for a difference still to copy and land on the P-VOL only.
+    vol, local, link, _ = make(tmp_path)
+    slow = threading.Event()
+    bitmap = vol.bitmap
+    real_flush, real_set = bitmap.flush, bitmap.set
+
+    def slow_flush() -> None:
+        slow.wait(5)
+        real_flush()
+
+    def slow_set(unit: int) -> bool:
+        bitmap.mark(unit)  # in memory first, as PersistentBitmap.set does
+        slow.wait(5)
+        return real_set(unit)
+
+    bitmap.flush, bitmap.set = slow_flush, slow_set  # type: ignore[method-assign]
+    first, second = data(8, 1), data(8, 2)
+    w1 = asyncio.create_task(vol.write(0, first))
+    await asyncio.sleep(0.05)
+    w2 = asyncio.create_task(vol.write(16, second))  # the same track, another range
+    await asyncio.sleep(0.05)
+    assert not w1.done() and not w2.done()  # neither acknowledged before the bit is durable
+    slow.set()
+    await asyncio.gather(w1, w2)
+    assert link.vol.read_sync(0, 8) == first and link.vol.read_sync(16, 8) == second
+    assert vol.pending_bytes == 0  # nothing left that differs: both copies have both writes
     assert local.read_sync(0, SIZE // BS) == link.vol.read_sync(0, SIZE // BS)
 
 

@@ -191,7 +191,7 @@ def patched(cdb: bytes, offset: int, value: int) -> bytes:
     (b"", FieldPointer(0)),
     (GOOD[:10], FieldPointer(10)),                                   # short CDB
     (GOOD + b"\0", FieldPointer(16)),                                # longer than 16
-    (patched(GOOD, 9, 7), FieldPointer(9)),                          # NEW STATE past SSWS
+    (patched(GOOD, 9, 9), FieldPointer(9)),                          # NEW STATE past PFUS
     (patched(GOOD, 10, 0xEE), FieldPointer(10)),                     # unknown REASON
     (patched(GOOD, 12, 9), FieldPointer(11)),                        # PARAMETER LIST LENGTH not 8
     (patched(GOOD, 14, 0x10), FieldPointer(14, 4)),                  # reserved
@@ -276,7 +276,7 @@ def test_malformed_status() -> None:
         decode_status(raw[:47])
     assert e.value.offset == 47
     with pytest.raises(MalformedReply) as e:
-        decode_status(patched(raw, 0, 7))
+        decode_status(patched(raw, 0, 9))
     assert e.value.offset == 0
     with pytest.raises(MalformedReply) as e:
         decode_status(patched(raw, 1, 2))
@@ -330,3 +330,32 @@ def test_docs_example_is_what_the_code_sends() -> None:
     assert bytes.fromhex(lines["Data-Out"]) == encode_state_parameters(0xA5)
     for op in PairOpcode:
         assert f"| {op:02X}h    | {op.name.replace('_', ' ')}" in doc
+
+
+# --- journal commands (issue 15) -------------------------------------------------------------------------
+
+def test_read_journal_round_trip_and_malformed_replies() -> None:
+    import zlib
+
+    from sanlab.replication.protocol import (AttachJournalCdb, JournalAttachment, JournalBatch, JournalReplyFlags,
+                                             ReadJournalCdb, WireEntry, decode_cdb)
+    cdb = ReadJournalCdb(77, 1 << 20)
+    assert decode_cdb(cdb.encode()) == cdb
+    with pytest.raises(ScsiError):
+        decode_cdb(ReadJournalCdb(1, 10).encode())  # cannot hold the header
+    assert decode_cdb(AttachJournalCdb(5).encode()) == AttachJournalCdb(5)
+    att = JournalAttachment(9, "jp", "js")
+    assert JournalAttachment.decode(att.encode()) == att
+    data = b"x" * 1024
+    batch = JournalBatch(10, 7, 9, 123.5, 3072, JournalReplyFlags.GAP,
+                         (WireEntry(7, 1.5, 3, 100, data, zlib.crc32(data)), WireEntry(8, 2.5, 4, 0, b"", 0)))
+    raw = batch.encode()
+    assert JournalBatch.decode(raw) == batch
+    with pytest.raises(MalformedReply):
+        JournalBatch.decode(raw[:-1])
+    with pytest.raises(MalformedReply):
+        JournalBatch.decode(raw + b"\0")
+    bad = bytearray(raw)
+    bad[100] ^= 1  # inside entry 7's data: its CRC no longer matches
+    with pytest.raises(MalformedReply):
+        JournalBatch.decode(bytes(bad))

@@ -71,6 +71,18 @@ def test_reverse_resync_and_swap_exchange_roles_without_a_full_copy() -> None:
     assert (role, state) == (S, St.PAIR)
 
 
+def test_async_p_side_swaps_through_pfus_and_from_a_full_journal() -> None:
+    # Seed 003 FIG. 17-21: the old primary's unsent journal becomes its bitmap (PFUS), then the
+    # roles exchange; a pair already suspended by a full journal swaps from there.
+    role, state = walk(P, St.PAIR, Event.JOURNAL_SUSPEND, Event.SWAP)
+    assert (role, state) == (S, St.COPY)
+    for start in (St.PFUL, St.PFUS):
+        t = step(P, start, Event.SWAP)
+        assert t.role is S and t.state is St.COPY and Action.SWAP_ROLES in t.actions
+    t = step(S, St.PFUS, Event.SWAP)
+    assert t.role is P and Action.MERGE_PEER_BITMAP in t.actions and Action.SET_ALL_BITS not in t.actions
+
+
 def test_peer_lost_suspends_a_pair_in_step_and_stops_the_mover() -> None:
     t = step(P, St.COPY, Event.PEER_LOST)
     assert t.state is St.PSUE and Action.STOP_COPY in t.actions

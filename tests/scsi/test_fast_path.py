@@ -326,22 +326,26 @@ async def test_a_declined_raid_read_is_not_tried_on_the_fast_path_again(tmp_path
     await server.close()
 
 
-async def test_a_write_gate_decides_per_nexus_and_turns_the_fast_path_off(ds: DeviceServer) -> None:
-    # An S-VOL takes the primary array's writes (NX) and refuses a host's (NX2).
+async def test_a_write_gate_decides_per_nexus_on_the_fast_path_too(ds: DeviceServer) -> None:
+    # An S-VOL takes the primary array's writes (NX) and refuses a host's (NX2): the fast path asks
+    # the gate, takes what it lets through and leaves a refused write to the general path's answer.
     from sanlab.scsi.sense import Asc, ScsiError, SenseKey
     from sanlab.scsi.task import Nexus
 
     lu = ds.luns[0]
+    asked: list[Nexus] = []
 
     def gate(nexus: Nexus) -> None:
+        asked.append(nexus)
         if nexus != NX:
             raise ScsiError(SenseKey.DATA_PROTECT, Asc.WRITE_PROTECTED)
 
     lu.write_gate = gate
-    assert ds.start(write10()) is DECLINE and ds.start(read10()) is DECLINE
-    assert (await ds.execute(write10())).status == ScsiStatus.GOOD
+    assert isinstance(ds.start(write10()), ScsiResult) and asked == [NX]  # the primary's: fast
+    assert isinstance(ds.start(read10()), ScsiResult) and asked == [NX]  # reads ask no gate
     before = volume(lu).read_sync(40, 1)
     host = ScsiTask(NX2, 0, cdb10(Opcode.WRITE_10, 40, 1), data_out=bytes([0xEE]) * 512, write_edtl=512)
+    assert ds.start(host) is DECLINE
     refused = await ds.execute(host)
     assert refused.status == ScsiStatus.CHECK_CONDITION
     assert refused.sense is not None and refused.sense[2] & 0x0F == SenseKey.DATA_PROTECT

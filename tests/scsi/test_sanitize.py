@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+from pathlib import Path
 
 from sanlab.scsi.lu import LogicalUnit
 from sanlab.scsi.task import ScsiStatus
@@ -66,3 +67,30 @@ async def test_not_ready_while_running(run: Run, lu: LogicalUnit) -> None:
     while lu.sanitizing:
         await asyncio.sleep(0.01)
     assert (await run(cdb10(0x28, 0, 1))).data_in == b"\x00\x01" * 256
+
+
+async def test_crypto_erase_on_an_encrypted_lu(tmp_path: Path) -> None:
+    """CRYPTOGRAPHIC ERASE on an LU whose volume encrypts (storage/encrypted.py): listed by REPORT
+    SUPPORTED OPERATION CODES, WACEREQ 01b, a parameter list refused, then the old data unreadable."""
+    from sanlab.scsi.device_server import DeviceServer
+    from sanlab.scsi.lu import LuConfig
+    from sanlab.storage.encrypted import open_encrypted
+    from sanlab.storage.file_volume import FileVolume
+    from tests.scsi.helpers import NX, TARGET, runner
+    vol = open_encrypted(FileVolume(str(tmp_path / "e.img"), 1 << 20, 512), str(tmp_path / "e.crypt"),
+                         bytes(32), may_create=True, what="test")
+    lu = LogicalUnit(vol, LuConfig.for_lun(TARGET, 0))
+    ds = DeviceServer(TARGET, {0: lu})
+    ds.nexus_added(NX)
+    run = runner(ds)
+    await run(bytes(6))  # the power-on unit attention
+    one = bytes((await run(struct.pack(">BBBBHIxB", 0xA3, 0x0C, 2, 0x48, 0x03, 64, 0))).data_in)
+    assert one[1] & 0x07 == 0x03, "SANITIZE CRYPTOGRAPHIC ERASE is supported on this LU"
+    vpd = bytes((await run(bytes([0x12, 1, 0xB1, 0, 64, 0]))).data_in)
+    assert vpd[7] & 0x30 == 0x10  # WACEREQ 01b
+    assert (await run(sanitize(3, 8), data_out=bytes(8))).sense == fixed(0x05, 0x2400, bytes([0xC0, 0, 7]))
+    await vol.write(0, b"a" * 4096)
+    assert (await run(sanitize(3))).status == ScsiStatus.GOOD
+    after = await vol.read(0, 8)
+    assert after != b"a" * 4096 and vol.generation == 1
+    await ds.close()

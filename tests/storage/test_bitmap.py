@@ -1,7 +1,12 @@
 """PersistentBitmap's scanning and bulk marking (storage/bitmap.py); its crash order is tested with RAID."""
 from __future__ import annotations
 
+import os
+import threading
+import time
 from pathlib import Path
+
+import pytest
 
 from hypothesis import given, strategies as st
 
@@ -30,3 +35,46 @@ def test_mark_all_sets_exactly_size_bits_and_reaches_the_file(tmp_path: Path) ->
     assert again.count() == 999 and not again.has(999) and again.has(998)
     assert path.stat().st_size == 125
     again.close()
+
+
+def test_a_flush_syncing_in_a_thread_blocks_neither_marks_nor_the_order(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """While one flush waits in fdatasync (a worker thread), mark and clear go on at once (the event
+    loop calls them), ``pending`` stays True, and a second flush returns only after the first synced,
+    even when it finds nothing left to write: everything changed before a flush began is durable
+    when it returns."""
+    path = tmp_path / "bits"
+    bm = PersistentBitmap(str(path), 64)
+    gate, in_sync = threading.Event(), threading.Event()
+    real = os.fdatasync
+
+    def slow_sync(fd: int) -> None:
+        in_sync.set()
+        assert gate.wait(10)
+        real(fd)
+    monkeypatch.setattr(os, "fdatasync", slow_sync)
+    bm.mark(1)
+    first = threading.Thread(target=bm.flush)
+    first.start()
+    assert in_sync.wait(10)
+    began = time.monotonic()
+    bm.mark(2)
+    bm.clear(1)
+    bm.mark(1)
+    assert time.monotonic() - began < 1.0  # did not wait for the sync
+    assert bm.pending
+    second = threading.Thread(target=bm.flush)
+    second.start()
+    second.join(0.3)
+    assert second.is_alive()  # bit 2 is not durable before the first flush's sync ends
+    monkeypatch.setattr(os, "fdatasync", real)
+    gate.set()
+    first.join(10)
+    second.join(10)
+    assert not first.is_alive() and not second.is_alive() and not bm.pending
+    assert path.read_bytes()[0] == 0b110
+    third = threading.Thread(target=bm.flush)
+    third.start()
+    third.join(10)
+    bm.close()
+    assert PersistentBitmap(str(path), 64).set_units() == [1, 2]

@@ -128,7 +128,20 @@ async def _external(d: Path, size: int, bs: int) -> Volume:
     return vol
 
 
+def _encrypted(inner: Volume, d: Path) -> Volume:
+    """``inner`` through AES-256-XTS (storage/encrypted.py), its header made now."""
+    from sanlab.storage.encrypted import open_encrypted
+    return open_encrypted(inner, str(d / "v.crypt"), bytes(range(32)), may_create=True, what="test volume")
+
+
+async def _encrypted_raid5(d: Path, size: int, bs: int) -> Volume:
+    made = _raid5(d, size, bs)
+    return _encrypted(await made if inspect.isawaitable(made) else made, d)
+
+
 FACTORIES: dict[str, Factory] = {
+    "encrypted": lambda d, size, bs: _encrypted(FileVolume(str(d / "v.img"), size, bs), d),
+    "encrypted-raid5": lambda d, size, bs: _encrypted_raid5(d, size, bs),
     "file": lambda d, size, bs: FileVolume(str(d / "v.img"), size, bs),
     "file-thick": lambda d, size, bs: FileVolume(str(d / "v.img"), size, bs, thin=False),
     "memory": lambda d, size, bs: MemoryVolume(size, bs),

@@ -56,7 +56,7 @@ def test_the_connection_has_no_io_hook() -> None:
     assert "inline" not in params
     assert not [n for n in params if n not in ("nexus", "params", "cid", "statsn", "expcmdsn", "now", "cmd_window",
                                                "nop_interval", "nop_timeout", "send_targets", "lun_exists",
-                                               "max_task_buffer")]
+                                               "max_task_buffer", "max_connection_buffer")]
 
 
 def test_a_read_is_one_execute_event_and_one_data_in_carrying_the_status() -> None:

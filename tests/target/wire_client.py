@@ -82,8 +82,11 @@ class WireClient:
         return pdu
 
     def login(self, target: str | None, *, csg: int = 1, nsg: int = 3, version: tuple[int, int] = (0, 0),
-              **keys: str) -> LoginResponse:
-        """A one-PDU login; returns the (last) Login Response.  Digests start after it on success."""
+              isid: int | None = None, **keys: str) -> LoginResponse:
+        """A one-PDU login; returns the (last) Login Response.  Digests start after it on success.
+        ``isid`` (else the client's) names the session: two clients with one ISID reinstate each other."""
+        if isid is not None:
+            self.isid = isid
         base = {"InitiatorName": INITIATOR}
         if target is None:
             base["SessionType"] = "Discovery"

@@ -72,6 +72,12 @@ def test_full_config(tmp_path: Path) -> None:
     ("[[targets]]\nname='iqn.2026-11.x:a'\n[targets.chap]\nusername='u'\nsecret='short'\n",
      "targets[0].chap.secret", "at least 12 bytes"),
     ("[server]\nportals=['localhost']\n[[targets]]\nname='iqn.2026-11.x:a'\n", "server.portals[0]", "HOST:PORT"),
+    ("[server]\nhttp='localhost'\n[[targets]]\nname='iqn.2026-11.x:a'\n", "server.http", "HOST:PORT"),
+    ("[server]\nhttp=8080\n[[targets]]\nname='iqn.2026-11.x:a'\n", "server.http", "must be str"),
+    ("[server]\nmax_sessions_per_target=0\n[[targets]]\nname='iqn.2026-11.x:a'\n",
+     "server.max_sessions_per_target", "must be 1..65535"),
+    ("[server]\nmax_sessions_per_initiator='many'\n[[targets]]\nname='iqn.2026-11.x:a'\n",
+     "server.max_sessions_per_initiator", "must be int"),
     ("[[targets]]\nname='iqn.2026-11.x:a'\n[[targets.luns]]\nlun=0\nsize='1000'\nblock_size=4096\n",
      "targets[0].luns[0].size", "multiple of the block size"),
     ("[[targets]]\nname='iqn.2026-11.x:a'\n[[targets.luns]]\nlun=1\n[[targets.luns]]\nlun=1\n",
@@ -208,6 +214,16 @@ def test_remotes(tmp_path: Path) -> None:
     # A repr of the config (a log line, a traceback) never shows a secret.
     assert "secret-12" not in repr(cfg) and "array-a" in repr(b)
     assert load_config(None).remotes == []
+    assert (b.http, c.http) == (None, None)
+
+
+def test_status_page_addresses(tmp_path: Path) -> None:
+    """``server.http`` turns the status page on (tools/status_http.py); a remote's ``http`` is where
+    /topology reads that peer's status."""
+    cfg = _load(tmp_path, "[server]\nhttp='127.0.0.1:8080'\n" + _T + _R + "portal='127.0.0.2:3260'\n"
+                "http='127.0.0.2:8080'\n")
+    assert cfg.server.http == ("127.0.0.1", 8080) and cfg.remotes[0].http == ("127.0.0.2", 8080)
+    assert _load(tmp_path, _T).server.http is None  # off unless asked for
 
 
 _T = "[[targets]]\nname='iqn.2026-11.x:a'\n"
@@ -236,6 +252,7 @@ _R = "[[remotes]]\nname='b'\ntarget='iqn.2026-11.x:b'\n"
      "mutual_secret='same-secret-123'\n", "remotes[0].mutual_secret", "must differ"),
     (_T + _R + "portal='127.0.0.2:3260'\nlun=0\n", "remotes[0].lun", "unknown key"),
     (_T + _R + "portal=3260\n", "remotes[0].portal", "must be str"),
+    (_T + _R + "portal='127.0.0.2:3260'\nhttp='127.0.0.2'\n", "remotes[0].http", "is not HOST:PORT"),
     (_T + _R + "portal='127.0.0.2:3260'\n" + _R + "portal='127.0.0.3:3260'\n", "remotes[1].name", "duplicate remote b"),
 ])
 def test_remote_errors_name_file_key_reason(tmp_path: Path, text: str, key: str, reason: str) -> None:
@@ -245,3 +262,39 @@ def test_remote_errors_name_file_key_reason(tmp_path: Path, text: str, key: str,
     assert reason in exc.value.reason
     assert str(tmp_path / "c.toml") in str(exc.value)
     assert "secret-1" not in str(exc.value)  # a message names the key, never the secret
+
+
+_ENC_LUN = """
+[[targets]]
+name = "iqn.2026-11.org.sanlab:array0"
+[[targets.luns]]
+lun = 0
+size = "4MiB"
+{extra}
+"""
+
+
+@pytest.mark.parametrize("extra,key,reason", [
+    ('encryption = { key_file = "k", key_env = "K" }', "targets[0].luns[0].encryption", "give key_file or key_env"),
+    ("encryption = {}", "targets[0].luns[0].encryption", "give key_file or key_env"),
+    ('encryption = { key_env = "1-bad" }', "targets[0].luns[0].encryption.key_env", "not an environment variable"),
+    ('encryption = { key_file = "k", cipher = "des" }', "targets[0].luns[0].encryption.cipher", ""),
+])
+def test_encryption_keys_are_checked(tmp_path: Path, extra: str, key: str, reason: str) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(_ENC_LUN.format(extra=extra))
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert exc.value.key == key and reason in exc.value.reason
+
+
+def test_key_file_is_relative_to_the_config_file(tmp_path: Path) -> None:
+    (tmp_path / "conf").mkdir()
+    path = tmp_path / "conf" / "c.toml"
+    path.write_text(_ENC_LUN.format(extra='encryption = { key_file = "lun0.key" }'))
+    lc = load_config(path).targets[0].luns[0]
+    assert lc.encryption is not None and lc.encryption.key_file == tmp_path / "conf" / "lun0.key"
+    path.write_text(_ENC_LUN.format(extra="command_device = true\nencryption = { key_env = \"K\" }")
+                    .replace('size = "4MiB"\n', ""))
+    with pytest.raises(ConfigError, match="has no storage"):
+        load_config(path)

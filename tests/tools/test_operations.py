@@ -166,5 +166,23 @@ def test_every_size_argument_is_declared_with_its_unit() -> None:
         ("create-volume", "block_size"): "bytes", ("create-vvol", "real_start"): "blocks",
         ("create-vvol", "size"): "blocks", ("create-lu", "vstart"): "blocks", ("create-lu", "size"): "blocks",
         ("resize-lun", "size"): "bytes", ("replace-drive", "rate"): "bytes", ("migrate-start", "start"): "blocks", ("migrate-start", "end"): "blocks",
-        ("migrate-start", "chunk"): "blocks"}
+        ("migrate-start", "chunk"): "blocks", ("journal-create", "size"): "bytes"}
     assert operations.SIZE_RULE.startswith("A size with a unit (B, KiB, MiB, GiB, TiB")
+
+
+def test_every_operation_has_a_stable_process_number_documented_once() -> None:
+    """tools/operations.py's PROCESS_NUMBERS: one per operation, all different, none reserved, and the
+    table of docs/command-device.md says the same."""
+    assert set(operations.PROCESS_NUMBERS) == set(OPERATIONS)
+    numbers = list(operations.PROCESS_NUMBERS.values())
+    assert len(set(numbers)) == len(numbers)
+    assert not set(numbers) & set(operations.RESERVED_PROCESS_NUMBERS)
+    assert all(0 < n <= 0xFFFF for n in numbers)
+    for name, n in operations.PROCESS_NUMBERS.items():
+        assert operations.by_process_number(n) is OPERATIONS[name]
+    doc = (REPO / "docs" / "command-device.md").read_text()
+    rows = dict(re.findall(r"^\| `([0-9A-F]{4})h` \| (`[a-z-]+`|\(reserved\)) \|", doc, re.M))
+    expected = {f"{n:04X}": f"`{OPERATIONS[name].command}`" for name, n in operations.PROCESS_NUMBERS.items()}
+    expected.update({f"{n:04X}": "(reserved)" for n in operations.RESERVED_PROCESS_NUMBERS})
+    assert rows == expected
+    assert operations.PAIR_INSTRUCTIONS <= set(OPERATIONS)

@@ -1,0 +1,97 @@
+"""The local copy volume rules (replication/local_copy.py) and the state table, on in-memory volumes."""
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from sanlab.replication.local_copy import CopyPair, CopyVolume, run_mover
+from sanlab.replication.local_copy_states import CopyEvent, CopyTransitionError, PairState, detail, local_step
+from sanlab.scsi.sense import ScsiError
+from sanlab.storage.bitmap import PersistentBitmap
+from tests.storage.test_volume import MemoryVolume
+
+BS = 512
+TRACK = 128  # blocks of 512 B in a 64 KiB track
+TRACKS = 8
+
+
+def volumes(fill: int) -> tuple[CopyVolume, CopyVolume, MemoryVolume, MemoryVolume]:
+    p, s = MemoryVolume(TRACKS * TRACK * BS, BS), MemoryVolume(TRACKS * TRACK * BS, BS)
+    p.buf[:] = bytes([fill]) * len(p.buf)
+    return CopyVolume(p, "p"), CopyVolume(s, "s"), p, s
+
+
+def pair(tmp: Path, pv: CopyVolume, sv: CopyVolume, name: str = "c") -> CopyPair:
+    bms = [PersistentBitmap(str(tmp / f"{name}.{k}"), TRACKS) for k in ("gen", "pdiff", "sdiff", "active")]
+    bms[0].mark_all()
+    p = CopyPair(name, pv, sv, 0, TRACKS * TRACK, *bms, PairState.COPY)
+    pv.sources.append(p)
+    sv.target = p
+    return p
+
+
+def test_state_table() -> None:
+    assert local_step(PairState.COPY, CopyEvent.COPY_DONE) is PairState.PAIR
+    assert local_step(PairState.PAIR, CopyEvent.SPLIT) is PairState.PSUS
+    assert local_step(PairState.PSUS, CopyEvent.RESTORE) is PairState.RCPY
+    assert local_step(PairState.RCPY, CopyEvent.COPY_DONE) is PairState.PAIR
+    with pytest.raises(CopyTransitionError):
+        local_step(PairState.PAIR, CopyEvent.RESYNC)
+    with pytest.raises(CopyTransitionError):
+        local_step(PairState.RCPY, CopyEvent.SPLIT)
+    assert detail(PairState.PSUS, None, True, False) == "UNDER DIVISION"
+    assert detail(PairState.PAIR, PairState.PSUS, False, False) == "EXTENT DIVISION COMPLETED"
+    assert detail(PairState.PAIR, PairState.COPY, False, False) == "UNDER EXTENT COUPLE"
+
+
+async def test_generation_mirrors_behind_the_pointer_and_ends_identical(tmp_path: Path) -> None:
+    pv, sv, p, s = volumes(0x11)
+    cp = pair(tmp_path, pv, sv)
+    # Copy the first two tracks by hand: a write there is mirrored, one further on is not.
+    await pv.copy_track(cp, 0)
+    await pv.copy_track(cp, 1)
+    await pv.write(10, b"\x22" * BS)
+    await pv.write(5 * TRACK, b"\x33" * BS)
+    assert s.buf[10 * BS:11 * BS] == b"\x22" * BS
+    assert s.buf[5 * TRACK * BS:5 * TRACK * BS + BS] == bytes(BS)
+    assert await run_mover(cp, asyncio.Event())
+    assert p.buf == s.buf and cp.copied_bytes == TRACKS * TRACK * BS
+    with pytest.raises(ScsiError):
+        await sv.write(0, b"\x44" * BS)  # the copy belongs to the pair in COPY/PAIR
+
+
+async def test_division_is_at_once_copy_on_write_and_reads_of_the_copy(tmp_path: Path) -> None:
+    pv, sv, p, s = volumes(0x11)
+    cp = pair(tmp_path, pv, sv)
+    cp.state = PairState.PSUS  # divided before any track was copied
+    image = bytes(p.buf)
+    assert await sv.read(0, TRACKS * TRACK) == image  # every track still on the original
+    await pv.write(3 * TRACK + 1, b"\x55" * BS)  # copy-on-write of track 3 first
+    assert s.buf[3 * TRACK * BS:4 * TRACK * BS] == image[3 * TRACK * BS:4 * TRACK * BS]
+    assert cp.pdiff.has(3) and not cp.gen.has(3)
+    await sv.write(6 * TRACK, b"\x66" * BS)  # the copy's own write: the rest of track 6 fetched first
+    assert cp.sdiff.has(6)
+    view = bytearray(image)
+    view[6 * TRACK * BS:6 * TRACK * BS + BS] = b"\x66" * BS
+    assert await sv.read(0, TRACKS * TRACK) == bytes(view)
+    assert await run_mover(cp, asyncio.Event())  # the division copy
+    assert s.buf == view and cp.pending_units() == 2
+
+
+async def test_resync_and_restore_copy_only_the_difference(tmp_path: Path) -> None:
+    pv, sv, p, s = volumes(0x11)
+    cp = pair(tmp_path, pv, sv)
+    assert await run_mover(cp, asyncio.Event())
+    cp.state = PairState.PSUS
+    await pv.write(0, b"\x77" * BS)
+    await sv.write(4 * TRACK, b"\x88" * BS)
+    # restore: the copy's tracks 0 and 4 back over the original; reads see them before the mover runs
+    cp.state, cp.copied_bytes = PairState.RCPY, 0
+    assert await pv.read(0, 1) == b"\x11" * BS
+    assert await pv.read(4 * TRACK, 1) == b"\x88" * BS
+    assert await run_mover(cp, asyncio.Event())
+    assert p.buf == s.buf and cp.copied_bytes == 2 * TRACK * BS  # tracks 0 and 4 only
+    assert p.buf[:BS] == b"\x11" * BS and p.buf[4 * TRACK * BS:4 * TRACK * BS + BS] == b"\x88" * BS
+
