@@ -259,14 +259,15 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
                                    "failed" if call.excinfo else "passed", text, call.when,
                                    list(item._report_sections), call.duration, call.start, call.stop,
                                    list(item.user_properties))
-    if report.failed:
-        _DIGEST.append(f"FAILED {item.nodeid} ({report.when}):\n" + "\n".join(str(report.longrepr).splitlines()[-25:]))
+    if report.failed or (hasattr(report, "wasxfail") and call.excinfo is not None and report.when == "call"):
+        how = "FAILED" if report.failed else "QUARANTINED (xfail) and failed"
+        _DIGEST.append(f"{how} {item.nodeid} ({report.when}):\n" + "\n".join(str(report.longrepr).splitlines()[-25:]))
     return report
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """The failures' last lines and any watchdog dump, again, at the end of the output (where CI's
-    excerpt of it is), at most 150 lines."""
+    """The failures' last lines (quarantined tests' too) and any watchdog dump, again, at the end of
+    the output (where CI's excerpt of it is), at most 150 lines."""
     if not _DIGEST:
         return
     lines = "\n\n".join(_DIGEST).splitlines()
