@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Final
 
 from sanlab.scsi.device_server import DeviceServer
+from sanlab.storage.raid import RaidGroup
 from sanlab.storage.volume import Volume
 from sanlab.tools import operations
 from sanlab.tools.array import AdminError, ArrayState
@@ -61,8 +62,10 @@ class Admin(ArrayState):
     def __init__(self, data_dir: Path, device_servers: dict[str, DeviceServer] | None = None,
                  externals: dict[str, Volume] | None = None,
                  initiator_name: str = "iqn.2026-11.org.sanlab:array", config: ArrayConfig | None = None,
-                 pairs: PairManagerRef | None = None, cmddevs: CommandDeviceRef | None = None) -> None:
+                 pairs: PairManagerRef | None = None, cmddevs: CommandDeviceRef | None = None,
+                 config_groups: dict[str, RaidGroup] | None = None) -> None:
         super().__init__(data_dir, device_servers, externals, initiator_name, config)
+        self.config_groups = dict(config_groups or {})
         self.raid_ops = RaidOps(self)
         self.volume_ops = VolumeOps(self)
         self.tiering_ops = TieringOps(self)
@@ -106,14 +109,16 @@ class Admin(ArrayState):
     def show(self) -> dict[str, Any]:
         """Every table in the array's own terms, and the background tasks."""
         groups = []
-        for name, g in sorted(self.groups.items()):
+        for name, g in sorted([*self.groups.items(), *self.config_groups.items()]):
+            config = name in self.config_groups
             groups.append({
                 "name": name, "level": int(g.level), "stripe_size": g.layout.chunk, "capacity": g.capacity,
                 "degraded": g.degraded, "rebuild_progress": g.rebuild_progress,
                 "rebuild_rate": g.rebuild_rate, "rebuild_eta": g.rebuild_eta, "rebuild_error": g.rebuild_error,
-                "rebuilding_drive": g.rebuilding,
+                "rebuilding_drive": g.rebuilding, "config": config,
                 "drives": [{"index": i, "path": d.path, "state": d.state.value} for i, d in enumerate(g.drives)],
-                "ldevs": g.capacity // self.allocator.ldev_size, "ldevs_free": len(self.allocator.free(name))})
+                "ldevs": 0 if config else g.capacity // self.allocator.ldev_size,
+                "ldevs_free": 0 if config else len(self.allocator.free(name))})
         return {
             "ldev_size": self.allocator.ldev_size,
             "raid_groups": groups,

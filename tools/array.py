@@ -98,6 +98,9 @@ class ArrayState:
         self.device_servers = device_servers or {}
         """The array's targets by name: where exports add their LUNs."""
         self.groups: dict[str, RaidGroup] = {}
+        self.config_groups: dict[str, RaidGroup] = {}
+        """The TOML configuration's RAID groups (each the whole of a config LUN: no LDEVs on them);
+        their drives are managed as the catalog's are (fail, replace onto the configured path, rebuild)."""
         """The catalog's RAID groups, running."""
         self.allocator = LdevAllocator(int(self.catalog.get_meta("ldev_size") or DEFAULT_LDEV_SIZE))
         self.tables = MappingTables()

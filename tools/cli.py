@@ -244,7 +244,7 @@ async def _serve_captured(cfg: ArrayConfig, capture: PcapFileWriter | None) -> i
     # The catalog's LUs are exported before the portals open, and the management socket is up by then.
     admin = Admin(cfg.data_dir, {t.name: t.device_server for t in server.targets.values()},
                   externals=dict(externals), initiator_name=cfg.initiator_name, config=cfg, pairs=pairs,
-                  cmddevs=cmddevs)
+                  cmddevs=cmddevs, config_groups=groups)
     if capture is not None:
         admin.capture_ops.adopt(capture)
     await admin.load()

@@ -253,7 +253,8 @@ OPERATIONS: Final[dict[str, Operation]] = {op.name: op for op in (
               "Rebuild failed drive INDEX of GROUP onto a new drive file, in the background.", (
         Param("group", Kind.TEXT, "RAID group name"),
         Param("index", Kind.INT, "drive position in the group, from 0"),
-        Param("path", Kind.TEXT, "the new drive file (must not exist; a relative path is in the data directory)"),
+        Param("path", Kind.TEXT, "the new drive file (must not exist; a relative path is in the data directory); "
+              "a configuration group's drive is replaced at its configured path: leave it out", ""),
         _size("rate", "bytes", "most bytes of the new drive rebuilt per second (e.g. 64MiB); 0: no limit", 0),
     )),
     Operation("wait_rebuild", Domain.RAID,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import time
 from fnmatch import fnmatch
 from typing import Any
 
@@ -65,6 +66,11 @@ class RaidOps:
                             progress=round(group.rebuild_progress or 0.0, 4))
                 self._start_rebuild(g.name, group)
             a.allocator.add_group(g.name, group.capacity)
+        for name, group in a.config_groups.items():  # opened by the server; a rebuild goes on here
+            if group.rebuilding is not None:
+                log.warning("rebuild_resumed", group=name, drive=group.rebuilding,
+                            progress=round(group.rebuild_progress or 0.0, 4))
+                self._start_rebuild(name, group)
 
     def check_drive_paths(self, paths: list[str], *, exclude_group: str | None = None,
                           exclude_index: int | None = None) -> None:
@@ -200,13 +206,17 @@ class RaidOps:
                 os.unlink(p)
 
     def _group(self, name: str) -> RaidGroup:
-        return found(self.array.groups.get(name), f"no RAID group {name}")
+        """Group ``name``: the catalog's, or the configuration's (drive operations only)."""
+        a = self.array
+        return found(a.groups.get(name) or a.config_groups.get(name), f"no RAID group {name}")
 
     async def delete_raid_group(self, name: str) -> dict[str, Any]:
         """Delete group ``name`` (none of its LDEVs in use), its description, state and bitmap."""
         a = self.array
         async with a.changes:
             group = self._group(name)
+            if name in a.config_groups:
+                raise AdminError(f"RAID group {name} is declared in the configuration: remove it there (and its LUN)")
             if len(a.allocator.free(name)) != group.capacity // a.allocator.ldev_size:
                 raise AdminError(f"RAID group {name} still holds LDEVs of volumes")
             async with a.catalog.change() as change:
@@ -243,8 +253,14 @@ class RaidOps:
         log.warning("drive_failed", group=group, index=index)
         return {"group": group, "drive": index, "state": "failed"}
 
-    async def replace_drive(self, group: str, index: int, path: str, rate: int | str = 0) -> dict[str, Any]:
+    async def replace_drive(self, group: str, index: int, path: str = "", rate: int | str = 0) -> dict[str, Any]:
         """Rebuild member ``index`` onto a new drive file, in the background.
+
+        A group of the TOML configuration keeps the drive paths the configuration names (a new
+        disk in the same slot): the replacement is made at the member's configured path, the dead
+        file moved aside first to ``<path>.failed-<unix time>``, so the configuration stays right
+        for the next start; ``path``, if given, must be that path.  A catalog group's replacement
+        is a new file at ``path``.
 
         Everything that can be checked is checked before the answer (the path's directory
         exists, the file does not, it can be created); a failure later, in the background, shows
@@ -263,14 +279,31 @@ class RaidOps:
                 raise AdminError(f"RAID group {group} is already rebuilding drive {g.rebuilding}")
             if g.drives[index].readable:
                 raise AdminError(f"drive {index} of {group} is online; fail it first")
-            full = a.drive_path(path)
-            parent = os.path.dirname(full) or "."
-            if not os.path.isdir(parent):
-                raise AdminError(f"directory {parent} does not exist (relative paths are in the data directory "
-                                 f"{a.data_dir})")
-            self.check_drive_paths([path], exclude_group=group, exclude_index=index)  # not another group's drive
-            if os.path.lexists(full):
-                raise AdminError(f"{full} exists; a replacement drive must be a new file")
+            config = group in a.config_groups
+            if config:
+                slot = g.drives[index].path
+                if path and os.path.realpath(a.drive_path(path)) != os.path.realpath(slot):
+                    raise AdminError(f"RAID group {group} is the configuration's: drive {index} is replaced at "
+                                     f"its configured path {slot} (leave out path=)")
+                full = slot
+                if os.path.lexists(full):
+                    aside = f"{full}.failed-{int(time.time())}"
+                    try:
+                        os.replace(full, aside)
+                    except OSError as exc:
+                        raise AdminError(f"cannot move the dead drive {full} aside: {exc}") from None
+                    log.warning("dead_drive_moved_aside", group=group, drive=index, path=full, to=aside)
+            else:
+                if not path:
+                    raise AdminError(f"RAID group {group}: path= names the new drive file")
+                full = a.drive_path(path)
+                parent = os.path.dirname(full) or "."
+                if not os.path.isdir(parent):
+                    raise AdminError(f"directory {parent} does not exist (relative paths are in the data directory "
+                                     f"{a.data_dir})")
+                self.check_drive_paths([path], exclude_group=group, exclude_index=index)  # not another group's drive
+                if os.path.lexists(full):
+                    raise AdminError(f"{full} exists; a replacement drive must be a new file")
             new = Drive(full, g.layout.drive_size)
             if new.error is not None:
                 raise AdminError(f"cannot create replacement drive: {new.error}")
@@ -280,7 +313,8 @@ class RaidOps:
                 new.close()
                 os.unlink(full)
                 raise AdminError(f"cannot rebuild drive {index} of {group}: {exc}") from None
-            await self._record_drive(group, index, full)
+            if not config:  # a configuration group's drive list is the configuration's, unchanged
+                await self._record_drive(group, index, full)
             self._start_rebuild(group, g)
         log.info("rebuild_started", group=group, drive=index, path=full)
         return {"group": group, "drive": index, "path": full, "state": "rebuilding"}

@@ -17,6 +17,7 @@ Adding a case is one row of ``MATRIX``; a new operation or fault is one class in
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import signal
 import threading
@@ -41,11 +42,35 @@ SETTLE = 15.0
 """How long recovery waits for a pair to come back to PAIR by itself before asking for a resync."""
 
 
-class LinkedArrays(Arrays):
-    """A and B of test_sync_pairs, each reaching the other through a relay the test controls."""
+RAID_LUN0 = """
+[[raid_groups]]
+name = "rg0"
+level = 5
+stripe_size = "64KiB"
+drive_size = "4MiB"
+drives = ["drives/d0.img", "drives/d1.img", "drives/d2.img"]
+"""
+"""A RAID-5 group of three 4 MiB drive files: LUN 0 on it has the file LUN's 8 MiB."""
+LOST_DRIVE = 1
+"""The member a drive-loss fault takes away."""
 
-    def __init__(self, tmp: Path) -> None:
+
+def raid_config(me: str, peer: str, peer_portal: str) -> str:
+    """config()'s array with LUN 0 on :data:`RAID_LUN0`'s group instead of a file."""
+    cfg = config(me, peer, peer_portal, ("1MiB",))  # the group's TOML goes before the targets
+    head, targets = cfg.split("[[targets]]", 1)
+    lun1 = targets.split("[[targets.luns]]", 1)[1].replace("lun = 0", "lun = 1")
+    return (head + RAID_LUN0 + f'[[targets]]\nname = "{me}"\n[[targets.luns]]\nlun = 0\nraid_group = "rg0"\n'
+            + "[[targets.luns]]" + lun1)
+
+
+class LinkedArrays(Arrays):
+    """A and B of test_sync_pairs, each reaching the other through a relay the test controls; an
+    array in ``raid`` ("a", "b") has its LUN 0 on a RAID-5 group (:data:`RAID_LUN0`)."""
+
+    def __init__(self, tmp: Path, raid: frozenset[str] = frozenset()) -> None:
         self.tmp = tmp
+        self.raid = raid
         self.pa, self.pb = free_port("127.0.0.1"), free_port("127.0.0.2")
         (tmp / "a").mkdir()
         (tmp / "b").mkdir()
@@ -54,11 +79,31 @@ class LinkedArrays(Arrays):
         self.b = self.start("b")
 
     def start(self, which: str) -> SanlabProcess:
-        if which == "a":
-            return start_sanlab(self.tmp / "a", config(A, B, f"127.0.0.3:{self.to_b.port}", self.SIZES, self.EXTRA),
-                                "127.0.0.1", self.pa)
-        return start_sanlab(self.tmp / "b", config(B, A, f"127.0.0.3:{self.to_a.port}", self.SIZES, self.EXTRA),
-                            "127.0.0.2", self.pb)
+        me, peer, relay = (A, B, self.to_b) if which == "a" else (B, A, self.to_a)
+        portal = f"127.0.0.3:{relay.port}"
+        cfg = raid_config(me, peer, portal) if which in self.raid else config(me, peer, portal, self.SIZES, self.EXTRA)
+        return start_sanlab(self.tmp / which, cfg, *(("127.0.0.1", self.pa) if which == "a" else ("127.0.0.2", self.pb)))
+
+    def which(self, sp: SanlabProcess) -> str:
+        return "a" if sp is self.a else "b"
+
+    def file(self, sp: SanlabProcess) -> bytes:
+        """LUN 0's bytes: its file, or for a RAID LUN what a host reads (the array must be up)."""
+        if self.which(sp) not in self.raid:
+            return super().file(sp)
+        target = A if sp is self.a else B
+
+        async def read() -> bytes:
+            cfg = InitiatorConfig(initiator_name="iqn.1994-05.com.example:faults-reader", command_timeout=30.0)
+            out = bytearray()
+            async with IscsiSession(sp.host, sp.port, target, cfg) as s:
+                await s.clear_unit_attentions(0)
+                step = (1 << 20) // BS
+                for lba in range(0, SIZE // BS, step):
+                    cdb = bytes([0x88, 0]) + lba.to_bytes(8, "big") + step.to_bytes(4, "big") + b"\0\0"
+                    out += (await s.run(0, cdb, read_length=step * BS)).data
+            return bytes(out)
+        return asyncio.run(asyncio.wait_for(read(), 120))
 
     def state(self, sp: SanlabProcess) -> str:
         return str(self.pair(sp)["state"])
@@ -179,6 +224,8 @@ class Op:
     """The faults the host's writes must not notice (async: anything but losing A)."""
     extra_tracks = 0
     """Tracks beyond the stream's area a resync may legitimately send."""
+    settles_split = False
+    """The pair is split when the fault hits: recovery resyncs it even when it is in PSUS."""
 
     def setup(self, ar: LinkedArrays) -> None:
         ar.create("--no-copy", "--fence", "data")
@@ -224,6 +271,27 @@ class SyncResync(Op):
         return "every acked write at the S-VOL (its tracks were in step)"
 
 
+class SyncSplit(Op):
+    """A sync pair split (PSUS at A, SSUS at B) while the stream writes at A: the S-VOL keeps the
+    image of the split, A's difference bitmap the tracks to resend; recovery is `pair resync`."""
+
+    host_survives = frozenset({"kill-s", "link-cut", "slow-peer"})
+    settles_split = True
+
+    def setup(self, ar: LinkedArrays) -> None:
+        super().setup(ar)
+        ar.ok(ar.a, "pair", "split", "p0")
+        ar.wait(ar.a, "PSUS")
+        ar.wait(ar.b, "SSUS")
+
+    def promise(self, ar: LinkedArrays, stream: Stream) -> str:
+        if ar.which(ar.b) in ar.raid and ar.b.proc.poll() is not None:
+            return "S-VOL down (RAID: read after recovery)"
+        held = stream.blocks(ar.file(ar.b))
+        assert not any(held.values()), f"the S-VOL took writes made after the split: {held}"
+        return "the S-VOL still the image of the split"
+
+
 class AsyncPair(Op):
     """An async pair (journals of 16 MiB) in PAIR under the stream."""
 
@@ -258,6 +326,9 @@ def settled_s_vol(ar: LinkedArrays, seconds: float = 30.0) -> bytes:
 
 class Fault:
     name = ""
+    raid = False
+    side = ""
+    """The array whose LUN 0 is on RAID for this fault ("a", "b"; with ``raid``)."""
 
     def inject(self, ar: LinkedArrays) -> None:
         raise NotImplementedError
@@ -311,9 +382,43 @@ class SlowPeer(Fault):
         ar.to_a.delay = ar.to_b.delay = 0.0
 
 
-OPS: dict[str, Callable[[], Op]] = {"sync-pair": SyncPair, "sync-resync": SyncResync, "async-pair": AsyncPair}
+class DriveLoss(Fault):
+    """A drive file of the RAID-5 group under the P-VOL (``side`` a) or the S-VOL (b) cut to nothing,
+    as a disk that died: the array fails the member at its next short read and serves degraded;
+    nothing may fail or suspend.  Recovery is README's: `admin fail-drive` (when the array has not
+    failed it yet), `admin replace-drive` onto a new file, `admin wait-rebuild`."""
+
+    side = "a"
+    raid = True
+
+    def inject(self, ar: LinkedArrays) -> None:
+        sp = ar.a if self.side == "a" else ar.b
+        os.truncate(sp.data_dir / "drives" / f"d{LOST_DRIVE}.img", 0)
+
+    def heal(self, ar: LinkedArrays) -> None:
+        sp = ar.a if self.side == "a" else ar.b
+        group = next(g for g in ar.ok(sp, "show", "--json")["raid_groups"] if g["name"] == "rg0")
+        if group["drives"][LOST_DRIVE]["state"] != "failed":
+            ar.ok(sp, "admin", "fail-drive", "group=rg0", f"index={LOST_DRIVE}")
+        ar.ok(sp, "admin", "replace-drive", "group=rg0", f"index={LOST_DRIVE}", f"path=drives/d{LOST_DRIVE}-new.img")
+        ar.ok(sp, "admin", "wait-rebuild", "group=rg0")
+
+
+class DriveLossP(DriveLoss):
+    name = "drive-loss-p"
+    side = "a"
+
+
+class DriveLossS(DriveLoss):
+    name = "drive-loss-s"
+    side = "b"
+
+
+OPS: dict[str, Callable[[], Op]] = {"sync-pair": SyncPair, "sync-resync": SyncResync, "sync-split": SyncSplit,
+                                    "async-pair": AsyncPair}
 FAULTS: dict[str, Callable[[], Fault]] = {"kill-p": KillP, "kill-s": KillS, "link-cut": LinkCut,
-                                          "slow-peer": SlowPeer}
+                                          "slow-peer": SlowPeer, "drive-loss-p": DriveLossP,
+                                          "drive-loss-s": DriveLossS}
 
 MATRIX: list[tuple[str, str]] = [
     ("sync-pair", "kill-p"),
@@ -328,6 +433,17 @@ MATRIX: list[tuple[str, str]] = [
     ("sync-pair", "slow-peer"),
     ("sync-resync", "slow-peer"),
     ("async-pair", "slow-peer"),
+    ("sync-split", "kill-p"),
+    ("sync-split", "kill-s"),
+    ("sync-split", "link-cut"),
+    ("sync-split", "slow-peer"),
+    ("sync-pair", "drive-loss-p"),
+    ("sync-pair", "drive-loss-s"),
+    ("sync-resync", "drive-loss-p"),
+    ("sync-resync", "drive-loss-s"),
+    ("sync-split", "drive-loss-p"),
+    ("async-pair", "drive-loss-p"),
+    ("async-pair", "drive-loss-s"),
 ]
 """The cases: (operation, fault). Each runs at the moments its seeds pick."""
 
@@ -345,6 +461,9 @@ RECOVERABLE: dict[tuple[str, str], str] = {
     ("PSUE", "PAIR"): "link lost, B could not be told: healed, `pair resync` at A",
     ("PSUE", "COPY"): "link lost mid-copy, B could not be told: healed, `pair resync` at A",
     ("PAIR", "down"): "async, B killed: restarted, it resumes from its journal's pointers",
+    ("PSUS", "SSUS"): "split: `pair resync` at A",
+    ("down", "SSUS"): "split, A killed: restarted, `pair resync` at A",
+    ("PSUS", "down"): "split, B killed: restarted, `pair resync` at A",
 }
 """The (A, B) states a fault may leave before recovery, and the documented procedure that resolves
 each; anything else is a disagreement the documentation does not cover."""
@@ -366,7 +485,7 @@ def run_case(tmp: Path, op_name: str, fault_name: str, seed: int, log: Callable[
     rng = random.Random(seed)
     moment = rng.randrange(*MOMENTS)
     log(f"fault case {op_name} x {fault_name}: seed {seed}, fault after {moment} acknowledged writes")
-    ar = LinkedArrays(tmp)
+    ar = LinkedArrays(tmp, frozenset({fault.side}) if fault.raid else frozenset())
     try:
         return _run(ar, op, fault, rng, moment, log)
     except BaseException:
@@ -385,7 +504,7 @@ def _run(ar: LinkedArrays, op: Op, fault: Fault, rng: random.Random, moment: int
     stream.start()
     stream.hit.wait(60)
     assert stream.hit.is_set(), f"the fault never hit: {stream.acked} writes acked, {stream.error!r}"
-    survives = fault.name in op.host_survives
+    survives = fault.name in op.host_survives or fault.raid  # RAID-5 outlives one drive
     if survives:  # the host goes on as if nothing happened
         stream.until(stream.acked + OUTAGE)
     stream.finish()
@@ -427,7 +546,18 @@ def recover(ar: LinkedArrays, op: Op, fault: Fault) -> None:
         time.sleep(0.3)
         state = ar.state(ar.a)
     if state in ("PSUE", "PSUS", "PFUS"):
-        ar.ok(ar.a, "pair", "resync", "p0")
+        resync(ar)
     ar.wait(ar.a, "PAIR")
     ar.wait(ar.b, "PAIR")
 
+
+
+def resync(ar: LinkedArrays, seconds: float = 30.0) -> None:
+    """`pair resync` at A, asked again while A's link to a restarted B is not up yet."""
+    deadline = time.monotonic() + seconds
+    while True:
+        cp = ar.cli(ar.a, "pair", "resync", "p0")
+        if cp.returncode == 0:
+            return
+        assert time.monotonic() < deadline, f"pair resync kept failing: {cp.stderr}"
+        time.sleep(0.5)

@@ -1,9 +1,11 @@
 """A LUN on a RAID-5 group of drive files, driven by qemu-img: degraded restart and kill -9 mid-write."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -79,6 +81,47 @@ def test_a_truncated_drive_file_is_taken_out_not_read_as_zeros(sanlab_factory: C
     assert out.read_bytes() == src.read_bytes()
     if when == "serving":
         assert '"drive_failed"' in sp.log() and "the drive file shrank" in sp.log(), sp.log()[-3000:]
+
+
+def test_a_configuration_groups_lost_drive_is_replaced_in_its_slot(sanlab_factory: Callable[..., SanlabProcess],
+                                                                    tmp_path: Path) -> None:
+    """A drive of a group the TOML declares dies while serving: `admin replace-drive` (no path: the
+    configuration names the slot) rebuilds onto a new file at the configured path, the dead file
+    moved aside; after a restart on the same configuration the group is whole and the bytes are the
+    host's."""
+    sp = sanlab_factory(CONFIG)
+    src = tmp_path / "src.img"
+    src.write_bytes(os.urandom(24 << 20))
+    run([need("qemu-img"), "convert", "-n", "-f", "raw", "-O", "raw", str(src), sp.url()], timeout=300)
+    drive = sp.data_dir / "drives" / "d2.img"
+    os.truncate(drive, 4096)  # the disk died under the running array
+    admin = [sys.executable, "-m", "sanlab.tools.cli", "admin"]
+    show = [sys.executable, "-m", "sanlab.tools.cli", "show", "--json", "--data-dir", str(sp.data_dir)]
+    group = json.loads(run(show).stdout)["raid_groups"][0]
+    assert group["name"] == "rg0" and group["config"] is True and group["ldevs"] == 0, group
+    if group["drives"][2]["state"] != "failed":  # no read has reached it yet: the administrator says so
+        run(admin + ["fail-drive", "group=rg0", "index=2", "--data-dir", str(sp.data_dir)])
+    cp = run(admin + ["replace-drive", "group=rg0", "index=2", "path=drives/other.img", "--data-dir",
+                      str(sp.data_dir)], check=False)
+    assert cp.returncode != 0 and "configured path" in cp.stderr, cp.stderr  # not another slot
+    run(admin + ["replace-drive", "group=rg0", "index=2", "--data-dir", str(sp.data_dir)])
+    run(admin + ["wait-rebuild", "group=rg0", "--data-dir", str(sp.data_dir)], timeout=300)
+    aside = [p.name for p in drive.parent.iterdir() if p.name.startswith("d2.img.failed-")]
+    assert len(aside) == 1 and os.path.getsize(drive) == 16 << 20, (aside, os.path.getsize(drive))
+    group = json.loads(run(show).stdout)["raid_groups"][0]
+    assert not group["degraded"] and {d["state"] for d in group["drives"]} == {"online"}, group
+    data_dir, port = sp.data_dir, sp.port
+    assert sp.stop() == 0
+    sp = sanlab_factory(CONFIG, port=port, extra=["--data-dir", str(data_dir)])
+    assert '"degraded": false' in sp.log(), sp.log()[-3000:]
+    os.unlink(drive.parent / "d0.img")  # the rebuilt member now carries its share
+    assert sp.stop() == 0
+    sp = sanlab_factory(CONFIG, port=port, extra=["--data-dir", str(data_dir)])
+    assert '"degraded": true' in sp.log(), sp.log()[-3000:]
+    out = tmp_path / "out.img"
+    run([need("qemu-img"), "dd", "-f", "raw", "-O", "raw", "bs=1M", "count=24", f"if={sp.url()}", f"of={out}"],
+        timeout=300)
+    assert out.read_bytes() == src.read_bytes()
 
 
 BIG = CONFIG.replace('drive_size = "16MiB"', 'drive_size = "64MiB"')
