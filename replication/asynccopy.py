@@ -39,7 +39,7 @@ from sanlab.replication.pair import PairVolume
 from sanlab.replication.pair_state import PairRole, PairState
 from sanlab.replication.states import Event
 from sanlab.storage.catalog import Catalog
-from sanlab.storage.volume import NowaitIO
+from sanlab.storage.volume import NowaitIO, VolumeError
 
 log = structlog.get_logger("sanlab.replication.journal")
 
@@ -157,6 +157,8 @@ class JournalGroup:
         self.to_be_restored = record.restored + 1
         self.full_since: float | None = None
         self.suspending = False
+        self._compensations: set[asyncio.Future[None]] = set()
+        """Suspensions :meth:`compensate` started (held so that they are not collected mid-way)."""
         self._serve_lock = asyncio.Lock()
         self._acquire_lock = asyncio.Lock()
         self._restore_lock = asyncio.Lock()
@@ -194,6 +196,21 @@ class JournalGroup:
         """A host write to P-VOL ``vol`` in journal mode: journal, then local volume, answered when
         committed (replication/journal.py's flush order).  False when the pair left journal mode
         first (the caller records the write in the bitmap instead: PFUS never fails a write)."""
+        last = await self._journal(vol, pair_id, lba, data)
+        if last is None:
+            return False
+        try:
+            await vol.local.write(lba, data, fua)
+        except (VolumeError, OSError):
+            await self.compensate(vol, pair_id, lba, len(data) // vol.block_size)
+            raise
+        await self.journal.wait_committed(last)
+        return True
+
+    async def _journal(self, vol: PairVolume, pair_id: int, lba: int,
+                       data: bytes | bytearray | memoryview) -> int | None:
+        """Reserve and store the entries of one update (waiting for space: inflow control); the
+        last entry's sequence number, or None when the pair left journal mode first."""
         bs = vol.block_size
         nblocks = len(data) // bs
         # A write larger than ENTRY_BYTES becomes several entries (in order, under the write's range
@@ -205,7 +222,7 @@ class JournalGroup:
             n = min(step_blocks, nblocks - first)
             while True:
                 if self.suspending or vol.half.state not in JOURNALING:
-                    return False
+                    return None
                 try:
                     entry = self.journal.reserve(pair_id, lba + first, n, time.time())
                     break
@@ -219,9 +236,39 @@ class JournalGroup:
                     woken.cancel()
             await self.journal.store(entry, view[first * bs:(first + n) * bs])
             last = entry.sequence
-        await vol.local.write(lba, data, fua)
-        await self.journal.wait_committed(last)
-        return True
+        return last
+
+    async def compensate(self, vol: PairVolume, pair_id: int, lba: int, nblocks: int) -> None:
+        """A journaled update's local write failed (a full filesystem, a dead disk): its entry is in
+        the journal, perhaps read by the secondary already, and the host is told the write failed.
+        The secondary must not keep what the P-VOL could not write: journal what the P-VOL holds in
+        that range now (read back under the write's range hold), so the secondary, applying entries
+        in order, ends with the P-VOL's blocks (found by the fault matrix's full-filesystem case).
+        If even that fails, the range is marked in the pair's bitmap (durably) and the group leaves
+        journal mode (PFUS) once the write has ended: a resync then copies the P-VOL's blocks."""
+        try:
+            now = await vol.local.read(lba, nblocks)
+            last = await self._journal(vol, pair_id, lba, now)
+            if last is not None:
+                await self.journal.wait_committed(last)
+            log.warning("journal_update_compensated", journal=self.name, lba=lba, blocks=nblocks,
+                        reason="the P-VOL's local write failed after its entry was journaled")
+            return
+        except (VolumeError, OSError, JournalError) as exc:
+            log.error("journal_compensation_failed", journal=self.name, lba=lba, blocks=nblocks, error=str(exc))
+        for t in vol.tracks(lba, nblocks):
+            if t < vol.bitmap.size:
+                vol.bitmap.mark(t)
+        await asyncio.to_thread(vol.bitmap.flush)
+
+        async def leave_journal_mode() -> None:
+            await asyncio.sleep(0)  # after the failed write has ended (to_bitmap drains writes)
+            moved = await self.to_bitmap(Event.JOURNAL_SUSPEND, "a P-VOL write failed and could not be compensated")
+            if moved and self.on_suspended is not None:
+                await self.on_suspended(moved)
+        task = asyncio.ensure_future(leave_journal_mode())
+        self._compensations.add(task)
+        task.add_done_callback(self._compensations.discard)
 
     def write_started(self, vol: PairVolume, local: NowaitIO, pair_id: int, lba: int,
                       data: bytes | bytearray | memoryview) -> asyncio.Future[None] | None:
@@ -245,11 +292,12 @@ class JournalGroup:
         if stored is None:
             local_done = _local_write_started(vol, local, lba, data)
             if local_done is not None:
-                waits.append(local_done)
+                waits.append(self._compensated(local_done, vol, pair_id, lba, len(data) // vol.block_size))
         else:
             # The local write only once the journal holds the update (flush order step 2): a
             # crash between them must never leave the P-VOL with an update the journal lacks.
-            waits.append(_after(stored, lambda: _local_write_started(vol, local, lba, data)))
+            waits.append(self._compensated(_after(stored, lambda: _local_write_started(vol, local, lba, data)),
+                                           vol, pair_id, lba, len(data) // vol.block_size))
         if j.failed is None:
             committed = j.committed_future(entry.sequence)
             if committed is not None:
@@ -257,6 +305,33 @@ class JournalGroup:
         else:
             waits.append(asyncio.ensure_future(j.wait_committed(entry.sequence)))  # raises the failure
         return when_all(waits)
+
+    def _compensated(self, local: asyncio.Future[None], vol: PairVolume, pair_id: int, lba: int,
+                     nblocks: int) -> asyncio.Future[None]:
+        """``local`` (the P-VOL's write after its entry was stored), its failure answered only after
+        :meth:`compensate` (callbacks only while it succeeds)."""
+        out: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def done(f: asyncio.Future[None]) -> None:
+            exc = None if f.cancelled() else f.exception()
+            if f.cancelled():
+                out.cancel()
+            elif isinstance(exc, (VolumeError, OSError)):
+                async def then(error: BaseException) -> None:
+                    try:
+                        await self.compensate(vol, pair_id, lba, nblocks)
+                    finally:
+                        if not out.done():
+                            out.set_exception(error)
+                task = asyncio.ensure_future(then(exc))
+                self._compensations.add(task)
+                task.add_done_callback(self._compensations.discard)
+            elif exc is not None:
+                out.set_exception(exc)
+            else:
+                out.set_result(None)
+        local.add_done_callback(done)
+        return out
 
     def journaling(self) -> bool:
         """Some P-VOL of the group takes its writes into the journal."""
@@ -631,10 +706,16 @@ class JournalGroup:
 
 def _local_write_started(vol: PairVolume, local: NowaitIO, lba: int,
                          data: bytes | bytearray | memoryview) -> asyncio.Future[None] | None:
-    """The P-VOL's local write: done in the page cache (None), else started in the I/O pool."""
-    if local.write_nowait(lba, data):
-        return None
-    pooled = local.write_pooled(lba, data)
+    """The P-VOL's local write: done in the page cache (None), else started in the I/O pool; a
+    failure on the spot (the page-cache write found the filesystem full) as a failed future."""
+    try:
+        if local.write_nowait(lba, data):
+            return None
+        pooled = local.write_pooled(lba, data)
+    except (VolumeError, OSError) as exc:
+        failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        failed.set_exception(exc)
+        return failed
     return pooled if pooled is not None else asyncio.ensure_future(vol.local.write(lba, data))
 
 

@@ -412,7 +412,7 @@ class PairVolume(EmulatedBlockOps):
                 if not answer.done():
                     answer.set_result(None)
                 return
-            judged = loop.create_task(self._judged(*failures, tracks))
+            judged = loop.create_task(self._judged(*failures, tracks, lba, nblocks))
 
             def ended(t: asyncio.Future[None]) -> None:
                 self._write_ended(holder)
@@ -440,14 +440,19 @@ class PairVolume(EmulatedBlockOps):
             else:
                 del inflight[t]
 
-    async def _judged(self, local_exc: BaseException | None, remote_exc: BaseException | None, tracks: range) -> None:
+    async def _judged(self, local_exc: BaseException | None, remote_exc: BaseException | None, tracks: range,
+                      lba: int = 0, nblocks: int = 0) -> None:
         """A mirrored write's end when a copy failed: the tracks stay marked (the copies may
         differ); a local failure is the host's answer, an S-VOL's failure is judged by the fence
-        level (:meth:`_mirror_failed`); a cancelled copy (the command aborted) cancels."""
+        level (:meth:`_mirror_failed`); a cancelled copy (the command aborted) cancels.  When only
+        the local write failed, the S-VOL has a write the P-VOL does not: it is sent the P-VOL's
+        blocks of the range again first (:meth:`_realign`)."""
         self._unmirrored.update(tracks)
         if isinstance(local_exc, asyncio.CancelledError):
             raise local_exc
         if local_exc is not None:
+            if remote_exc is None and nblocks and isinstance(local_exc, (VolumeError, OSError)):
+                await self._realign(lba, nblocks)
             raise local_exc
         if isinstance(remote_exc, asyncio.CancelledError):
             raise remote_exc
@@ -549,7 +554,22 @@ class PairVolume(EmulatedBlockOps):
         finally:
             self._leave_inflight(tracks)
         if results != (None, None):
-            await self._judged(*results, tracks)
+            await self._judged(*results, tracks, lba, len(data) // self.block_size)
+
+    async def _realign(self, lba: int, nblocks: int) -> None:
+        """The S-VOL took a write the P-VOL could not make (a full filesystem under a thin volume, a
+        failing disk; found by the fault matrix's full-filesystem case) and the host is told it
+        failed: send the S-VOL what the P-VOL holds in that range now, read back under the write's
+        range hold, so the copies agree again.  Should that fail too, the tracks stay marked, as
+        for any failed mirrored write (a resync or restart sends them)."""
+        try:
+            now = await self.local.read(lba, nblocks)
+            await self._send(lba, now, False)
+        except Exception as exc:  # noqa: BLE001 - logged; the tracks stay marked
+            log.error("pair_realign_failed", pair=self.half.name, lba=lba, blocks=nblocks, error=str(exc))
+            return
+        log.warning("pair_realigned", pair=self.half.name, lba=lba, blocks=nblocks,
+                    reason="the P-VOL's write failed after the S-VOL's succeeded")
 
     async def _send(self, lba: int, data: bytes | bytearray | memoryview, fua: bool) -> None:
         """The part of the write inside the mirrored area, to the S-VOL (at its own block numbers)."""

@@ -29,6 +29,7 @@ import structlog
 
 from sanlab.scsi.sense import Asc, SenseKey, build_sense
 from sanlab.scsi.task import Nexus, ScsiResult, ScsiStatus
+from sanlab.storage.volume import SpaceExhausted
 
 if TYPE_CHECKING:
     from sanlab.scsi.lu import LogicalUnit
@@ -79,6 +80,9 @@ def medium_error(lun: int, cdb: bytes, exc: VolumeError, asc: Asc, descriptor: b
     READ ERROR, or WRITE ERROR for commands that store data, SBC-3 §4.15), logged (to ``logger``,
     the device server's, when given)."""
     (logger or log).error("volume_error", lun=lun, cdb=bytes(cdb[:16]).hex(), error=str(exc))
-    return ScsiResult(status=ScsiStatus.CHECK_CONDITION,
-                      sense=build_sense(SenseKey.MEDIUM_ERROR, asc, descriptor=descriptor),
+    if isinstance(exc, SpaceExhausted):
+        key, asc = SenseKey.DATA_PROTECT, Asc.SPACE_ALLOCATION_FAILED_WRITE_PROTECT
+    else:
+        key = SenseKey.MEDIUM_ERROR
+    return ScsiResult(status=ScsiStatus.CHECK_CONDITION, sense=build_sense(key, asc, descriptor=descriptor),
                       data_out_direction=data_out)

@@ -17,7 +17,7 @@ from sanlab.storage.atomic import MAX_ATOMIC_BYTES, AtomicJournal
 from sanlab.storage.emulated import WRITE_SAME_CHUNK_BYTES
 from sanlab.storage.group_commit import GroupCommit
 from sanlab.storage.range_lock import RangeLock
-from sanlab.storage.volume import LbaExtent, ProvisioningStatus, VolumeError, first_mismatch
+from sanlab.storage.volume import LbaExtent, ProvisioningStatus, VolumeError, first_mismatch, io_failure
 
 log = structlog.get_logger("sanlab.storage")
 
@@ -168,17 +168,25 @@ class FileVolume:
         VolumeError outside the volume.  Past the end of a short file the blocks read as zeros."""
         self._check(lba, nblocks)
         want = nblocks * self._block_size
-        data = os.pread(self._fd, want, lba * self._block_size)
+        try:
+            data = os.pread(self._fd, want, lba * self._block_size)
+        except OSError as exc:
+            raise io_failure(exc, "read failed") from exc
         if len(data) < want:  # a file shorter than the volume reads as zeros
             data += bytes(want - len(data))
         return data
 
     def _pwrite_all(self, data: bytes | bytearray | memoryview, off: int) -> None:
+        """Every byte of ``data`` at ``off``; an OSError becomes a VolumeError (SpaceExhausted when
+        the filesystem is full: the file is sparse, a write into a hole needs room)."""
         view = memoryview(data)
-        while view:
-            done = os.pwrite(self._fd, view, off)
-            view = view[done:]
-            off += done
+        try:
+            while view:
+                done = os.pwrite(self._fd, view, off)
+                view = view[done:]
+                off += done
+        except OSError as exc:
+            raise io_failure(exc, "write failed") from exc
 
     def write_sync(self, lba: int, data: bytes | bytearray | memoryview, fua: bool = False) -> None:
         """Blocking ``pwrite`` of whole blocks at ``lba`` (then ``fdatasync`` with ``fua``), without the range
@@ -385,7 +393,7 @@ class FileVolume:
                 return 0
             except OSError as exc:
                 if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
-                    raise VolumeError(f"write failed: {exc}") from exc
+                    raise io_failure(exc, "write failed") from exc
                 self._nowait_write_ok = False
         if len(data) > INLINE_WRITE_MAX or time.monotonic() < self._inline_writes_paused_until:
             return 0

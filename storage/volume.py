@@ -22,6 +22,7 @@ ranges never wait for each other.
 from __future__ import annotations
 
 import asyncio
+import errno
 from enum import IntEnum
 from typing import Protocol, runtime_checkable
 
@@ -31,6 +32,19 @@ from typing import Protocol, runtime_checkable
 
 class VolumeError(Exception):
     """An I/O failure of the backing store (becomes MEDIUM ERROR / HARDWARE ERROR)."""
+
+
+class SpaceExhausted(VolumeError):
+    """The store has no room for blocks a write needs (ENOSPC or EDQUOT under a sparse, thin
+    volume): DATA PROTECT, SPACE ALLOCATION FAILED WRITE PROTECT (SBC-4 §4.7.3.7), not a medium error."""
+
+
+def io_failure(exc: OSError, what: str) -> VolumeError:
+    """The VolumeError for an OSError of the backing store: :class:`SpaceExhausted` for a full
+    filesystem or quota, a plain VolumeError otherwise."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return SpaceExhausted(f"{what}: {exc.strerror or exc}")
+    return VolumeError(f"{what}: {exc}")
 
 
 class ProvisioningStatus(IntEnum):

@@ -20,6 +20,7 @@ import asyncio
 import os
 import random
 import signal
+import subprocess
 import threading
 import time
 from dataclasses import dataclass
@@ -53,6 +54,8 @@ drives = ["drives/d0.img", "drives/d1.img", "drives/d2.img"]
 """A RAID-5 group of three 4 MiB drive files: LUN 0 on it has the file LUN's 8 MiB."""
 LOST_DRIVE = 1
 """The member a drive-loss fault takes away."""
+SMALL_FS = "12m"
+"""The tmpfs under a LUN file a full-filesystem fault fills (the file is 8 MiB, sparse)."""
 
 
 def raid_config(me: str, peer: str, peer_portal: str) -> str:
@@ -68,12 +71,21 @@ class LinkedArrays(Arrays):
     """A and B of test_sync_pairs, each reaching the other through a relay the test controls; an
     array in ``raid`` ("a", "b") has its LUN 0 on a RAID-5 group (:data:`RAID_LUN0`)."""
 
-    def __init__(self, tmp: Path, raid: frozenset[str] = frozenset()) -> None:
+    def __init__(self, tmp: Path, raid: frozenset[str] = frozenset(), small: frozenset[str] = frozenset()) -> None:
         self.tmp = tmp
         self.raid = raid
+        self.small: dict[str, Path] = {}
+        """The arrays whose LUN 0 file lives on a tmpfs of its own (a filesystem a fault can fill)."""
         self.pa, self.pb = free_port("127.0.0.1"), free_port("127.0.0.2")
         (tmp / "a").mkdir()
         (tmp / "b").mkdir()
+        for which in small:
+            fs = tmp / f"fs-{which}"
+            fs.mkdir()
+            subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={SMALL_FS}", "tmpfs", str(fs)], check=True)
+            self.small[which] = fs
+            (tmp / which / "data").mkdir()
+            (tmp / which / "data" / "lun0.img").symlink_to(fs / "lun0.img")
         self.to_a, self.to_b = Proxy(("127.0.0.1", self.pa)), Proxy(("127.0.0.2", self.pb))
         self.a = self.start("a")
         self.b = self.start("b")
@@ -112,6 +124,8 @@ class LinkedArrays(Arrays):
         super().stop()
         self.to_a.close()
         self.to_b.close()
+        for fs in self.small.values():
+            subprocess.run(["umount", "-l", str(fs)], check=False)
 
 
 def payload(i: int, lba: int) -> bytes:
@@ -156,9 +170,13 @@ class Stream(threading.Thread):
         except BaseException as exc:  # noqa: BLE001 - judged by the case (expected after some faults)
             self.error = exc
 
-    def until(self, n: int, timeout: float = 60.0) -> None:
+    def until(self, n: int, timeout: float = 60.0, stop_on_error: bool = False) -> None:
+        """Until ``n`` writes were acknowledged (or, with ``stop_on_error``, the stream ended on a
+        failed write)."""
         deadline = time.monotonic() + timeout
         while self.acked < n:
+            if stop_on_error and not self.is_alive():
+                return
             assert self.is_alive(), f"the stream stopped after {self.acked} writes: {self.error!r}"
             assert time.monotonic() < deadline, f"only {self.acked} of {n} writes in {timeout}s"
             time.sleep(0.005)
@@ -326,7 +344,11 @@ def settled_s_vol(ar: LinkedArrays, seconds: float = 30.0) -> bytes:
 
 class Fault:
     name = ""
+    until_refused = False
+    """The host goes on after the fault until a write is refused (what the fault is about)."""
     raid = False
+    small = False
+    """The ``side`` array's LUN 0 file on a small filesystem of its own."""
     side = ""
     """The array whose LUN 0 is on RAID for this fault ("a", "b"; with ``raid``)."""
 
@@ -386,7 +408,7 @@ class DriveLoss(Fault):
     """A drive file of the RAID-5 group under the P-VOL (``side`` a) or the S-VOL (b) cut to nothing,
     as a disk that died: the array fails the member at its next short read and serves degraded;
     nothing may fail or suspend.  Recovery is README's: `admin fail-drive` (when the array has not
-    failed it yet), `admin replace-drive` onto a new file, `admin wait-rebuild`."""
+    failed it yet), `admin replace-drive` in the same slot, `admin wait-rebuild`."""
 
     side = "a"
     raid = True
@@ -400,8 +422,34 @@ class DriveLoss(Fault):
         group = next(g for g in ar.ok(sp, "show", "--json")["raid_groups"] if g["name"] == "rg0")
         if group["drives"][LOST_DRIVE]["state"] != "failed":
             ar.ok(sp, "admin", "fail-drive", "group=rg0", f"index={LOST_DRIVE}")
-        ar.ok(sp, "admin", "replace-drive", "group=rg0", f"index={LOST_DRIVE}", f"path=drives/d{LOST_DRIVE}-new.img")
+        ar.ok(sp, "admin", "replace-drive", "group=rg0", f"index={LOST_DRIVE}")  # in its slot (README)
         ar.ok(sp, "admin", "wait-rebuild", "group=rg0")
+
+
+class FullFs(Fault):
+    """The filesystem under the P-VOL's file (sparse) filled by another file: A's writes to blocks
+    not allocated yet fail (ENOSPC).  The host gets CHECK CONDITION for them, never GOOD; nothing
+    it was acknowledged may be lost, and the S-VOL must not keep a write the P-VOL could not make.
+    Recovery: the filler removed, host writes go on."""
+
+    name = "full-fs-p"
+    side = "a"
+    small = True
+    until_refused = True
+    REFUSAL = "sense 7/27/07"
+    """DATA PROTECT, SPACE ALLOCATION FAILED WRITE PROTECT: what a thin LU answers without room."""
+
+    def inject(self, ar: LinkedArrays) -> None:
+        with open(ar.small[self.side] / "filler", "wb") as f:
+            try:
+                while True:
+                    f.write(b"\xff" * (1 << 20))
+                    f.flush()
+            except OSError:
+                pass  # full
+
+    def heal(self, ar: LinkedArrays) -> None:
+        (ar.small[self.side] / "filler").unlink()
 
 
 class DriveLossP(DriveLoss):
@@ -418,7 +466,7 @@ OPS: dict[str, Callable[[], Op]] = {"sync-pair": SyncPair, "sync-resync": SyncRe
                                     "async-pair": AsyncPair}
 FAULTS: dict[str, Callable[[], Fault]] = {"kill-p": KillP, "kill-s": KillS, "link-cut": LinkCut,
                                           "slow-peer": SlowPeer, "drive-loss-p": DriveLossP,
-                                          "drive-loss-s": DriveLossS}
+                                          "drive-loss-s": DriveLossS, "full-fs-p": FullFs}
 
 MATRIX: list[tuple[str, str]] = [
     ("sync-pair", "kill-p"),
@@ -444,6 +492,9 @@ MATRIX: list[tuple[str, str]] = [
     ("sync-split", "drive-loss-p"),
     ("async-pair", "drive-loss-p"),
     ("async-pair", "drive-loss-s"),
+    ("sync-pair", "full-fs-p"),
+    ("sync-split", "full-fs-p"),
+    ("async-pair", "full-fs-p"),
 ]
 """The cases: (operation, fault). Each runs at the moments its seeds pick."""
 
@@ -461,6 +512,8 @@ RECOVERABLE: dict[tuple[str, str], str] = {
     ("PSUE", "PAIR"): "link lost, B could not be told: healed, `pair resync` at A",
     ("PSUE", "COPY"): "link lost mid-copy, B could not be told: healed, `pair resync` at A",
     ("PAIR", "down"): "async, B killed: restarted, it resumes from its journal's pointers",
+    ("COPY", "COPY"): "a resync still copying (the fault stopped nothing): it ends in PAIR by itself",
+    ("COPY", "PAIR"): "a resync ending between the two reads (A read first, then B told PAIR): PAIR by itself",
     ("PSUS", "SSUS"): "split: `pair resync` at A",
     ("down", "SSUS"): "split, A killed: restarted, `pair resync` at A",
     ("PSUS", "down"): "split, B killed: restarted, `pair resync` at A",
@@ -485,7 +538,8 @@ def run_case(tmp: Path, op_name: str, fault_name: str, seed: int, log: Callable[
     rng = random.Random(seed)
     moment = rng.randrange(*MOMENTS)
     log(f"fault case {op_name} x {fault_name}: seed {seed}, fault after {moment} acknowledged writes")
-    ar = LinkedArrays(tmp, frozenset({fault.side}) if fault.raid else frozenset())
+    ar = LinkedArrays(tmp, frozenset({fault.side}) if fault.raid else frozenset(),
+                      frozenset({fault.side}) if fault.small else frozenset())
     try:
         return _run(ar, op, fault, rng, moment, log)
     except BaseException:
@@ -507,6 +561,10 @@ def _run(ar: LinkedArrays, op: Op, fault: Fault, rng: random.Random, moment: int
     survives = fault.name in op.host_survives or fault.raid  # RAID-5 outlives one drive
     if survives:  # the host goes on as if nothing happened
         stream.until(stream.acked + OUTAGE)
+    elif fault.until_refused:  # the host goes on until a write meets the fault
+        stream.until(stream.acked + OUTAGE, stop_on_error=True)
+        assert stream.error is not None and FullFs.REFUSAL in str(stream.error), \
+            f"no write refused for want of space in {OUTAGE} writes: {stream.error!r}"
     stream.finish()
     if survives:
         assert stream.error is None, f"a host write failed during {fault.name}: {stream.error!r}"
@@ -529,7 +587,12 @@ def _run(ar: LinkedArrays, op: Op, fault: Fault, rng: random.Random, moment: int
         f"the {bound} the case wrote: {a_row}"
     a_image = ar.file(ar.a)
     stream.check_durable(a_image, "P-VOL after recovery")
-    assert a_image == ar.file(ar.b), "after recovery the S-VOL differs from the P-VOL"
+    b_image = ar.file(ar.b)
+    if a_image != b_image:
+        diff = [(off // BS, a_image[off:off + 16].hex(), b_image[off:off + 16].hex())
+                for off in range(0, len(a_image), CHUNK) if a_image[off:off + CHUNK] != b_image[off:off + CHUNK]]
+        raise AssertionError(f"after recovery the S-VOL differs from the P-VOL in {len(diff)} blocks "
+                             f"(lba, A's first bytes, B's): {diff[:8]}; {stream.acked} acked, {stream.issued} issued")
     log(f"  recovered: PAIR on both sides, copied {a_row['copied_bytes']} bytes, volumes equal")
     return Outcome(moment, stream.acked, promise, states, int(a_row["copied_bytes"]))
 

@@ -14,7 +14,8 @@ from tests.faults.matrix import AREA_TRACKS, BS, CHUNK, MATRIX, TRACK, Stream, p
 
 pytestmark = pytest.mark.integration
 
-SAMPLE = [("sync-pair", "kill-p", 7), ("async-pair", "kill-s", 3)]
+SAMPLE = [("sync-pair", "kill-p", 7), ("async-pair", "kill-s", 3), ("sync-pair", "full-fs-p", 5),
+          ("async-pair", "full-fs-p", 5)]
 """The default run's cases, at fixed seeds."""
 MOMENTS_PER_CASE = 3
 _BASE = random.randrange(1 << 30)

@@ -8,7 +8,7 @@ from typing import Awaitable, Protocol
 from sanlab.scsi.device_server import DeviceServer
 from sanlab.scsi.lu import LogicalUnit, LuConfig
 from sanlab.scsi.task import Nexus, ScsiResult, ScsiStatus, ScsiTask
-from sanlab.storage.volume import VolumeError
+from sanlab.storage.volume import SpaceExhausted, VolumeError
 from sanlab.storage.file_volume import FileVolume
 
 TARGET = "iqn.2026-11.org.sanlab:test"
@@ -87,6 +87,8 @@ class FakeVolume:
         self.calls.append(("write", lba, n, fua))
         if self.fail == "write":
             raise VolumeError("injected write failure")
+        if self.fail == "full":
+            raise SpaceExhausted("injected: no space left on device")
         for i in range(n):
             self.blocks[lba + i] = bytes(data[i * self._block_size:(i + 1) * self._block_size])
 

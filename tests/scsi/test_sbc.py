@@ -217,6 +217,25 @@ async def test_volume_errors_are_medium_errors() -> None:
     assert res.data_out_direction
 
 
+async def test_a_full_store_is_space_allocation_failed_not_a_medium_error() -> None:
+    """A thin LU whose file's filesystem is full: DATA PROTECT, SPACE ALLOCATION FAILED WRITE
+    PROTECT (07h/27h/07h, SBC-4 §4.7.3.7), which tells the host no block went bad."""
+    run, vol = await fake_server(100)
+    vol.fail = "full"
+    res = await run(cdb10(Opcode.WRITE_10, 0, 1), data_out=pattern(1))
+    check(res, 7, 0x2707)
+
+
+def test_enospc_from_a_file_volume_is_space_exhausted() -> None:
+    """The file volume's OSErrors become VolumeErrors; ENOSPC and EDQUOT the SpaceExhausted kind."""
+    import errno
+    from sanlab.storage.volume import SpaceExhausted, VolumeError, io_failure
+    assert isinstance(io_failure(OSError(errno.ENOSPC, "No space left on device"), "write failed"), SpaceExhausted)
+    assert isinstance(io_failure(OSError(errno.EDQUOT, "Disk quota exceeded"), "write failed"), SpaceExhausted)
+    eio = io_failure(OSError(errno.EIO, "Input/output error"), "write failed")
+    assert isinstance(eio, VolumeError) and not isinstance(eio, SpaceExhausted)
+
+
 # --- SYNCHRONIZE CACHE -----------------------------------------------------------------------------
 
 
