@@ -145,8 +145,9 @@ def _hang_watchdog(request: pytest.FixtureRequest) -> Iterator[None]:
 
     def fire() -> None:
         live = [sp for sp in _STARTED if sp.proc.poll() is None]
+        free = shutil.disk_usage(tempfile.gettempdir()).free
         parts = [f"WATCHDOG: {name} still running after {time.monotonic() - began:.0f} s; "
-                 f"{len(live)} array(s) dumped and killed"]
+                 f"{len(live)} array(s) dumped and killed; {free / 2**30:.1f} GiB free under {tempfile.gettempdir()}"]
         for sp in live:
             parts.append(f"--- array {sp.portal} ({sp.log_path}):\n{sp.stacks()}")
             sp.killed = True
@@ -270,6 +271,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     the output (where CI's excerpt of it is), at most 150 lines."""
     if not _DIGEST:
         return
+    tmp = Path(tempfile.gettempdir())
+    free = shutil.disk_usage(tmp).free
+    _DIGEST.insert(0, f"{free / 2**30:.1f} GiB free under {tmp} at the end of the run")
     lines = "\n\n".join(_DIGEST).splitlines()
     terminalreporter.section("digest of failures (tests/conftest.py)")
     for line in lines[:60] + (["..."] + lines[-90:] if len(lines) > 150 else lines[60:150]):
