@@ -128,7 +128,8 @@ external = "ext"
     assert len(_logins(peer)) == peer_logins, "the second process logged in to the external volume"
     # ... and it still answers its management socket and its hosts.
     cp = run(sanlab + ["show", "--json", "--data-dir", str(first.data_dir)])
-    assert [g["name"] for g in json.loads(cp.stdout)["raid_groups"]] == ["rg0"]
+    groups = json.loads(cp.stdout)["raid_groups"]
+    assert [(g["name"], g["config"]) for g in groups] == [("rg0", False), ("rgc", True)], groups
     cp = run([need("iscsi-ls"), "-s", f"iscsi://{first.portal}"])
     assert f"Target:{TARGET}" in cp.stdout and re.search(r"Lun:2\s+Type:DIRECT_ACCESS", cp.stdout), cp.stdout
     assert first.proc.poll() is None
