@@ -112,8 +112,7 @@ class LinkedArrays(Arrays):
                 await s.clear_unit_attentions(0)
                 step = (1 << 20) // BS
                 for lba in range(0, SIZE // BS, step):
-                    cdb = bytes([0x88, 0]) + lba.to_bytes(8, "big") + step.to_bytes(4, "big") + b"\0\0"
-                    out += (await s.run(0, cdb, read_length=step * BS)).data
+                    out += await s.read16(0, lba, step, BS)
             return bytes(out)
         return asyncio.run(asyncio.wait_for(read(), 120))
 
@@ -367,6 +366,8 @@ class Fault:
     name = ""
     until_refused = False
     """The host goes on after the fault until a write is refused (what the fault is about)."""
+    refusal = ""
+    """With ``until_refused``: what the refusal must say (its sense, as ScsiCommandError prints it)."""
     raid = False
     small = False
     """The ``side`` array's LUN 0 file on a small filesystem of its own."""
@@ -457,8 +458,7 @@ class FullFs(Fault):
     side = "a"
     small = True
     until_refused = True
-    REFUSAL = "sense 7/27/07"
-    """DATA PROTECT, SPACE ALLOCATION FAILED WRITE PROTECT: what a thin LU answers without room."""
+    refusal = "sense 7/27/07"  # DATA PROTECT, SPACE ALLOCATION FAILED WRITE PROTECT: a thin LU without room
 
     def inject(self, ar: LinkedArrays) -> None:
         with open(ar.small[self.side] / "filler", "wb") as f:
@@ -590,7 +590,7 @@ def _run(ar: LinkedArrays, op: Op, fault: Fault, rng: random.Random, moment: int
         stream.until(stream.acked + OUTAGE)
     elif fault.until_refused:  # the host goes on until a write meets the fault
         stream.until(stream.acked + OUTAGE, stop_on_error=True)
-        assert stream.error is not None and FullFs.REFUSAL in str(stream.error), \
+        assert stream.error is not None and fault.refusal in str(stream.error), \
             f"no write refused for want of space in {OUTAGE} writes: {stream.error!r}"
     stream.finish()
     if survives:
