@@ -214,7 +214,7 @@ def test_division_under_a_running_writer_is_the_instant_image(array: Any) -> Non
     try:
         _division_under_a_running_writer(ar, step)
     except BaseException as exc:
-        raise AssertionError(f"{exc!r}\nsteps so far:\n" + "\n".join(steps)
+        raise AssertionError(f"{type(exc).__name__}: {exc}\nsteps so far:\n" + "\n".join(steps)
                              + f"\narray log tail:\n{ar.sp.log()[-1500:]}\nthe array's stacks:\n{ar.sp.stacks()}") from exc
 
 
@@ -239,7 +239,8 @@ def _division_under_a_running_writer(ar: Array, step: Any) -> None:
     acked_before = sum(1 for t in w.acked if t < before)
     issued_after = next((i for i, t in enumerate(w.issued) if t > after), len(w.issued))
     assert acked_before <= k <= issued_after
-    assert view == w.image(base, k)
+    expected = w.image(base, k)
+    assert view == expected, _which_writes(view, expected, w, before, after)
     ar.wait("PSUS")
     deadline = time.monotonic() + 60
     while ar.row()["detail"] != "DIVISION COMPLETED" and time.monotonic() < deadline:
@@ -250,6 +251,27 @@ def _division_under_a_running_writer(ar: Array, step: Any) -> None:
     assert ar.file(0) == w.image(base, len(w.acked))
     with pytest.raises(AssertionError):  # not a tautology: a later instant does not match
         assert view == w.image(base, len(w.acked))
+
+
+def _which_writes(view: bytes, expected: bytes, w: Writer, before: float, after: float, shown: int = 12) -> str:
+    """The 4 KiB blocks where the copy's view differs from the expected instant image, each told as
+    the writes (number, issue and answer times relative to the division's request) found there."""
+    def what(block: bytes, off: int) -> str:
+        i, lba = int.from_bytes(block[:8], "big"), int.from_bytes(block[8:16], "big")
+        if block == Writer.payload(i, lba) and lba * BS == off and i < len(w.issued):
+            acked = f"{w.acked[i] - before:+.3f}" if i < len(w.acked) else "never"
+            return f"write {i} (issued {w.issued[i] - before:+.3f} s, answered {acked} s)"
+        if block == bytes([0x11]) * 4096:
+            return "the original fill"
+        return f"other: {block[:16].hex()}"
+    lines = [f"division requested at 0, answered at {after - before:+.3f} s; {len(w.acked)} writes answered"]
+    diff = [off for off in range(0, len(view), 4096) if view[off:off + 4096] != expected[off:off + 4096]]
+    lines.append(f"{len(diff)} blocks of 4 KiB differ; the first {min(shown, len(diff))}:")
+    for off in diff[:shown]:
+        writes = [i for i, lba in enumerate(w.lbas) if lba * BS == off]
+        lines.append(f"  @{off} (track {off // TRACK}): copy has {what(view[off:off + 4096], off)}; expected "
+                     f"{what(expected[off:off + 4096], off)}; writes there: {writes[:8]}")
+    return "\n".join(lines)
 
 
 def test_resync_and_restore_copy_only_the_difference(array: Any) -> None:
