@@ -27,11 +27,13 @@ copies the tracks of ``pdiff``/``sdiff`` from the copy back to the original whil
 serves (reads of a track not yet restored come from the copy; a write restores it first).
 
 Flush order (what survives kill -9 or power loss): a track's ``pdiff``/``sdiff``/``active`` bit is
-durable before the write it guards starts; a copy-on-write's data is written to the copy, flushed,
-and its ``gen`` bit cleared durably before the original's overwrite starts; the mover clears ``gen``
-lazily, and any write of a divided pair makes pending clears durable (after flushing the copy)
-before it writes, so a stale ``gen`` bit can never make the mover copy newer data over a
-point-in-time image.
+durable before the write it guards starts; a copy-on-write's data is written to the copy with FUA
+and its ``gen`` bit cleared durably before the original's overwrite starts; the division copy clears
+``gen`` only after its next flush of the copy; in COPY/PAIR the mover clears ``gen`` lazily, and a write to a divided track whose clear is not durable yet makes the pending clears
+durable (after flushing the copy) before it writes, so a stale ``gen`` bit can never make the
+mover copy newer data over a point-in-time image.  Durability is asked per track
+(:meth:`~sanlab.storage.bitmap.PersistentBitmap.durable`): writes to settled tracks do not wait
+for the flushes other tracks' copy-on-writes and the mover's clears need.
 
 Lock order (the volumes' range locks, whole tracks, :class:`~sanlab.replication.io_gate.TrackRangeLock`): for a track in COPY,
 PAIR or RCPY the original's range first, then the copy's; for a divided track (PSUS) the copy's
@@ -53,6 +55,7 @@ from sanlab.replication.io_gate import TrackVolume
 from sanlab.replication.local_copy_states import CopyEvent, PairState, local_step
 from sanlab.scsi.sense import Asc, ScsiError, SenseKey
 from sanlab.storage.bitmap import PersistentBitmap
+from sanlab.storage.group_commit import GroupCommit
 from sanlab.storage.volume import NowaitIO, Volume
 
 log = structlog.get_logger("sanlab.replication.local_copy")
@@ -102,6 +105,10 @@ class CopyPair:
     mover's); counted so that :meth:`settle_gen` flushes the copy only when such a clear is pending."""
     covered_clears: int = 0
     """:attr:`lazy_clears` as it was when the last completed flush of the copy started."""
+    deferred_clears: list[int] = field(default_factory=list)
+    """``gen`` units the division copy copied, cleared after the copy's next flush (:func:`_flush`)."""
+    _commits: dict[int, GroupCommit] = field(default_factory=dict)
+    """id(bitmap) → the group commit of its flushes (the writes of 32 hosts share a few fdatasyncs)."""
     _hot: OrderedDict[int, None] = field(default_factory=OrderedDict)
     _inflight: dict[int, int] = field(default_factory=dict)
 
@@ -199,14 +206,21 @@ class CopyPair:
     # --- bits, durably ------------------------------------------------------------------------------
 
     async def set_bits(self, bitmap: PersistentBitmap, tracks: range) -> None:
-        """Mark ``tracks`` (absolute) in ``bitmap``, durable before returning (before the write they guard)."""
+        """Mark ``tracks`` (absolute) in ``bitmap``, durable before returning (before the write they
+        guard); a bit already set waits only while it is not durable yet (another write's flush)."""
         units = [self.unit(t) for t in tracks if not bitmap.has(self.unit(t))]
-        if units:
-            def mark() -> None:
-                for u in units:
-                    bitmap.mark(u)
-                bitmap.flush()
-            await asyncio.to_thread(mark)
+        for u in units:
+            bitmap.mark(u)
+        if units or not all(bitmap.durable(self.unit(t)) for t in tracks):
+            await self.commit(bitmap)
+
+    async def commit(self, bitmap: PersistentBitmap) -> None:
+        """Every change to ``bitmap`` made before this call durable, by a flush shared with the
+        callers that arrive together (storage/group_commit.py)."""
+        gc = self._commits.get(id(bitmap))
+        if gc is None:
+            gc = self._commits[id(bitmap)] = GroupCommit(lambda: asyncio.to_thread(bitmap.flush))
+        await gc()
 
     def clear_gen_lazily(self, unit: int) -> None:
         """Clear ``gen`` of ``unit`` after a copy write no copy flush has covered yet."""
@@ -219,13 +233,24 @@ class CopyPair:
         await self.target.local.flush()
         self.covered_clears = max(self.covered_clears, upto)
 
-    async def settle_gen(self) -> None:
+    async def settle_gen(self, tracks: range | None = None) -> None:
         """Make the pending ``gen`` clears durable, the copy's data they vouch for first (a clear made
-        right after a copy flush is covered by it: no second flush for it)."""
+        right after a copy flush is covered by it: no second flush for it).  With ``tracks``
+        (absolute), only when a ``gen`` bit of theirs is not durable yet: a write to a track needs
+        that track's clear on disk (a stale set bit would let the division copy carry the write
+        over the point-in-time image after a crash), not the clears the mover made elsewhere."""
+        if tracks is not None and all(self.gen.durable(self.unit(t)) for t in tracks):
+            return
         if self.gen.pending:
-            if self.covered_clears < self.lazy_clears:
-                await self.flush_copy()
-            await asyncio.to_thread(self.gen.flush)
+            gc = self._commits.get(0)  # id() of no object: the settling of gen, copy flush first
+            if gc is None:
+                gc = self._commits[0] = GroupCommit(self._settle_gen_once)
+            await gc()
+
+    async def _settle_gen_once(self) -> None:
+        if self.covered_clears < self.lazy_clears:
+            await self.flush_copy()
+        await asyncio.to_thread(self.gen.flush)
 
     async def enter_active(self, tracks: range) -> None:
         """Mirrored writes are about to go to ``tracks``: their ``active`` bits durable first."""
@@ -236,14 +261,11 @@ class CopyPair:
                 self._hot.move_to_end(t)
             else:
                 self._hot[t] = None
-        if new:
-            units = [self.unit(t) for t in new]
-
-            def mark() -> None:
-                for u in units:
-                    self.active.mark(u)
-                self.active.flush()
-            await asyncio.to_thread(mark)
+        for t in new:
+            self.active.mark(self.unit(t))
+        # A track another write made hot a moment ago may not be durable yet: wait for its flush too.
+        if new or not all(self.active.durable(self.unit(t)) for t in tracks):
+            await self.commit(self.active)
         while len(self._hot) > ACTIVE_TRACKS:
             old = next(iter(self._hot))
             if old in self._inflight:
@@ -372,19 +394,14 @@ class CopyVolume(TrackVolume):
             first = p.span(pending[0])[0]
             last_first, last_n = p.span(pending[-1])
             async with p.source.range_lock.hold(first, last_first + last_n - first, exclusive=False):
-                moved = []
                 for t in pending:
                     if p.gen.has(p.unit(t)):
                         start, n = p.span(t)
-                        await self.local.write(start, await p.source.view(start, n))
+                        await self.local.write(start, await p.source.view(start, n), True)  # durable first
                         p.cow_bytes += n * self.block_size
-                        moved.append(t)
-                if moved:
-                    await p.flush_copy()
-                    for t in moved:
                         p.gen.clear(p.unit(t))
         # Both durable before the write; neither needs the other first.
-        await asyncio.gather(p.settle_gen(), p.set_bits(p.sdiff, tracks))
+        await asyncio.gather(p.settle_gen(tracks), p.set_bits(p.sdiff, tracks))
 
     async def write_locked(self, lba: int, data: bytes | bytearray | memoryview, fua: bool,
                            skip: CopyPair | None = None) -> None:
@@ -429,17 +446,17 @@ class CopyVolume(TrackVolume):
         if divided:
             cow = [t for t in divided if p.gen.has(p.unit(t))]
             for t in cow:
+                # The copy's point-in-time data durable (FUA: this track only, not what the
+                # division copy wrote meanwhile), then its bit cleared durably (below), before
+                # the original's overwrite starts.
                 start, n = p.span(t)
-                await p.target.local.write(start, await self.view(start, n))
+                await p.target.local.write(start, await self.view(start, n), True)
                 p.cow_bytes += n * self.block_size
-            if cow:
-                # The copy's point-in-time data durable, then its bit cleared durably, before the
-                # original's overwrite starts.
-                await p.flush_copy()
-                for t in cow:
-                    p.gen.clear(p.unit(t))
+            for t in cow:
+                p.gen.clear(p.unit(t))
             # Both durable before the overwrite; neither needs the other first.
-            await asyncio.gather(p.settle_gen(), p.set_bits(p.pdiff, range(divided[0], divided[-1] + 1)))
+            run = range(divided[0], divided[-1] + 1)
+            await asyncio.gather(p.settle_gen(run), p.set_bits(p.pdiff, run))
         for t in tracks:
             u = p.unit(t)
             if p.restoring(u):
@@ -455,18 +472,15 @@ class CopyVolume(TrackVolume):
         """A host write to ``[lba, lba + nblocks)`` here needs nothing of any pair: this volume is no
         copy, and in every pair it is the original of, the tracks are outside the area or divided,
         their point-in-time data already on the copy (``gen`` clear) and ``pdiff`` already marked,
-        with no bit of either waiting to be made durable (module docstring's flush order)."""
+        both bits of these tracks durable (module docstring's flush order; bits of other tracks
+        waiting for a flush do not concern this write)."""
         if self.target is not None or not self._open.is_set():
             return False
         for p in self.sources:
-            tracks = p.tracks(lba, nblocks)
-            if not tracks:
-                continue
-            if p.gen.pending or p.pdiff.pending:
-                return False
-            for t in tracks:
+            for t in p.tracks(lba, nblocks):
                 u = t - p.first_track
-                if p.gen.has(u) or not p.pdiff.has(u) or p.mode(t) is not PairState.PSUS:
+                if (p.gen.has(u) or not p.pdiff.has(u) or p.mode(t) is not PairState.PSUS
+                        or not p.gen.durable(u) or not p.pdiff.durable(u)):
                     return False
         return True
 
@@ -540,7 +554,11 @@ class CopyVolume(TrackVolume):
                 if not (p.gen.has(unit) and p.mode(track) is PairState.PSUS):
                     return 0
                 await p.target.local.write(start, await self.view(start, n))
-                p.clear_gen_lazily(unit)
+                # Cleared after the copy's next flush (:func:`_flush`), not now: a ``gen`` clear in
+                # memory is then always one whose data is durable, so a write's settling of its
+                # own track's bit never has to flush the copy.  Until then reads of the track still
+                # come from the original, which keeps its point-in-time data while the bit is set.
+                p.deferred_clears.append(unit)
                 p.cow_bytes += n * self.block_size
                 return 0
         async with self.range_lock.hold(start, n):
@@ -587,8 +605,12 @@ async def run_mover(p: CopyPair, stop: asyncio.Event) -> bool:
 
 
 async def _flush(p: CopyPair) -> None:
-    """The copy's data, then the lazy clears of every bitmap (restores: the original's data first)."""
+    """The copy's data, then the division copy's deferred ``gen`` clears, then the lazy clears of
+    every bitmap (restores: the original's data first)."""
     await p.flush_copy()
+    done, p.deferred_clears = p.deferred_clears, []
+    for unit in done:
+        p.gen.clear(unit)
     await p.source.local.flush()
     for bm in (p.gen, p.pdiff, p.sdiff):
         await asyncio.to_thread(bm.flush)

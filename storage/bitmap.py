@@ -48,6 +48,8 @@ class PersistentBitmap:
         """Byte offsets changed in memory and not yet taken by a flush."""
         self._writing = 0
         """Flushes taken and not yet synced (their bytes are not durable yet: :attr:`pending`)."""
+        self._in_flight: frozenset[int] = frozenset()
+        """Byte offsets the flush now writing took (one at a time: the flush lock): not durable yet."""
         self._closed = False
         self._fd: int | None = None
         if path is None:
@@ -106,6 +108,14 @@ class PersistentBitmap:
         """Some marked or cleared bit is not yet on disk."""
         return bool(self._unsynced) or self._writing > 0
 
+    def durable(self, unit: int) -> bool:
+        """Bit ``unit`` on disk is as in memory: no change to its byte waits for, or is in, a flush.
+        Per byte (a neighbour's change makes it False too): a caller that needs one bit durable
+        flushes only when this says so, not whenever any bit of the map is :attr:`pending`."""
+        byte = unit >> 3
+        with self._mutex:
+            return byte not in self._unsynced and byte not in self._in_flight
+
     # --- changing -----------------------------------------------------------------------------------
 
     def set(self, unit: int) -> bool:
@@ -163,6 +173,7 @@ class PersistentBitmap:
                 image = bytes(self.bits) if whole else bytes(self.bits[b] for b in changed)
                 self._unsynced.clear()
                 self._writing += 1
+                self._in_flight = frozenset(changed)
             try:
                 if self._fd is not None:
                     if whole:
@@ -178,6 +189,7 @@ class PersistentBitmap:
             finally:
                 with self._mutex:
                     self._writing -= 1
+                    self._in_flight = frozenset()
 
     # --- lifetime -----------------------------------------------------------------------------------
 

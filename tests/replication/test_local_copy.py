@@ -95,3 +95,50 @@ async def test_resync_and_restore_copy_only_the_difference(tmp_path: Path) -> No
     assert p.buf == s.buf and cp.copied_bytes == 2 * TRACK * BS  # tracks 0 and 4 only
     assert p.buf[:BS] == b"\x11" * BS and p.buf[4 * TRACK * BS:4 * TRACK * BS + BS] == b"\x88" * BS
 
+
+
+async def test_a_write_to_a_settled_track_does_not_wait_for_other_tracks_bits(tmp_path: Path) -> None:
+    """Divided, track 2 copied-on-write (its bits durable): a write there takes the fast path even
+    while another track's ``gen`` clear and ``pdiff`` mark wait for a flush; a write to that other
+    track does not (its own bits must be durable first: flush order)."""
+    tracks = 24  # bits are durable per byte: tracks 2 and 21 are in different bytes
+    pv, sv = CopyVolume(MemoryVolume(tracks * TRACK * BS, BS), "p"), CopyVolume(MemoryVolume(tracks * TRACK * BS, BS), "s")
+    bms = [PersistentBitmap(str(tmp_path / f"c.{k}"), tracks) for k in ("gen", "pdiff", "sdiff", "active")]
+    bms[0].mark_all()
+    bms[0].flush()
+    cp = CopyPair("c", pv, sv, 0, tracks * TRACK, *bms, PairState.PSUS)
+    pv.sources.append(cp)
+    sv.target = cp
+    await pv.write(2 * TRACK, b"\x21" * BS)
+    assert cp.gen.durable(2) and cp.pdiff.durable(2) and not cp.gen.has(2)
+    cp.gen.clear(21)  # as a copy-on-write in flight would leave them, not flushed yet
+    cp.pdiff.mark(21)
+    assert cp.gen.pending and cp.pdiff.pending
+    assert pv._rules_met(2 * TRACK + 8, 8)
+    assert not pv._rules_met(21 * TRACK, 8)
+    assert not pv._rules_met(3 * TRACK, 8)  # not copied-on-write yet
+    await pv.write(21 * TRACK, b"\x22" * BS)  # its own bits are made durable first
+    assert cp.gen.durable(21) and cp.pdiff.durable(21) and not cp.gen.pending
+    assert pv._rules_met(21 * TRACK, 8)
+
+
+async def test_the_division_copy_clears_gen_only_after_flushing_the_copy(tmp_path: Path) -> None:
+    """A track the division copy wrote keeps its ``gen`` bit (reads still from the original, which
+    keeps the point-in-time data) until the copy's flush; then it is cleared and durable."""
+    pv, sv, p, s = volumes(0x11)
+    cp = pair(tmp_path, pv, sv)
+    cp.state = PairState.PSUS
+    flushes: list[bool] = []
+    real_flush = s.flush
+
+    async def flush() -> None:
+        flushes.append(cp.gen.has(1))
+        await real_flush()
+    s.flush = flush  # type: ignore[method-assign]
+    await pv.copy_track(cp, 1)
+    assert s.buf[TRACK * BS:2 * TRACK * BS] == p.buf[TRACK * BS:2 * TRACK * BS]
+    assert cp.gen.has(1) and cp.deferred_clears == [1]
+    assert await run_mover(cp, asyncio.Event())
+    assert flushes and flushes[0] is True  # still set while the copy flushed
+    assert not cp.gen.has(1) and cp.gen.durable(1) and cp.deferred_clears == []
+    assert s.buf == p.buf

@@ -78,3 +78,36 @@ def test_a_flush_syncing_in_a_thread_blocks_neither_marks_nor_the_order(tmp_path
     third.join(10)
     bm.close()
     assert PersistentBitmap(str(path), 64).set_units() == [1, 2]
+
+
+def test_durable_is_per_byte_and_false_until_the_flush_carrying_it_has_synced(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``durable(u)``: a unit whose byte waits for a flush, or is in the one syncing now, is not
+    durable; units of other bytes are, whatever else is pending (a writer to a settled track need
+    not wait for another track's flush)."""
+    bm = PersistentBitmap(str(tmp_path / "bits"), 64)
+    assert bm.durable(3)
+    bm.mark(3)
+    assert not bm.durable(3) and not bm.durable(5)  # same byte
+    assert bm.durable(8) and bm.durable(63)  # other bytes
+    gate, in_sync = threading.Event(), threading.Event()
+    real = os.fdatasync
+
+    def slow_sync(fd: int) -> None:
+        in_sync.set()
+        assert gate.wait(10)
+        real(fd)
+    monkeypatch.setattr(os, "fdatasync", slow_sync)
+    flushing = threading.Thread(target=bm.flush)
+    flushing.start()
+    assert in_sync.wait(10)
+    assert not bm.durable(3)  # written, not synced yet
+    bm.clear(20)  # a clear bit cleared: no change
+    assert bm.durable(20)
+    gate.set()
+    flushing.join(10)
+    assert bm.durable(3) and bm.has(3)
+    monkeypatch.setattr(os, "fdatasync", real)
+    bm.mark(20)
+    assert not bm.durable(20) and bm.durable(3)
+    bm.close()

@@ -443,3 +443,31 @@ async def test_range_lock_orders_overlaps_only() -> None:
     assert log.index("-w1") < log.index("+w2") < log.index("-w2") < log.index("+w3")
     assert log.index("-w1") < log.index("+r1")
     assert lock.busy == 0
+
+
+@pytest.mark.skipif(not getattr(os, "RWF_DSYNC", 0), reason="no pwritev2 RWF_DSYNC here")
+async def test_a_fua_write_syncs_its_own_range_not_the_whole_file(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """FUA (SBC-3 §5.47) asks for this write's data on the medium: pwritev2 with RWF_DSYNC, not an
+    fdatasync that also writes out every other dirty page of the file (a copy-on-write beside a
+    background copy would pay for the whole copy)."""
+    vol = FileVolume(str(tmp_path / "v.img"), 1 << 20, 512)
+    calls: list[str] = []
+    real_pwritev, real_fdatasync = os.pwritev, os.fdatasync
+
+    def pwritev(fd: int, bufs: list[memoryview], off: int, flags: int = 0) -> int:
+        calls.append(f"pwritev {off} {flags & os.RWF_DSYNC and 'dsync'}")
+        return real_pwritev(fd, bufs, off, flags)
+
+    def fdatasync(fd: int) -> None:
+        calls.append("fdatasync")
+        real_fdatasync(fd)
+    monkeypatch.setattr(os, "pwritev", pwritev)
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    await vol.write(8, b"\xab" * 4096, fua=True)
+    assert calls == ["pwritev 4096 dsync"]
+    monkeypatch.setattr(os, "pwritev", real_pwritev)
+    monkeypatch.setattr(os, "fdatasync", real_fdatasync)
+    assert await vol.read(8, 8) == b"\xab" * 4096
+    await vol.close()
+    assert (tmp_path / "v.img").read_bytes()[4096:8192] == b"\xab" * 4096
