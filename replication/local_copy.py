@@ -444,19 +444,23 @@ class CopyVolume(TrackVolume):
         1909-1912), ``pdiff`` (1906), restore-on-write of tracks still to restore."""
         divided = [t for t in tracks if p.mode(t) is PairState.PSUS]
         if divided:
-            cow = [t for t in divided if p.gen.has(p.unit(t))]
-            for t in cow:
-                # The copy's point-in-time data durable (FUA: this track only, not what the
-                # division copy wrote meanwhile), then its bit cleared durably (below), before
-                # the original's overwrite starts.
-                start, n = p.span(t)
-                await p.target.local.write(start, await self.view(start, n), True)
-                p.cow_bytes += n * self.block_size
-            for t in cow:
-                p.gen.clear(p.unit(t))
-            # Both durable before the overwrite; neither needs the other first.
             run = range(divided[0], divided[-1] + 1)
-            await asyncio.gather(p.settle_gen(run), p.set_bits(p.pdiff, run))
+
+            async def copy_on_write() -> None:
+                cow = [t for t in divided if p.gen.has(p.unit(t))]
+                for t in cow:
+                    # The copy's point-in-time data durable (FUA: this track only, not what the
+                    # division copy wrote meanwhile), then its bit cleared durably, before the
+                    # original's overwrite starts.
+                    start, n = p.span(t)
+                    await p.target.local.write(start, await self.view(start, n), True)
+                    p.cow_bytes += n * self.block_size
+                for t in cow:
+                    p.gen.clear(p.unit(t))
+                await p.settle_gen(run)
+            # ``pdiff`` durable before the overwrite too; it needs nothing of the copy-on-write (a
+            # bit set early costs at most a track's resync), so its flush overlaps the copy.
+            await asyncio.gather(copy_on_write(), p.set_bits(p.pdiff, run))
         for t in tracks:
             u = p.unit(t)
             if p.restoring(u):
