@@ -29,11 +29,12 @@ serves (reads of a track not yet restored come from the copy; a write restores i
 Flush order (what survives kill -9 or power loss): a track's ``pdiff``/``sdiff``/``active`` bit is
 durable before the write it guards starts; a copy-on-write's data is written to the copy with FUA
 and its ``gen`` bit cleared durably before the original's overwrite starts; the division copy clears
-``gen`` only after its next flush of the copy; in COPY/PAIR the mover clears ``gen`` lazily, and a write to a divided track whose clear is not durable yet makes the pending clears
-durable (after flushing the copy) before it writes, so a stale ``gen`` bit can never make the
-mover copy newer data over a point-in-time image.  Durability is asked per track
+``gen`` only after its next flush of the copy; in COPY/PAIR the mover clears ``gen`` lazily (any
+flush of ``gen`` then flushes the copy first).  A write to a divided track whose clear is not
+durable yet makes the pending clears durable before it writes, so a stale ``gen`` bit can never
+make the mover copy newer data over a point-in-time image.  Durability is asked per track
 (:meth:`~sanlab.storage.bitmap.PersistentBitmap.durable`): writes to settled tracks do not wait
-for the flushes other tracks' copy-on-writes and the mover's clears need.
+for the flushes other tracks' copy-on-writes and the division copy's clears need.
 
 Lock order (the volumes' range locks, whole tracks, :class:`~sanlab.replication.io_gate.TrackRangeLock`): for a track in COPY,
 PAIR or RCPY the original's range first, then the copy's; for a divided track (PSUS) the copy's
@@ -207,12 +208,23 @@ class CopyPair:
 
     async def set_bits(self, bitmap: PersistentBitmap, tracks: range) -> None:
         """Mark ``tracks`` (absolute) in ``bitmap``, durable before returning (before the write they
-        guard); a bit already set waits only while it is not durable yet (another write's flush)."""
+        guard).  A bit already set is durable: whoever set it held the track's range until its
+        flush had returned, and so does every caller here (not for ``gen``: :meth:`mark_gen`)."""
         units = [self.unit(t) for t in tracks if not bitmap.has(self.unit(t))]
         for u in units:
             bitmap.mark(u)
-        if units or not all(bitmap.durable(self.unit(t)) for t in tracks):
+        if units:
             await self.commit(bitmap)
+
+    async def mark_gen(self, tracks: range) -> None:
+        """:meth:`set_bits` for ``gen`` (a write ahead of the copy pointer): its flush also carries the
+        mover's lazy clears to disk, so it goes the way of :meth:`settle_gen` (the copy flushed first
+        when a clear is not covered yet)."""
+        units = [self.unit(t) for t in tracks if not self.gen.has(self.unit(t))]
+        for u in units:
+            self.gen.mark(u)
+        if units:
+            await self._gen_commit()
 
     async def commit(self, bitmap: PersistentBitmap) -> None:
         """Every change to ``bitmap`` made before this call durable, by a flush shared with the
@@ -242,10 +254,13 @@ class CopyPair:
         if tracks is not None and all(self.gen.durable(self.unit(t)) for t in tracks):
             return
         if self.gen.pending:
-            gc = self._commits.get(0)  # id() of no object: the settling of gen, copy flush first
-            if gc is None:
-                gc = self._commits[0] = GroupCommit(self._settle_gen_once)
-            await gc()
+            await self._gen_commit()
+
+    async def _gen_commit(self) -> None:
+        gc = self._commits.get(0)  # id() of no object: the settling of gen, copy flush first
+        if gc is None:
+            gc = self._commits[0] = GroupCommit(self._settle_gen_once)
+        await gc()
 
     async def _settle_gen_once(self) -> None:
         if self.covered_clears < self.lazy_clears:
@@ -263,8 +278,7 @@ class CopyPair:
                 self._hot[t] = None
         for t in new:
             self.active.mark(self.unit(t))
-        # A track another write made hot a moment ago may not be durable yet: wait for its flush too.
-        if new or not all(self.active.durable(self.unit(t)) for t in tracks):
+        if new:  # a hot track's bit is durable: the write that made it hot held the track until then
             await self.commit(self.active)
         while len(self._hot) > ACTIVE_TRACKS:
             old = next(iter(self._hot))
@@ -427,7 +441,7 @@ class CopyVolume(TrackVolume):
                 mirrors.append((p, run))
             else:
                 # Partly ahead of the copy pointer: it stays here, the mover copies those tracks.
-                await p.set_bits(p.gen, run)
+                await p.mark_gen(run)
         try:
             await self.local.write(lba, data, fua)
             bs = self.block_size
@@ -476,15 +490,17 @@ class CopyVolume(TrackVolume):
         """A host write to ``[lba, lba + nblocks)`` here needs nothing of any pair: this volume is no
         copy, and in every pair it is the original of, the tracks are outside the area or divided,
         their point-in-time data already on the copy (``gen`` clear) and ``pdiff`` already marked,
-        both bits of these tracks durable (module docstring's flush order; bits of other tracks
-        waiting for a flush do not concern this write)."""
+        their ``gen`` clears durable (module docstring's flush order: the division copy's clears are
+        not, until its flush; bits of other tracks waiting for a flush do not concern this write).
+        ``pdiff`` needs no such check: it is set only under the track's range, flushed before that
+        is given back, and :meth:`write_nowait` and :meth:`write_pooled` go on only with the range free."""
         if self.target is not None or not self._open.is_set():
             return False
         for p in self.sources:
             for t in p.tracks(lba, nblocks):
                 u = t - p.first_track
                 if (p.gen.has(u) or not p.pdiff.has(u) or p.mode(t) is not PairState.PSUS
-                        or not p.gen.durable(u) or not p.pdiff.durable(u)):
+                        or not p.gen.durable(u)):
                     return False
         return True
 

@@ -99,8 +99,8 @@ async def test_resync_and_restore_copy_only_the_difference(tmp_path: Path) -> No
 
 async def test_a_write_to_a_settled_track_does_not_wait_for_other_tracks_bits(tmp_path: Path) -> None:
     """Divided, track 2 copied-on-write (its bits durable): a write there takes the fast path even
-    while another track's ``gen`` clear and ``pdiff`` mark wait for a flush; a write to that other
-    track does not (its own bits must be durable first: flush order)."""
+    while other tracks' ``gen`` clear and ``pdiff`` mark wait for a flush; a write to the track
+    whose clear waits does not (its ``gen`` clear must be durable first: flush order)."""
     tracks = 24  # bits are durable per byte: tracks 2 and 21 are in different bytes
     pv, sv = CopyVolume(MemoryVolume(tracks * TRACK * BS, BS), "p"), CopyVolume(MemoryVolume(tracks * TRACK * BS, BS), "s")
     bms = [PersistentBitmap(str(tmp_path / f"c.{k}"), tracks) for k in ("gen", "pdiff", "sdiff", "active")]
@@ -111,8 +111,11 @@ async def test_a_write_to_a_settled_track_does_not_wait_for_other_tracks_bits(tm
     sv.target = cp
     await pv.write(2 * TRACK, b"\x21" * BS)
     assert cp.gen.durable(2) and cp.pdiff.durable(2) and not cp.gen.has(2)
-    cp.gen.clear(21)  # as a copy-on-write in flight would leave them, not flushed yet
-    cp.pdiff.mark(21)
+    s_vol = sv.local
+    assert isinstance(s_vol, MemoryVolume)
+    s_vol.buf[21 * TRACK * BS:22 * TRACK * BS] = pv.local.buf[21 * TRACK * BS:22 * TRACK * BS]  # type: ignore[attr-defined]
+    cp.gen.clear(21)  # as the division copy's clear, applied after its copy flush, before its gen flush
+    cp.pdiff.mark(20)  # and a neighbour's mark (same byte as 21) waiting for its flush
     assert cp.gen.pending and cp.pdiff.pending
     assert pv._rules_met(2 * TRACK + 8, 8)
     assert not pv._rules_met(21 * TRACK, 8)
