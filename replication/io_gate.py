@@ -129,6 +129,8 @@ class TrackRangeLock(RangeLock):
 
     def would_wait(self, lba: int, nblocks: int, *, exclusive: bool = True) -> bool:
         """:meth:`RangeLock.would_wait` on whole tracks."""
+        if not self._holders:
+            return False
         first, n = self._align(lba, nblocks)
         return super().would_wait(first, n, exclusive=exclusive)
 

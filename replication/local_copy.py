@@ -496,12 +496,32 @@ class CopyVolume(TrackVolume):
         is given back, and :meth:`write_nowait` and :meth:`write_pooled` go on only with the range free."""
         if self.target is not None or not self._open.is_set():
             return False
+        tb = self.track_blocks
+        track = lba // tb
+        if len(self.sources) == 1 and (lba + nblocks - 1) // tb == track:
+            # The common case, inline: one copy, a write within one track.
+            p = self.sources[0]
+            if not p.area_start <= lba < p.area_start + p.area_blocks:
+                return lba + nblocks <= p.area_start or lba >= p.area_start + p.area_blocks
+            u = track - p.first_track
+            byte, bit = u >> 3, 1 << (u & 7)
+            return (not p.gen.bits[byte] & bit and bool(p.pdiff.bits[byte] & bit)
+                    and (p.state is PairState.PSUS and p.extent_state is None or p.mode(track) is PairState.PSUS)
+                    and p.gen.durable(u))
         for p in self.sources:
-            for t in p.tracks(lba, nblocks):
-                u = t - p.first_track
-                if (p.gen.has(u) or not p.pdiff.has(u) or p.mode(t) is not PairState.PSUS
-                        or not p.gen.durable(u)):
+            tracks = p.tracks(lba, nblocks)
+            if not tracks:
+                continue
+            # Per host write on the device server's loop: the bits read in place, not per method call.
+            whole = p.state is PairState.PSUS and p.extent_state is None
+            gen, pdiff, first = p.gen.bits, p.pdiff.bits, p.first_track
+            for t in tracks:
+                u = t - first
+                byte, bit = u >> 3, 1 << (u & 7)
+                if gen[byte] & bit or not pdiff[byte] & bit or not (whole or p.mode(t) is PairState.PSUS):
                     return False
+            if not p.gen.durable_units(tracks.start - first, tracks.stop - first):
+                return False
         return True
 
     def read_nowait(self, lba: int, nblocks: int) -> bytearray | None:

@@ -116,6 +116,14 @@ class PersistentBitmap:
         with self._mutex:
             return byte not in self._unsynced and byte not in self._in_flight
 
+    def durable_units(self, start: int, stop: int) -> bool:
+        """:meth:`durable` for every unit of ``[start, stop)`` (one lock, one look per byte)."""
+        with self._mutex:
+            if not self._unsynced and not self._in_flight:
+                return True
+            return not any(b in self._unsynced or b in self._in_flight
+                           for b in range(start >> 3, ((stop - 1) >> 3) + 1))
+
     # --- changing -----------------------------------------------------------------------------------
 
     def set(self, unit: int) -> bool:

@@ -111,3 +111,14 @@ def test_durable_is_per_byte_and_false_until_the_flush_carrying_it_has_synced(
     bm.mark(20)
     assert not bm.durable(20) and bm.durable(3)
     bm.close()
+
+
+def test_durable_units_is_durable_of_every_unit(tmp_path: Path) -> None:
+    bm = PersistentBitmap(str(tmp_path / "bits"), 64)
+    assert bm.durable_units(0, 64)
+    bm.mark(17)
+    for start, stop in ((0, 16), (16, 17), (17, 18), (23, 24), (24, 64), (0, 64), (10, 20)):
+        assert bm.durable_units(start, stop) == all(bm.durable(u) for u in range(start, stop)), (start, stop)
+    bm.flush()
+    assert bm.durable_units(0, 64)
+    bm.close()
