@@ -63,8 +63,9 @@ log = structlog.get_logger("sanlab.replication.local_copy")
 
 MAX_COPIES = 3
 """Copies per original (ShadowImage's three S-VOLs per P-VOL at one level)."""
-ACTIVE_TRACKS = 1024
-"""Tracks of a pair whose ``active`` bit stays set while mirrored writes go to them (64 MiB)."""
+ACTIVE_TRACKS = 4096
+"""Tracks of a pair whose ``active`` bit stays set while mirrored writes go to them (256 MiB, as
+sync pairs: a crash re-copies at most that much; a write to one of them in PAIR is done on the spot)."""
 FLUSH_EVERY = 64
 """The mover makes its lazy ``gen`` clears durable after this many tracks."""
 MIRRORING = (PairState.COPY, PairState.PAIR, PairState.RCPY)
@@ -534,12 +535,57 @@ class CopyVolume(TrackVolume):
 
     def write_nowait(self, lba: int, data: bytes | bytearray | memoryview) -> bool:
         """A write to an original whose divided copies hold its tracks already (the steady state of a
-        divided pair, :meth:`_rules_met`) done in the wrapped volume's page cache; False otherwise."""
+        divided pair, :meth:`_rules_met`), or whose copies in COPY/PAIR take it along where the
+        general path would mirror it (:meth:`_mirrors`), done in the volumes' page caches; False
+        otherwise (then the caller takes :meth:`write_pooled` or the general path, which writes it
+        again, copies included)."""
         nblocks = len(data) // self.block_size
         local = self._nowait
-        if local is None or self.range_lock.would_wait(lba, nblocks) or not self._rules_met(lba, nblocks):
+        if local is None or self.range_lock.would_wait(lba, nblocks):
             return False
+        if self._rules_met(lba, nblocks):
+            return local.write_nowait(lba, data)
+        mirrors = self._mirrors(lba, nblocks)
+        if not mirrors:
+            return False
+        # The copies first: if one would wait, the general path writes everything again; a copy
+        # ahead of its original for a write not yet answered is what the general path's order
+        # (original, then copy) allows too, and a crash in between re-copies the track (hot:
+        # its ``active`` bit is durable).
+        track = lba // self.track_blocks
+        for p, target in mirrors:
+            if not target.write_nowait(lba, data):
+                return False
+            p._hot.move_to_end(track)
         return local.write_nowait(lba, data)
+
+    def _mirrors(self, lba: int, nblocks: int) -> list[tuple[CopyPair, NowaitIO]]:
+        """For a write within one track: the pairs whose copy the general path would write too and
+        the copy volumes' own fast I/O, when every pair of this original is such a pair (COPY or PAIR,
+        the track behind the copy pointer and in the activity log, the copy's range free, no copy of
+        the copy) or divided with :meth:`_rules_met`'s conditions; [] when the general path is needed."""
+        if self.target is not None or not self._open.is_set():
+            return []
+        tb = self.track_blocks
+        track = lba // tb
+        if (lba + nblocks - 1) // tb != track:
+            return []
+        out: list[tuple[CopyPair, NowaitIO]] = []
+        for p in self.sources:
+            if not p.area_start <= lba < p.area_start + p.area_blocks:
+                continue
+            u = track - p.first_track
+            mode = p.mode(track)
+            if mode is PairState.PSUS:
+                if p.gen.has(u) or not p.pdiff.has(u) or not p.gen.durable(u):
+                    return []
+                continue
+            tv = p.target
+            if (mode not in (PairState.COPY, PairState.PAIR) or p.gen.has(u) or track not in p._hot
+                    or tv._nowait is None or tv.sources or tv.range_lock.would_wait(lba, nblocks)):
+                return []
+            out.append((p, tv._nowait))
+        return out
 
     def write_pooled(self, lba: int, data: bytes | bytearray | memoryview) -> asyncio.Future[None] | None:
         """:meth:`write` started now as a task holding its range and counted by the I/O gate (None when

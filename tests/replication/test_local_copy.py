@@ -145,3 +145,31 @@ async def test_the_division_copy_clears_gen_only_after_flushing_the_copy(tmp_pat
     assert flushes and flushes[0] is True  # still set while the copy flushed
     assert not cp.gen.has(1) and cp.gen.durable(1) and cp.deferred_clears == []
     assert s.buf == p.buf
+
+
+async def test_a_mirrored_write_to_a_hot_track_is_done_on_the_spot_in_both_volumes(tmp_path: Path) -> None:
+    """In PAIR, a host write to a track behind the copy pointer whose ``active`` bit is durable (the
+    track is in the activity log) goes to the copy and the original in their page caches at once;
+    one to a track not in the log, across two tracks, or while the copy's range is held takes the
+    general path (False), which marks the log first."""
+    from sanlab.storage.file_volume import FileVolume
+    size = TRACKS * TRACK * BS
+    fp, fs = FileVolume(str(tmp_path / "p.img"), size, BS), FileVolume(str(tmp_path / "s.img"), size, BS)
+    pv, sv = CopyVolume(fp, "p"), CopyVolume(fs, "s")
+    cp = pair(tmp_path, pv, sv)
+    assert await run_mover(cp, asyncio.Event())
+    cp.state = PairState.PAIR
+    block = b"\x5a" * 4096
+    assert not pv.write_nowait(2 * TRACK, block)  # not in the activity log yet
+    await pv.write(2 * TRACK, block)  # the general path: logged, mirrored
+    assert 2 in cp._hot and cp.active.has(2) and cp.active.durable(2)
+    other = b"\x6b" * 4096
+    assert pv.write_nowait(2 * TRACK + 8, other)
+    assert await fp.read(2 * TRACK + 8, 8) == other == await fs.read(2 * TRACK + 8, 8)
+    assert not pv.write_nowait(2 * TRACK + TRACK - 4, other)  # into track 3 too
+    async with sv.range_lock.hold(2 * TRACK, 1):
+        assert not pv.write_nowait(2 * TRACK + 16, other)  # the copy's range is taken
+    cp.state = PairState.PSUS
+    assert not pv.write_nowait(2 * TRACK + 16, other)  # divided: pdiff not marked yet
+    await fp.close()
+    await fs.close()
