@@ -1,5 +1,9 @@
 """In-system copy pairs (seed 004, 7th-9th embodiments): the copy volume rules and the copy mover.
 
+Over 700 lines and kept whole: it is one set of per-track rules (the flush and lock orders below)
+applied on every I/O path — host reads, general writes, the device server's fast paths, the mover —
+and a change to one rule must be made on all of them at once, in view of each other.
+
 Every LU that is the original (P-VOL) or the copy (S-VOL) of a local copy pair has its volume
 wrapped in a :class:`CopyVolume` (swapped into the LU's slot under a quiesce, as remote pairs do).
 An original may have up to :data:`MAX_COPIES` copies, and a copy may be the original of further
@@ -111,6 +115,8 @@ class CopyPair:
     """``gen`` units the division copy copied, cleared after the copy's next flush (:func:`_flush`)."""
     _commits: dict[int, GroupCommit] = field(default_factory=dict)
     """id(bitmap) → the group commit of its flushes (the writes of 32 hosts share a few fdatasyncs)."""
+    _gen_settles: GroupCommit | None = None
+    """The group commit of :meth:`_settle_gen_once` (``gen``'s flush, the copy's first when needed)."""
     _hot: OrderedDict[int, None] = field(default_factory=OrderedDict)
     _inflight: dict[int, int] = field(default_factory=dict)
 
@@ -235,6 +241,13 @@ class CopyPair:
             gc = self._commits[id(bitmap)] = GroupCommit(lambda: asyncio.to_thread(bitmap.flush))
         await gc()
 
+    def settled(self, unit: int) -> bool:
+        """A divided track needs nothing before a host write: its point-in-time data on the copy
+        (``gen`` clear, durably: module docstring) and ``pdiff`` marked (durable: set only under the
+        track's range, flushed before that is given back)."""
+        byte, bit = unit >> 3, 1 << (unit & 7)
+        return not self.gen.bits[byte] & bit and bool(self.pdiff.bits[byte] & bit) and self.gen.durable(unit)
+
     def clear_gen_lazily(self, unit: int) -> None:
         """Clear ``gen`` of ``unit`` after a copy write no copy flush has covered yet."""
         self.gen.clear(unit)
@@ -258,10 +271,9 @@ class CopyPair:
             await self._gen_commit()
 
     async def _gen_commit(self) -> None:
-        gc = self._commits.get(0)  # id() of no object: the settling of gen, copy flush first
-        if gc is None:
-            gc = self._commits[0] = GroupCommit(self._settle_gen_once)
-        await gc()
+        if self._gen_settles is None:
+            self._gen_settles = GroupCommit(self._settle_gen_once)
+        await self._gen_settles()
 
     async def _settle_gen_once(self) -> None:
         if self.covered_clears < self.lazy_clears:
@@ -503,12 +515,8 @@ class CopyVolume(TrackVolume):
             # The common case, inline: one copy, a write within one track.
             p = self.sources[0]
             if not p.area_start <= lba < p.area_start + p.area_blocks:
-                return lba + nblocks <= p.area_start or lba >= p.area_start + p.area_blocks
-            u = track - p.first_track
-            byte, bit = u >> 3, 1 << (u & 7)
-            return (not p.gen.bits[byte] & bit and bool(p.pdiff.bits[byte] & bit)
-                    and (p.state is PairState.PSUS and p.extent_state is None or p.mode(track) is PairState.PSUS)
-                    and p.gen.durable(u))
+                return True  # outside the (track-aligned) area: nothing of the pair
+            return p.mode(track) is PairState.PSUS and p.settled(track - p.first_track)
         for p in self.sources:
             tracks = p.tracks(lba, nblocks)
             if not tracks:
@@ -577,7 +585,7 @@ class CopyVolume(TrackVolume):
             u = track - p.first_track
             mode = p.mode(track)
             if mode is PairState.PSUS:
-                if p.gen.has(u) or not p.pdiff.has(u) or not p.gen.durable(u):
+                if not p.settled(u):
                     return []
                 continue
             tv = p.target

@@ -112,9 +112,7 @@ class PersistentBitmap:
         """Bit ``unit`` on disk is as in memory: no change to its byte waits for, or is in, a flush.
         Per byte (a neighbour's change makes it False too): a caller that needs one bit durable
         flushes only when this says so, not whenever any bit of the map is :attr:`pending`."""
-        byte = unit >> 3
-        with self._mutex:
-            return byte not in self._unsynced and byte not in self._in_flight
+        return self.durable_units(unit, unit + 1)
 
     def durable_units(self, start: int, stop: int) -> bool:
         """:meth:`durable` for every unit of ``[start, stop)`` (one lock, one look per byte)."""

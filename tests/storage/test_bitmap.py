@@ -37,14 +37,9 @@ def test_mark_all_sets_exactly_size_bits_and_reaches_the_file(tmp_path: Path) ->
     again.close()
 
 
-def test_a_flush_syncing_in_a_thread_blocks_neither_marks_nor_the_order(tmp_path: Path,
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    """While one flush waits in fdatasync (a worker thread), mark and clear go on at once (the event
-    loop calls them), ``pending`` stays True, and a second flush returns only after the first synced,
-    even when it finds nothing left to write: everything changed before a flush began is durable
-    when it returns."""
-    path = tmp_path / "bits"
-    bm = PersistentBitmap(str(path), 64)
+def gated_fdatasync(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, threading.Event]:
+    """os.fdatasync made to wait (in its thread) until the returned gate is set; the other event
+    says a sync has begun."""
     gate, in_sync = threading.Event(), threading.Event()
     real = os.fdatasync
 
@@ -53,6 +48,19 @@ def test_a_flush_syncing_in_a_thread_blocks_neither_marks_nor_the_order(tmp_path
         assert gate.wait(10)
         real(fd)
     monkeypatch.setattr(os, "fdatasync", slow_sync)
+    return gate, in_sync
+
+
+def test_a_flush_syncing_in_a_thread_blocks_neither_marks_nor_the_order(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """While one flush waits in fdatasync (a worker thread), mark and clear go on at once (the event
+    loop calls them), ``pending`` stays True, and a second flush returns only after the first synced,
+    even when it finds nothing left to write: everything changed before a flush began is durable
+    when it returns."""
+    path = tmp_path / "bits"
+    bm = PersistentBitmap(str(path), 64)
+    real = os.fdatasync
+    gate, in_sync = gated_fdatasync(monkeypatch)
     bm.mark(1)
     first = threading.Thread(target=bm.flush)
     first.start()
@@ -90,14 +98,8 @@ def test_durable_is_per_byte_and_false_until_the_flush_carrying_it_has_synced(
     bm.mark(3)
     assert not bm.durable(3) and not bm.durable(5)  # same byte
     assert bm.durable(8) and bm.durable(63)  # other bytes
-    gate, in_sync = threading.Event(), threading.Event()
     real = os.fdatasync
-
-    def slow_sync(fd: int) -> None:
-        in_sync.set()
-        assert gate.wait(10)
-        real(fd)
-    monkeypatch.setattr(os, "fdatasync", slow_sync)
+    gate, in_sync = gated_fdatasync(monkeypatch)
     flushing = threading.Thread(target=bm.flush)
     flushing.start()
     assert in_sync.wait(10)
