@@ -113,7 +113,19 @@ class LocalCopyManager:
 
     def _bitmaps(self, name: str, units: int, fresh: bool) -> list[PersistentBitmap]:
         self.dir.mkdir(parents=True, exist_ok=True)
-        return [PersistentBitmap(str(self.dir / f"{name}.{kind}"), units, fresh=fresh) for kind in BITMAPS]
+        made: list[PersistentBitmap] = []
+        try:
+            for kind in BITMAPS:
+                made.append(PersistentBitmap(str(self.dir / f"{name}.{kind}"), units, fresh=fresh))
+        except OSError:
+            for bm in made:
+                with contextlib.suppress(OSError):
+                    bm.close()
+            if fresh:  # a new pair's files that could not all be made (a full file system): none kept
+                for kind in BITMAPS:
+                    (self.dir / f"{name}.{kind}").unlink(missing_ok=True)
+            raise
+        return made
 
     # --- records ---------------------------------------------------------------------------------------
 
@@ -271,8 +283,17 @@ class LocalCopyManager:
                 self._check_extent(extent, plu.num_blocks, track, "the P-VOL")
             rec = CopyRecord(name, pvol[0], pvol[1], svol[0], svol[1], PairState.COPY.name, group, start, count,
                              created=time.time())
-            p = await self._install(rec, fresh=True)
-            await self._save(p)
+            try:
+                p = await self._install(rec, fresh=True)
+            except OSError:
+                await self._unwrap_unused()  # the LUs as they were: no wrapper without a pair
+                raise
+            try:
+                await self._save(p)
+            except Exception:
+                # Not in the catalog (a full file system): not a pair, or it would vanish at a restart.
+                await self._drop([p])
+                raise
             log.info("local_copy_created", pair=name, pvol=f"{pvol[0]}/{pvol[1]}", svol=f"{svol[0]}/{svol[1]}")
             return self.describe(p)
 
@@ -375,22 +396,27 @@ class LocalCopyManager:
         """Dissolve the pair(s): both volumes keep their data and become simplex."""
         async with self._lock:
             pairs = self._targets(name, group)
-            async with self._quiesced(pairs):
-                for p in pairs:
-                    p.source.sources.remove(p)
-                    p.target.target = None
-                    del self.pairs[p.name]
-                    del self.records[p.name]
             async with self.catalog.change() as c:
                 for p in pairs:
                     c.delete_local_copy(p.name)
-            for p in pairs:
-                for bm in p.bitmaps():
-                    await asyncio.to_thread(bm.remove)
-            await self._unwrap_unused()
+            await self._drop(pairs)
             log.info("local_copy_deleted", pairs=[p.name for p in pairs])
             rows = [{"name": p.name, "state": "SMPL"} for p in pairs]
             return rows if group else rows[0]
+
+    async def _drop(self, pairs: list[CopyPair]) -> None:
+        """Take ``pairs`` out of the running array: movers stopped, volumes let go of (unwrapped when
+        no pair is left on them), bitmap files removed."""
+        async with self._quiesced(pairs):
+            for p in pairs:
+                p.source.sources.remove(p)
+                p.target.target = None
+                del self.pairs[p.name]
+                del self.records[p.name]
+        for p in pairs:
+            for bm in p.bitmaps():
+                await asyncio.to_thread(bm.remove)
+        await self._unwrap_unused()
 
     # --- display ---------------------------------------------------------------------------------------
 

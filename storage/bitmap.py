@@ -55,14 +55,22 @@ class PersistentBitmap:
         if path is None:
             return
         exists = os.path.exists(path) and not fresh
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        if exists:
-            old = os.pread(self._fd, len(self.bits), 0)
-            self.bits[:len(old)] = old
-        else:
-            os.ftruncate(self._fd, 0)
-            os.pwrite(self._fd, bytes(self.bits), 0)
-            os.fsync(self._fd)
+        try:
+            self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            if exists:
+                old = os.pread(self._fd, len(self.bits), 0)
+                self.bits[:len(old)] = old
+            else:
+                os.ftruncate(self._fd, 0)
+                os.pwrite(self._fd, bytes(self.bits), 0)
+                os.fsync(self._fd)
+        except OSError as exc:
+            # A full or read-only file system: no descriptor left open, and the error names the file
+            # (the management reply says which one).
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+            raise OSError(exc.errno, exc.strerror, path) from exc
 
     # --- reading ------------------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import sqlite3
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -73,6 +74,18 @@ async def perform(handler: Handler, name: str, args: object, via: str) -> Reply:
         return Reply(Outcome.NOT_UNDERSTOOD, {"ok": False, "error": str(exc)}, op)
     except AdminError as exc:
         return Reply(Outcome.REFUSED if op is not None else Outcome.NOT_UNDERSTOOD, {"ok": False, "error": str(exc)}, op)
+    except OSError as exc:
+        # The array's own files (bitmaps, journals, the catalog) failed it: a full or read-only file
+        # system, a lost disk.  The client hears the reason and the file, not a Python class name.
+        log.exception("mgmt_op_failed", via=via)
+        where = f" ({exc.filename})" if exc.filename else ""
+        reason = exc.strerror or str(exc)
+        return Reply(Outcome.FAILED, {"ok": False, "error": f"{op.name if op else name}: {reason}{where}"}, op)
+    except sqlite3.Error as exc:
+        # The catalog's commit failed (its file system full, most often): nothing of the change stays.
+        log.exception("mgmt_op_failed", via=via)
+        return Reply(Outcome.FAILED, {"ok": False, "error": f"{op.name if op else name}: the catalog could not "
+                                                             f"record it: {exc}"}, op)
     except Exception as exc:  # noqa: BLE001 - the caller gets the reason; the array keeps running
         log.exception("mgmt_op_failed", via=via)
         return Reply(Outcome.FAILED, {"ok": False, "error": f"{type(exc).__name__}: {exc}"}, op)

@@ -516,3 +516,36 @@ def test_three_copies_and_a_copy_of_a_copy(array: Any) -> None:
     assert ar.file(4) == ar.file(1) == ar.file(0)
     for n in (2, 3):  # the other copies still hold their instants, on their own volumes
         assert ar.file(n) == views[n]
+
+
+def test_create_on_a_full_file_system_is_refused_naming_the_file_and_leaves_nothing(array: Any, tmp_path: Path) -> None:
+    """The pairs' bitmap directory on a file system that is full: `copy create` fails with the reason
+    and the file (not a Python class name), keeps no half-made bitmap and no wrapper on the LUs (the
+    host's I/O goes on as before), and works once there is room."""
+    ar = array(8)
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)], check=True)
+    try:
+        (ar.sp.data_dir / "local-copies").symlink_to(small)
+        with open(small / "filler", "wb") as f:
+            with pytest.raises(OSError):
+                while True:
+                    f.write(b"\xff" * 65536)
+                    f.flush()
+        ar.qemu_write(0, 0, 4096, 0x61)
+        cp = ar.cli("copy", "create", "c1", "--pvol", f"{T}/0", "--svol", f"{T}/1")
+        assert cp.returncode != 0
+        assert "No space left on device" in cp.stderr and str(small / "c1.") in cp.stderr.replace(
+            str(ar.sp.data_dir / "local-copies"), str(small)), cp.stderr
+        assert "OSError" not in cp.stderr, cp.stderr
+        assert sorted(p.name for p in small.iterdir()) == ["filler"]  # no half-made bitmap kept
+        assert ar.ok("copy", "display", "--json") == []
+        ar.qemu_write(1, 0, 4096, 0x62)  # the S-VOL-to-be is a plain LU still: it takes host writes
+        assert ar.file(1)[:4096] == bytes([0x62]) * 4096
+        (small / "filler").unlink()
+        ar.create()
+        ar.wait("PAIR")
+        assert ar.file(0) == ar.file(1)
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=False)
