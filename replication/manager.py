@@ -22,6 +22,8 @@ delete), which is what tools/ calls.
 """
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import random
 from typing import Any
@@ -97,7 +99,14 @@ class PairManager(DeltaResync):
             flags = proto.PairFlags.NO_COPY if no_copy else proto.PairFlags(0)
             if bidirectional:
                 flags |= proto.PairFlags.BIDIRECTIONAL
-            session, mirror = await self._open_session(rec)
+            # Local resources first: a full file system refuses the pair before the S side hears of it.
+            os.makedirs(self.dir, exist_ok=True)
+            bitmap = self._bitmap(name, lu, start, count, fresh=True)
+            try:
+                session, mirror = await self._open_session(rec)
+            except BaseException:
+                await asyncio.to_thread(bitmap.remove)
+                raise
             try:
                 need = count or lu.num_blocks
                 if mirror.block_size != lu.block_size:
@@ -122,22 +131,36 @@ class PairManager(DeltaResync):
                         raise
             except (PairError, PeerFailure) as exc:
                 await session.close()
+                await asyncio.to_thread(bitmap.remove)
                 raise PairError(str(exc)) from None
+            except BaseException:
+                await session.close()
+                await asyncio.to_thread(bitmap.remove)
+                raise
             if standby is not None:
                 await self._activate_standby(lu, standby, first)
-            os.makedirs(self.dir, exist_ok=True)
-            bitmap = self._bitmap(name, lu, start, count, fresh=True)
             vol = self._wrap(rec, lu, bitmap)
             vol.mirror = mirror
             p = Pair(rec, vol, lu, session)
             self.pairs[name] = p
             self._by_id[rec.pair_id] = p
-            await vol.apply(Event.CREATE_NO_COPY if no_copy else Event.CREATE)
-            if not no_copy:
-                vol.mark_all()
-            else:
-                rec.sync_generation = rec.generation
-            await self._save(p)
+            try:
+                await vol.apply(Event.CREATE_NO_COPY if no_copy else Event.CREATE)
+                if not no_copy:
+                    vol.mark_all()
+                else:
+                    rec.sync_generation = rec.generation
+                await self._save(p)
+            except Exception:
+                # Not in the catalog (its file system full): not a pair on either side, or it would
+                # vanish from this array at a restart and stay half-formed at the S side.
+                del self.pairs[name]
+                del self._by_id[rec.pair_id]
+                with contextlib.suppress(PairError, PeerFailure):
+                    await self._control(p, proto.DeletePairCdb(rec.pair_id, force=True).encode())
+                await session.close()
+                await asyncio.to_thread(bitmap.remove)
+                raise
             await self._install(p)
             if group_j is not None:
                 await self._joined(p, group_j)

@@ -26,6 +26,7 @@ only after every bit changed before it began is on disk, whoever's write carries
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 
@@ -54,7 +55,8 @@ class PersistentBitmap:
         self._fd: int | None = None
         if path is None:
             return
-        exists = os.path.exists(path) and not fresh
+        new_file = not os.path.exists(path)
+        exists = not new_file and not fresh
         try:
             self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
             if exists:
@@ -70,6 +72,9 @@ class PersistentBitmap:
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None
+            if new_file:  # a file this call made and could not fill is no bitmap: not left behind
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
             raise OSError(exc.errno, exc.strerror, path) from exc
 
     # --- reading ------------------------------------------------------------------------------------

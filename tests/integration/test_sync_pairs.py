@@ -670,3 +670,32 @@ def test_a_thin_p_vol_stays_thin_and_unmap_reaches_the_s_vol(arrays: Arrays) -> 
     assert a[lba * 512:(lba + n) * 512] == zero == b[lba * 512:(lba + n) * 512]
     assert a == b and a[:lba * 512] == bytes([0x6B]) * (lba * 512)
     assert ar.pair(ar.a)["state"] == "PAIR"
+
+
+def test_create_on_a_full_file_system_is_refused_before_the_s_side_hears_of_it(arrays: Arrays, tmp_path: Path) -> None:
+    """A's pair bitmap directory on a full file system: `pair create` fails naming the reason and the
+    file, neither array keeps any part of the pair (B was never asked to register it), and the same
+    create works once there is room."""
+    ar = arrays
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)], check=True)
+    try:
+        (ar.a.data_dir / "pairs").symlink_to(small)
+        with open(small / "filler", "wb") as f:
+            with pytest.raises(OSError):
+                while True:
+                    f.write(b"\xff" * 65536)
+                    f.flush()
+        cp = ar.cli(ar.a, "pair", "create", "p0", "--pvol", f"{A}/0", "--remote", "array-b", "--svol", f"{B}/0")
+        assert cp.returncode != 0
+        assert "No space left on device" in cp.stderr and "p0" in cp.stderr and "OSError" not in cp.stderr, cp.stderr
+        assert ar.ok(ar.a, "pair", "display", "--json") == []
+        assert ar.ok(ar.b, "pair", "display", "--json") == []
+        assert sorted(p.name for p in small.iterdir()) == ["filler"]
+        (small / "filler").unlink()
+        ar.create("--no-copy")
+        ar.wait(ar.a, "PAIR")
+        ar.wait(ar.b, "PAIR")
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=False)
