@@ -1,6 +1,7 @@
 """Shared fixtures: real `sanlab serve` processes on loopback ports."""
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import os
 import shlex
@@ -38,6 +39,25 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def full_file_system(where: Path, size: str = "1m") -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted at ``where`` and filled to the last byte by a file ``filler``
+    (remove it to make room); unmounted at the end.  Root only, as the fault matrix's."""
+    where.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], check=True)
+    try:
+        with open(where / "filler", "wb") as f:
+            try:
+                while True:
+                    f.write(b"\xff" * 65536)
+                    f.flush()
+            except OSError:
+                pass  # full
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
 
 
 def need(tool: str) -> str:
