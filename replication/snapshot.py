@@ -104,10 +104,13 @@ class TrackMap:
         self.tracks = tracks
         self.slots: dict[int, int] = {}
         if fresh:
-            with open(path, "wb") as f:
-                f.truncate(tracks * MAP_ENTRY.size)
-                f.flush()
-                os.fsync(f.fileno())
+            try:
+                with open(path, "wb") as f:
+                    f.truncate(tracks * MAP_ENTRY.size)
+                    f.flush()
+                    os.fsync(f.fileno())
+            except OSError as exc:  # a full file system: the error names the map
+                raise OSError(exc.errno, exc.strerror, path) from exc
         else:
             with open(path, "rb") as f:
                 raw = f.read()

@@ -13,6 +13,7 @@ point of the origin's write stream and a restore is not mixed with host writes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -38,10 +39,15 @@ class SnapshotError(Exception):
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_suffix(".json.tmp")
-    with open(tmp, "w") as f:
-        json.dump(data, f)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(tmp, "w") as f:
+            json.dump(data, f)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:  # a full file system: the error names the file, none is left half-written
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
     os.replace(tmp, path)
     _sync_dir(path.parent)
 
@@ -143,15 +149,27 @@ class SnapshotManager:
             try:
                 tmap = await asyncio.to_thread(TrackMap, str(self.dir / f"{name}.map"), o.tracks, True)
             except OSError:
+                with contextlib.suppress(FileNotFoundError):  # a map it could not fill is no map
+                    await asyncio.to_thread(os.unlink, self.dir / f"{name}.map")
                 await self._unwrap(key)
                 raise
-            async with held([o]):
-                created = time.time()
-                meta: dict[str, Any] = {"name": name, "target": key[0], "lun": key[1], "created": created,
-                                        "export": None}
-                s = Snapshot(name, o, tmap, created)
-                await asyncio.to_thread(_write_json, self.dir / f"{name}.json", meta)
-                o.snapshots.append(s)
+            try:
+                async with held([o]):
+                    created = time.time()
+                    meta: dict[str, Any] = {"name": name, "target": key[0], "lun": key[1], "created": created,
+                                            "export": None}
+                    s = Snapshot(name, o, tmap, created)
+                    await asyncio.to_thread(_write_json, self.dir / f"{name}.json", meta)
+                    o.snapshots.append(s)
+            except OSError:
+                # Its description could not be written (a full file system): no snapshot, no files.
+                with contextlib.suppress(OSError):
+                    tmap.close()
+                for leftover in (str(self.dir / f"{name}.json"), str(self.dir / f"{name}.json.tmp"), tmap.path):
+                    with contextlib.suppress(FileNotFoundError):
+                        await asyncio.to_thread(os.unlink, leftover)
+                await self._unwrap(key)
+                raise
             self.snapshots[name], self.meta[name] = s, meta
             log.info("snapshot_created", snapshot=name, origin=o.label)
             return self.describe(s)

@@ -6,10 +6,12 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.conftest import full_file_system
 from tests.integration.test_local_copy import T, Writer, array, last_seq  # noqa: F401 - array is a fixture
 
 pytestmark = pytest.mark.integration
@@ -152,3 +154,18 @@ def test_kill_during_copy_on_write_keeps_every_snapshot_and_every_acknowledged_w
         assert j <= h < len(w.lbas) and w.lbas[h] == lba and blk == Writer.payload(h, lba)
     k3 = ar.ok("snapshot", "list", "k3", "--json")[0]
     assert k3["pool_bytes"] > 0  # copy-on-write of k3 had begun before the kill
+
+
+def test_create_on_a_full_file_system_is_refused_naming_the_file_and_leaves_nothing(array: Any, tmp_path: Path) -> None:  # noqa: F811
+    """The snapshots' directory on a full file system: `snapshot create` fails with the reason and the
+    file, keeps no map file and no wrapper on the LU, and works once there is room."""
+    ar = array(8)
+    with full_file_system(tmp_path / "small") as small:
+        (ar.sp.data_dir / "snapshots").symlink_to(small)
+        cp = ar.cli("snapshot", "create", "s1", "--vol", f"{T}/0")
+        assert cp.returncode != 0
+        assert "No space left on device" in cp.stderr and "/snapshots/s1." in cp.stderr, cp.stderr
+        assert [p.name for p in small.iterdir() if p.name.startswith("s1.")] == []  # the pool file may stay
+        assert ar.ok("snapshot", "list", "--json") == []
+        (small / "filler").unlink()
+        assert ar.ok("snapshot", "create", "s1", "--vol", f"{T}/0")["name"] == "s1"
