@@ -206,7 +206,15 @@ class FileVolume:
             return
         self._pwrite_all(data, lba * self._block_size)
         if fua:
+            self._fdatasync_sync("write failed")
+
+    def _fdatasync_sync(self, what: str) -> None:
+        """``fdatasync`` of the file; its failure (EIO, ENOSPC where the file system reserves late) a
+        VolumeError saying ``what``, as any I/O error of the backing store."""
+        try:
             os.fdatasync(self._fd)
+        except OSError as exc:
+            raise io_failure(exc, what) from exc
 
     def _fill_sync(self, lba: int, nblocks: int, block: bytes | bytearray | memoryview) -> None:
         bs = self._block_size
@@ -257,7 +265,7 @@ class FileVolume:
         else:
             self._fill_sync(lba, nblocks, block)
         if fua:
-            os.fdatasync(self._fd)
+            self._fdatasync_sync("write same failed")
 
     def lba_status_sync(self, lba: int, max_ranges: int) -> list[LbaExtent]:
         """Extents from ``SEEK_DATA``/``SEEK_HOLE``: a block is deallocated only if wholly in a hole."""
@@ -350,9 +358,18 @@ class FileVolume:
         if len(data) % self._block_size or len(data) > MAX_ATOMIC_BYTES:
             raise VolumeError(f"atomic write of {len(data)} bytes: whole blocks up to {MAX_ATOMIC_BYTES}")
         self._check(lba, len(data) // self._block_size)
-        self._journal.record(lba, data)
+        try:
+            self._journal.record(lba, data)
+        except OSError as exc:  # nothing written yet: the host hears of it, the volume is as it was
+            raise io_failure(exc, "atomic write journal failed") from exc
         self.write_sync(lba, data, fua=True)
-        self._journal.clear()
+        try:
+            self._journal.clear()
+        except OSError as exc:
+            # The data is written and durable; the record left behind holds the same bytes, which a
+            # recovery at open would write again over whatever came after: say so loudly.
+            log.error("atomic_journal_not_cleared", path=self._journal.path, lba=lba, error=str(exc))
+            raise io_failure(exc, "atomic write journal failed") from exc
 
     def compare_and_write_sync(self, lba: int, verify: bytes | bytearray | memoryview,
                                data: bytes | bytearray | memoryview, fua: bool) -> int | None:
@@ -529,7 +546,7 @@ class FileVolume:
             await self._group_flush()
 
     async def _fdatasync(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(_IO_POOL, os.fdatasync, self._fd)
+        await asyncio.get_running_loop().run_in_executor(_IO_POOL, self._fdatasync_sync, "flush failed")
 
     async def close(self) -> None:
         """Flush, then close the file and its atomic journal; later calls do nothing."""

@@ -471,3 +471,28 @@ async def test_a_fua_write_syncs_its_own_range_not_the_whole_file(tmp_path: Path
     assert await vol.read(8, 8) == b"\xab" * 4096
     await vol.close()
     assert (tmp_path / "v.img").read_bytes()[4096:8192] == b"\xab" * 4096
+
+
+async def test_a_failing_sync_is_a_volume_error_and_an_atomic_write_keeps_the_volume(tmp_path: Path,
+                                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """An fdatasync that fails (EIO; ENOSPC on file systems that reserve late) reaches the device
+    server as VolumeError (MEDIUM ERROR for the host), never as a raw OSError (an internal failure):
+    SYNCHRONIZE CACHE, WRITE SAME with FUA, and an atomic write whose journal cannot be made
+    durable, which then leaves the volume as it was."""
+    import errno
+    vol = FileVolume(str(tmp_path / "v.img"), 1 << 20, 512)
+    await vol.write(0, b"\x01" * 4096)
+    real_fdatasync = os.fdatasync
+
+    def failing(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+    monkeypatch.setattr(os, "fdatasync", failing)
+    with pytest.raises(VolumeError, match="flush failed: .*Input/output error"):
+        await vol.flush()
+    with pytest.raises(VolumeError, match="write same failed"):
+        await vol.write_same(0, 8, b"\x02" * 512, fua=True)
+    with pytest.raises(VolumeError, match="atomic write journal failed"):
+        await vol.write_atomic(16, b"\x03" * 4096)
+    monkeypatch.setattr(os, "fdatasync", real_fdatasync)
+    assert await vol.read(16, 8) == bytes(4096)  # the atomic write did not happen
+    await vol.close()
