@@ -110,7 +110,7 @@ class LunConfig:
 
     lun: int
     size: int
-    """Capacity in bytes; for a file LUN the least it has: a longer file wins (cli.file_lun_size)."""
+    """Capacity in bytes; for a file LUN the least it has: a longer file wins (assemble.file_lun_size)."""
     file: Path
     """Backing file (absolute, resolved against data_dir)."""
     block_size: int = 512
