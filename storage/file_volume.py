@@ -81,7 +81,7 @@ class FileVolume:
 
     The volume can grow while in use (:class:`Resizable`): the file is extended, sparse when thin,
     allocated when thick.  A file longer than ``size_bytes`` keeps its length, but the volume is
-    ``size_bytes`` long: the caller decides which size wins (``tools/cli.py`` lets the file win).
+    ``size_bytes`` long: the caller decides which size wins (``tools/assemble.py`` lets the file win).
     """
 
     def __init__(self, path: str, size_bytes: int, block_size: int = 512, readonly: bool = False,

@@ -1,5 +1,9 @@
 """asyncio glue of the iSCSI target: sockets, timers, tasks (ARCHITECTURE.md: asyncio lives here).
 
+Why one module of ~620 lines: it is one class, :class:`IscsiServer`, whose parts (accept and login,
+the full-feature loop, command tasks, task management, session admission) all read and move one
+table of live connections and sessions; what stands apart already lives beside it (below).
+
 Each accepted connection runs :func:`IscsiServer._serve_connection`: the
 login phase through :class:`~sanlab.target.login.TargetLogin`, then the
 full-feature phase through :class:`~sanlab.target.connection.TargetConnection`,

@@ -5,6 +5,13 @@ key path and the reason.  With no file, :func:`default_config` gives the
 embedded default: one target ``iqn.2026-11.org.sanlab:array0`` with LUN 0 on a
 1 GiB sparse file, portal ``0.0.0.0:3260``, no authentication.
 
+Why one module of ~680 lines: it is one concept, the schema of the configuration file: each
+section's dataclass next to the function that validates it, read together with the example below.
+The sections share one table reader (``_Table``), one error and the value rules (sizes, portals,
+iSCSI names, CHAP secrets), and :func:`parse_config` checks across sections (a LUN's RAID group or
+external volume exists; a file is one drive or one LUN).  Splitting it by section would need a third
+module for the shared parts and send a reader through three files to learn one key's rule.
+
 Example::
 
     data_dir = "./sanlab-data"
@@ -110,7 +117,7 @@ class LunConfig:
 
     lun: int
     size: int
-    """Capacity in bytes; for a file LUN the least it has: a longer file wins (cli.file_lun_size)."""
+    """Capacity in bytes; for a file LUN the least it has: a longer file wins (assemble.file_lun_size)."""
     file: Path
     """Backing file (absolute, resolved against data_dir)."""
     block_size: int = 512

@@ -1,6 +1,6 @@
 """Management operations on external volumes: a peer array's LUN mapped as a real volume of this one.
 
-External volumes of the configuration are opened by ``sanlab serve`` (tools/cli.py) with
+External volumes of the configuration are opened by ``sanlab serve`` (tools/assemble.py) with
 :func:`connect_external`; those added at run time (``add-external``) are kept in the catalog and
 logged in to again at the next start (:meth:`ExternalOps.load`).
 """

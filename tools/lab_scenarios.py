@@ -38,8 +38,9 @@ from typing import Any, Callable, Sequence, TypeVar
 from sanlab.target.errors import IscsiError
 from sanlab.target.initiator import InitiatorConfig, IscsiSession
 from sanlab.tools.logging import setup_logging
-from sanlab.tools.lab import (DEFAULT_ROOT, REPO, LabError, LabPlan, PairSpec, SitePlan, load_lab, op,
-                              pair_row, set_link, start_site, stop_site, wait_state)
+from sanlab.tools.lab import DEFAULT_ROOT, load_lab, op, pair_row, set_link, start_site, stop_site, wait_state
+from sanlab.tools.lab_plan import LabPlan, SitePlan
+from sanlab.tools.lab_topology import REPO, LabError, PairSpec
 
 T = TypeVar("T")
 HOST_IQN = "iqn.1994-05.com.example:labhost"

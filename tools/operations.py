@@ -1,5 +1,11 @@
 """The management operations and their parameters, declared once.
 
+Why one module of ~700 lines: nearly half of it is one declaration, the table
+:data:`OPERATIONS` (with the command device's process numbers), and the rest is
+what reads that table (parameter kinds and their coercion, argument checks,
+help); a split would put the table's entries in one file and the rules that
+give them meaning in another, where adding a parameter should touch one place.
+
 Every operation the array offers — through ``sanlab admin``, the management
 socket (``tools/mgmt.py``) and, later, the command device — is one
 :class:`Operation` in :data:`OPERATIONS`: its name, its :class:`Domain` (the

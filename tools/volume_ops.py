@@ -237,7 +237,7 @@ class VolumeOps:
         Every I_T nexus gets UNIT ATTENTION / CAPACITY DATA HAS CHANGED and READ CAPACITY reports
         the new size (SBC-3 §4.5; :meth:`DeviceServer.resize_lun`).  A file-backed LUN of the
         config keeps it across restarts because the file's length wins over a smaller configured
-        ``size`` (tools/cli.py).  Shrinking is refused, as are volumes that cannot grow.
+        ``size`` (tools/assemble.py).  Shrinking is refused, as are volumes that cannot grow.
         """
         a = self.array
         ds = found(a.device_servers.get(target), f"no target {target}")

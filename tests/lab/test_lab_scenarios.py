@@ -19,7 +19,9 @@ from typing import Any, Iterator
 
 import pytest
 
-from sanlab.tools.lab import TOPOLOGIES, alive, load_topology, netns_unavailable, plan
+from sanlab.tools.lab import alive, netns_unavailable
+from sanlab.tools.lab_plan import plan
+from sanlab.tools.lab_topology import TOPOLOGIES, load_topology
 from tests.conftest import REPO
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]

@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 
 from sanlab.tools.config import parse_config
-from sanlab.tools.lab import (TOPOLOGIES, LabError, LinkSpec, alive, down, load_lab, load_topology, netem_args,
-                              pair_row, plan, route_through_delay_lines, save_state, site_pid, to_toml, up)
+from sanlab.tools.lab import (alive, down, load_lab, netem_args, pair_row, route_through_delay_lines, save_state,
+                              site_pid, up)
+from sanlab.tools.lab_plan import plan, to_toml
+from sanlab.tools.lab_topology import TOPOLOGIES, LabError, LinkSpec, load_topology
 from tests.conftest import REPO
 
 

@@ -13,7 +13,7 @@ from sanlab.replication.link import Link, LinkSettings, Remote, describe_failure
 from sanlab.target.chap import ChapCredentials
 from sanlab.target.errors import LoginFailed, LoginStatus
 from sanlab.target.server import IscsiServer
-from sanlab.tools.cli import build_server
+from sanlab.tools.assemble import build_server
 from sanlab.tools.config import parse_config
 from tests.conftest import free_port
 

@@ -349,7 +349,7 @@ async def test_an_out_of_range_export_left_in_the_catalog_is_not_served(tmp_path
 async def test_a_drive_is_one_file_of_one_group_whatever_its_spelling(tmp_path: Path) -> None:
     """Issue 12 item 2: the same file twice in a group, or a file another group or a config LUN
     uses, is refused however it is spelled (./x, symlinks, hard links), before anything is made."""
-    from sanlab.tools.cli import open_raid_groups
+    from sanlab.tools.assemble import open_raid_groups
     from sanlab.tools.config import parse_config
 
     dd = tmp_path / "data"

@@ -34,7 +34,7 @@ def test_bad_portal_option(tmp_path: Path) -> None:
 
 def test_a_file_longer_than_the_configured_size_wins(tmp_path: Path) -> None:
     """What keeps a resize-lun across restarts: the LUN opens at the file's length when larger."""
-    from sanlab.tools.cli import file_lun_size
+    from sanlab.tools.assemble import file_lun_size
     from sanlab.tools.config import LunConfig
 
     lc = LunConfig(lun=0, size=4 << 20, file=tmp_path / "lun0.img")
