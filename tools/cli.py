@@ -389,7 +389,9 @@ def cmd_admin(args: argparse.Namespace) -> int:
         print(f"sanlab: {exc}", file=sys.stderr)
         return 2
     if not reply.get("ok"):
-        print(f"sanlab: {op.command}: {reply.get('error')}", file=sys.stderr)
+        error = str(reply.get("error"))
+        said = error.startswith(f"{op.command}: ")  # the array named the operation already
+        print(f"sanlab: {error}" if said else f"sanlab: {op.command}: {error}", file=sys.stderr)
         return 1
     if args.json or op.name != "show":
         print(json.dumps(reply["result"], indent=2))

@@ -80,11 +80,11 @@ async def perform(handler: Handler, name: str, args: object, via: str) -> Reply:
         log.exception("mgmt_op_failed", via=via)
         where = f" ({exc.filename})" if exc.filename else ""
         reason = exc.strerror or str(exc)
-        return Reply(Outcome.FAILED, {"ok": False, "error": f"{op.name if op else name}: {reason}{where}"}, op)
+        return Reply(Outcome.FAILED, {"ok": False, "error": f"{op.command if op else name}: {reason}{where}"}, op)
     except sqlite3.Error as exc:
         # The catalog's commit failed (its file system full, most often): nothing of the change stays.
         log.exception("mgmt_op_failed", via=via)
-        return Reply(Outcome.FAILED, {"ok": False, "error": f"{op.name if op else name}: the catalog could not "
+        return Reply(Outcome.FAILED, {"ok": False, "error": f"{op.command if op else name}: the catalog could not "
                                                              f"record it: {exc}"}, op)
     except Exception as exc:  # noqa: BLE001 - the caller gets the reason; the array keeps running
         log.exception("mgmt_op_failed", via=via)
