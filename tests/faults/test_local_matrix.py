@@ -9,10 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.conftest import CASE_KEY, SEED_KEY
 from tests.faults.local_matrix import AREA, MATRIX, Case, Division, check_outside, check_suffix, run_case
 from tests.faults.matrix import BS, CHUNK, TRACK, payload
-from tests.faults.test_matrix import chosen_seed, stream_of
+from tests.faults.test_matrix import case, stream_of
 
 pytestmark = pytest.mark.integration
 
@@ -22,22 +21,16 @@ MOMENTS_PER_CASE = 2
 _BASE = random.randrange(1 << 30)
 
 
-def case(request: pytest.FixtureRequest, tmp_path: Path, op: str, fault: str, seed: int) -> None:
-    seed = chosen_seed(request, seed)
-    request.node.user_properties += [(CASE_KEY, f"{op} x {fault}"), (SEED_KEY, seed)]
-    run_case(tmp_path, op, fault, seed)
-
-
 @pytest.mark.parametrize("op,fault,seed", SAMPLE, ids=[f"{o}-{f}" for o, f, _ in SAMPLE])
-def test_sample(request: pytest.FixtureRequest, tmp_path: Path, op: str, fault: str, seed: int) -> None:
-    case(request, tmp_path, op, fault, seed)
+def test_local_sample(request: pytest.FixtureRequest, tmp_path: Path, op: str, fault: str, seed: int) -> None:
+    case(request, tmp_path, op, fault, seed, run_case)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("moment", range(MOMENTS_PER_CASE))
 @pytest.mark.parametrize("op,fault", MATRIX, ids=[f"{o}-{f}" for o, f in MATRIX])
 def test_local_matrix(request: pytest.FixtureRequest, tmp_path: Path, op: str, fault: str, moment: int) -> None:
-    case(request, tmp_path, op, fault, _BASE + moment)
+    case(request, tmp_path, op, fault, _BASE + moment, run_case)
 
 
 def area_image(lbas: list[int], writes: list[int]) -> bytes:
