@@ -207,3 +207,26 @@ async def test_a_failed_division_copy_leaves_no_clear_for_the_resync_to_apply(tm
     cp.state = PairState.COPY
     assert await run_mover(cp, asyncio.Event())
     assert s.buf == p.buf and cp.copied_bytes == tracks * TRACK * BS
+
+
+async def test_a_copy_on_write_without_room_refuses_the_write_and_keeps_both_images(tmp_path: Path) -> None:
+    """Divided, the copy's store full (README, "Faults and what to do"): a host write to the original that
+    needs a copy-on-write fails with the store's SpaceExhausted (DATA PROTECT / SPACE ALLOCATION FAILED
+    WRITE PROTECT at the device server), the original as it was, the copy's image whole; with room
+    again the same write goes through."""
+    pv, sv, p, s = volumes(0x11)
+    cp = pair(tmp_path, pv, sv)
+    cp.state = PairState.PSUS  # divided before any track was copied
+    image = bytes(p.buf)
+    room = s._raw_write
+
+    async def full(lba: int, data: bytes | bytearray | memoryview, fua: bool) -> None:
+        raise SpaceExhausted("no room")
+    s._raw_write = full  # type: ignore[method-assign]
+    with pytest.raises(SpaceExhausted):
+        await pv.write(2 * TRACK, b"\x99" * BS)
+    assert bytes(p.buf) == image and await sv.read(0, TRACKS * TRACK) == image and cp.gen.has(2)
+    s._raw_write = room  # type: ignore[method-assign]
+    await pv.write(2 * TRACK, b"\x99" * BS)
+    assert p.buf[2 * TRACK * BS:2 * TRACK * BS + BS] == b"\x99" * BS
+    assert await sv.read(0, TRACKS * TRACK) == image
