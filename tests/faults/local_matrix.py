@@ -32,6 +32,7 @@ Adding a case is one row of :data:`MATRIX`; a new operation or fault is one clas
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import signal
@@ -112,6 +113,7 @@ class LocalArray(Array):
 
     @property
     def up(self) -> bool:
+        """The array's process is running."""
         return self.sp.proc.poll() is None
 
     def display(self) -> dict[str, Any]:
@@ -140,11 +142,12 @@ class LocalArray(Array):
 
     def saved(self) -> dict[str, Any]:
         """c1's record in the catalog (the array down: what a restart loads)."""
-        with sqlite3.connect(self.sp.data_dir / "catalog.db") as db:
+        with contextlib.closing(sqlite3.connect(self.sp.data_dir / "catalog.db")) as db:
             (body,) = db.execute("SELECT body FROM local_copies WHERE name=?", (NAME,)).fetchone()
         return dict(json.loads(body))
 
     def stop(self) -> None:
+        """The array killed if it runs (the case is over), the tmpfs unmounted."""
         if self.up:
             self.sp.stop(signal.SIGKILL)
         if self.fs is not None:
@@ -152,6 +155,7 @@ class LocalArray(Array):
 
 
 def tracks_of(image: bytes) -> list[bytes]:
+    """``image`` cut into tracks."""
     return [image[t * TRACK:(t + 1) * TRACK] for t in range(len(image) // TRACK)]
 
 
@@ -189,8 +193,17 @@ def check_suffix(stream: Stream, image: bytes, lo: int, hi: int, where: str) -> 
 
 
 def bits(path: Path) -> set[int]:
+    """The set bits of a bitmap file as it is on disk (replication/local_copy.py's files)."""
     raw = path.read_bytes()
     return {i * 8 + b for i, byte in enumerate(raw) for b in range(8) if byte >> b & 1}
+
+
+class LocalStream(Stream):
+    """matrix.py's stream without reconnecting: a killed array comes back only after the stream has
+    ended (the heal), so the host's session waiting for it would only stretch the case (up to its
+    15 s command timeout)."""
+
+    reconnect = False
 
 
 @dataclass
@@ -214,6 +227,7 @@ class Case:
     saved: dict[str, Any] = field(default_factory=dict)
     """kill: the catalog's record at the kill."""
     notes: list[str] = field(default_factory=list)
+    """What the report line says besides the checks."""
 
 
 # ---- operations -----------------------------------------------------------------------------------
@@ -232,6 +246,7 @@ class LocalOp:
         """Nothing: the pair is created under the stream."""
 
     def start(self, case: Case) -> None:
+        """Ask for the operation (the stream runs): through the management socket, as hosts' scripts would."""
         raise NotImplementedError
 
     def right_after(self, case: Case) -> str:
@@ -388,7 +403,7 @@ class Restore(Split):
 # ---- faults ---------------------------------------------------------------------------------------
 
 class LocalFault:
-    """A fault: ``inject`` runs on the stream's thread with a write on its way."""
+    """A fault: ``inject`` runs on the stream's thread with a write on its way; ``heal`` undoes it."""
 
     name = ""
     raid = False
@@ -401,9 +416,11 @@ class LocalFault:
     """States the fault may leave the pair in beyond the operation's own."""
 
     def inject(self, ar: LocalArray) -> None:
+        """The fault (on the stream's thread, a write on its way)."""
         raise NotImplementedError
 
     def heal(self, case: Case) -> None:
+        """The README's first step of recovery for this fault (a pair left in PSUE is resynced after)."""
         raise NotImplementedError
 
 
@@ -499,7 +516,8 @@ class Outcome:
 
     moment: int
     acked: int
-    states: str
+    state: str
+    """The pair's state once the fault was healed (before the rest of recovery)."""
     copied_bytes: int
     checks: list[str]
 
@@ -526,7 +544,7 @@ def _run(ar: LocalArray, op: LocalOp, fault: LocalFault, rng: random.Random, mom
     began = time.monotonic()
     ar.write(0, AREA, [base_track(t) for t in range(AREA, TRACKS)])
     base = bytes(AREA * TRACK) + b"".join(base_track(t) for t in range(AREA, TRACKS))
-    stream = Stream(ar.sp, rng, NEVER, lambda: fault.inject(ar), T, AREA)
+    stream = LocalStream(ar.sp, rng, NEVER, lambda: fault.inject(ar), T, AREA)
     case = Case(ar, stream, base)
     op.prepare(case)
     stream.start()

@@ -140,6 +140,8 @@ class Stream(threading.Thread):
 
     target = A
     area_tracks = AREA_TRACKS
+    reconnect = True
+    """The host's session logs in again after a lost connection (a link cut heals under it)."""
 
     def __init__(self, sp: SanlabProcess, rng: random.Random, moment: int, fault: Callable[[], None],
                  target: str = A, area_tracks: int = AREA_TRACKS) -> None:
@@ -159,7 +161,8 @@ class Stream(threading.Thread):
         async def go() -> None:
             # Longer than the arrays' own 5 s peer timeout, so the host hears how the array ends a
             # write the fault caught (fence data: CHECK CONDITION) rather than giving up first.
-            cfg = InitiatorConfig(initiator_name="iqn.1994-05.com.example:faults", command_timeout=15.0)
+            cfg = InitiatorConfig(initiator_name="iqn.1994-05.com.example:faults", command_timeout=15.0,
+                                  reconnect=self.reconnect)
             async with IscsiSession(self.sp.host, self.sp.port, self.target, cfg) as s:
                 await s.clear_unit_attentions(0)
                 while not self.halt.is_set():
