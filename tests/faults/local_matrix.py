@@ -26,6 +26,10 @@ then the invariants:
   the operation had to copy (resync and restore: the tracks that differed; never a silent full copy).
 
 Rows left out (:data:`LEFT_OUT` says why): resync and restore under a full filesystem under the copy.
+copy-division splits during the generation: a pair split in PAIR has every track on the copy already,
+nothing (no division copy, no copy-on-write) for a fault to hit.  The kills come after the operation
+was answered; a kill inside the request (between a state change's bitmaps and its record) is
+test_local_copy.py's test_a_kill_as_a_resync_commits_its_record_keeps_the_copy_right.
 
 Adding a case is one row of :data:`MATRIX`; a new operation or fault is one class in ``OPS`` / ``FAULTS``.
 """
