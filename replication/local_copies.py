@@ -183,10 +183,15 @@ class LocalCopyManager:
             async with self._quiesced(pairs):
                 for p in pairs:
                     change(p)
+                # The record first, then the bitmaps.  A restart that finds the old state must find
+                # that state's bitmaps: a divided pair's ``gen`` says which tracks of its image are
+                # still on the original, so a resync's marks on disk under a PSUS record would send
+                # the copy's reads (and the division copy) to the original over the copy's own data.
+                # One that finds the new state makes up for bitmaps not flushed yet (:meth:`_install`).
+                await self._save(*pairs)
                 for p in pairs:
                     for bm in (p.gen, p.pdiff, p.sdiff):
                         await asyncio.to_thread(bm.flush)
-                await self._save(*pairs)
         finally:
             for p in pairs:
                 if p.name in self.pairs:
@@ -230,7 +235,18 @@ class LocalCopyManager:
             for u in active.set_units():
                 if p.mode(u + p.first_track) in (PairState.COPY, PairState.PAIR, PairState.RCPY):
                     gen.mark(u)
+            # A resync whose COPY record was committed may have died before its bitmaps were flushed
+            # (_quiesced_change: the record first): the differences still in pdiff/sdiff go to gen.
+            # In COPY they have no other use, so for a completed flush this changes nothing.
+            stale = [(bm, u) for bm in (pdiff, sdiff) for u in bm.set_units()
+                     if p.mode(u + p.first_track) is PairState.COPY]
+            for bm, u in stale:
+                gen.mark(u)
             gen.flush()
+            for bm, u in stale:
+                bm.clear(u)
+            pdiff.flush()
+            sdiff.flush()
             for u in active.set_units():
                 active.clear(u)
             active.flush()
@@ -363,7 +379,11 @@ class LocalCopyManager:
                     for u in region:
                         if old is PairState.PSUE or p.pdiff.has(u) or p.sdiff.has(u):
                             p.gen.mark(u)  # FIG. 18: the extent update copies the differing tracks only
-                    p.gen.flush()  # before the differences are forgotten
+                    if old is PairState.PSUE:
+                        # Nothing recorded the differences while suspended, so a restart under the COPY
+                        # record could not make up for these marks: durable before it.  (A suspended
+                        # pair's ``gen`` guides no read or write, so they may be on disk before.)
+                        p.gen.flush()
                     for u in region:
                         p.pdiff.clear(u)
                         p.sdiff.clear(u)

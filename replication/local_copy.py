@@ -674,7 +674,17 @@ class CopyVolume(TrackVolume):
 async def run_mover(p: CopyPair, stop: asyncio.Event) -> bool:
     """Copy what pair ``p`` marks, track by track beside host I/O, until nothing is left (True) or
     ``stop`` is set (False).  Passes repeat: a write straddling a copied and a marked track marks
-    both again."""
+    both again.  A failure (VolumeError, OSError: the pair goes to PSUE) drops the division copy's
+    deferred clears: their copies were never flushed, and a later mover (the resync from PSUE, which
+    sets every bit again) must not apply them to bits it set anew."""
+    try:
+        return await _move_tracks(p, stop)
+    except BaseException:
+        p.deferred_clears.clear()
+        raise
+
+
+async def _move_tracks(p: CopyPair, stop: asyncio.Event) -> bool:
     since = 0
     unit: int | None = 0
     began = time.monotonic()

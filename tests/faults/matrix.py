@@ -25,7 +25,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from sanlab.target.initiator import InitiatorConfig, IscsiSession
 from tests.conftest import SanlabProcess, free_port, start_sanlab
@@ -132,12 +132,22 @@ def payload(i: int, lba: int) -> bytes:
 
 
 class Stream(threading.Thread):
-    """The host: QD1 numbered writes to A's LUN 0 until stopped or a write fails (``error``).
-    ``lbas[i - 1]`` is where write i went; ``acked`` how many were answered GOOD."""
+    """The host: QD1 numbered writes to LUN 0 of ``target`` (A) until stopped or a write fails
+    (``error``), each at a 4 KiB block of the first ``area_tracks`` tracks.  ``lbas[i - 1]`` is where
+    write i went; ``acked`` how many were answered GOOD.  The fault hits once, with write
+    ``moment + 1`` on its way; ``moment`` may be set later, while the stream runs (local_matrix.py
+    sets it once the operation under test has been answered)."""
 
-    def __init__(self, sp: SanlabProcess, rng: random.Random, moment: int, fault: Callable[[], None]) -> None:
+    target = A
+    area_tracks = AREA_TRACKS
+    reconnect = True
+    """The host's session logs in again after a lost connection (a link cut heals under it)."""
+
+    def __init__(self, sp: SanlabProcess, rng: random.Random, moment: int, fault: Callable[[], None],
+                 target: str = A, area_tracks: int = AREA_TRACKS) -> None:
         super().__init__(daemon=True)
         self.sp, self.rng = sp, rng
+        self.target, self.area_tracks = target, area_tracks
         self.moment, self.fault = moment, fault
         self.delay = rng.uniform(0.0, 0.002)
         """How long after write ``moment + 1`` is sent the fault hits (it may be answered first)."""
@@ -151,14 +161,17 @@ class Stream(threading.Thread):
         async def go() -> None:
             # Longer than the arrays' own 5 s peer timeout, so the host hears how the array ends a
             # write the fault caught (fence data: CHECK CONDITION) rather than giving up first.
-            cfg = InitiatorConfig(initiator_name="iqn.1994-05.com.example:faults", command_timeout=15.0)
-            async with IscsiSession(self.sp.host, self.sp.port, A, cfg) as s:
+            cfg = InitiatorConfig(initiator_name="iqn.1994-05.com.example:faults", command_timeout=15.0,
+                                  reconnect=self.reconnect)
+            async with IscsiSession(self.sp.host, self.sp.port, self.target, cfg) as s:
                 await s.clear_unit_attentions(0)
                 while not self.halt.is_set():
-                    lba = self.rng.randrange(AREA_TRACKS * TRACK // CHUNK) * (CHUNK // BS)
+                    lba = self.rng.randrange(self.area_tracks * TRACK // CHUNK) * (CHUNK // BS)
                     self.lbas.append(lba)
                     write = asyncio.ensure_future(s.write16(0, lba, payload(len(self.lbas), lba), BS))
-                    if self.acked == self.moment:  # the fault, with write moment+1 on its way
+                    # The fault, with write moment+1 on its way (at most once; ">=": a moment set
+                    # from another thread may already be behind by the time it is read).
+                    if self.acked >= self.moment and not self.hit.is_set():
                         await asyncio.sleep(self.delay)
                         self.fault()
                         self.hit.set()
@@ -193,7 +206,7 @@ class Stream(threading.Thread):
         """Which write each 4 KiB block of the area holds (0: never written), checking each block
         is whole: one write's bytes, or zeros."""
         held: dict[int, int] = {}
-        for lba in range(0, AREA_TRACKS * TRACK // BS, CHUNK // BS):
+        for lba in range(0, self.area_tracks * TRACK // BS, CHUNK // BS):
             blk = image[lba * BS:lba * BS + CHUNK]
             i = int.from_bytes(blk[:8], "big")
             if i == 0:
@@ -206,7 +219,7 @@ class Stream(threading.Thread):
 
     def last_before(self, k: int) -> dict[int, int]:
         """Each block's last write among writes 1..k (0: none)."""
-        last: dict[int, int] = {lba: 0 for lba in range(0, AREA_TRACKS * TRACK // BS, CHUNK // BS)}
+        last: dict[int, int] = {lba: 0 for lba in range(0, self.area_tracks * TRACK // BS, CHUNK // BS)}
         for i in range(1, k + 1):
             last[self.lbas[i - 1]] = i
         return last
@@ -436,16 +449,27 @@ class DriveLoss(Fault):
     raid = True
 
     def inject(self, ar: LinkedArrays) -> None:
-        sp = ar.a if self.side == "a" else ar.b
-        os.truncate(sp.data_dir / "drives" / f"d{LOST_DRIVE}.img", 0)
+        lose_drive(ar.a if self.side == "a" else ar.b)
 
     def heal(self, ar: LinkedArrays) -> None:
         sp = ar.a if self.side == "a" else ar.b
-        group = next(g for g in ar.ok(sp, "show", "--json")["raid_groups"] if g["name"] == "rg0")
-        if group["drives"][LOST_DRIVE]["state"] != "failed":
-            ar.ok(sp, "admin", "fail-drive", "group=rg0", f"index={LOST_DRIVE}")
-        ar.ok(sp, "admin", "replace-drive", "group=rg0", f"index={LOST_DRIVE}")  # in its slot (README)
-        ar.ok(sp, "admin", "wait-rebuild", "group=rg0")
+        replace_lost_drive(lambda *words: ar.ok(sp, *words))
+
+
+def lose_drive(sp: SanlabProcess) -> None:
+    """Drive :data:`LOST_DRIVE` of group rg0 cut to nothing, as a disk that died."""
+    os.truncate(sp.data_dir / "drives" / f"d{LOST_DRIVE}.img", 0)
+
+
+def replace_lost_drive(ok: Callable[..., Any]) -> None:
+    """README's procedure for a lost drive, through ``ok`` (the array's CLI: words -> parsed output):
+    `admin fail-drive` when the array has not failed it yet, `admin replace-drive` in the same slot,
+    `admin wait-rebuild`."""
+    group = next(g for g in ok("show", "--json")["raid_groups"] if g["name"] == "rg0")
+    if group["drives"][LOST_DRIVE]["state"] != "failed":
+        ok("admin", "fail-drive", "group=rg0", f"index={LOST_DRIVE}")
+    ok("admin", "replace-drive", "group=rg0", f"index={LOST_DRIVE}")  # in its slot (README)
+    ok("admin", "wait-rebuild", "group=rg0")
 
 
 class FullFs(Fault):
@@ -461,16 +485,21 @@ class FullFs(Fault):
     refusal = "sense 7/27/07"  # DATA PROTECT, SPACE ALLOCATION FAILED WRITE PROTECT: a thin LU without room
 
     def inject(self, ar: LinkedArrays) -> None:
-        with open(ar.small[self.side] / "filler", "wb") as f:
-            try:
-                while True:
-                    f.write(b"\xff" * (1 << 20))
-                    f.flush()
-            except OSError:
-                pass  # full
+        fill_up(ar.small[self.side])
 
     def heal(self, ar: LinkedArrays) -> None:
         (ar.small[self.side] / "filler").unlink()
+
+
+def fill_up(fs: Path) -> None:
+    """The filesystem mounted at ``fs`` filled by a file ``filler`` (until ENOSPC)."""
+    with open(fs / "filler", "wb") as f:
+        try:
+            while True:
+                f.write(b"\xff" * (1 << 20))
+                f.flush()
+        except OSError:
+            pass  # full
 
 
 class DriveLossP(DriveLoss):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import random
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -28,10 +29,13 @@ def chosen_seed(request: pytest.FixtureRequest, default: int) -> int:
     return default if given is None else int(given)
 
 
-def case(request: pytest.FixtureRequest, tmp_path: Path, op: str, fault: str, seed: int) -> None:
+def case(request: pytest.FixtureRequest, tmp_path: Path, op: str, fault: str, seed: int,
+         run: Callable[[Path, str, str, int], object] = run_case) -> None:
+    """Case (op, fault) by ``run`` at ``seed`` (or the one given to replay), the seed and case in the
+    report (conftest.py's user properties); test_local_matrix.py passes its own ``run``."""
     seed = chosen_seed(request, seed)
     request.node.user_properties += [(CASE_KEY, f"{op} x {fault}"), (SEED_KEY, seed)]
-    run_case(tmp_path, op, fault, seed)
+    run(tmp_path, op, fault, seed)
 
 
 @pytest.mark.parametrize("op,fault,seed", SAMPLE, ids=[f"{o}-{f}" for o, f, _ in SAMPLE])

@@ -538,3 +538,64 @@ def test_create_on_a_full_file_system_is_refused_naming_the_file_and_leaves_noth
         ar.create()
         ar.wait("PAIR")
         assert ar.file(0) == ar.file(1)
+
+
+KILL_AT_RESYNC_RECORD = '''
+"""`sanlab serve`, killed (SIGKILL, as kill -9) {when} a resync of a divided pair commits its record
+(COPY): SANLAB_TEST_WRAP="python THIS"."""
+import os
+import sys
+
+from sanlab.replication import local_copies
+
+real_save = local_copies.LocalCopyManager._save
+
+
+async def save(self, *pairs):
+    resync = any(self.records[p.name].state == "PSUS" and p.state.name == "COPY" for p in pairs)
+    if resync and "{when}" == "before":
+        os.kill(os.getpid(), 9)
+    await real_save(self, *pairs)
+    if resync and "{when}" == "after":
+        os.kill(os.getpid(), 9)
+
+local_copies.LocalCopyManager._save = save
+from sanlab.tools.cli import main  # noqa: E402
+sys.exit(main(sys.argv[4:]))  # argv: THIS, python, -m, sanlab.tools.cli, serve ...
+'''
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_a_kill_as_a_resync_commits_its_record_keeps_the_copy_right(
+        array: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, when: str) -> None:
+    """kill -9 just before, or just after, a resync of a divided pair commits its record (COPY).
+    Before: the restart finds the pair divided, so it must find the divided pair's bitmaps.  (When the
+    resync's ``gen`` marks and ``pdiff``/``sdiff`` clears reached the disk first, the copy's reads of
+    the differing tracks came from the original, "the image is still there", and the division copy
+    wrote the original's data over the copy's own write: an acknowledged write lost, and a write
+    made to the original after the division in the point-in-time image.)  After: the restart finds
+    COPY with the bitmap changes maybe not flushed, and the resync copies the differing tracks."""
+    wrapper = tmp_path / "kill_at_resync_record.py"
+    wrapper.write_text(KILL_AT_RESYNC_RECORD.replace("{when}", when))
+    monkeypatch.setenv("SANLAB_TEST_WRAP", f"{sys.executable} {wrapper}")
+    ar = array(8)
+    monkeypatch.delenv("SANLAB_TEST_WRAP")
+    ar.qemu_write(0, 0, ar.size, 0x91)
+    ar.create()
+    ar.wait("PAIR")
+    ar.ok("copy", "split", "c1")
+    ar.qemu_write(1, 3 * TRACK, 4096, 0x92)  # the copy's own write (sdiff)
+    ar.qemu_write(0, 5 * TRACK, 4096, 0x93)  # the original's (pdiff)
+    view = ar.read(1)
+    assert ar.cli("copy", "resync", "c1").returncode != 0  # the array died answering it
+    assert ar.sp.proc.wait(30) == -signal.SIGKILL
+    ar.restart()
+    if when == "before":
+        assert ar.row()["state"] == "PSUS"
+        assert ar.read(1) == view  # the copy's write is there, track 5 the image of the division
+        assert ar.row()["pending_bytes"] == 2 * TRACK  # both tracks still differ
+        ar.ok("copy", "resync", "c1")  # asked again
+    ar.wait("PAIR")
+    assert ar.row()["copied_bytes"] == 2 * TRACK  # the two tracks that differ, no more
+    assert ar.file(0) == ar.file(1) == ar.read(0)
+    assert ar.file(1)[5 * TRACK:5 * TRACK + 4096] == bytes([0x93]) * 4096

@@ -10,6 +10,7 @@ from sanlab.replication.local_copy import CopyPair, CopyVolume, run_mover
 from sanlab.replication.local_copy_states import CopyEvent, CopyTransitionError, PairState, detail, local_step
 from sanlab.scsi.sense import ScsiError
 from sanlab.storage.bitmap import PersistentBitmap
+from sanlab.storage.volume import SpaceExhausted, VolumeError
 from tests.storage.test_volume import MemoryVolume
 
 BS = 512
@@ -173,3 +174,59 @@ async def test_a_mirrored_write_to_a_hot_track_is_done_on_the_spot_in_both_volum
     assert not pv.write_nowait(2 * TRACK + 16, other)  # divided: pdiff not marked yet
     await fp.close()
     await fs.close()
+
+
+async def test_a_failed_division_copy_leaves_no_clear_for_the_resync_to_apply(tmp_path: Path) -> None:
+    """The division copy fails (the copy's store full) after copying tracks whose ``gen`` clears wait
+    for its next flush: those clears go with it.  Applied later, by the mover of the resync from PSUE
+    (every bit set again) at its first flush, they skipped tracks the original took writes on while
+    suspended: PAIR with a copy that differs (found by tests/faults/test_local_matrix.py,
+    copy-division x full-fs-copy, as 40 tracks missing from the resync's copied bytes)."""
+    tracks = 80  # more than FLUSH_EVERY (64): the resync's mover flushes before it reaches track 66
+    p, s = MemoryVolume(tracks * TRACK * BS, BS), MemoryVolume(tracks * TRACK * BS, BS)
+    p.buf[:] = b"\x11" * len(p.buf)
+    pv, sv = CopyVolume(p, "p"), CopyVolume(s, "s")
+    bms = [PersistentBitmap(str(tmp_path / f"c.{k}"), tracks) for k in ("gen", "pdiff", "sdiff", "active")]
+    bms[0].mark_all()
+    cp = CopyPair("c", pv, sv, 0, tracks * TRACK, *bms, PairState.PSUS)  # divided before any copy
+    pv.sources.append(cp)
+    sv.target = cp
+    room = s._raw_write
+
+    async def full(lba: int, data: bytes | bytearray | memoryview, fua: bool) -> None:
+        if lba >= 70 * TRACK:
+            raise SpaceExhausted("no room for track 70")
+        await room(lba, data, fua)
+    s._raw_write = full  # type: ignore[method-assign]
+    with pytest.raises(VolumeError):
+        await run_mover(cp, asyncio.Event())  # tracks 64-69 copied, their clears waiting for a flush
+    cp.state = PairState.PSUE  # as LocalCopyManager._move does
+    s._raw_write = room  # type: ignore[method-assign]
+    await pv.write(66 * TRACK, b"\x99" * BS)  # suspended: the original changes, nothing recorded
+    cp.gen.mark_all()  # resync from PSUE (LocalCopyManager._operate): every track again
+    cp.state = PairState.COPY
+    assert await run_mover(cp, asyncio.Event())
+    assert s.buf == p.buf and cp.copied_bytes == tracks * TRACK * BS
+
+
+async def test_a_copy_on_write_without_room_refuses_the_write_and_keeps_both_images(tmp_path: Path) -> None:
+    """Divided, the copy's store full (README, "Faults and what to do"): a host write to the original that
+    needs a copy-on-write fails with the store's SpaceExhausted (DATA PROTECT / SPACE ALLOCATION FAILED
+    WRITE PROTECT at the device server), the original as it was, the copy's image whole; with room
+    again the same write goes through."""
+    pv, sv, p, s = volumes(0x11)
+    cp = pair(tmp_path, pv, sv)
+    cp.state = PairState.PSUS  # divided before any track was copied
+    image = bytes(p.buf)
+    room = s._raw_write
+
+    async def full(lba: int, data: bytes | bytearray | memoryview, fua: bool) -> None:
+        raise SpaceExhausted("no room")
+    s._raw_write = full  # type: ignore[method-assign]
+    with pytest.raises(SpaceExhausted):
+        await pv.write(2 * TRACK, b"\x99" * BS)
+    assert bytes(p.buf) == image and await sv.read(0, TRACKS * TRACK) == image and cp.gen.has(2)
+    s._raw_write = room  # type: ignore[method-assign]
+    await pv.write(2 * TRACK, b"\x99" * BS)
+    assert p.buf[2 * TRACK * BS:2 * TRACK * BS + BS] == b"\x99" * BS
+    assert await sv.read(0, TRACKS * TRACK) == image
