@@ -186,15 +186,23 @@ class Failover(PairsCore):
         if nexus is None:
             raise refuse(Refusal.NOT_READY)
         await self.supervisor.stop(COPY_KIND, p.record.name)
-        await p.volume.drain()
-        session, p.session, p.volume.mirror = p.session, None, None
-        if session is not None:
-            self._beside(session.close(), p.record.name)
-        h.peer_initiator = p.record.peer_initiator = nexus.initiator_name
-        h.fence_released = h.peer_marked = False
-        p.record.remote = nexus.initiator_name
-        p.volume.copied_bytes = 0
-        await self._before_swapped_by_peer(p)
-        await p.volume.apply(Event.SWAP, "swapped by the peer")
-        self.set_gate(p)
-        await self._after_swap(p)
+        # New host writes wait until this half is the S-VOL, then meet its rule (refused): one let
+        # in after the drain would find no session to mirror on, be written here only and
+        # acknowledged, and the new P side's copy back by bitmap would overwrite it (found by the
+        # fault matrix's takeover drill, a swap under the host's writes).
+        p.volume.hold()
+        try:
+            await p.volume.drain()
+            session, p.session, p.volume.mirror = p.session, None, None
+            if session is not None:
+                self._beside(session.close(), p.record.name)
+            h.peer_initiator = p.record.peer_initiator = nexus.initiator_name
+            h.fence_released = h.peer_marked = False
+            p.record.remote = nexus.initiator_name
+            p.volume.copied_bytes = 0
+            await self._before_swapped_by_peer(p)
+            await p.volume.apply(Event.SWAP, "swapped by the peer")
+            self.set_gate(p)
+            await self._after_swap(p)
+        finally:
+            p.volume.release()

@@ -166,6 +166,8 @@ class PairVolume(EmulatedBlockOps):
         self._open = asyncio.Event()
         self._open.set()
         """Cleared while a consistency group moves all its pairs at one point (:meth:`hold`)."""
+        self._holds = 0
+        """Holds not released yet: they nest (a swap holds across a journal's own hold and release)."""
 
     @property
     def thin(self) -> bool:
@@ -240,12 +242,16 @@ class PairVolume(EmulatedBlockOps):
     def hold(self) -> None:
         """Make new host writes wait (before their rule is chosen) until :meth:`release`: with every
         pair of a consistency group held and drained, the group changes state at one point of the
-        write stream."""
+        write stream.  Holds nest: writes go on at the last release."""
+        self._holds += 1
         self._open.clear()
 
     def release(self) -> None:
-        """Let held writes go on, under the rule of the state they now find."""
-        self._open.set()
+        """Let held writes go on, under the rule of the state they now find (at the last release)."""
+        self._holds -= 1
+        if self._holds <= 0:
+            self._holds = 0
+            self._open.set()
 
     # --- host I/O ----------------------------------------------------------------------------------------
 
@@ -487,7 +493,11 @@ class PairVolume(EmulatedBlockOps):
             await self._open.wait()
         h = self.half
         if h.role is PairRole.S_VOL and h.state in (PairState.COPY, PairState.PAIR):
-            # The P array's mirrored or copied write (the write gate let only its nexus through).
+            # The P array's mirrored or copied write (the write gate let only its nexus through).  A
+            # host's write held while this half turned from P-VOL to S-VOL (a swap) passed no gate:
+            # it is refused now, as the gate refuses the hosts' writes.
+            if not h.peer_initiator or _writer.get() != h.peer_initiator:
+                raise ScsiError(SenseKey.DATA_PROTECT, Asc.WRITE_PROTECTED)
             await self.local.write(lba, data, fua)
             return
         rule = host_write(h.role, h.state, h.fence, s_writable=h.s_writable,

@@ -111,6 +111,7 @@ async def test_s_vol_takes_its_primary_s_writes_only_until_taken_over(tmp_path: 
     with pytest.raises(ScsiError) as exc:
         vol.may_write("iqn.1994-05.com.redhat:host")
     assert (exc.value.key, exc.value.asc_ascq) == (SenseKey.DATA_PROTECT, Asc.WRITE_PROTECTED)
+    vol.may_write("iqn.2026-11.org.sanlab:array-a")  # the device server asks the gate before each write
     await vol.write(0, data(1, 1))  # what the gate let through lands, unrecorded
     assert local.read_sync(0, 1) == data(1, 1) and vol.pending_bytes == 0
     assert await vol.read(0, 1) == data(1, 1)  # reads are served
@@ -120,6 +121,31 @@ async def test_s_vol_takes_its_primary_s_writes_only_until_taken_over(tmp_path: 
         vol.may_write("iqn.2026-11.org.sanlab:array-a")  # and the old primary may not
     await vol.write(0, data(1, 2))  # taken, and recorded
     assert vol.half.state is PairState.SSWS and vol.bitmap.has(0) and vol.pending_bytes == TRACK_BYTES
+
+
+async def test_a_host_write_held_while_the_p_vol_turns_s_vol_is_refused(tmp_path: Path) -> None:
+    """A swap holds the old P-VOL's new host writes until it is the S-VOL: a held write then meets
+    the S-VOL's rule (DATA PROTECT), never lands unmirrored (the new P side would copy over it).
+    Holds nest, so a hold inside the swap's (an async journal's) does not let writes go early."""
+    vol, local, link, _ = make(tmp_path, fence=FenceLevel.DATA)
+    vol.hold()
+    vol.hold()
+    held = asyncio.ensure_future(vol.write(0, data(1, 1)))
+    await asyncio.sleep(0.01)
+    vol.release()  # the inner hold's end
+    await asyncio.sleep(0.01)
+    assert not held.done()
+    vol.mirror = None  # the swap closed the session to the old S side
+    await vol.apply(Event.SWAP)
+    vol.half.peer_initiator = "iqn.2026-11.org.sanlab:array-b"
+    vol.release()
+    with pytest.raises(ScsiError) as exc:
+        await held
+    assert (exc.value.key, exc.value.asc_ascq) == (SenseKey.DATA_PROTECT, Asc.WRITE_PROTECTED)
+    assert local.read_sync(0, 1) == bytes(BS) and link.writes == 0 and vol.pending_bytes == 0
+    vol.may_write("iqn.2026-11.org.sanlab:array-b")  # the new P array's copy goes through
+    await vol.write(0, data(1, 2))
+    assert local.read_sync(0, 1) == data(1, 2)
 
 
 async def test_a_split_s_vol_is_read_only_unless_split_rw(tmp_path: Path) -> None:
