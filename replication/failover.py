@@ -177,8 +177,17 @@ class Failover(PairsCore):
 
     async def _swapped_by_peer(self, p: Pair, nexus: Nexus | None) -> None:
         """At the old P side: the S side swapped; this half becomes the S-VOL, in COPY, written by
-        the new P array's initiator only."""
+        the new P array's initiator only.
+
+        Asked again by the same array after this half turned (a fault cut that array's swap short
+        before it turned too: both halves S-VOL, no host may write either), it is answered as
+        done, so `pair swap` asked again there finishes the exchange."""
         h = p.half
+        if (nexus is not None and h.role is PairRole.S_VOL and h.state is PairState.COPY
+                and h.peer_initiator == nexus.initiator_name):
+            log.warning("pair_swap_asked_again", pair=p.record.name, by=nexus.initiator_name,
+                        reason="this half turned S-VOL for that array already; its own turn was cut short")
+            return
         try:
             step(h.role, h.state, Event.SWAP)
         except InvalidTransition:

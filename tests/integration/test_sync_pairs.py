@@ -444,6 +444,57 @@ def test_split_brain_is_found_and_reported_before_anything_is_overwritten(tmp_pa
                 sp.stop(signal.SIGKILL)
 
 
+def test_a_swap_cut_short_after_the_p_array_turned_is_finished_by_asking_again(tmp_path: Path) -> None:
+    """A fault between the P array's turn to S-VOL and the S array's own turn (found by the fault
+    matrix's sync-swap case) leaves both halves S-VOL: no host can write either, and `pair swap`
+    asked again at B must finish the exchange (by bitmap), not be refused as a wrong state."""
+    need("qemu-io")
+    pa, pb = free_port("127.0.0.1"), free_port("127.0.0.2")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    to_b, to_a = Proxy(("127.0.0.2", pb)), Proxy(("127.0.0.1", pa))
+    b = start_sanlab(tmp_path / "b", config(B, A, f"127.0.0.3:{to_a.port}"), "127.0.0.2", pb)
+    a = start_sanlab(tmp_path / "a", config(A, B, f"127.0.0.3:{to_b.port}"), "127.0.0.1", pa)
+    ar = Arrays.__new__(Arrays)
+    ar.tmp, ar.a, ar.b = tmp_path, a, b
+    try:
+        ar.create("--no-copy", "--fence", "data")
+        ar.wait(a, "PAIR")
+        ar.wait(b, "PAIR")
+        assert qemu_write(a, A, 3 * TRACK, 4096, 0x3A).returncode == 0
+        # B's swap reaches A through a slow relay; the link dies once A has turned, before A's
+        # answer is back at B: B never turns.
+        to_a.delay = 0.3
+        swap = subprocess.Popen([sys.executable, "-m", "sanlab.tools.cli", "pair", "swap", "p0", "--data-dir",
+                                 str(b.data_dir)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        while "swapped by the peer" not in a.log():
+            assert time.monotonic() < deadline, "A never turned"
+            time.sleep(0.005)
+        to_a.cut()
+        to_b.cut()
+        _, err = swap.communicate(timeout=60)
+        assert swap.returncode == 1, err
+        assert (ar.pair(a)["role"], ar.pair(b)["role"]) == ("S-VOL", "S-VOL")
+        assert host_write(a, A, 0, bytes(512))[1] == host_write(b, B, 0, bytes(512))[1] == bytes([0x07, 0x27, 0x00])
+        to_a.delay = 0.0
+        to_a.heal()
+        to_b.heal()
+        ar.ok(b, "pair", "swap", "p0")  # asked again: finished
+        ar.wait(b, "PAIR")
+        ar.wait(a, "PAIR")
+        assert (ar.pair(a)["role"], ar.pair(b)["role"]) == ("S-VOL", "P-VOL")
+        assert ar.pair(b)["copied_bytes"] <= 2 * TRACK
+        assert host_write(b, B, 9 * TRACK // 512, bytes([0x3B]) * 512) == (0, None)
+        assert ar.file(a) == ar.file(b) and ar.file(a)[3 * TRACK:3 * TRACK + 4096] == bytes([0x3A]) * 4096
+    finally:
+        to_b.close()
+        to_a.close()
+        for sp in (a, b):
+            if sp.proc.poll() is None:
+                sp.stop(signal.SIGKILL)
+
+
 def test_extent_pair_mirrors_only_its_area_to_an_s_vol_sized_to_it(arrays: Arrays) -> None:
     ar = arrays
     start, count = 2048, 2048  # 1 MiB at 1 MiB of A's LUN 0, onto B's 1 MiB LUN 1
