@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -109,6 +110,9 @@ class RaidGroup:
         self.bitmap: PersistentBitmap | None = None
         """The write-intent bitmap: a bit per REGION_STRIPES stripes, set before any of them is written."""
         self._state_file = GroupStateFile(state_path) if state_path is not None else None
+        self._state_turn = threading.Lock()
+        """One save of the state file at a time: concurrent saves (writes in flight that each found a
+        member gone) would share its temporary file, and one's rename would take the other's away."""
         self._ahead_path = os.path.splitext(state_path)[0] + ".rebuilt" if state_path is not None else None
         self.rebuild_job: Rebuild | None = None
         """The member being rebuilt (running, or paused by a restart until :meth:`run_rebuild`)."""
@@ -139,10 +143,11 @@ class RaidGroup:
 
     def _save_state(self) -> None:
         """Write the member states (blocking: call through :meth:`_run` on the loop)."""
-        failed = self._failed_members()
-        if self._state_file is not None:
-            self._state_file.save(GroupState(failed, self.rebuild_job.record if self.rebuild_job else None))
-        self._persisted_failed = failed
+        with self._state_turn:
+            failed = self._failed_members()
+            if self._state_file is not None:
+                self._state_file.save(GroupState(failed, self.rebuild_job.record if self.rebuild_job else None))
+            self._persisted_failed = failed
 
     async def _persist_failures(self) -> None:
         """Make a member failure seen since the last save durable (flush order rule 1)."""

@@ -399,6 +399,29 @@ async def test_a_read_error_in_a_small_write_takes_the_member_out_and_the_write_
     await g.close()
 
 
+async def test_writes_in_flight_when_a_member_dies_all_go_on(tmp_path: Path) -> None:
+    """Several writes finding the member gone at once each make its failure durable before their
+    answer: the state file is saved once at a time, none fails for another's save (found by the
+    fault matrix: a journal on RAID-5 losing a drive failed, the state file's temporary file renamed
+    away under a concurrent save)."""
+    paths = _paths(tmp_path, 4)
+    g = open_group("rg", RaidLevel.RAID5, paths, DRIVE, CHUNK, str(tmp_path))
+    model = await _fill(g)
+    os.truncate(paths[1], 0)  # a drive that died: its next read is short
+    writes = []
+    for stripe in range(8):  # small writes (read-modify-write) in different stripes, all at once
+        off = stripe * g.layout.data_chunks * CHUNK + 100
+        writes.append(g.write(off, bytes([stripe + 1]) * 200))
+        model[off:off + 200] = bytes([stripe + 1]) * 200
+    await asyncio.gather(*writes)
+    assert g.drives[1].state is DriveState.FAILED
+    assert await g.read(0, g.capacity) == bytes(model)
+    await g.close()
+    g2 = open_group("rg", RaidLevel.RAID5, paths, DRIVE, CHUNK, str(tmp_path))
+    assert g2.drives[1].state is DriveState.FAILED
+    await g2.close()
+
+
 def test_a_closed_bitmap_refuses_to_set() -> None:
     from sanlab.storage.bitmap import PersistentBitmap
     b = PersistentBitmap(None, 16)
