@@ -10,6 +10,7 @@ replication/journal.py, the movers in replication/asynccopy.py.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import random
 from dataclasses import asdict
@@ -96,6 +97,14 @@ class AsyncPairs(PeerAnswers):
             os.makedirs(jdir, exist_ok=True)
             rec.path = str(jdir / f"{name}.jnl")
             vol = self._journal_volume(rec)
+            short = vol.allocation_error if isinstance(vol, FileVolume) else None
+            if short is not None and short.errno == errno.ENOSPC:
+                # A sparse journal would meet ENOSPC mid-stream, fail its writes and with them the
+                # hosts' (found by the fault matrix's journal cases): refused, nothing left behind.
+                await vol.close()
+                os.unlink(rec.path)
+                raise PairError(f"journal {name}: its file of {size} bytes cannot be allocated in full on "
+                                f"{jdir}: no space left on that filesystem")
         try:
             journal = await Journal.format(vol, rec.journal_id, name)
         except (JournalError, VolumeError, OSError) as exc:

@@ -100,10 +100,13 @@ class FileVolume:
         st = os.fstat(self._fd)
         if st.st_size < size_bytes and not readonly:
             os.ftruncate(self._fd, size_bytes)  # sparse: no blocks allocated
+        self.allocation_error: OSError | None = None
+        """Thick: why the file could not be allocated in full (None: it was, or it is thin)."""
         if not thin and not readonly:
             try:
                 os.posix_fallocate(self._fd, 0, size_bytes)
             except OSError as exc:  # e.g. a file system without fallocate: stays sparse
+                self.allocation_error = exc
                 log.warning("fallocate_failed", path=path, error=str(exc))
         self._num_blocks = size_bytes // block_size
         self._closed = False

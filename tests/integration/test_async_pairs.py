@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from sanlab.target.initiator import InitiatorConfig, IscsiSession
-from tests.conftest import SanlabProcess
-from tests.integration.test_sync_pairs import A, B, WAIT, Arrays
+from tests.conftest import SanlabProcess, start_sanlab
+from tests.integration.test_sync_pairs import A, B, WAIT, Arrays, config
 
 pytestmark = pytest.mark.integration
 
@@ -408,3 +408,31 @@ def test_takeover_applies_what_the_secondary_acquired_but_had_not_restored(array
     assert prefix_length(lun_file(ar.b, 0), count) == 0
     ar.a.stop(signal.SIGKILL)
     assert _takeover_at_b(ar, count, count) == count
+
+
+def test_a_journal_its_filesystem_cannot_hold_is_refused(tmp_path: Path) -> None:
+    """A journal file is allocated in full when it is made, so its writes never meet ENOSPC (a host
+    write never fails for want of journal space, README).  On a filesystem without room for it the
+    array used to keep it sparse with a warning; now `journal create` is refused, nothing left."""
+    fs = tmp_path / "jfs"
+    fs.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(fs)], check=True)
+    try:
+        (tmp_path / "a" / "data").mkdir(parents=True)
+        (tmp_path / "a" / "data" / "journals").symlink_to(fs)
+        sp = start_sanlab(tmp_path / "a", config(A, B, "127.0.0.2:1"), "127.0.0.1")
+        try:
+            def journal(*words: str) -> subprocess.CompletedProcess[str]:
+                return subprocess.run([sys.executable, "-m", "sanlab.tools.cli", "journal", *words, "--data-dir",
+                                       str(sp.data_dir)], capture_output=True, text=True, timeout=60)
+            big = journal("create", "ja", "--size", "16MiB")
+            assert big.returncode == 1 and "cannot be allocated in full" in big.stderr, big
+            assert list(fs.iterdir()) == []
+            small = journal("create", "jb", "--size", "4MiB")
+            assert small.returncode == 0, small
+            assert (fs / "jb.jnl").stat().st_blocks * 512 >= 4 << 20
+            assert "ja" not in journal("display").stdout
+        finally:
+            sp.stop(signal.SIGKILL)
+    finally:
+        subprocess.run(["umount", "-l", str(fs)], check=False)
