@@ -12,8 +12,9 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 
@@ -369,6 +370,26 @@ class Proxy:
         self.listener.close()
 
 
+@contextmanager
+def relayed(tmp_path: Path) -> Iterator[tuple[Arrays, Proxy, Proxy]]:
+    """A and B reaching each other only through relays the test can cut and slow: (the arrays,
+    A's way to B, B's way to A); the arrays killed and the relays closed at the end."""
+    pa, pb = free_port("127.0.0.1"), free_port("127.0.0.2")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    to_b, to_a = Proxy(("127.0.0.2", pb)), Proxy(("127.0.0.1", pa))
+    ar = Arrays.__new__(Arrays)
+    ar.tmp = tmp_path
+    ar.b = start_sanlab(tmp_path / "b", config(B, A, f"127.0.0.3:{to_a.port}"), "127.0.0.2", pb)
+    ar.a = start_sanlab(tmp_path / "a", config(A, B, f"127.0.0.3:{to_b.port}"), "127.0.0.1", pa)
+    try:
+        yield ar, to_b, to_a
+    finally:
+        to_b.close()
+        to_a.close()
+        ar.stop()
+
+
 def test_link_loss_without_a_kill_suspends_and_resync_heals(tmp_path: Path) -> None:
     need("qemu-io")
     pb = free_port("127.0.0.2")
@@ -403,15 +424,8 @@ def test_link_loss_without_a_kill_suspends_and_resync_heals(tmp_path: Path) -> N
 
 def test_split_brain_is_found_and_reported_before_anything_is_overwritten(tmp_path: Path) -> None:
     need("qemu-io")
-    pa, pb = free_port("127.0.0.1"), free_port("127.0.0.2")
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    to_b, to_a = Proxy(("127.0.0.2", pb)), Proxy(("127.0.0.1", pa))
-    b = start_sanlab(tmp_path / "b", config(B, A, f"127.0.0.3:{to_a.port}"), "127.0.0.2", pb)
-    a = start_sanlab(tmp_path / "a", config(A, B, f"127.0.0.3:{to_b.port}"), "127.0.0.1", pa)
-    ar = Arrays.__new__(Arrays)
-    ar.tmp, ar.a, ar.b = tmp_path, a, b
-    try:
+    with relayed(tmp_path) as (ar, to_b, to_a):
+        a, b = ar.a, ar.b
         ar.create("--no-copy", "--fence", "never")
         ar.wait(a, "PAIR")
         ar.wait(b, "PAIR")
@@ -436,12 +450,6 @@ def test_split_brain_is_found_and_reported_before_anything_is_overwritten(tmp_pa
         ar.wait(b, "PAIR")
         ar.wait(a, "PAIR")
         assert ar.file(a) == ar.file(b) == before_b
-    finally:
-        to_b.close()
-        to_a.close()
-        for sp in (a, b):
-            if sp.proc.poll() is None:
-                sp.stop(signal.SIGKILL)
 
 
 def test_a_swap_cut_short_after_the_p_array_turned_is_finished_by_asking_again(tmp_path: Path) -> None:
@@ -449,15 +457,8 @@ def test_a_swap_cut_short_after_the_p_array_turned_is_finished_by_asking_again(t
     matrix's sync-swap case) leaves both halves S-VOL: no host can write either, and `pair swap`
     asked again at B must finish the exchange (by bitmap), not be refused as a wrong state."""
     need("qemu-io")
-    pa, pb = free_port("127.0.0.1"), free_port("127.0.0.2")
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    to_b, to_a = Proxy(("127.0.0.2", pb)), Proxy(("127.0.0.1", pa))
-    b = start_sanlab(tmp_path / "b", config(B, A, f"127.0.0.3:{to_a.port}"), "127.0.0.2", pb)
-    a = start_sanlab(tmp_path / "a", config(A, B, f"127.0.0.3:{to_b.port}"), "127.0.0.1", pa)
-    ar = Arrays.__new__(Arrays)
-    ar.tmp, ar.a, ar.b = tmp_path, a, b
-    try:
+    with relayed(tmp_path) as (ar, to_b, to_a):
+        a, b = ar.a, ar.b
         ar.create("--no-copy", "--fence", "data")
         ar.wait(a, "PAIR")
         ar.wait(b, "PAIR")
@@ -487,12 +488,6 @@ def test_a_swap_cut_short_after_the_p_array_turned_is_finished_by_asking_again(t
         assert ar.pair(b)["copied_bytes"] <= 2 * TRACK
         assert host_write(b, B, 9 * TRACK // 512, bytes([0x3B]) * 512) == (0, None)
         assert ar.file(a) == ar.file(b) and ar.file(a)[3 * TRACK:3 * TRACK + 4096] == bytes([0x3A]) * 4096
-    finally:
-        to_b.close()
-        to_a.close()
-        for sp in (a, b):
-            if sp.proc.poll() is None:
-                sp.stop(signal.SIGKILL)
 
 
 def test_extent_pair_mirrors_only_its_area_to_an_s_vol_sized_to_it(arrays: Arrays) -> None:
