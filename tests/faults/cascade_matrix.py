@@ -32,6 +32,7 @@ from typing import Any, Callable
 
 from tests.conftest import SanlabProcess, free_port, start_sanlab
 from tests.faults.matrix import AREA_TRACKS, MOMENTS, OUTAGE, SETTLE, TRACK, Stream
+from tests.integration.test_cascade import restored
 from tests.integration.test_sync_pairs import Proxy
 
 A = "iqn.2026-11.org.sanlab:array-a"
@@ -110,16 +111,9 @@ class Cascade:
         self.wait("a", "ab")
         self.wait("b", "ab")
 
-    def drained(self, after: float, seconds: float = WAIT) -> dict[str, Any]:
+    def drained(self, after: float) -> dict[str, Any]:
         """Until C restored everything B's journal handed out, as an answer of B later than ``after``."""
-        deadline = time.monotonic() + seconds
-        while True:
-            st = self.ok("c", "journal", "status", "jc", "--json")
-            if (st["lag_entries"] == 0 and st["entries"] == 0 and st["to_be_read"] > 0
-                    and (st["primary_seen"] or 0) > after):
-                return dict(st)
-            assert time.monotonic() < deadline, st
-            time.sleep(0.2)
+        return restored(lambda *words: self.ok("c", *words), "jc", after)
 
     def stop(self) -> None:
         for sp in self.procs.values():

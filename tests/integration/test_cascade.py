@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -96,21 +96,27 @@ class Sites:
         self.wait(A, "ab")
 
     def drained(self, t: str, journal: str, after: float = 0.0) -> dict[str, Any]:
-        """Until ``journal`` (a secondary) restored everything its primary handed out, as an answer of
-        the primary later than ``after`` (epoch seconds: a primary's restart) said."""
-        deadline = time.monotonic() + WAIT
-        while True:
-            st = self.ok(t, "journal", "status", journal, "--json")
-            if (st["lag_entries"] == 0 and st["entries"] == 0 and st["to_be_read"] > 0
-                    and (st["primary_seen"] or 0) > after):
-                return dict(st)
-            assert time.monotonic() < deadline, st
-            time.sleep(0.2)
+        """:func:`restored` of ``journal`` at array ``t``."""
+        return restored(lambda *words: self.ok(t, *words), journal, after)
 
     def stop(self) -> None:
         for sp in self.procs.values():
             if sp.proc.poll() is None:
                 sp.stop(signal.SIGKILL)
+
+
+def restored(ok: Callable[..., Any], journal: str, after: float = 0.0, seconds: float = WAIT) -> dict[str, Any]:
+    """Until ``journal`` (a secondary, asked through ``ok``: CLI words -> parsed output) restored
+    everything its primary handed out, as an answer of the primary later than ``after`` (epoch
+    seconds: a primary's restart) said."""
+    deadline = time.monotonic() + seconds
+    while True:
+        st = ok("journal", "status", journal, "--json")
+        if (st["lag_entries"] == 0 and st["entries"] == 0 and st["to_be_read"] > 0
+                and (st["primary_seen"] or 0) > after):
+            return dict(st)
+        assert time.monotonic() < deadline, st
+        time.sleep(0.2)
 
 
 @pytest.fixture
