@@ -31,7 +31,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tests.conftest import SanlabProcess, free_port, start_sanlab
-from tests.faults.matrix import AREA_TRACKS, MOMENTS, OUTAGE, SETTLE, TRACK, Stream
+from tests.faults.matrix import MOMENTS, OUTAGE, SETTLE
+from tests.faults.stream import AREA_TRACKS, Stream
+from tests.integration.test_sync_pairs import TRACK
 from tests.integration.test_cascade import restored
 from tests.integration.test_sync_pairs import Proxy
 

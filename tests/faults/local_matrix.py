@@ -49,7 +49,8 @@ from typing import Any, Callable
 
 from sanlab.target.initiator import InitiatorConfig, IscsiSession
 from tests.conftest import start_sanlab
-from tests.faults.matrix import BS, Stream, fill_up, lose_drive, replace_lost_drive
+from tests.faults.matrix import fill_up, lose_drive, replace_lost_drive
+from tests.faults.stream import BS, Stream
 from tests.integration.test_local_copy import T, TRACK, Array
 
 SIZE_MIB = 128

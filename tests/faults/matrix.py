@@ -12,6 +12,10 @@ pair stayed suspended), then the invariants: both halves PAIR, the resync went b
 copied bounded by the tracks the case wrote, never the volume), A holds every acknowledged write and
 B's volume equals A's byte for byte.
 
+The rig (the arrays, their relays, RAID groups and small filesystems) is harness.py; the host stream
+and its checks stream.py; the operations that move the host from array to array (takeover, swap),
+with their own run and recovery, remote_ops.py.
+
 Adding a case is one row of ``MATRIX``; a new operation or fault is one class in ``OPS`` / ``FAULTS``.
 """
 from __future__ import annotations
@@ -20,227 +24,24 @@ import asyncio
 import os
 import random
 import signal
-import subprocess
-import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from sanlab.target.initiator import InitiatorConfig, IscsiSession
-from tests.conftest import SanlabProcess, free_port, start_sanlab
+from tests.conftest import SanlabProcess
+from tests.faults.harness import (
+    JOURNAL_DRIVES, JOURNAL_GROUP, LOST_DRIVE, LinkedArrays, Outcome
+)
+from tests.faults.remote_ops import REMOTE_OPS, RemoteOp
+from tests.faults.stream import AREA_TRACKS, BS, CHUNK, Stream
 from tests.integration.test_async_pairs import wait_drained
-from tests.integration.test_sync_pairs import A, B, SIZE, TRACK, Arrays, Proxy, config
+from tests.integration.test_sync_pairs import A, B, SIZE, TRACK
 
-BS = 512
-CHUNK = 4096
-AREA_TRACKS = 16
-"""The stream writes only the first 16 tracks (1 MiB) of the 8 MiB volume: a resync that sends more
-than the tracks a case wrote is a copy the bitmap did not ask for."""
 DIRTY = range(32, 64)
 """Tracks the resync operation writes while the pair is split (what the resync must send)."""
 SETTLE = 15.0
 """How long recovery waits for a pair to come back to PAIR by itself before asking for a resync."""
-
-
-RAID_LUN0 = """
-[[raid_groups]]
-name = "rg0"
-level = 5
-stripe_size = "64KiB"
-drive_size = "4MiB"
-drives = ["drives/d0.img", "drives/d1.img", "drives/d2.img"]
-"""
-"""A RAID-5 group of three 4 MiB drive files: LUN 0 on it has the file LUN's 8 MiB."""
-LOST_DRIVE = 1
-"""The member a drive-loss fault takes away."""
-SMALL_FS = "12m"
-"""The tmpfs under a LUN file a full-filesystem fault fills (the file is 8 MiB, sparse)."""
-
-
-def raid_config(me: str, peer: str, peer_portal: str) -> str:
-    """config()'s array with LUN 0 on :data:`RAID_LUN0`'s group instead of a file."""
-    cfg = config(me, peer, peer_portal, ("1MiB",))  # the group's TOML goes before the targets
-    head, targets = cfg.split("[[targets]]", 1)
-    lun1 = targets.split("[[targets.luns]]", 1)[1].replace("lun = 0", "lun = 1")
-    return (head + RAID_LUN0 + f'[[targets]]\nname = "{me}"\n[[targets.luns]]\nlun = 0\nraid_group = "rg0"\n'
-            + "[[targets.luns]]" + lun1)
-
-
-class LinkedArrays(Arrays):
-    """A and B of test_sync_pairs, each reaching the other through a relay the test controls; an
-    array in ``raid`` ("a", "b") has its LUN 0 on a RAID-5 group (:data:`RAID_LUN0`)."""
-
-    def __init__(self, tmp: Path, raid: frozenset[str] = frozenset(), small: frozenset[str] = frozenset()) -> None:
-        self.tmp = tmp
-        self.raid = raid
-        self.small: dict[str, Path] = {}
-        """The arrays whose LUN 0 file lives on a tmpfs of its own (a filesystem a fault can fill)."""
-        self.pa, self.pb = free_port("127.0.0.1"), free_port("127.0.0.2")
-        (tmp / "a").mkdir()
-        (tmp / "b").mkdir()
-        for which in small:
-            fs = tmp / f"fs-{which}"
-            fs.mkdir()
-            subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={SMALL_FS}", "tmpfs", str(fs)], check=True)
-            self.small[which] = fs
-            (tmp / which / "data").mkdir()
-            (tmp / which / "data" / "lun0.img").symlink_to(fs / "lun0.img")
-        self.to_a, self.to_b = Proxy(("127.0.0.1", self.pa)), Proxy(("127.0.0.2", self.pb))
-        self.a = self.start("a")
-        self.b = self.start("b")
-
-    def start(self, which: str) -> SanlabProcess:
-        me, peer, relay = (A, B, self.to_b) if which == "a" else (B, A, self.to_a)
-        portal = f"127.0.0.3:{relay.port}"
-        cfg = raid_config(me, peer, portal) if which in self.raid else config(me, peer, portal, self.SIZES, self.EXTRA)
-        return start_sanlab(self.tmp / which, cfg, *(("127.0.0.1", self.pa) if which == "a" else ("127.0.0.2", self.pb)))
-
-    def which(self, sp: SanlabProcess) -> str:
-        return "a" if sp is self.a else "b"
-
-    def file(self, sp: SanlabProcess) -> bytes:
-        """LUN 0's bytes: its file, or for a RAID LUN what a host reads (the array must be up)."""
-        if self.which(sp) not in self.raid:
-            return super().file(sp)
-        target = A if sp is self.a else B
-
-        async def read() -> bytes:
-            cfg = InitiatorConfig(initiator_name="iqn.1994-05.com.example:faults-reader", command_timeout=30.0)
-            out = bytearray()
-            async with IscsiSession(sp.host, sp.port, target, cfg) as s:
-                await s.clear_unit_attentions(0)
-                step = (1 << 20) // BS
-                for lba in range(0, SIZE // BS, step):
-                    out += await s.read16(0, lba, step, BS)
-            return bytes(out)
-        return asyncio.run(asyncio.wait_for(read(), 120))
-
-    def state(self, sp: SanlabProcess) -> str:
-        return str(self.pair(sp)["state"])
-
-    def stop(self) -> None:
-        super().stop()
-        self.to_a.close()
-        self.to_b.close()
-        for fs in self.small.values():
-            subprocess.run(["umount", "-l", str(fs)], check=False)
-
-
-def payload(i: int, lba: int) -> bytes:
-    return (i.to_bytes(8, "big") + lba.to_bytes(8, "big")) * (CHUNK // 16)
-
-
-class Stream(threading.Thread):
-    """The host: QD1 numbered writes to LUN 0 of ``target`` (A) until stopped or a write fails
-    (``error``), each at a 4 KiB block of the first ``area_tracks`` tracks.  ``lbas[i - 1]`` is where
-    write i went; ``acked`` how many were answered GOOD.  The fault hits once, with write
-    ``moment + 1`` on its way; ``moment`` may be set later, while the stream runs (local_matrix.py
-    sets it once the operation under test has been answered)."""
-
-    target = A
-    area_tracks = AREA_TRACKS
-    reconnect = True
-    """The host's session logs in again after a lost connection (a link cut heals under it)."""
-
-    def __init__(self, sp: SanlabProcess, rng: random.Random, moment: int, fault: Callable[[], None],
-                 target: str = A, area_tracks: int = AREA_TRACKS) -> None:
-        super().__init__(daemon=True)
-        self.sp, self.rng = sp, rng
-        self.target, self.area_tracks = target, area_tracks
-        self.moment, self.fault = moment, fault
-        self.delay = rng.uniform(0.0, 0.002)
-        """How long after write ``moment + 1`` is sent the fault hits (it may be answered first)."""
-        self.lbas: list[int] = []
-        self.acked = 0
-        self.halt = threading.Event()
-        self.hit = threading.Event()
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        async def go() -> None:
-            # Longer than the arrays' own 5 s peer timeout, so the host hears how the array ends a
-            # write the fault caught (fence data: CHECK CONDITION) rather than giving up first.
-            cfg = InitiatorConfig(initiator_name="iqn.1994-05.com.example:faults", command_timeout=15.0,
-                                  reconnect=self.reconnect)
-            async with IscsiSession(self.sp.host, self.sp.port, self.target, cfg) as s:
-                await s.clear_unit_attentions(0)
-                while not self.halt.is_set():
-                    lba = self.rng.randrange(self.area_tracks * TRACK // CHUNK) * (CHUNK // BS)
-                    self.lbas.append(lba)
-                    write = asyncio.ensure_future(s.write16(0, lba, payload(len(self.lbas), lba), BS))
-                    # The fault, with write moment+1 on its way (at most once; ">=": a moment set
-                    # from another thread may already be behind by the time it is read).
-                    if self.acked >= self.moment and not self.hit.is_set():
-                        await asyncio.sleep(self.delay)
-                        self.fault()
-                        self.hit.set()
-                    await write
-                    self.acked = len(self.lbas)
-        try:
-            asyncio.run(go())
-        except BaseException as exc:  # noqa: BLE001 - judged by the case (expected after some faults)
-            self.error = exc
-
-    def until(self, n: int, timeout: float = 60.0, stop_on_error: bool = False) -> None:
-        """Until ``n`` writes were acknowledged (or, with ``stop_on_error``, the stream ended on a
-        failed write)."""
-        deadline = time.monotonic() + timeout
-        while self.acked < n:
-            if stop_on_error and not self.is_alive():
-                return
-            assert self.is_alive(), f"the stream stopped after {self.acked} writes: {self.error!r}"
-            assert time.monotonic() < deadline, f"only {self.acked} of {n} writes in {timeout}s"
-            time.sleep(0.005)
-
-    def finish(self) -> None:
-        self.halt.set()
-        self.join(30)
-        assert not self.is_alive(), "the stream did not stop"
-
-    @property
-    def issued(self) -> int:
-        return len(self.lbas)
-
-    def blocks(self, image: bytes) -> dict[int, int]:
-        """Which write each 4 KiB block of the area holds (0: never written), checking each block
-        is whole: one write's bytes, or zeros."""
-        held: dict[int, int] = {}
-        for lba in range(0, self.area_tracks * TRACK // BS, CHUNK // BS):
-            blk = image[lba * BS:lba * BS + CHUNK]
-            i = int.from_bytes(blk[:8], "big")
-            if i == 0:
-                assert blk == bytes(CHUNK), f"block {lba}: torn or foreign data {blk[:16].hex()}"
-            else:
-                assert 0 < i <= self.issued and self.lbas[i - 1] == lba and blk == payload(i, lba), \
-                    f"block {lba}: holds {blk[:16].hex()}, not a write of the stream to it"
-            held[lba] = i
-        return held
-
-    def last_before(self, k: int) -> dict[int, int]:
-        """Each block's last write among writes 1..k (0: none)."""
-        last: dict[int, int] = {lba: 0 for lba in range(0, self.area_tracks * TRACK // BS, CHUNK // BS)}
-        for i in range(1, k + 1):
-            last[self.lbas[i - 1]] = i
-        return last
-
-    def check_durable(self, image: bytes, where: str) -> None:
-        """Every acknowledged write is in ``image``: each block holds its last acknowledged write, or
-        a later write that was in flight (its outcome unknown to the host)."""
-        held, last = self.blocks(image), self.last_before(self.acked)
-        for lba, i in last.items():
-            v = held[lba]
-            assert v == i or (v > self.acked and self.lbas[v - 1] == lba), \
-                f"{where}: acknowledged write {i} at block {lba} lost (block holds write {v}; {self.acked} acked)"
-
-    def check_prefix(self, image: bytes, where: str) -> int:
-        """``image`` is the stream cut at one point k (writes 1..k, none after): k."""
-        held = self.blocks(image)
-        k = max(held.values())
-        last = self.last_before(k)
-        wrong = {lba: (held[lba], last[lba]) for lba in held if held[lba] != last[lba]}
-        assert not wrong, f"{where}: not a prefix of the stream at write {k}: block -> (holds, expected) {wrong}"
-        return k
 
 
 # ---- operations -----------------------------------------------------------------------------------
@@ -350,8 +151,8 @@ class AsyncPair(Op):
     host_survives = frozenset({"kill-s", "link-cut", "slow-peer"})
 
     def setup(self, ar: LinkedArrays) -> None:
-        ar.ok(ar.a, "journal", "create", "ja", "--size", "16MiB")
-        ar.ok(ar.b, "journal", "create", "jb", "--size", "16MiB")
+        ar.ok(ar.a, "journal", "create", "ja", *ar.journal_args("a"))
+        ar.ok(ar.b, "journal", "create", "jb", *ar.journal_args("b"))
         ar.ok(ar.a, "pair", "create", "p0", "--mode", "async", "--journal", "ja", "--remote-journal", "jb",
               "--pvol", f"{A}/0", "--remote", "array-b", "--svol", f"{B}/0", "--no-copy")
         ar.wait(ar.a, "PAIR")
@@ -384,8 +185,14 @@ class Fault:
     raid = False
     small = False
     """The ``side`` array's LUN 0 file on a small filesystem of its own."""
+    journal_fs = False
+    """The ``side`` array's journals on a tmpfs of their own."""
+    journal_raid = False
+    """The ``side`` array's journal on a RAID-5 catalog volume."""
     side = ""
-    """The array whose LUN 0 is on RAID for this fault ("a", "b"; with ``raid``)."""
+    """The array whose LUN 0 (or journal) the fault is about ("a", "b")."""
+    unnoticed = False
+    """Host writes go on whatever the operation (RAID-5 outlives a drive, a journal was allocated in full)."""
 
     def inject(self, ar: LinkedArrays) -> None:
         raise NotImplementedError
@@ -447,13 +254,23 @@ class DriveLoss(Fault):
 
     side = "a"
     raid = True
+    unnoticed = True
+    group = "rg0"
+
+    def drive(self, sp: SanlabProcess) -> Path:
+        """The drive file that dies."""
+        return sp.data_dir / "drives" / f"d{LOST_DRIVE}.img"
+
+    def replacement(self) -> tuple[str, ...]:
+        """`replace-drive`'s arguments beyond group and index: none for a configuration's group (its slot)."""
+        return ()
 
     def inject(self, ar: LinkedArrays) -> None:
-        lose_drive(ar.a if self.side == "a" else ar.b)
+        os.truncate(self.drive(ar.side(self.side)), 0)
 
     def heal(self, ar: LinkedArrays) -> None:
-        sp = ar.a if self.side == "a" else ar.b
-        replace_lost_drive(lambda *words: ar.ok(sp, *words))
+        sp = ar.side(self.side)
+        replace_lost_drive(lambda *words: ar.ok(sp, *words), self.group, self.replacement())
 
 
 def lose_drive(sp: SanlabProcess) -> None:
@@ -461,15 +278,15 @@ def lose_drive(sp: SanlabProcess) -> None:
     os.truncate(sp.data_dir / "drives" / f"d{LOST_DRIVE}.img", 0)
 
 
-def replace_lost_drive(ok: Callable[..., Any]) -> None:
+def replace_lost_drive(ok: Callable[..., Any], group: str = "rg0", replacement: tuple[str, ...] = ()) -> None:
     """README's procedure for a lost drive, through ``ok`` (the array's CLI: words -> parsed output):
-    `admin fail-drive` when the array has not failed it yet, `admin replace-drive` in the same slot,
-    `admin wait-rebuild`."""
-    group = next(g for g in ok("show", "--json")["raid_groups"] if g["name"] == "rg0")
-    if group["drives"][LOST_DRIVE]["state"] != "failed":
-        ok("admin", "fail-drive", "group=rg0", f"index={LOST_DRIVE}")
-    ok("admin", "replace-drive", "group=rg0", f"index={LOST_DRIVE}")  # in its slot (README)
-    ok("admin", "wait-rebuild", "group=rg0")
+    `admin fail-drive` when the array has not failed it yet, `admin replace-drive` (in its slot, or
+    ``replacement``'s ``path=``), `admin wait-rebuild`."""
+    row = next(g for g in ok("show", "--json")["raid_groups"] if g["name"] == group)
+    if row["drives"][LOST_DRIVE]["state"] != "failed":
+        ok("admin", "fail-drive", f"group={group}", f"index={LOST_DRIVE}")
+    ok("admin", "replace-drive", f"group={group}", f"index={LOST_DRIVE}", *replacement)
+    ok("admin", "wait-rebuild", f"group={group}")
 
 
 class FullFs(Fault):
@@ -484,11 +301,15 @@ class FullFs(Fault):
     until_refused = True
     refusal = "sense 7/27/07"  # DATA PROTECT, SPACE ALLOCATION FAILED WRITE PROTECT: a thin LU without room
 
+    def filesystem(self, ar: LinkedArrays) -> Path:
+        """The filesystem the filler fills."""
+        return ar.small[self.side]
+
     def inject(self, ar: LinkedArrays) -> None:
-        fill_up(ar.small[self.side])
+        fill_up(self.filesystem(ar))
 
     def heal(self, ar: LinkedArrays) -> None:
-        (ar.small[self.side] / "filler").unlink()
+        (self.filesystem(ar) / "filler").unlink()
 
 
 def fill_up(fs: Path) -> None:
@@ -512,12 +333,66 @@ class DriveLossS(DriveLoss):
     side = "b"
 
 
-OPS: dict[str, Callable[[], Op]] = {"sync-create": SyncCreate, "sync-pair": SyncPair, "sync-resync": SyncResync,
-                                    "sync-split": SyncSplit,
-                                    "async-pair": AsyncPair}
+class JournalFullFs(FullFs):
+    """The filesystem holding an array's journal file (a tmpfs of its own, the journal 16 MiB of its
+    18) filled by another file at the moment.  The rules: a journal file is allocated in full when
+    it is made (replication/async_pairs.py), so its writes never need room and never meet ENOSPC;
+    README: "a host write never fails for want of journal space".  So nothing may fail, suspend or
+    go PFUL/PFUS: the host goes on, the S-VOL stays a prefix of the stream, no acknowledged write is
+    lost.  Recovery: the filler removed."""
+
+    small = False
+    journal_fs = True
+    until_refused = False
+    refusal = ""
+    unnoticed = True
+
+    def filesystem(self, ar: LinkedArrays) -> Path:
+        return ar.journal_fs[self.side]
+
+    def heal(self, ar: LinkedArrays) -> None:
+        # The promise rests on the journal's blocks being allocated before the filesystem filled.
+        journals = list(self.filesystem(ar).glob("*.jnl"))
+        assert journals, f"no journal file on {self.filesystem(ar)}"
+        for jnl in journals:
+            st = jnl.stat()
+            assert st.st_blocks * 512 >= st.st_size, f"{jnl.name}: only {st.st_blocks * 512} of {st.st_size} bytes allocated"
+        super().heal(ar)
+
+
+class JournalDriveLoss(DriveLoss):
+    """A drive of the RAID-5 group under an array's journal (the catalog volume ``jvol``, `journal
+    create --volume`) cut to nothing: RAID-5 outlives one drive, so as for a LUN's drive nothing
+    may fail, suspend or go PFUL/PFUS, and the journal's order and contents hold (the S-VOL a
+    prefix, every acknowledged write kept).  Recovery: the catalog group's drive replaced by a new
+    file (`replace-drive path=`) and rebuilt."""
+
+    raid = False
+    journal_raid = True
+    group = JOURNAL_GROUP
+
+    def drive(self, sp: SanlabProcess) -> Path:
+        return sp.data_dir / JOURNAL_DRIVES[LOST_DRIVE]
+
+    def replacement(self) -> tuple[str, ...]:
+        return (f"path={JOURNAL_DRIVES[LOST_DRIVE]}.new",)
+
+
+def sided(cls: type[Fault], name: str, side: str) -> Callable[[], Fault]:
+    """``cls`` at the array ``side`` ("a": the P side, "b": the S side), called ``name``."""
+    return type(f"{cls.__name__}{side.upper()}", (cls,), {"name": name, "side": side})
+
+
+OPS: dict[str, Callable[[], Op | RemoteOp]] = {"sync-create": SyncCreate, "sync-pair": SyncPair,
+                                               "sync-resync": SyncResync, "sync-split": SyncSplit,
+                                               "async-pair": AsyncPair, **REMOTE_OPS}
 FAULTS: dict[str, Callable[[], Fault]] = {"kill-p": KillP, "kill-s": KillS, "link-cut": LinkCut,
                                           "slow-peer": SlowPeer, "drive-loss-p": DriveLossP,
-                                          "drive-loss-s": DriveLossS, "full-fs-p": FullFs}
+                                          "drive-loss-s": DriveLossS, "full-fs-p": FullFs,
+                                          **{f"{name}-{end}": sided(cls, f"{name}-{end}", side)
+                                             for name, cls in (("journal-full-fs", JournalFullFs),
+                                                               ("journal-drive-loss", JournalDriveLoss))
+                                             for end, side in (("p", "a"), ("s", "b"))}}
 
 MATRIX: list[tuple[str, str]] = [
     ("sync-pair", "kill-p"),
@@ -551,6 +426,17 @@ MATRIX: list[tuple[str, str]] = [
     ("sync-create", "slow-peer"),
     ("sync-create", "drive-loss-p"),
     ("async-pair", "full-fs-p"),
+    ("sync-takeover", "kill-p"),
+    ("sync-takeover", "link-cut"),
+    ("sync-takeover", "drive-loss-p"),
+    ("sync-takeover", "slow-peer"),
+    ("sync-swap", "kill-p"),
+    ("sync-swap", "kill-s"),
+    ("sync-swap", "link-cut"),
+    ("async-pair", "journal-full-fs-p"),
+    ("async-pair", "journal-full-fs-s"),
+    ("async-pair", "journal-drive-loss-p"),
+    ("async-pair", "journal-drive-loss-s"),
 ]
 """The cases: (operation, fault). Each runs at the moments its seeds pick."""
 
@@ -578,25 +464,17 @@ RECOVERABLE: dict[tuple[str, str], str] = {
 each; anything else is a disagreement the documentation does not cover."""
 
 
-@dataclass
-class Outcome:
-    """What a case saw, for its report line."""
-
-    moment: int
-    acked: int
-    promise: str
-    states: tuple[str, str]
-    copied_bytes: int
-
-
 def run_case(tmp: Path, op_name: str, fault_name: str, seed: int, log: Callable[[str], None] = print) -> Outcome:
     op, fault = OPS[op_name](), FAULTS[fault_name]()
     rng = random.Random(seed)
     moment = rng.randrange(*MOMENTS)
     log(f"fault case {op_name} x {fault_name}: seed {seed}, fault after {moment} acknowledged writes")
-    ar = LinkedArrays(tmp, frozenset({fault.side}) if fault.raid else frozenset(),
-                      frozenset({fault.side}) if fault.small else frozenset())
+    def only(switch: bool) -> frozenset[str]:
+        return frozenset({fault.side}) if switch else frozenset()
+    ar = LinkedArrays(tmp, only(fault.raid), only(fault.small), only(fault.journal_fs), only(fault.journal_raid))
     try:
+        if isinstance(op, RemoteOp):  # the host moves between the arrays: the operation runs its case
+            return op.run(ar, fault, rng, moment, log)
         return _run(ar, op, fault, rng, moment, log)
     except BaseException:
         for sp in (ar.a, ar.b):
@@ -614,7 +492,7 @@ def _run(ar: LinkedArrays, op: Op, fault: Fault, rng: random.Random, moment: int
     stream.start()
     stream.hit.wait(60)
     assert stream.hit.is_set(), f"the fault never hit: {stream.acked} writes acked, {stream.error!r}"
-    survives = fault.name in op.host_survives or fault.raid  # RAID-5 outlives one drive
+    survives = fault.name in op.host_survives or fault.unnoticed
     if survives:  # the host goes on as if nothing happened
         stream.until(stream.acked + OUTAGE)
     elif fault.until_refused:  # the host goes on until a write meets the fault

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from tests.faults.local_matrix import AREA, MATRIX, Case, Division, check_outside, check_suffix, run_case
-from tests.faults.matrix import BS, CHUNK, TRACK, payload
+from tests.faults.stream import BS, CHUNK, payload
+from tests.integration.test_sync_pairs import TRACK
 from tests.faults.test_matrix import case, stream_of
 
 pytestmark = pytest.mark.integration

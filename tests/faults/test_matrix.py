@@ -10,8 +10,12 @@ from typing import Callable
 
 import pytest
 
+from sanlab.scsi.sense import Sense
+from sanlab.target.errors import ConnectionLost, ScsiCommandError
 from tests.faults.conftest import CASE_KEY, SEED_KEY
-from tests.faults.matrix import AREA_TRACKS, BS, CHUNK, MATRIX, TRACK, Stream, payload, run_case
+from tests.faults.matrix import MATRIX, run_case
+from tests.faults.stream import AREA_TRACKS, BS, CHUNK, Stream, not_executed, payload
+from tests.integration.test_sync_pairs import TRACK
 
 pytestmark = pytest.mark.integration
 
@@ -54,6 +58,7 @@ def stream_of(lbas: list[int], acked: int) -> Stream:
     """A stream that wrote ``lbas`` (write i at lbas[i - 1]), ``acked`` of them answered, without a host."""
     s = Stream.__new__(Stream)
     s.lbas, s.acked = list(lbas), acked
+    s.unsure, s.refused = set(), set()
     return s
 
 
@@ -84,3 +89,31 @@ def test_the_invariants_catch_a_lost_write_a_gap_and_a_torn_block() -> None:
     foreign[8 * BS + 20] = 1
     with pytest.raises(AssertionError, match="block 8: torn or foreign"):
         s.check_durable(bytes(foreign), "foreign")
+
+
+def test_a_moved_stream_keeps_what_the_host_learnt_of_each_write() -> None:
+    """A host moving arrays: a write refused (never executed) must not show anywhere, one left without
+    an answer may land, and either way the later acknowledged writes must win."""
+    def ended(lbas: list[int], acked: int, error: BaseException) -> Stream:
+        s = Stream(None, random.Random(0), -1, lambda: None)  # type: ignore[arg-type]  # never started
+        s.lbas, s.acked, s.error = list(lbas), acked, error
+        return s
+    protected = ScsiCommandError(2, Sense(0x7, 0x27, 0x00))
+    unknown = ConnectionLost("the connection ended")
+    assert not_executed(protected) and not not_executed(unknown)
+    assert not not_executed(ScsiCommandError(2, Sense(0x2, 0x04, 0x03)))  # fence data: the P-VOL may hold it
+    s = ended([0, 8], 1, unknown).moved(None, "B")  # type: ignore[arg-type]  # never started
+    assert (s.acked, s.unsure, s.refused) == (2, {2}, set())
+    s.lbas += [8, 16]
+    s.acked = 4  # writes 3 and 4 acknowledged at the other array
+    s.check_durable(image(s, [1, 3, 4]), "write 2 never landed")
+    s.check_durable(image(s, [1, 2, 3, 4]), "write 2 landed, then 3 over it")
+    with pytest.raises(AssertionError, match="acknowledged write 3 at block 8 lost"):
+        s.check_durable(image(s, [1, 2, 4]), "the unsure write 2 over the acknowledged 3")
+    r = ended([0, 8], 1, protected).moved(None, "B")  # type: ignore[arg-type]  # never started
+    assert (r.unsure, r.refused) == (set(), {2})
+    r.lbas += [16]
+    r.acked = 3
+    r.check_durable(image(r, [1, 3]), "the refused write nowhere")
+    with pytest.raises(AssertionError, match="it was refused"):
+        r.check_durable(image(r, [1, 2, 3]), "the refused write executed")

@@ -1,0 +1,276 @@
+"""The fault matrix's operations that move where hosts write (issue 19): the disaster drill
+(``sync-takeover``) and the planned swap (``sync-swap``) of a sync pair, fence data, on the rig of
+harness.py.  Each runs its own case: the host stream follows the array that serves (numbering on,
+stream.py's :meth:`Stream.moved`), the recovery is README's failback procedure, and the invariants
+are the matrix's: PAIR on both sides with the roles the procedure promises, every acknowledged
+write (at either array) on both volumes, the volumes equal, every copy by bitmap (bounded bytes).
+"""
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Callable
+
+from tests.conftest import SanlabProcess
+from tests.faults.harness import LinkedArrays, Outcome
+from tests.faults.stream import AREA_TRACKS, Stream
+from tests.integration.test_sync_pairs import A, B, SIZE, TRACK
+
+if TYPE_CHECKING:
+    from tests.faults.matrix import Fault
+
+AT_EACH = 50
+"""Writes the host makes at each array it moves to."""
+COPY_BOUND = AREA_TRACKS * TRACK
+"""The most one swap's copy may send: every write of a case is in the stream's area."""
+STEPS = 90.0
+"""How long the recovery may take to bring the pair to PAIR with the roles it wants."""
+
+
+def row(ar: LinkedArrays, sp: SanlabProcess) -> dict[str, Any] | None:
+    """The array's half of p0 (None: the array is down)."""
+    return ar.pair(sp) if ar.up(sp) else None
+
+
+def seen(ar: LinkedArrays) -> tuple[str, str]:
+    """Each half as "role state" (or "down"), for the report and the messages."""
+    out = []
+    for sp in (ar.a, ar.b):
+        r = row(ar, sp)
+        out.append("down" if r is None else f"{r['role']} {r['state']}")
+    return out[0], out[1]
+
+
+def ended(stream: Stream, seconds: float = 60.0) -> None:
+    """The stream ended on a failed write within ``seconds`` (the host sees it must move)."""
+    stream.join(seconds)
+    assert not stream.is_alive(), f"the host's writes at {stream.target} went on after the fault and the {seconds:g} s"
+    assert stream.error is not None
+
+
+def pair_with_primary(ar: LinkedArrays, which: str, seconds: float = STEPS) -> None:
+    """Bring p0 to PAIR with the P-VOL at array ``which`` by README's steps only: the array to serve
+    still the S-VOL (a swap that did not happen, an S-VOL in SSWS) is swapped there (`pair swap`,
+    asked again while the other array cannot take it yet); a P-VOL suspended there is resynced
+    (`pair resync`); a copy is waited for.  Two P-VOLs or two S-VOLs is a disagreement no
+    documented step resolves."""
+    here, there = ar.side(which), ar.side("b" if which == "a" else "a")
+    deadline = time.monotonic() + seconds
+    last = ""
+    while True:
+        mine, other = ar.pair(here), ar.pair(there)
+        if mine["role"] == "P-VOL" and other["role"] == "S-VOL" and mine["state"] == other["state"] == "PAIR":
+            return
+        assert mine["role"] != other["role"] or mine["state"] == "COPY" or other["state"] == "COPY", \
+            f"both halves {mine['role']} ({mine['state']}, {other['state']}): a disagreement no documented step resolves"
+        if mine["role"] == "S-VOL":
+            cp = ar.cli(here, "pair", "swap", "p0")
+            last = f"swap at {which}: {cp.returncode} {cp.stderr.strip()}"
+        elif mine["state"] in ("PSUE", "PSUS"):
+            cp = ar.cli(here, "pair", "resync", "p0")
+            last = f"resync at {which}: {cp.returncode} {cp.stderr.strip()}"
+        assert time.monotonic() < deadline, \
+            f"no PAIR with the P-VOL at {which} in {seconds:g} s: {mine}, {other}; last step: {last}"
+        time.sleep(0.5)
+
+
+def check_copy(ar: LinkedArrays, sp: SanlabProcess, where: str) -> int:
+    """The copy the last swap made (the P side's ``copied_bytes``, counted from the swap) went by
+    bitmap: at most the stream's area, never the volume."""
+    copied = int(ar.pair(sp)["copied_bytes"])
+    assert copied <= COPY_BOUND < SIZE // 2, f"{where}: copied {copied} bytes, more than the {COPY_BOUND} the case wrote"
+    return copied
+
+
+def check_end(ar: LinkedArrays, stream: Stream, primary: str) -> None:
+    """The invariants after recovery: PAIR with the P-VOL at ``primary``, every acknowledged write on
+    both volumes, the volumes equal."""
+    p, s = ar.pair(ar.side(primary)), ar.pair(ar.side("b" if primary == "a" else "a"))
+    assert (p["role"], p["state"], s["role"], s["state"]) == ("P-VOL", "PAIR", "S-VOL", "PAIR"), (p, s)
+    a_image, b_image = ar.file(ar.a), ar.file(ar.b)
+    stream.check_durable(a_image, "A after recovery")
+    stream.check_durable(b_image, "B after recovery")
+    if a_image != b_image:
+        diff = [off // 512 for off in range(0, SIZE, 4096) if a_image[off:off + 4096] != b_image[off:off + 4096]]
+        raise AssertionError(f"after recovery the volumes differ in {len(diff)} blocks (lba): {diff[:16]}")
+
+
+def wait_for_line(sp: SanlabProcess, text: str, seconds: float = 30.0) -> None:
+    """Until the array's log has a line holding ``text`` (read as it grows, every millisecond)."""
+    deadline = time.monotonic() + seconds
+    seen_upto = 0
+    with open(sp.log_path, "rb") as f:
+        while True:
+            f.seek(seen_upto)
+            chunk = f.read()
+            if text.encode() in chunk:
+                return
+            seen_upto += chunk.rfind(b"\n") + 1  # a line not complete yet is read again
+            assert time.monotonic() < deadline, f"{sp.portal} never logged {text} in {seconds:g} s"
+            time.sleep(0.001)
+
+
+def in_background(fn: Callable[[], Any]) -> Callable[[float], Any]:
+    """Run ``fn`` on a thread; the returned call waits (at most its seconds) for ``fn``'s result."""
+    out: list[Any] = []
+    t = threading.Thread(target=lambda: out.append(fn()), daemon=True)
+    t.start()
+
+    def result(seconds: float) -> Any:
+        t.join(seconds)
+        assert out, f"{fn} did not end in {seconds:g} s"
+        return out[0]
+    return result
+
+
+class RemoteOp:
+    """An operation whose case moves the host from array to array: it runs the whole case."""
+
+    faults: frozenset[str] = frozenset()
+    """The faults the operation is run with (its docstring says why not the others)."""
+
+    def run(self, ar: LinkedArrays, fault: Fault, rng: random.Random, moment: int,
+            log: Callable[[str], None]) -> Outcome:
+        """Set up, stream, inject at ``moment``, check the promise, recover and check the invariants."""
+        raise NotImplementedError
+
+    @staticmethod
+    def paired(ar: LinkedArrays) -> None:
+        """A sync pair, fence data, in PAIR (volumes known identical: all zeros)."""
+        ar.create("--no-copy", "--fence", "data")
+        ar.wait(ar.a, "PAIR")
+        ar.wait(ar.b, "PAIR")
+
+
+class SyncTakeover(RemoteOp):
+    """The disaster drill: at the moment the fault hits A's side, `sanlab pair takeover p0` runs at B
+    while the host may still be writing at A; the host then writes at B.  horctakeover's table
+    decides by what B sees: A gone (kill-p) or unreachable (link-cut) is an S-VOL takeover (exit 2,
+    B SSWS); A still answering (a drive lost under the P-VOL, a slow link) makes it a swap (exit 1
+    with the JSON result, B the P-VOL at once).  Promise right after: B holds every write A
+    acknowledged (fence data).  Recovery (README, Swap): the fault healed, `pair swap` at B (A back
+    unaware is refused by B and goes PSUE; B becomes the P-VOL and A catches up by bitmap), the host
+    writing at B throughout; then the failback, `pair swap` at A, the host moving back to A.
+
+    Left out: kill-s, drive-loss-s and full-fs-p (the fault is at the array that is to take over,
+    or only fails A's writes: the drill has nothing to save), sync-create's COPY (an S-VOL in COPY
+    refuses takeover: README)."""
+
+    faults = frozenset({"kill-p", "link-cut", "drive-loss-p", "slow-peer"})
+    EXIT = {"kill-p": 2, "link-cut": 2, "drive-loss-p": 1, "slow-peer": 1}
+    """horctakeover's exit code for each fault: 2 S-VOL takeover, 1 swap (A answers, in step)."""
+
+    def run(self, ar: LinkedArrays, fault: Fault, rng: random.Random, moment: int,
+            log: Callable[[str], None]) -> Outcome:
+        self.paired(ar)
+        takeover: list[Callable[[float], Any]] = []
+
+        def hit() -> None:
+            fault.inject(ar)
+            takeover.append(in_background(lambda: ar.cli(ar.b, "pair", "takeover", "p0")))
+        at_a = Stream(ar.a, rng, moment, hit)
+        at_a.start()
+        at_a.hit.wait(60)
+        assert at_a.hit.is_set(), f"the fault never hit: {at_a.acked} writes acked, {at_a.error!r}"
+        cp: subprocess.CompletedProcess[str] = takeover[0](120)
+        want = self.EXIT[fault.name]
+        assert cp.returncode == want, f"takeover at B exited {cp.returncode}, not {want}: {cp.stdout}{cp.stderr}"
+        assert json.loads(cp.stdout)["takeover"] == ("swap" if want == 1 else "svol"), cp.stdout
+        ended(at_a)
+        states = seen(ar)
+        at_a.check_durable(ar.file(ar.b), "B right after the takeover")
+        promise = f"B holds all {at_a.acked} writes A acknowledged"
+        log(f"  takeover exit {cp.returncode}; A's host ended by {type(at_a.error).__name__} after {at_a.acked} "
+            f"acked, {at_a.issued} issued; A {states[0]}, B {states[1]}; {promise}")
+        at_b = at_a.moved(ar.b, B)
+        at_b.start()
+        at_b.until(at_b.acked + AT_EACH)
+        fault.heal(ar)
+        pair_with_primary(ar, "b")  # the host goes on writing at B meanwhile
+        copied = check_copy(ar, ar.b, "the swap at B")
+        at_b.until(at_b.acked + AT_EACH)
+        log(f"  failover done: B the P-VOL in PAIR, copied {copied} bytes back to A; now the failback")
+        swap = in_background(lambda: ar.cli(ar.a, "pair", "swap", "p0"))
+        ended(at_b)  # B turned S-VOL: its write gate refuses the host
+        cp = swap(120)
+        assert cp.returncode == 0, f"swap at A: {cp.returncode} {cp.stderr}"
+        home = at_b.moved(ar.a, A)
+        home.start()
+        home.until(home.acked + AT_EACH)
+        pair_with_primary(ar, "a")
+        home.finish()
+        assert home.error is None, f"a host write at A failed after the failback: {home.error!r}"
+        copied += check_copy(ar, ar.a, "the swap back at A")
+        check_end(ar, home, "a")
+        log(f"  recovered: A the P-VOL again, PAIR, {home.acked} writes, copied {copied} bytes in all, volumes equal")
+        return Outcome(moment, home.acked, promise, states, copied)
+
+
+class SyncSwap(RemoteOp):
+    """A planned swap, `sanlab pair swap p0` at B while A is reachable and the host writes at A, the
+    fault hitting at a moment the seed picks: up to a second after the swap was asked (before the
+    command reaches B, during the exchange or after it), or up to 20 ms after A's half turned S-VOL
+    (its log says so), when B may not have turned yet.  Once A's half has turned S-VOL its write gate refuses the host, which moves to B.  The
+    promise right after: every write the host had acknowledged is on both volumes (fence data, and
+    a swap drains before it turns).  Recovery (README): the fault healed, then whatever the swap
+    reached is finished by its own steps, the swap asked again at B if it did not happen, B
+    resynced if it swapped and was suspended; the host writes at B.  The roles promised: B the
+    P-VOL, A the S-VOL.
+
+    Left out: slow-peer (a swap over a slow link is only slower: nothing breaks half way), the
+    drive and filesystem faults (local to one array, they do not touch the swap's exchange)."""
+
+    faults = frozenset({"kill-p", "kill-s", "link-cut"})
+    AFTER = {"asked": 1.0, "A turned": 0.02}
+    """The moments the seed picks from: the most seconds after the swap was asked, after A turned."""
+    TURNED = '"swapped by the peer"'
+    """A's log line when its half turned S-VOL (the pair_state event's reason)."""
+
+    def run(self, ar: LinkedArrays, fault: Fault, rng: random.Random, moment: int,
+            log: Callable[[str], None]) -> Outcome:
+        self.paired(ar)
+        anchor = rng.choice(sorted(self.AFTER))
+        later = rng.uniform(0.0, self.AFTER[anchor])
+        swap: list[Callable[[float], Any]] = []
+        injected: list[Callable[[float], Any]] = []
+
+        def inject_later() -> None:
+            if anchor == "A turned":
+                wait_for_line(ar.a, self.TURNED)
+            time.sleep(later)
+            fault.inject(ar)
+
+        def hit() -> None:
+            swap.append(in_background(lambda: ar.cli(ar.b, "pair", "swap", "p0")))
+            injected.append(in_background(inject_later))
+        at_a = Stream(ar.a, rng, moment, hit)
+        at_a.start()
+        at_a.hit.wait(60)
+        assert at_a.hit.is_set(), f"the swap never started: {at_a.acked} writes acked, {at_a.error!r}"
+        injected[0](30)
+        cp: subprocess.CompletedProcess[str] = swap[0](120)
+        ended(at_a)
+        states = seen(ar)
+        for sp in (ar.a, ar.b):  # a killed array's file is what it wrote
+            at_a.check_durable(ar.file(sp), f"{ar.which(sp).upper()} right after the fault")
+        promise = f"both volumes hold all {at_a.acked} writes A acknowledged"
+        log(f"  swap asked, the fault {later * 1000:.0f} ms after {anchor}; swap exit {cp.returncode} "
+            f"{cp.stderr.strip()[:200]}; A's host ended by {type(at_a.error).__name__} after {at_a.acked} acked; "
+            f"A {states[0]}, B {states[1]}; {promise}")
+        fault.heal(ar)
+        pair_with_primary(ar, "b")
+        copied = check_copy(ar, ar.b, "the swap")
+        at_b = at_a.moved(ar.b, B)
+        at_b.start()
+        at_b.until(at_b.acked + AT_EACH)
+        at_b.finish()
+        assert at_b.error is None, f"a host write at B failed after the swap: {at_b.error!r}"
+        check_end(ar, at_b, "b")
+        log(f"  recovered: B the P-VOL, PAIR, {at_b.acked} writes, copied {copied} bytes, volumes equal")
+        return Outcome(moment, at_b.acked, promise, states, copied)
+
+
+REMOTE_OPS: dict[str, Callable[[], RemoteOp]] = {"sync-takeover": SyncTakeover, "sync-swap": SyncSwap}
