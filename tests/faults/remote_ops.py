@@ -54,9 +54,10 @@ def ended(stream: Stream, seconds: float = 60.0) -> None:
 def pair_with_primary(ar: LinkedArrays, which: str, seconds: float = STEPS) -> None:
     """Bring p0 to PAIR with the P-VOL at array ``which`` by README's steps only: the array to serve
     still the S-VOL (a swap that did not happen, an S-VOL in SSWS) is swapped there (`pair swap`,
-    asked again while the other array cannot take it yet); a P-VOL suspended there is resynced
-    (`pair resync`); a copy is waited for.  Two P-VOLs or two S-VOLs is a disagreement no
-    documented step resolves."""
+    asked again while the other array cannot take it yet, and so finishing a swap a fault cut
+    short after the other array turned: both S-VOL, that one in COPY); a P-VOL suspended there is
+    resynced (`pair resync`); a copy is waited for.  Two P-VOLs, or two S-VOLs neither in COPY, is
+    a disagreement no documented step resolves."""
     here, there = ar.side(which), ar.side("b" if which == "a" else "a")
     deadline = time.monotonic() + seconds
     last = ""
@@ -77,11 +78,12 @@ def pair_with_primary(ar: LinkedArrays, which: str, seconds: float = STEPS) -> N
         time.sleep(0.5)
 
 
-def check_copy(ar: LinkedArrays, sp: SanlabProcess, where: str) -> int:
-    """The copy the last swap made (the P side's ``copied_bytes``, counted from the swap) went by
-    bitmap: at most the stream's area, never the volume."""
+def check_copy(ar: LinkedArrays, sp: SanlabProcess, where: str, since: int = 0) -> int:
+    """The copies since the P side's ``copied_bytes`` (counted from the last swap) was ``since`` went
+    by bitmap: at most the stream's area, never the volume.  Returns ``copied_bytes`` now."""
     copied = int(ar.pair(sp)["copied_bytes"])
-    assert copied <= COPY_BOUND < SIZE // 2, f"{where}: copied {copied} bytes, more than the {COPY_BOUND} the case wrote"
+    assert copied - since <= COPY_BOUND < SIZE // 2, \
+        f"{where}: copied {copied - since} bytes, more than the {COPY_BOUND} the case wrote"
     return copied
 
 
@@ -220,6 +222,12 @@ class SyncSwap(RemoteOp):
     resynced if it swapped and was suspended; the host writes at B.  The roles promised: B the
     P-VOL, A the S-VOL.
 
+    A fault after the swap ended (kill-p, link-cut) may leave B, the P-VOL now, in PAIR with its
+    session to A gone while no host wrote: the host's first write at B then finds A unreachable and
+    fence data refuses it (NOT READY, 02h/04h/03h) and suspends the pair (README, fence levels);
+    the documented answer is `pair resync` at B, and the host writes again.  That is allowed once,
+    only so.
+
     Left out: slow-peer (a swap over a slow link is only slower: nothing breaks half way), the
     drive and filesystem faults (local to one array, they do not touch the swap's exchange)."""
 
@@ -265,9 +273,18 @@ class SyncSwap(RemoteOp):
         copied = check_copy(ar, ar.b, "the swap")
         at_b = at_a.moved(ar.b, B)
         at_b.start()
-        at_b.until(at_b.acked + AT_EACH)
+        at_b.until(at_b.acked + AT_EACH, stop_on_error=True)
+        if at_b.error is not None:  # B's session to A died while it was idle (docstring)
+            assert "sense 2/04/03" in str(at_b.error) and ar.state(ar.b) == "PSUE", \
+                f"a host write at B failed after the swap: {at_b.error!r}, B {ar.pair(ar.b)}"
+            log(f"  B's first writes met the fence ({ar.pair(ar.b)['reason']}): resync at B, the host writes again")
+            pair_with_primary(ar, "b")
+            copied = check_copy(ar, ar.b, "the resync at B", since=copied)
+            at_b = at_b.moved(ar.b, B)
+            at_b.start()
+            at_b.until(at_b.acked + AT_EACH)
         at_b.finish()
-        assert at_b.error is None, f"a host write at B failed after the swap: {at_b.error!r}"
+        assert at_b.error is None, f"a host write at B failed after the recovery: {at_b.error!r}"
         check_end(ar, at_b, "b")
         log(f"  recovered: B the P-VOL, PAIR, {at_b.acked} writes, copied {copied} bytes, volumes equal")
         return Outcome(moment, at_b.acked, promise, states, copied)
