@@ -34,7 +34,7 @@ from typing import Any, Awaitable, Callable
 import structlog
 
 from sanlab.replication import protocol as proto
-from sanlab.replication.journal import Journal, JournalError, JournalFull, when_all
+from sanlab.replication.journal import Journal, JournalEntry, JournalError, JournalFull, when_all
 from sanlab.replication.pair import PairVolume
 from sanlab.replication.pair_state import PairRole, PairState
 from sanlab.replication.states import Event
@@ -521,6 +521,14 @@ class JournalGroup:
                 self._wake_restore.set()
             elif self.to_be_read == 0 and batch.journal_out:
                 self.to_be_read = batch.journal_out
+            elif batch.journal_out > max(self.to_be_read, j.journal_in) and not j.entries:
+                # The primary holds nothing below journal_out: the entries between went to its
+                # bitmap (PFUS, a split) and a resync copies them.  Move past them now, as for a
+                # jump above, or this side reports them as lag (and an RPO) until the next write.
+                await self.drain_restore()
+                self.record.restored = batch.journal_out - 1
+                self.to_be_restored = self.to_be_read = batch.journal_out
+                await self.save()
             return stored
 
     def _check_batch(self, batch: proto.JournalBatch) -> None:
@@ -556,26 +564,14 @@ class JournalGroup:
             if not batch:
                 return 0
             touched: dict[int, PairVolume] = {}
-            for e in batch:
-                if e.sequence != self.to_be_restored:
-                    raise JournalError(f"journal {self.name}: entry {e.sequence} where {self.to_be_restored} "
-                                       "was expected")
-                m = self.members.get(e.pair_id)
-                if e.pair_id == MARKER_PAIR_ID:
-                    self.record.marker = e.lba  # committed with restored below
-                elif m is not None and m.volume.half.state is PairState.SSWS:
-                    # Taken over: the S-VOL serves hosts now; an older update must not overwrite
-                    # what they wrote (the takeover applied everything acquired before it).
-                    log.warning("journal_entry_after_takeover", journal=self.name, sequence=e.sequence,
-                                pair=m.name)
-                elif m is not None:
-                    data = await j.read_data(e)
-                    await m.volume.local.write(e.lba, data)
-                    touched[e.pair_id] = m.volume
-                else:
-                    log.warning("journal_entry_without_pair", journal=self.name, sequence=e.sequence,
-                                pair_id=e.pair_id)
-                self.to_be_restored = e.sequence + 1
+            try:
+                await self._apply(batch, touched)
+            except BaseException:
+                # A write that failed (an S-VOL's filesystem full, a lost drive): the batch is
+                # applied again from its first entry next time, so every volume it touched is
+                # flushed before *restored* passes it (writes in order, the same bytes: idempotent).
+                self.to_be_restored = batch[0].sequence
+                raise
             for vol in touched.values():
                 await vol.local.flush()
             self.record.restored = batch[-1].sequence
@@ -583,6 +579,30 @@ class JournalGroup:
             j.purge(self.record.restored + 1)
             self.restored_entries += len(batch)
             return len(batch)
+
+    async def _apply(self, batch: list[JournalEntry], touched: dict[int, PairVolume]) -> None:
+        """Write ``batch``'s entries to their S-VOLs in sequence order (``touched``: the volumes written)."""
+        j = self.journal
+        for e in batch:
+            if e.sequence != self.to_be_restored:
+                raise JournalError(f"journal {self.name}: entry {e.sequence} where {self.to_be_restored} "
+                                   "was expected")
+            m = self.members.get(e.pair_id)
+            if e.pair_id == MARKER_PAIR_ID:
+                self.record.marker = e.lba  # committed with restored below
+            elif m is not None and m.volume.half.state is PairState.SSWS:
+                # Taken over: the S-VOL serves hosts now; an older update must not overwrite
+                # what they wrote (the takeover applied everything acquired before it).
+                log.warning("journal_entry_after_takeover", journal=self.name, sequence=e.sequence,
+                            pair=m.name)
+            elif m is not None:
+                data = await j.read_data(e)
+                await m.volume.local.write(e.lba, data)
+                touched[e.pair_id] = m.volume
+            else:
+                log.warning("journal_entry_without_pair", journal=self.name, sequence=e.sequence,
+                            pair_id=e.pair_id)
+            self.to_be_restored = e.sequence + 1
 
     async def drain_restore(self) -> None:
         """Apply every entry acquired so far (before a resync copies over the S-VOLs, or a swap)."""
@@ -621,8 +641,25 @@ class JournalGroup:
                 pass
 
     async def _restore_loop(self, stop: asyncio.Event) -> None:
+        failing = False
         while not stop.is_set():
-            if self.record.auto and await self.restore():
+            try:
+                applied = self.record.auto and await self.restore()
+            except (OSError, VolumeError, JournalError) as exc:
+                # The S-VOL (or the journal) cannot be written now: an ENOSPC, a failed drive.
+                # The entries stay acquired and are applied again once it can (nothing lost; the
+                # journal fills meanwhile, and at the primary PFUL/PFUS takes over).  A restorer
+                # that ended here would leave the pair in PAIR applying nothing until a restart.
+                if not failing:
+                    log.error("journal_restore_failed", journal=self.name, sequence=self.to_be_restored,
+                              error=str(exc))
+                failing = True
+                await _sleep_or(stop, 1.0)
+                continue
+            if failing:
+                log.info("journal_restore_resumed", journal=self.name, sequence=self.to_be_restored)
+                failing = False
+            if applied:
                 if self.journal.use * 2 < 1:
                     # Room left: let a batch gather (each restore flushes the S-VOLs and commits
                     # *restored*); a filling journal is restored back to back.

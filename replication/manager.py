@@ -66,6 +66,11 @@ class PairManager(DeltaResync):
                 raise PairError(f"fence {fence!r}: data, status or never") from None
             if mode not in ("sync", "async"):
                 raise PairError(f"mode {mode!r}: sync or async")
+            if mode == "async":
+                # The host is answered from the local volume and journal: the S side's loss (even
+                # during the initial copy or a resync) suspends the pair into its bitmap and never
+                # fails a host write (README), which is fence never whatever --fence said.
+                fence_level = FenceLevel.NEVER
             standby = None
             if delta:
                 if mode != "async":

@@ -52,7 +52,7 @@ from sanlab.storage.emulated import EmulatedBlockOps
 from sanlab.storage.external import ExternalVolume
 from sanlab.storage.peer import PeerFailure, PeerRefused, PeerUnreachable
 from sanlab.storage.range_lock import Holder
-from sanlab.storage.volume import NowaitIO, Volume, VolumeError
+from sanlab.storage.volume import NowaitIO, SpaceExhausted, Volume, VolumeError
 
 log = structlog.get_logger("sanlab.replication.pair")
 
@@ -598,6 +598,11 @@ class PairVolume(EmulatedBlockOps):
             if h.state in (PairState.COPY, PairState.PAIR):
                 # The copies differ on these tracks now: suspended by error as when the peer is lost.
                 await self.apply(Event.PEER_LOST, f"S-VOL refused a write: {exc}")
+            s = exc.sense
+            if s is not None and (s.key, s.asc, s.ascq) == (0x7, 0x27, 0x07):
+                # The S-VOL's store is full: the host hears that (DATA PROTECT, SPACE ALLOCATION
+                # FAILED WRITE PROTECT, SBC-4 §4.7.3.7), not a medium error of its own array.
+                raise SpaceExhausted(f"pair {h.name}: the S-VOL has no room for the write ({exc})") from exc
             raise exc
         if not isinstance(exc, (PeerUnreachable, VolumeError, OSError, asyncio.TimeoutError)):
             raise exc

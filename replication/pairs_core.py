@@ -85,7 +85,7 @@ class PairsCore:
               local: Volume | None = None) -> PairVolume:
         """The pair volume of ``rec`` over ``local`` (default: the LU's volume, not yet wrapped)."""
         half = PairHalf(rec.name, PairRole.P_VOL if rec.role == "P-VOL" else PairRole.S_VOL, PairState[rec.state],
-                        FenceLevel[rec.fence.upper()], rec.extent_start, rec.extent_blocks, rec.s_writable,
+                        FenceLevel.NEVER if rec.mode == "async" else FenceLevel[rec.fence.upper()], rec.extent_start, rec.extent_blocks, rec.s_writable,
                         rec.fence_released, rec.peer_marked, rec.reason, rec.peer_initiator)
 
         async def saved(_h: PairHalf, t: Transition) -> None:

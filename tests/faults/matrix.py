@@ -85,19 +85,7 @@ class SyncResync(Op):
 
     def setup(self, ar: LinkedArrays) -> None:
         ar.create("--no-copy", "--fence", "data", "--pace", "0.5")
-        ar.wait(ar.a, "PAIR")
-        ar.ok(ar.a, "pair", "split", "p0")
-        ar.wait(ar.a, "PSUS")
-
-        async def dirty() -> None:
-            cfg = InitiatorConfig(initiator_name="iqn.1994-05.com.example:faults", command_timeout=10.0)
-            async with IscsiSession(ar.a.host, ar.a.port, A, cfg) as s:
-                await s.clear_unit_attentions(0)
-                for t in DIRTY:
-                    await s.write16(0, t * TRACK // BS, bytes([t]) * TRACK, BS)
-        asyncio.run(dirty())
-        assert ar.pair(ar.a)["pending_bytes"] == len(DIRTY) * TRACK
-        ar.ok(ar.a, "pair", "resync", "p0")
+        split_dirty_resync(ar)
 
     def promise(self, ar: LinkedArrays, stream: Stream) -> str:
         # The stream's tracks were in step when the resync began (not in its bitmap): a write to a
@@ -123,15 +111,16 @@ class SyncCreate(Op):
         return SIZE + AREA_TRACKS * TRACK, False
 
 
-class SyncSplit(Op):
-    """A sync pair split (PSUS at A, SSUS at B) while the stream writes at A: the S-VOL keeps the
-    image of the split, A's difference bitmap the tracks to resend; recovery is `pair resync`."""
+class Split:
+    """A pair split (PSUS at A, SSUS at B) while the stream writes at A: the S-VOL keeps the image of
+    the split, A's difference bitmap the tracks to resend; recovery is `pair resync`.  Mixed in
+    before the pair's kind (:class:`Op`, :class:`AsyncPair`), whose setup forms the pair."""
 
-    host_survives = frozenset({"kill-s", "link-cut", "slow-peer"})
+    host_survives = frozenset({"kill-s", "link-cut", "slow-peer", "full-fs-s"})
     settles_split = True
 
     def setup(self, ar: LinkedArrays) -> None:
-        super().setup(ar)
+        super().setup(ar)  # type: ignore[misc]  # the pair's kind, after this in the MRO
         ar.ok(ar.a, "pair", "split", "p0")
         ar.wait(ar.a, "PSUS")
         ar.wait(ar.b, "SSUS")
@@ -144,25 +133,104 @@ class SyncSplit(Op):
         return "the S-VOL still the image of the split"
 
 
+class SyncSplit(Split, Op):
+    """A sync pair (fence data) split under the stream (:class:`Split`)."""
+
+
 class AsyncPair(Op):
     """An async pair (journals of 16 MiB) in PAIR under the stream."""
 
     mode = "async"
-    host_survives = frozenset({"kill-s", "link-cut", "slow-peer"})
+    host_survives = frozenset({"kill-s", "link-cut", "slow-peer", "full-fs-s"})
 
     def setup(self, ar: LinkedArrays) -> None:
-        ar.ok(ar.a, "journal", "create", "ja", *ar.journal_args("a"))
-        ar.ok(ar.b, "journal", "create", "jb", *ar.journal_args("b"))
-        ar.ok(ar.a, "pair", "create", "p0", "--mode", "async", "--journal", "ja", "--remote-journal", "jb",
-              "--pvol", f"{A}/0", "--remote", "array-b", "--svol", f"{B}/0", "--no-copy")
+        self.journals(ar)
+        self.create(ar, "--no-copy")
         ar.wait(ar.a, "PAIR")
         ar.wait(ar.b, "PAIR")
 
+    journal_options: tuple[str, ...] = ()
+    """More `journal create` options for A's journal (a fault's: JournalFull)."""
+
+    def journals(self, ar: LinkedArrays) -> None:
+        ar.ok(ar.a, "journal", "create", "ja", *ar.journal_args("a"), *self.journal_options)
+        ar.ok(ar.b, "journal", "create", "jb", *ar.journal_args("b"))
+
+    @staticmethod
+    def create(ar: LinkedArrays, *extra: str) -> None:
+        ar.ok(ar.a, "pair", "create", "p0", "--mode", "async", "--journal", "ja", "--remote-journal", "jb",
+              "--pvol", f"{A}/0", "--remote", "array-b", "--svol", f"{B}/0", *extra)
+
+    restore_stalls = False
+    """The fault keeps B from restoring (its S-VOL's filesystem full): its image is read as it is."""
+
     def promise(self, ar: LinkedArrays, stream: Stream) -> str:
         # B up: it restores what it acquired before we look (nothing more arrives during the fault).
-        b_image = settled_s_vol(ar) if ar.b.proc.poll() is None else ar.file(ar.b)
+        settles = ar.b.proc.poll() is None and not self.restore_stalls
+        b_image = settled_s_vol(ar) if settles else ar.file(ar.b)
         k = stream.check_prefix(b_image, "S-VOL after the fault")
         return f"S-VOL a prefix (writes 1..{k} of {stream.acked} acked)"
+
+
+class AsyncCreate(AsyncPair):
+    """An async pair created with its initial copy (paced: 2 MiB/s, 4 s for the 8 MiB) while the
+    stream writes: the fault hits during the copy (or just after).  As for sync-create, the S-VOL is
+    no copy until PAIR (README: the initial copy goes by bitmap, writes meanwhile recorded and
+    copied); after recovery the copy must have resumed from its bitmap, never restarted."""
+
+    def setup(self, ar: LinkedArrays) -> None:
+        self.journals(ar)
+        self.create(ar, "--pace", "2")
+
+    def promise(self, ar: LinkedArrays, stream: Stream) -> str:
+        return "none until PAIR (the initial copy)"
+
+    def copy_bound(self) -> tuple[int, bool]:
+        return SIZE + AREA_TRACKS * TRACK, False
+
+
+class AsyncSplit(Split, AsyncPair):
+    """An async pair split under the stream (:class:`Split`): every entry B had acquired restored,
+    the rest to A's bitmap."""
+
+
+class AsyncResync(AsyncPair):
+    """An async pair split while 32 tracks are written, then resynced (paced: 0.5 MiB/s, 4 s) under
+    the stream; the fault hits while the resync copies (or just after).  A resync goes by bitmap
+    as the initial copy does, so the S-VOL is no consistent image until PAIR: nothing is promised
+    there; after recovery the copy resumed from its bitmap."""
+
+    extra_tracks = len(DIRTY)
+
+    def setup(self, ar: LinkedArrays) -> None:
+        self.journals(ar)
+        self.create(ar, "--no-copy", "--pace", "0.5")
+        split_dirty_resync(ar)
+
+    def promise(self, ar: LinkedArrays, stream: Stream) -> str:
+        return "none until PAIR (a resync by bitmap)"
+
+
+def split_dirty_resync(ar: LinkedArrays) -> None:
+    """The pair just made, once PAIR: split, :data:`DIRTY` written at A, resynced (the copy paced
+    by the pair's ``--pace``, so the stream and the fault meet it under way)."""
+    ar.wait(ar.a, "PAIR")
+    ar.ok(ar.a, "pair", "split", "p0")
+    ar.wait(ar.a, "PSUS")
+    dirty(ar)
+    assert ar.pair(ar.a)["pending_bytes"] == len(DIRTY) * TRACK
+    ar.ok(ar.a, "pair", "resync", "p0")
+
+
+def dirty(ar: LinkedArrays) -> None:
+    """The tracks :data:`DIRTY` written at A (the pair split), each with its own byte."""
+    async def go() -> None:
+        cfg = InitiatorConfig(initiator_name="iqn.1994-05.com.example:faults", command_timeout=10.0)
+        async with IscsiSession(ar.a.host, ar.a.port, A, cfg) as s:
+            await s.clear_unit_attentions(0)
+            for t in DIRTY:
+                await s.write16(0, t * TRACK // BS, bytes([t]) * TRACK, BS)
+    asyncio.run(go())
 
 
 def settled_s_vol(ar: LinkedArrays, seconds: float = 30.0) -> bytes:
@@ -182,6 +250,13 @@ class Fault:
     """The host goes on after the fault until a write is refused (what the fault is about)."""
     refusal = ""
     """With ``until_refused``: what the refusal must say (its sense, as ScsiCommandError prints it)."""
+    must_refuse = True
+    """With ``until_refused``: some write of the stream must meet the fault (else it may)."""
+    fenced = ""
+    """Another refusal allowed: the fence holding once an earlier write (or the copy) met the fault."""
+
+    def refusals(self) -> tuple[str, ...]:
+        return (self.refusal, self.fenced) if self.fenced else (self.refusal,)
     raid = False
     small = False
     """The ``side`` array's LUN 0 file on a small filesystem of its own."""
@@ -194,11 +269,18 @@ class Fault:
     unnoticed = False
     """Host writes go on whatever the operation (RAID-5 outlives a drive, a journal was allocated in full)."""
 
+    journal_options: tuple[str, ...] = ()
+    """`journal create` options the fault needs at A's journal (async operations pass them on)."""
+
     def inject(self, ar: LinkedArrays) -> None:
         raise NotImplementedError
 
     def heal(self, ar: LinkedArrays) -> None:
         raise NotImplementedError
+
+    def outage(self, ar: LinkedArrays, stream: Stream) -> None:
+        """The host's writes while the fault lasts, when it is not to notice it."""
+        stream.until(stream.acked + OUTAGE)
 
 
 class KillP(Fault):
@@ -231,6 +313,27 @@ class LinkCut(Fault):
     def heal(self, ar: LinkedArrays) -> None:
         ar.to_a.heal()
         ar.to_b.heal()
+
+
+class JournalFull(LinkCut):
+    """An async pair's link cut for longer than its journal can hold (A's journal made with
+    `--threshold 25 --full-timeout 1`: PFUL past 4 of its 16 MiB, PFUS a second later): the host
+    writes on until A shows PFUS, and never notices (README: a host write never fails for want of
+    journal space; the unsent entries become the difference bitmap).  Recovery: the link healed,
+    `pair resync` at A copies that difference only (bounded by the stream's tracks)."""
+
+    name = "journal-full"
+    unnoticed = True
+    journal_options = ("--threshold", "25", "--full-timeout", "1")
+    SECONDS = 180.0
+
+    def outage(self, ar: LinkedArrays, stream: Stream) -> None:
+        deadline = time.monotonic() + self.SECONDS
+        while ar.state(ar.a) != "PFUS":
+            assert time.monotonic() < deadline, \
+                f"A not PFUS {self.SECONDS:g} s into the outage: {ar.pair(ar.a)}"
+            stream.until(stream.acked + OUTAGE, timeout=self.SECONDS)
+        stream.until(stream.acked + OUTAGE)  # and on into the bitmap
 
 
 class SlowPeer(Fault):
@@ -323,6 +426,22 @@ def fill_up(fs: Path) -> None:
             pass  # full
 
 
+class FullFsS(FullFs):
+    """The filesystem under the S-VOL's file (sparse) filled: B cannot write a block it has not
+    allocated yet, whether a mirrored write (sync) or a restore (async).  Sync, fence data: the
+    host's write that B could not make fails (CHECK CONDITION) and the pair suspends, so no write is
+    acknowledged that the S-VOL lacks.  Async: the host never notices; the S-VOL stays a prefix.
+    Recovery: the filler removed, `pair resync` at A if the pair suspended."""
+
+    name = "full-fs-s"
+    side = "b"
+    refusal = "sense 7/27/07"  # B's answer, passed on to the host (README, fence levels: the peer answered)
+    fenced = "sense 2/04/03"  # NOT READY, MANUAL INTERVENTION REQUIRED: fence data after a copy met it
+    must_refuse = False
+    """The stream's writes may all land on blocks B has allocated already (an initial copy wrote the
+    stream's whole area): then only a copy of untouched tracks can meet the full filesystem."""
+
+
 class DriveLossP(DriveLoss):
     name = "drive-loss-p"
     side = "a"
@@ -385,10 +504,13 @@ def sided(cls: type[Fault], name: str, side: str) -> Callable[[], Fault]:
 
 OPS: dict[str, Callable[[], Op | RemoteOp]] = {"sync-create": SyncCreate, "sync-pair": SyncPair,
                                                "sync-resync": SyncResync, "sync-split": SyncSplit,
-                                               "async-pair": AsyncPair, **REMOTE_OPS}
+                                               "async-pair": AsyncPair, "async-create": AsyncCreate,
+                                               "async-split": AsyncSplit, "async-resync": AsyncResync,
+                                               **REMOTE_OPS}
 FAULTS: dict[str, Callable[[], Fault]] = {"kill-p": KillP, "kill-s": KillS, "link-cut": LinkCut,
                                           "slow-peer": SlowPeer, "drive-loss-p": DriveLossP,
                                           "drive-loss-s": DriveLossS, "full-fs-p": FullFs,
+                                          "full-fs-s": FullFsS, "journal-full": JournalFull,
                                           **{f"{name}-{end}": sided(cls, f"{name}-{end}", side)
                                              for name, cls in (("journal-full-fs", JournalFullFs),
                                                                ("journal-drive-loss", JournalDriveLoss))
@@ -437,6 +559,15 @@ MATRIX: list[tuple[str, str]] = [
     ("async-pair", "journal-full-fs-s"),
     ("async-pair", "journal-drive-loss-p"),
     ("async-pair", "journal-drive-loss-s"),
+    ("async-pair", "journal-full"),
+    ("sync-pair", "full-fs-s"),
+    ("sync-create", "full-fs-s"),
+    ("sync-resync", "full-fs-s"),
+    ("sync-split", "full-fs-s"),
+    ("async-pair", "full-fs-s"),
+    *((op, fault) for op in ("async-create", "async-split", "async-resync", "sync-reverse")
+      for fault in ("kill-p", "kill-s", "link-cut", "slow-peer", "drive-loss-p", "drive-loss-s",
+                    "full-fs-p", "full-fs-s")),
 ]
 """The cases: (operation, fault). Each runs at the moments its seeds pick."""
 
@@ -456,6 +587,7 @@ RECOVERABLE: dict[tuple[str, str], str] = {
     ("PAIR", "down"): "async, B killed: restarted, it resumes from its journal's pointers",
     ("COPY", "COPY"): "a resync still copying (the fault stopped nothing): it ends in PAIR by itself",
     ("COPY", "PAIR"): "a resync ending between the two reads (A read first, then B told PAIR): PAIR by itself",
+    ("PFUS", "PAIR"): "async, journal full for longer than its time-out: healed, `pair resync` at A",
     ("PSUS", "SSUS"): "split: `pair resync` at A",
     ("down", "SSUS"): "split, A killed: restarted, `pair resync` at A",
     ("PSUS", "down"): "split, B killed: restarted, `pair resync` at A",
@@ -486,6 +618,11 @@ def run_case(tmp: Path, op_name: str, fault_name: str, seed: int, log: Callable[
 
 def _run(ar: LinkedArrays, op: Op, fault: Fault, rng: random.Random, moment: int,
          log: Callable[[str], None]) -> Outcome:
+    if fault.journal_options:
+        assert isinstance(op, AsyncPair), f"{fault.name} is a fault of async pairs"
+        op.journal_options = fault.journal_options
+    if isinstance(op, AsyncPair):
+        op.restore_stalls = fault.name == "full-fs-s"
     op.setup(ar)
     a_state = ar.state(ar.a)
     stream = Stream(ar.a, rng, moment, lambda: fault.inject(ar))
@@ -494,11 +631,12 @@ def _run(ar: LinkedArrays, op: Op, fault: Fault, rng: random.Random, moment: int
     assert stream.hit.is_set(), f"the fault never hit: {stream.acked} writes acked, {stream.error!r}"
     survives = fault.name in op.host_survives or fault.unnoticed
     if survives:  # the host goes on as if nothing happened
-        stream.until(stream.acked + OUTAGE)
+        fault.outage(ar, stream)
     elif fault.until_refused:  # the host goes on until a write meets the fault
         stream.until(stream.acked + OUTAGE, stop_on_error=True)
-        assert stream.error is not None and fault.refusal in str(stream.error), \
-            f"no write refused for want of space in {OUTAGE} writes: {stream.error!r}"
+        if fault.must_refuse or stream.error is not None:
+            assert stream.error is not None and any(r in str(stream.error) for r in fault.refusals()), \
+                f"no write refused for want of space in {OUTAGE} writes: {stream.error!r}"
     stream.finish()
     if survives:
         assert stream.error is None, f"a host write failed during {fault.name}: {stream.error!r}"

@@ -128,6 +128,30 @@ def in_background(fn: Callable[[], Any]) -> Callable[[float], Any]:
     return result
 
 
+def writes_at_b(ar: LinkedArrays, before: Stream, copied: int, log: Callable[[str], None]) -> tuple[Stream, int]:
+    """The host writing on at B, the P-VOL after the recovery, once ``before`` ended: a fault after
+    the exchange may have left B in PAIR with its session to A dead while no host wrote, and the
+    host's first write at B then finds A unreachable: fence data refuses it (NOT READY, 02h/04h/03h)
+    and suspends the pair (README, fence levels).  The documented answer is `pair resync` at B, and
+    the host writes again: allowed once, only so.  The stream that ended, and ``copied`` with what
+    that resync copied."""
+    at_b = before.moved(ar.b, B)
+    at_b.start()
+    at_b.until(at_b.acked + AT_EACH, stop_on_error=True)
+    if at_b.error is not None:
+        assert "sense 2/04/03" in str(at_b.error) and ar.state(ar.b) == "PSUE", \
+            f"a host write at B failed after the recovery: {at_b.error!r}, B {ar.pair(ar.b)}"
+        log(f"  B's first writes met the fence ({ar.pair(ar.b)['reason']}): resync at B, the host writes again")
+        pair_with_primary(ar, "b")
+        copied = check_copy(ar, ar.b, "the resync at B", since=copied)
+        at_b = at_b.moved(ar.b, B)
+        at_b.start()
+        at_b.until(at_b.acked + AT_EACH)
+    at_b.finish()
+    assert at_b.error is None, f"a host write at B failed after the recovery: {at_b.error!r}"
+    return at_b, copied
+
+
 class RemoteOp:
     """An operation whose case moves the host from array to array: it runs the whole case."""
 
@@ -271,23 +295,70 @@ class SyncSwap(RemoteOp):
         fault.heal(ar)
         pair_with_primary(ar, "b")
         copied = check_copy(ar, ar.b, "the swap")
-        at_b = at_a.moved(ar.b, B)
-        at_b.start()
-        at_b.until(at_b.acked + AT_EACH, stop_on_error=True)
-        if at_b.error is not None:  # B's session to A died while it was idle (docstring)
-            assert "sense 2/04/03" in str(at_b.error) and ar.state(ar.b) == "PSUE", \
-                f"a host write at B failed after the swap: {at_b.error!r}, B {ar.pair(ar.b)}"
-            log(f"  B's first writes met the fence ({ar.pair(ar.b)['reason']}): resync at B, the host writes again")
-            pair_with_primary(ar, "b")
-            copied = check_copy(ar, ar.b, "the resync at B", since=copied)
-            at_b = at_b.moved(ar.b, B)
-            at_b.start()
-            at_b.until(at_b.acked + AT_EACH)
-        at_b.finish()
-        assert at_b.error is None, f"a host write at B failed after the recovery: {at_b.error!r}"
+        at_b, copied = writes_at_b(ar, at_a, copied, log)
         check_end(ar, at_b, "b")
         log(f"  recovered: B the P-VOL, PAIR, {at_b.acked} writes, copied {copied} bytes, volumes equal")
         return Outcome(moment, at_b.acked, promise, states, copied)
 
 
-REMOTE_OPS: dict[str, Callable[[], RemoteOp]] = {"sync-takeover": SyncTakeover, "sync-swap": SyncSwap}
+class SyncReverse(RemoteOp):
+    """A reverse resync: the pair split `--rw` at A and the host writing at B's S-VOL, then `sanlab
+    pair resync p0 --reverse` at A (B's data wins: B is asked to swap, becomes the P-VOL and sends A
+    what differs, README) while the host goes on writing at B; the fault hits up to a second after
+    the resync was asked (before it reaches B, during the exchange or during the copy back).
+    Promise right after: B holds every write the host made there and was acknowledged (B's own
+    volume; a killed B's file is what it wrote).  Recovery (README): the fault healed, then `pair
+    swap` at B if B has not swapped (what the refusal of a second `resync --reverse` at A says to
+    do), `pair resync` at B if it swapped and was suspended; a host write B failed (fence data, B
+    the P-VOL with A gone) is written again there after it.  The roles promised: B the P-VOL."""
+
+    faults = frozenset({"kill-p", "kill-s", "link-cut", "slow-peer", "drive-loss-p", "drive-loss-s",
+                        "full-fs-p", "full-fs-s"})
+    WITHIN = 1.0
+    """The fault hits at most this many seconds after the reverse resync was asked."""
+
+    def run(self, ar: LinkedArrays, fault: Fault, rng: random.Random, moment: int,
+            log: Callable[[str], None]) -> Outcome:
+        self.paired(ar)
+        ar.ok(ar.a, "pair", "split", "p0", "--rw")
+        ar.wait(ar.a, "PSUS")
+        ar.wait(ar.b, "SSUS")
+        later = rng.uniform(0.0, self.WITHIN)
+        asked: list[Callable[[float], Any]] = []
+        injected: list[Callable[[float], Any]] = []
+
+        def inject_later() -> None:
+            time.sleep(later)
+            fault.inject(ar)
+
+        def hit() -> None:
+            asked.append(in_background(lambda: ar.cli(ar.a, "pair", "resync", "p0", "--reverse")))
+            injected.append(in_background(inject_later))
+        at_b = Stream(ar.b, rng, moment, hit, B)
+        at_b.start()
+        at_b.hit.wait(60)
+        assert at_b.hit.is_set(), f"the reverse resync never started: {at_b.acked} writes acked, {at_b.error!r}"
+        injected[0](30)
+        cp: subprocess.CompletedProcess[str] = asked[0](120)
+        at_b.until(at_b.acked + AT_EACH, stop_on_error=True)  # the host goes on, unless B refuses
+        at_b.halt.set()
+        at_b.join(60)
+        assert not at_b.is_alive(), "the host's stream at B did not stop"
+        states = seen(ar)
+        if ar.up(ar.b) or ar.which(ar.b) not in ar.raid:
+            at_b.check_durable(ar.file(ar.b), "B right after the fault")
+        promise = f"B holds all {at_b.acked} writes it acknowledged"
+        log(f"  reverse resync asked, the fault {later * 1000:.0f} ms later; resync exit {cp.returncode} "
+            f"{cp.stderr.strip()[:200]}; B's host {'ended by ' + type(at_b.error).__name__ if at_b.error else 'went on'} "
+            f"after {at_b.acked} acked; A {states[0]}, B {states[1]}; {promise}")
+        fault.heal(ar)
+        pair_with_primary(ar, "b")
+        copied = check_copy(ar, ar.b, "the reverse resync")
+        again, copied = writes_at_b(ar, at_b, copied, log)
+        check_end(ar, again, "b")
+        log(f"  recovered: B the P-VOL, PAIR, {again.acked} writes, copied {copied} bytes, volumes equal")
+        return Outcome(moment, again.acked, promise, states, copied)
+
+
+REMOTE_OPS: dict[str, Callable[[], RemoteOp]] = {"sync-takeover": SyncTakeover, "sync-swap": SyncSwap,
+                                                 "sync-reverse": SyncReverse}

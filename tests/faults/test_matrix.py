@@ -20,7 +20,8 @@ from tests.integration.test_sync_pairs import TRACK
 pytestmark = pytest.mark.integration
 
 SAMPLE = [("sync-pair", "kill-p", 7), ("async-pair", "kill-s", 3), ("sync-pair", "full-fs-p", 5),
-          ("async-pair", "full-fs-p", 5), ("sync-takeover", "kill-p", 7)]
+          ("async-pair", "full-fs-p", 5), ("sync-takeover", "kill-p", 7), ("async-create", "kill-s", 2),
+          ("async-pair", "journal-full", 1)]
 """The default run's cases, at fixed seeds."""
 MOMENTS_PER_CASE = 3
 _BASE = random.randrange(1 << 30)

@@ -18,10 +18,11 @@ import pytest
 from sanlab.replication.pair import ACTIVE_TRACKS, TRACK_BYTES, PairHalf, PairVolume
 from sanlab.replication.pair_state import FenceLevel, PairRole, PairState
 from sanlab.replication.states import Event, Transition
-from sanlab.scsi.sense import Asc, ScsiError, SenseKey
+from sanlab.scsi.sense import Asc, ScsiError, Sense, SenseKey
 from sanlab.storage.bitmap import PersistentBitmap
 from sanlab.storage.file_volume import FileVolume
 from sanlab.storage.peer import PeerRefused, PeerUnreachable
+from sanlab.storage.volume import SpaceExhausted
 
 BS = 512
 SIZE = 8 << 20  # 128 tracks
@@ -210,6 +211,19 @@ async def test_a_refused_mirror_fails_the_write_whatever_the_fence(tmp_path: Pat
     with pytest.raises(PeerRefused):
         await vol.write(TRACK * 9, data(4, 5))
     assert vol.half.state is PairState.PSUE and vol.bitmap.has(9) and "refused" in vol.half.reason
+
+
+async def test_an_s_vol_without_room_is_what_the_host_hears(tmp_path: Path) -> None:
+    """The S array answered DATA PROTECT, SPACE ALLOCATION FAILED WRITE PROTECT (its thin S-VOL's
+    filesystem full): the host gets that sense too, not a MEDIUM ERROR of the P array."""
+    vol, _, link, _ = make(tmp_path, fence=FenceLevel.DATA)
+
+    async def full(lba: int, data: bytes | bytearray | memoryview, fua: bool = False) -> None:
+        raise PeerRefused("peer answered DATA PROTECT", status=2, sense=Sense(0x7, 0x27, 0x07))
+    link.write = full  # type: ignore[method-assign]
+    with pytest.raises(SpaceExhausted):
+        await vol.write(TRACK * 3, data(4, 6))
+    assert vol.half.state is PairState.PSUE and vol.bitmap.has(3)
 
 
 async def test_activity_log_bounds_what_a_crash_leaves_to_resend(tmp_path: Path) -> None:
