@@ -266,16 +266,17 @@ class AsyncPairs(PeerAnswers):
         g.members[p.record.pair_id] = Member(p.record.pair_id, p.record.name, p.volume)
         self._start_movers(g)
 
-    async def _into_journal_mode(self, p: Pair) -> bool:
-        """P side of an async pair at the end of its copy: hold writes, drain, and if nothing is left
-        to copy keep them held (True) while the pair turns PAIR: from then on every write is in the
-        journal, and none recorded in the bitmap is left behind."""
+    async def _into_journal_mode(self, p: Pair) -> None:
+        """P side of an async pair at the end of its copy: hold writes, drain, send what the copy's
+        passes left (:meth:`PairVolume.copy_held`) and keep them held while the pair turns PAIR:
+        from then on every write is in the journal, and none recorded in the bitmap is left behind."""
         p.volume.hold()
-        await p.volume.drain()
-        if p.volume._next_different(0) is None:
-            return True
-        p.volume.release()
-        return False
+        try:
+            await p.volume.drain()
+            await p.volume.copy_held()
+        except BaseException:
+            p.volume.release()
+            raise
 
     async def _forget_async(self, p: Pair) -> None:
         g = self.journals.get(p.record.journal)

@@ -201,6 +201,11 @@ class Failover(PairsCore):
         # fault matrix's takeover drill, a swap under the host's writes).
         p.volume.hold()
         try:
+            # An async P-VOL leaves journal mode before the drain: a write waiting for journal space
+            # (inflow control, the secondary no longer reading) would otherwise hold the drain until
+            # the journal's full time-out, past the new P side's command time-out (found by the fault
+            # matrix's async takeover over a slow link).
+            await self._before_swapped_by_peer(p)
             await p.volume.drain()
             session, p.session, p.volume.mirror = p.session, None, None
             if session is not None:
@@ -209,7 +214,6 @@ class Failover(PairsCore):
             h.fence_released = h.peer_marked = False
             p.record.remote = nexus.initiator_name
             p.volume.copied_bytes = 0
-            await self._before_swapped_by_peer(p)
             await p.volume.apply(Event.SWAP, "swapped by the peer")
             self.set_gate(p)
             await self._after_swap(p)

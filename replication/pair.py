@@ -679,13 +679,15 @@ class PairVolume(EmulatedBlockOps):
     # --- copy mover (initial copy and resync) ---------------------------------------------------------
 
     async def copy(self, should_stop: Callable[[], bool] = lambda: False, *, persist_every: int = 64,
-                   rate: float = 0.0) -> bool:
+                   rate: float = 0.0, passes: int = 0) -> bool:
         """Send every marked track to the S-VOL, in order; True when none is left.
 
         A track is read and sent under its exclusive range hold, so a host write to it waits and is
         then mirrored (its bit is clear by then).  ``rate`` (bytes per second, 0: as fast as it
         goes) paces the copy.  A track's bit is cleared only after the S-VOL has
         it (and the clear reaches the disk in batches: a lost clear costs one track sent again).
+        ``passes`` (0: no limit) ends the copy after that many passes even with tracks left (False):
+        an async pair records every write meanwhile, and a busy track would keep it going for ever.
         """
         if self.mirror is None:
             raise VolumeError(f"pair {self.half.name}: no session to the S-VOL")
@@ -694,6 +696,7 @@ class PairVolume(EmulatedBlockOps):
         unit: int | None = 0
         loop = asyncio.get_running_loop()
         began, sent = loop.time(), 0
+        done_passes = 0
         while not should_stop():
             unit = self._next_different(unit or 0)
             if unit is None:
@@ -704,6 +707,9 @@ class PairVolume(EmulatedBlockOps):
                 await asyncio.to_thread(self.bitmap.flush)
                 if self._next_different(0) is None:
                     return True
+                done_passes += 1
+                if passes and done_passes >= passes:
+                    return False
                 continue
             first, n = self.track_range(unit)
             async with self.range_lock.hold(first, n):
@@ -729,6 +735,29 @@ class PairVolume(EmulatedBlockOps):
             await asyncio.sleep(0)  # host I/O between tracks
         await asyncio.to_thread(self.bitmap.flush)
         return False
+
+    async def copy_held(self) -> None:
+        """The last pass of an async pair's copy, with host writes held and drained (:meth:`hold`):
+        every marked track sent, then nothing can be marked until the release.  No write runs, so
+        tracks are read without their range hold (a held write keeps its hold while it waits at
+        the gate: taking it here would wait for ever)."""
+        if self.mirror is None:
+            raise VolumeError(f"pair {self.half.name}: no session to the S-VOL")
+        assert self._holds and self._drained.is_set(), "copy_held needs host writes held and drained"
+        start, _ = self.area
+        unit = self._next_different(0)
+        while unit is not None:
+            first, n = self.track_range(unit)
+            data = await self.local.read(first, n)
+            await self.mirror.write(first - start, data)
+            if unit in self._active:
+                self._unmirrored.discard(unit)
+            else:
+                self.bitmap.clear(unit)
+            self.copied_bytes += len(data)
+            unit = self._next_different(unit + 1)
+        await self.mirror.flush()
+        await asyncio.to_thread(self.bitmap.flush)
 
     def _next_different(self, start: int) -> int | None:
         """The first track at or after ``start`` whose bit is a real difference."""

@@ -127,9 +127,9 @@ class PairsCore:
     async def _after_swap(self, p: Pair) -> None:
         """Either side, the roles exchanged: async pairs turn their journal's direction."""
 
-    async def _into_journal_mode(self, p: Pair) -> bool:
-        """Async P side at the end of a copy: writes held with nothing left to copy (True)."""
-        return True
+    async def _into_journal_mode(self, p: Pair) -> None:
+        """Async P side at the end of a copy: writes held, nothing left to copy (the caller
+        releases them once the pair is PAIR); the held pass's failure raised, writes released."""
 
     async def _forget_async(self, p: Pair) -> None:
         """An async pair leaves its journal group."""
@@ -321,7 +321,9 @@ class PairsCore:
         p.copying = True
         p.copy_started = (asyncio.get_running_loop().time(), p.volume.copied_bytes)
         try:
-            done = await p.volume.copy(rate=rec.pace * (1 << 20))
+            # An async pair chases the writes it records meanwhile for two passes at most; what
+            # they leave goes in the last pass, with writes held (:meth:`_into_journal_mode`).
+            done = await p.volume.copy(rate=rec.pace * (1 << 20), passes=2 if rec.mode == "async" else 0)
         except (PeerFailure, VolumeError) as exc:
             log.warning("pair_copy_failed", pair=rec.name, error=str(exc))
             if p.half.state is PairState.COPY:
@@ -329,18 +331,17 @@ class PairsCore:
             return
         finally:
             p.copying = False
-        if not done or p.half.state is not PairState.COPY:
+        if p.half.state is not PairState.COPY or (not done and rec.mode != "async"):
             return
         if rec.mode == "async":
-            # Into journal mode at one point of the write stream: writes recorded meanwhile are
-            # copied first, with writes held only for the last, short pass.
-            while not await self._into_journal_mode(p):
-                try:
-                    if not await p.volume.copy(rate=rec.pace * (1 << 20)):
-                        return
-                except (PeerFailure, VolumeError) as exc:
-                    await p.volume.apply(Event.PEER_LOST, f"copy failed: {exc}")
-                    return
+            # Into journal mode at one point of the write stream: writes held for the last pass,
+            # which sends what the writes recorded meanwhile left (a busy track cannot keep the
+            # copy from ending: it waits for the pass instead of being sent again and again).
+            try:
+                await self._into_journal_mode(p)
+            except (PeerFailure, VolumeError) as exc:
+                await p.volume.apply(Event.PEER_LOST, f"copy failed: {exc}")
+                return
         try:
             try:
                 await self._send_state(p, PairState.PAIR, proto.StateReason.COPY_COMPLETE)

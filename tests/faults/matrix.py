@@ -568,6 +568,14 @@ MATRIX: list[tuple[str, str]] = [
     *((op, fault) for op in ("async-create", "async-split", "async-resync", "sync-reverse")
       for fault in ("kill-p", "kill-s", "link-cut", "slow-peer", "drive-loss-p", "drive-loss-s",
                     "full-fs-p", "full-fs-s")),
+    *((op, fault) for op in ("async-create", "async-split", "async-resync")
+      # Not journal-full: the journal takes no writes while the pair copies or is split, so it
+      # cannot fill; the link cut that would fill it is the link-cut row.
+      for fault in ("journal-full-fs-p", "journal-full-fs-s", "journal-drive-loss-p", "journal-drive-loss-s")),
+    ("async-takeover", "kill-p"),
+    ("async-takeover", "link-cut"),
+    ("async-takeover", "drive-loss-p"),
+    ("async-takeover", "slow-peer"),
 ]
 """The cases: (operation, fault). Each runs at the moments its seeds pick."""
 

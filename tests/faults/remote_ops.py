@@ -26,6 +26,9 @@ AT_EACH = 50
 """Writes the host makes at each array it moves to."""
 COPY_BOUND = AREA_TRACKS * TRACK
 """The most one swap's copy may send: every write of a case is in the stream's area."""
+ASYNC_PASSES = 3
+"""An async pair's copy under host writes sends a busy track at most three times: two passes
+chase the writes it records meanwhile, the last runs with writes held (replication/pairs_core.py)."""
 STEPS = 90.0
 """How long the recovery may take to bring the pair to PAIR with the roles it wants."""
 
@@ -78,12 +81,15 @@ def pair_with_primary(ar: LinkedArrays, which: str, seconds: float = STEPS) -> N
         time.sleep(0.5)
 
 
-def check_copy(ar: LinkedArrays, sp: SanlabProcess, where: str, since: int = 0) -> int:
+def check_copy(ar: LinkedArrays, sp: SanlabProcess, where: str, since: int = 0, passes: int = 1) -> int:
     """The copies since the P side's ``copied_bytes`` (counted from the last swap) was ``since`` went
-    by bitmap: at most the stream's area, never the volume.  Returns ``copied_bytes`` now."""
+    by bitmap: at most the stream's area, never the volume.  ``passes``: how often a track the host
+    writes during the copy may be sent (an async pair's: two passes chase, the last is held, README
+    "Async pairs").  Returns ``copied_bytes`` now."""
     copied = int(ar.pair(sp)["copied_bytes"])
-    assert copied - since <= COPY_BOUND < SIZE // 2, \
-        f"{where}: copied {copied - since} bytes, more than the {COPY_BOUND} the case wrote"
+    bound = passes * COPY_BOUND
+    assert copied - since <= bound < SIZE // 2, \
+        f"{where}: copied {copied - since} bytes, more than the {bound} the case wrote ({passes} pass(es))"
     return copied
 
 
@@ -192,19 +198,7 @@ class SyncTakeover(RemoteOp):
     def run(self, ar: LinkedArrays, fault: Fault, rng: random.Random, moment: int,
             log: Callable[[str], None]) -> Outcome:
         self.paired(ar)
-        takeover: list[Callable[[float], Any]] = []
-
-        def hit() -> None:
-            fault.inject(ar)
-            takeover.append(in_background(lambda: ar.cli(ar.b, "pair", "takeover", "p0")))
-        at_a = Stream(ar.a, rng, moment, hit)
-        at_a.start()
-        at_a.hit.wait(60)
-        assert at_a.hit.is_set(), f"the fault never hit: {at_a.acked} writes acked, {at_a.error!r}"
-        cp: subprocess.CompletedProcess[str] = takeover[0](120)
-        want = self.EXIT[fault.name]
-        assert cp.returncode == want, f"takeover at B exited {cp.returncode}, not {want}: {cp.stdout}{cp.stderr}"
-        assert json.loads(cp.stdout)["takeover"] == ("swap" if want == 1 else "svol"), cp.stdout
+        at_a, cp = takeover_while_writing(ar, fault, rng, moment, self.EXIT[fault.name])
         ended(at_a)
         states = seen(ar)
         at_a.check_durable(ar.file(ar.b), "B right after the takeover")
@@ -223,12 +217,7 @@ class SyncTakeover(RemoteOp):
         ended(at_b)  # B turned S-VOL: its write gate refuses the host
         cp = swap(120)
         assert cp.returncode == 0, f"swap at A: {cp.returncode} {cp.stderr}"
-        home = at_b.moved(ar.a, A)
-        home.start()
-        home.until(home.acked + AT_EACH)
-        pair_with_primary(ar, "a")
-        home.finish()
-        assert home.error is None, f"a host write at A failed after the failback: {home.error!r}"
+        home = back_at_a(ar, at_b)
         copied += check_copy(ar, ar.a, "the swap back at A")
         check_end(ar, home, "a")
         log(f"  recovered: A the P-VOL again, PAIR, {home.acked} writes, copied {copied} bytes in all, volumes equal")
@@ -360,5 +349,114 @@ class SyncReverse(RemoteOp):
         return Outcome(moment, again.acked, promise, states, copied)
 
 
-REMOTE_OPS: dict[str, Callable[[], RemoteOp]] = {"sync-takeover": SyncTakeover, "sync-swap": SyncSwap,
+class AsyncTakeover(RemoteOp):
+    """The disaster drill of an async pair: at the moment the fault hits A's side, `sanlab pair
+    takeover p0` runs at B while the host writes at A; the host then writes at B.  A gone (kill-p)
+    or unreachable (link-cut) is an S-VOL takeover (exit 2, B SSWS, every entry B acquired applied
+    first); A answering (a drive lost under the P-VOL, a slow link) makes it a swap (exit 1, B the
+    P-VOL at once, after pulling what A's journal held).  The promise is the async one: B holds a
+    prefix of the stream, writes 1..k; the writes A took after k are given up by the takeover
+    (README: an async copy is a past state; a planned swap gives up what the primary takes after
+    its catch-up) and must not show anywhere after recovery.  Recovery (README, Swap): the fault
+    healed, `pair swap` at B (A's unsent journal tail becomes its bitmap, B copies back only the
+    difference) with the host writing at B; then the failback: the host stops at B (README: stop
+    them first), `pair swap` at A, the host writes at A.  Every copy by bitmap, the volumes equal.
+
+    Left out: kill-s, drive-loss-s and the filesystem faults (at the array that is to take over,
+    or only failing A's writes: the drill has nothing to save)."""
+
+    faults = frozenset({"kill-p", "link-cut", "drive-loss-p", "slow-peer"})
+    EXIT = {"kill-p": 2, "link-cut": 2, "drive-loss-p": 1, "slow-peer": 1}
+
+    def run(self, ar: LinkedArrays, fault: Fault, rng: random.Random, moment: int,
+            log: Callable[[str], None]) -> Outcome:
+        ar.ok(ar.a, "journal", "create", "ja", *ar.journal_args("a"))
+        ar.ok(ar.b, "journal", "create", "jb", *ar.journal_args("b"))
+        ar.ok(ar.a, "pair", "create", "p0", "--mode", "async", "--journal", "ja", "--remote-journal", "jb",
+              "--pvol", f"{A}/0", "--remote", "array-b", "--svol", f"{B}/0", "--no-copy")
+        ar.wait(ar.a, "PAIR")
+        ar.wait(ar.b, "PAIR")
+        at_a, cp = takeover_while_writing(ar, fault, rng, moment, self.EXIT[fault.name])
+        at_a.halt.set()  # the host moves to B (a swap's gate may have ended it already)
+        at_a.join(60)
+        assert not at_a.is_alive(), "the host's stream at A did not stop"
+        states = seen(ar)
+        k = at_a.check_prefix(ar.file(ar.b), "B right after the takeover")
+        promise = f"B a prefix (writes 1..{k}; {at_a.acked} acked at A)"
+        log(f"  takeover exit {cp.returncode}; A's host ended by {type(at_a.error).__name__ if at_a.error else 'the test'} "
+            f"after {at_a.acked} acked, {at_a.issued} issued; A {states[0]}, B {states[1]}; {promise}")
+        at_b = at_a.moved(ar.b, B)
+        given_up = set(range(k + 1, at_a.issued + 1))
+        at_b.unsure -= given_up
+        at_b.refused |= given_up
+        at_b.start()
+        at_b.until(at_b.acked + AT_EACH)
+        fault.heal(ar)
+        pair_with_primary(ar, "b")  # the host goes on writing at B meanwhile
+        copied = check_copy(ar, ar.b, "the swap at B", passes=ASYNC_PASSES)
+        at_b.until(at_b.acked + AT_EACH)
+        at_b.finish()
+        assert at_b.error is None, f"a host write at B failed after the failover: {at_b.error!r}"
+        wait_restored(ar, ar.a)
+        at_b.check_durable(ar.file(ar.a), "A, the S-VOL, after the failover")
+        log(f"  failover done: B the P-VOL in PAIR, copied {copied} bytes back to A; now the failback")
+        cp = ar.cli(ar.a, "pair", "swap", "p0")
+        assert cp.returncode == 0, f"swap at A: {cp.returncode} {cp.stderr}"
+        home = back_at_a(ar, at_b)
+        copied += check_copy(ar, ar.a, "the swap back at A", passes=ASYNC_PASSES)
+        wait_restored(ar, ar.b)
+        check_end(ar, home, "a")
+        log(f"  recovered: A the P-VOL again, PAIR, {home.acked} writes, copied {copied} bytes in all, volumes equal")
+        return Outcome(moment, home.acked, promise, states, copied)
+
+
+def back_at_a(ar: LinkedArrays, at_b: Stream) -> Stream:
+    """The failback's end: the host writes at A again while the pair comes to PAIR with A the
+    P-VOL; none of its writes may fail.  The stream at A."""
+    home = at_b.moved(ar.a, A)
+    home.start()
+    home.until(home.acked + AT_EACH)
+    pair_with_primary(ar, "a")
+    home.finish()
+    assert home.error is None, f"a host write at A failed after the failback: {home.error!r}"
+    return home
+
+
+def takeover_while_writing(ar: LinkedArrays, fault: Fault, rng: random.Random, moment: int,
+                           want: int) -> tuple[Stream, subprocess.CompletedProcess[str]]:
+    """The drill's first half: the host writes at A; when the fault hits A's side, `sanlab pair
+    takeover p0` runs at B.  Checked: it exits ``want`` (horctakeover's code) with its JSON saying
+    which takeover it made.  The stream at A and the command's result."""
+    takeover: list[Callable[[float], Any]] = []
+
+    def hit() -> None:
+        fault.inject(ar)
+        takeover.append(in_background(lambda: ar.cli(ar.b, "pair", "takeover", "p0")))
+    at_a = Stream(ar.a, rng, moment, hit)
+    at_a.start()
+    at_a.hit.wait(60)
+    assert at_a.hit.is_set(), f"the fault never hit: {at_a.acked} writes acked, {at_a.error!r}"
+    cp: subprocess.CompletedProcess[str] = takeover[0](120)
+    assert cp.returncode == want, f"takeover at B exited {cp.returncode}, not {want}: {cp.stdout}{cp.stderr}"
+    assert cp.stdout.strip(), f"takeover at B said nothing on stdout (exit {cp.returncode}): {cp.stderr}"
+    assert json.loads(cp.stdout)["takeover"] == ("swap" if want == 1 else "svol"), cp.stdout
+    return at_a, cp
+
+
+def wait_restored(ar: LinkedArrays, secondary: SanlabProcess, seconds: float = 60.0) -> None:
+    """Until the async secondary at ``secondary`` restored everything its primary handed out (its
+    journal empty and no lag, as a pull after now said)."""
+    name = "ja" if secondary is ar.a else "jb"
+    after = time.time()
+    deadline = time.monotonic() + seconds
+    while True:
+        st = ar.ok(secondary, "journal", "status", name, "--json")
+        if (st["role"] == "secondary" and st["lag_entries"] == 0 and st["entries"] == 0
+                and (st["primary_seen"] or 0) > after):
+            return
+        assert time.monotonic() < deadline, f"{name} did not drain in {seconds:g} s: {st}"
+        time.sleep(0.2)
+
+
+REMOTE_OPS: dict[str, Callable[[], RemoteOp]] = {"async-takeover": AsyncTakeover, "sync-takeover": SyncTakeover, "sync-swap": SyncSwap,
                                                  "sync-reverse": SyncReverse}

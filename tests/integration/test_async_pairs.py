@@ -436,3 +436,60 @@ def test_a_journal_its_filesystem_cannot_hold_is_refused(tmp_path: Path) -> None
             sp.stop(signal.SIGKILL)
     finally:
         subprocess.run(["umount", "-l", str(fs)], check=False)
+
+
+def test_a_resync_under_a_busy_host_ends_and_sends_a_busy_track_at_most_three_times(arrays: Arrays) -> None:
+    """A host rewriting the same few tracks all through an async resync: every write is recorded
+    in the bitmap while the pair copies, so a copy that chased them would send those tracks again
+    and again and might never end (found by the fault matrix's async takeover: 100 MB sent for a
+    1 MiB difference).  Two passes chase; the last runs with writes held: the pair reaches PAIR
+    and each track goes at most three times."""
+    ar = arrays
+    async_pairs(ar, (0,), "16MiB")
+    ar.ok(ar.a, "pair", "split", "g0")
+    ar.wait(ar.a, "PSUS", "g0")
+    track, hot = 64 << 10, 16
+    done = threading.Event()
+    written: list[int] = []
+    errors: list[BaseException] = []
+
+    async def host() -> None:
+        cfg = InitiatorConfig(initiator_name="iqn.1994-05.com.example:host1", command_timeout=10.0)
+        rng = random.Random(5)
+        async with IscsiSession(ar.a.host, ar.a.port, A, cfg) as s:
+            await s.clear_unit_attentions(0)
+            for t in range(hot):
+                await s.write16(0, t * track // 512, bytes([t + 1]) * track, 512)
+            written.append(hot)
+            n = 0
+            while not done.is_set() and n < 200_000:  # bounded: stops at PAIR, at the latest here
+                n += 1
+                lba = rng.randrange(hot * track // 4096) * 8
+                await s.write16(0, lba, n.to_bytes(4, "big") * 1024, 512)
+                written.append(n)
+
+    def run() -> None:
+        try:
+            asyncio.run(host())
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            errors.append(exc)
+    writer = threading.Thread(target=run)
+    writer.start()
+    try:
+        deadline = time.monotonic() + WAIT
+        while len(written) < 200 and writer.is_alive():
+            assert time.monotonic() < deadline, "the host's writes did not get going"
+            time.sleep(0.05)
+        cp = ar.cli(ar.a, "pair", "resync", "g0")
+        assert cp.returncode == 0, cp.stderr
+        ar.wait(ar.a, "PAIR", "g0")
+        during = len(written)
+        time.sleep(0.5)  # the host goes on in journal mode
+    finally:
+        done.set()
+        writer.join(60)
+    assert not errors, errors
+    row = ar.pair(ar.a, "g0")
+    assert row["copied_bytes"] <= 3 * hot * track, (row, during)
+    wait_drained(ar)
+    assert lun_file(ar.a, 0) == lun_file(ar.b, 0)
