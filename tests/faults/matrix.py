@@ -576,6 +576,11 @@ MATRIX: list[tuple[str, str]] = [
     ("async-takeover", "link-cut"),
     ("async-takeover", "drive-loss-p"),
     ("async-takeover", "slow-peer"),
+    ("async-swap", "kill-p"),
+    ("async-swap", "kill-s"),
+    ("async-swap", "link-cut"),
+    *(("async-reverse", fault) for fault in ("kill-p", "kill-s", "link-cut", "slow-peer", "drive-loss-p",
+                                             "drive-loss-s", "full-fs-p", "full-fs-s")),
 ]
 """The cases: (operation, fault). Each runs at the moments its seeds pick."""
 

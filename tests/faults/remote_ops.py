@@ -1,6 +1,7 @@
 """The fault matrix's operations that move where hosts write (issue 19): the disaster drill
-(``sync-takeover``) and the planned swap (``sync-swap``) of a sync pair, fence data, on the rig of
-harness.py.  Each runs its own case: the host stream follows the array that serves (numbering on,
+(``sync-takeover``, ``async-takeover``), the planned swap (``sync-swap``, ``async-swap``) and the
+reverse resync (``sync-reverse``, ``async-reverse``) of a sync pair (fence data) and of an async
+pair, on the rig of harness.py.  Each runs its own case: the host stream follows the array that serves (numbering on,
 stream.py's :meth:`Stream.moved`), the recovery is README's failback procedure, and the invariants
 are the matrix's: PAIR on both sides with the roles the procedure promises, every acknowledged
 write (at either array) on both volumes, the volumes equal, every copy by bitmap (bounded bytes).
@@ -169,12 +170,25 @@ class RemoteOp:
         """Set up, stream, inject at ``moment``, check the promise, recover and check the invariants."""
         raise NotImplementedError
 
+    copy_passes = 1
+    """How often a copy may send a track the host writes meanwhile (:func:`check_copy`)."""
+
     @staticmethod
     def paired(ar: LinkedArrays) -> None:
         """A sync pair, fence data, in PAIR (volumes known identical: all zeros)."""
         ar.create("--no-copy", "--fence", "data")
         ar.wait(ar.a, "PAIR")
         ar.wait(ar.b, "PAIR")
+
+
+def async_paired(ar: LinkedArrays) -> None:
+    """An async pair (journals ``ja`` at A, ``jb`` at B) in PAIR, volumes known identical."""
+    ar.ok(ar.a, "journal", "create", "ja", *ar.journal_args("a"))
+    ar.ok(ar.b, "journal", "create", "jb", *ar.journal_args("b"))
+    ar.ok(ar.a, "pair", "create", "p0", "--mode", "async", "--journal", "ja", "--remote-journal", "jb",
+          "--pvol", f"{A}/0", "--remote", "array-b", "--svol", f"{B}/0", "--no-copy")
+    ar.wait(ar.a, "PAIR")
+    ar.wait(ar.b, "PAIR")
 
 
 class SyncTakeover(RemoteOp):
@@ -250,6 +264,14 @@ class SyncSwap(RemoteOp):
     TURNED = '"swapped by the peer"'
     """A's log line when its half turned S-VOL (the pair_state event's reason)."""
 
+    @classmethod
+    def fault_later(cls, ar: LinkedArrays, fault: Fault, anchor: str, later: float) -> None:
+        """The fault, ``later`` seconds after ``anchor`` (the swap asked: now; or A turned)."""
+        if anchor == "A turned":
+            wait_for_line(ar.a, cls.TURNED)
+        time.sleep(later)
+        fault.inject(ar)
+
     def run(self, ar: LinkedArrays, fault: Fault, rng: random.Random, moment: int,
             log: Callable[[str], None]) -> Outcome:
         self.paired(ar)
@@ -258,15 +280,9 @@ class SyncSwap(RemoteOp):
         swap: list[Callable[[float], Any]] = []
         injected: list[Callable[[float], Any]] = []
 
-        def inject_later() -> None:
-            if anchor == "A turned":
-                wait_for_line(ar.a, self.TURNED)
-            time.sleep(later)
-            fault.inject(ar)
-
         def hit() -> None:
             swap.append(in_background(lambda: ar.cli(ar.b, "pair", "swap", "p0")))
-            injected.append(in_background(inject_later))
+            injected.append(in_background(lambda: self.fault_later(ar, fault, anchor, later)))
         at_a = Stream(ar.a, rng, moment, hit)
         at_a.start()
         at_a.hit.wait(60)
@@ -283,7 +299,7 @@ class SyncSwap(RemoteOp):
             f"A {states[0]}, B {states[1]}; {promise}")
         fault.heal(ar)
         pair_with_primary(ar, "b")
-        copied = check_copy(ar, ar.b, "the swap")
+        copied = check_copy(ar, ar.b, "the swap", passes=self.copy_passes)
         at_b, copied = writes_at_b(ar, at_a, copied, log)
         check_end(ar, at_b, "b")
         log(f"  recovered: B the P-VOL, PAIR, {at_b.acked} writes, copied {copied} bytes, volumes equal")
@@ -342,7 +358,7 @@ class SyncReverse(RemoteOp):
             f"after {at_b.acked} acked; A {states[0]}, B {states[1]}; {promise}")
         fault.heal(ar)
         pair_with_primary(ar, "b")
-        copied = check_copy(ar, ar.b, "the reverse resync")
+        copied = check_copy(ar, ar.b, "the reverse resync", passes=self.copy_passes)
         again, copied = writes_at_b(ar, at_b, copied, log)
         check_end(ar, again, "b")
         log(f"  recovered: B the P-VOL, PAIR, {again.acked} writes, copied {copied} bytes, volumes equal")
@@ -370,12 +386,7 @@ class AsyncTakeover(RemoteOp):
 
     def run(self, ar: LinkedArrays, fault: Fault, rng: random.Random, moment: int,
             log: Callable[[str], None]) -> Outcome:
-        ar.ok(ar.a, "journal", "create", "ja", *ar.journal_args("a"))
-        ar.ok(ar.b, "journal", "create", "jb", *ar.journal_args("b"))
-        ar.ok(ar.a, "pair", "create", "p0", "--mode", "async", "--journal", "ja", "--remote-journal", "jb",
-              "--pvol", f"{A}/0", "--remote", "array-b", "--svol", f"{B}/0", "--no-copy")
-        ar.wait(ar.a, "PAIR")
-        ar.wait(ar.b, "PAIR")
+        async_paired(ar)
         at_a, cp = takeover_while_writing(ar, fault, rng, moment, self.EXIT[fault.name])
         at_a.halt.set()  # the host moves to B (a swap's gate may have ended it already)
         at_a.join(60)
@@ -408,6 +419,74 @@ class AsyncTakeover(RemoteOp):
         check_end(ar, home, "a")
         log(f"  recovered: A the P-VOL again, PAIR, {home.acked} writes, copied {copied} bytes in all, volumes equal")
         return Outcome(moment, home.acked, promise, states, copied)
+
+
+class AsyncReverse(SyncReverse):
+    """:class:`SyncReverse` of an async pair: B, the S-VOL split ``--rw``, wins; its writes are
+    copied back to A by bitmap (three passes at most under the host's writes), then A pulls B's
+    journal.  The same promise (B holds every write it acknowledged), recovery and invariants."""
+
+    copy_passes = ASYNC_PASSES
+
+    @staticmethod
+    def paired(ar: LinkedArrays) -> None:
+        async_paired(ar)
+
+
+class AsyncSwap(RemoteOp):
+    """A planned swap of an async pair made as README says: the host stops writing at A (at the
+    moment the seed picks), then `sanlab pair swap p0` at B (B pulls what A's journal holds and
+    applies it, and the roles exchange), the fault hitting as in :class:`SyncSwap` (up to a second
+    after the swap was asked, or up to 20 ms after A's half turned S-VOL).  Promise right after:
+    B holds a prefix of the stream in order (what it had not pulled is in A's journal or, once A
+    turned, A's bitmap).  Recovery as for the sync swap: the fault healed, the swap finished or
+    asked again at B, B resynced if suspended; the host writes at B.  Then every write A
+    acknowledged is on both volumes: the host had stopped, so the swap gives nothing up.
+
+    Left out: slow-peer and the drive and filesystem faults, as for sync-swap."""
+
+    faults = frozenset({"kill-p", "kill-s", "link-cut"})
+    copy_passes = ASYNC_PASSES
+
+    def run(self, ar: LinkedArrays, fault: Fault, rng: random.Random, moment: int,
+            log: Callable[[str], None]) -> Outcome:
+        async_paired(ar)
+        anchor = rng.choice(sorted(SyncSwap.AFTER))
+        later = rng.uniform(0.0, SyncSwap.AFTER[anchor])
+        at_a = Stream(ar.a, rng, moment, lambda: None)
+        at_a.start()
+        at_a.hit.wait(60)
+        at_a.halt.set()  # README: stop the host's writes, then swap
+        at_a.join(60)
+        assert not at_a.is_alive() and at_a.error is None, f"the host's writes at A: {at_a.error!r}"
+        swap = in_background(lambda: ar.cli(ar.b, "pair", "swap", "p0"))
+        in_background(lambda: SyncSwap.fault_later(ar, fault, anchor, later))(30)
+        cp: subprocess.CompletedProcess[str] = swap(120)
+        states = seen(ar)
+        if ar.up(ar.b):
+            held_restored(ar, ar.b)
+        k = at_a.check_prefix(ar.file(ar.b), "B right after the fault")
+        promise = f"B a prefix (writes 1..{k} of {at_a.acked}), after recovery all of them"
+        log(f"  swap asked, the fault {later * 1000:.0f} ms after {anchor}; swap exit {cp.returncode} "
+            f"{cp.stderr.strip()[:200]}; A {states[0]}, B {states[1]}; {promise}")
+        fault.heal(ar)
+        pair_with_primary(ar, "b")
+        copied = check_copy(ar, ar.b, "the swap", passes=self.copy_passes)
+        at_b, copied = writes_at_b(ar, at_a, copied, log)
+        wait_restored(ar, ar.a)
+        check_end(ar, at_b, "b")
+        log(f"  recovered: B the P-VOL, PAIR, {at_b.acked} writes, copied {copied} bytes, volumes equal")
+        return Outcome(moment, at_b.acked, promise, states, copied)
+
+
+def held_restored(ar: LinkedArrays, sp: SanlabProcess, seconds: float = 30.0) -> None:
+    """Until the array's journal holds no entry it has yet to apply or send (B's ``jb``, A's ``ja``):
+    its volume is then read in one piece, no restore running beside the read."""
+    name = "ja" if sp is ar.a else "jb"
+    deadline = time.monotonic() + seconds
+    while (st := ar.ok(sp, "journal", "status", name, "--json"))["entries"]:
+        assert time.monotonic() < deadline, f"{name} still holds entries after {seconds:g} s: {st}"
+        time.sleep(0.2)
 
 
 def back_at_a(ar: LinkedArrays, at_b: Stream) -> Stream:
@@ -458,5 +537,6 @@ def wait_restored(ar: LinkedArrays, secondary: SanlabProcess, seconds: float = 6
         time.sleep(0.2)
 
 
-REMOTE_OPS: dict[str, Callable[[], RemoteOp]] = {"async-takeover": AsyncTakeover, "sync-takeover": SyncTakeover, "sync-swap": SyncSwap,
-                                                 "sync-reverse": SyncReverse}
+REMOTE_OPS: dict[str, Callable[[], RemoteOp]] = {"sync-takeover": SyncTakeover, "sync-swap": SyncSwap,
+                                                 "sync-reverse": SyncReverse, "async-takeover": AsyncTakeover,
+                                                 "async-swap": AsyncSwap, "async-reverse": AsyncReverse}
