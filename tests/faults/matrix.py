@@ -594,6 +594,9 @@ RECOVERABLE: dict[tuple[str, str], str] = {
     ("PAIR", "PAIR"): "in step (async: A's journal holds what B could not read yet)",
     ("down", "PAIR"): "A killed: restarted, it resends its activity log's tracks (README, difference bitmap)",
     ("down", "COPY"): "A killed mid-copy: restarted, it resumes the copy from its bitmap",
+    ("COPY", "down"): "B killed mid-copy before A's copy tried its next track (a paced copy waits between "
+                      "tracks, then for its session's reconnect): B restarted, the copy goes on from A's bitmap, "
+                      "or it failed meanwhile (PSUE) and `pair resync` at A",
     ("PSUE", "down"): "B killed, A suspended by the fence: B restarted, `pair resync` at A",
     ("PSUE", "PAIR"): "link lost, B could not be told: healed, `pair resync` at A",
     ("PSUE", "COPY"): "link lost mid-copy, B could not be told: healed, `pair resync` at A",
