@@ -266,6 +266,30 @@ class AsyncPairs(PeerAnswers):
         g.members[p.record.pair_id] = Member(p.record.pair_id, p.record.name, p.volume)
         self._start_movers(g)
 
+    async def _finish_turn(self, g: JournalGroup) -> None:
+        """At start: a swap commits the pair's new role before its journal turns round
+        (:meth:`_after_swap`), so a crash in between finds the journal still in its old role, an old
+        primary never pulling from the new one (found by the fault matrix: async swap, the old P
+        array killed 4 ms after its half turned S-VOL).  The pairs' role wins, and the turn is made
+        now as the swap would have made it: a secondary first applies what it holds (the swap had
+        applied it before the commit), an old primary's unsent entries are in its bitmap already
+        (turned into it before the swap, :meth:`_before_swapped_by_peer`; any left are marked there).  A group whose pairs
+        disagree (a group swap cut short) is left as it is: the swap asked again turns it."""
+        if g.record.role not in ("primary", "secondary") or not g.members:
+            return
+        roles = {m.volume.half.role for m in g.members.values()}
+        want = ("primary" if roles == {PairRole.P_VOL} else "secondary" if roles == {PairRole.S_VOL} else "")
+        if not want or want == g.record.role:
+            return
+        log.warning("journal_turn_finished_at_start", journal=g.name, was=g.record.role, role=want)
+        if g.record.role == "secondary":
+            await g.drain_restore()
+        else:
+            await g.mark_entries(list(g.members.values()))  # none expected: kept, never dropped
+        pair = next(iter(g.members.values())).name
+        await g.start_afresh(want, self.pairs[pair].record.remote_journal)
+        self._set_reader(g, self._reader(pair) if want == "secondary" else None)
+
     async def _into_journal_mode(self, p: Pair) -> None:
         """P side of an async pair at the end of its copy: hold writes, drain, send what the copy's
         passes left (:meth:`PairVolume.copy_held`) and keep them held while the pair turns PAIR:
@@ -415,6 +439,7 @@ class AsyncPairs(PeerAnswers):
 
     async def _after_load(self) -> None:
         for g in self.journals.values():
+            await self._finish_turn(g)
             if g.record.role == "primary":
                 await self._replay_primary(g)
             if g.record.role:

@@ -420,6 +420,15 @@ class JournalGroup:
                 if self.on_suspended is not None:
                     await self.on_suspended(moved)
 
+    async def mark_entries(self, members: list[Member]) -> None:
+        """Mark the tracks of every entry the journal holds in its pair's bitmap, durably."""
+        for m in members:
+            vol = m.volume
+            for t in set(self.journal.tracks_of(m.pair_id, vol.track_blocks)):
+                if t < vol.bitmap.size:
+                    vol.bitmap.mark(t)
+            await asyncio.to_thread(vol.bitmap.flush)
+
     async def to_bitmap(self, event: Event, reason: str) -> list[Member]:
         """Leave journal mode at one point of the write stream: hold every P-VOL of the group, drain,
         mark the tracks of every entry not yet acquired in its pair's bitmap (durably), commit the
@@ -436,12 +445,7 @@ class JournalGroup:
             for m in members:
                 await m.volume.drain()
             j = self.journal
-            for m in members:
-                vol = m.volume
-                for t in set(j.tracks_of(m.pair_id, vol.track_blocks)):
-                    if t < vol.bitmap.size:
-                        vol.bitmap.mark(t)
-                await asyncio.to_thread(vol.bitmap.flush)
+            await self.mark_entries(members)
             marked = len(j.entries)
             self.record.journal_out = j.journal_in
             await self.save()

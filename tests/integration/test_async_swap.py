@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 import pytest
 
 from sanlab.target.initiator import InitiatorConfig, IscsiSession
-from tests.integration.test_async_pairs import async_pairs, lun_file, prefix_length
+from tests.integration.test_async_pairs import async_pairs, lun_file, prefix_length, wait_drained
 from tests.integration.test_sync_pairs import A, B, SIZE, TRACK, WAIT, Arrays, host_write
 
 pytestmark = pytest.mark.integration
@@ -125,6 +126,49 @@ def test_swap_copies_exactly_the_old_primarys_unsent_tail_and_the_new_primarys_w
     assert lun_file(ar.a, 0) == lun_file(ar.b, 0)
     assert prefix_length(lun_file(ar.a, 0), 600) == 350
     assert ar.pair(ar.b, "g0")["copied_bytes"] == 15 * TRACK
+
+
+def journal_role_back(sp: Any, journal: str, role: str) -> None:
+    """Put ``journal``'s catalog record (``sp`` stopped) back in ``role``: as a crash leaves it
+    after a swap committed its pair's new role and before the journal turned round."""
+    db = sqlite3.connect(sp.data_dir / "catalog.db")
+    try:
+        (body,) = db.execute("SELECT body FROM journals WHERE name=?", (journal,)).fetchone()
+        rec = json.loads(body)
+        rec["role"] = role
+        db.execute("UPDATE journals SET body=? WHERE name=?", (json.dumps(rec), journal))
+        db.commit()
+    finally:
+        db.close()
+
+
+def test_a_swap_cut_before_the_journals_turned_round_finishes_the_turn_at_restart(arrays: Arrays) -> None:
+    """Both arrays killed after a planned swap committed the pairs' new roles but before either
+    journal turned round (each journal's record put back to its old role, as such a crash leaves it):
+    at restart each journal takes its pair's role, and the host's writes at B, the new P-VOL, reach
+    A by the journal.  Before the fix A's journal stayed primary and A never pulled (fault matrix:
+    async-swap x kill-p, seed 276888494)."""
+    ar = arrays
+    async_pairs(ar, (0,), "16MiB")
+    writes(ar.a, A, numbered(1, 100))
+    wait_drained(ar)
+    assert ar.ok(ar.b, "pair", "swap", "g0")["role"] == "P-VOL"
+    ar.wait(ar.b, "PAIR", "g0")
+    ar.wait(ar.a, "PAIR", "g0")
+    for sp in (ar.a, ar.b):
+        sp.stop(signal.SIGKILL)
+    journal_role_back(ar.a, "ja", "primary")
+    journal_role_back(ar.b, "jb", "secondary")
+    ar.a, ar.b = ar.start("a"), ar.start("b")
+    ja, jb = ar.ok(ar.a, "journal", "status", "ja", "--json"), ar.ok(ar.b, "journal", "status", "jb", "--json")
+    assert ja["role"] == "secondary" and jb["role"] == "primary", (ja, jb)
+    assert '"journal_turn_finished_at_start"' in ar.a.log() and '"journal_turn_finished_at_start"' in ar.b.log()
+    ar.wait(ar.b, "PAIR", "g0")
+    ar.wait(ar.a, "PAIR", "g0")
+    writes(ar.b, B, numbered(101, 200))
+    drained(ar, ar.a, "ja", 100)
+    assert prefix_length(lun_file(ar.a, 0), 600) == 200
+    assert lun_file(ar.a, 0) == lun_file(ar.b, 0)
 
 
 @pytest.mark.slow
