@@ -273,8 +273,9 @@ class AsyncPairs(PeerAnswers):
         array killed 4 ms after its half turned S-VOL).  The pairs' role wins, and the turn is made
         now as the swap would have made it: a secondary first applies what it holds (the swap had
         applied it before the commit), an old primary's unsent entries are in its bitmap already
-        (turned into it before the swap, :meth:`_before_swapped_by_peer`; any left are marked there).  A group whose pairs
-        disagree (a group swap cut short) is left as it is: the swap asked again turns it."""
+        (turned into it before the swap, :meth:`_before_swapped_by_peer`; any left are marked
+        there).  A group whose pairs disagree (a group swap cut short) is left as it is: the swap
+        asked again turns it."""
         if g.record.role not in ("primary", "secondary") or not g.members:
             return
         roles = {m.volume.half.role for m in g.members.values()}
