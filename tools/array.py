@@ -26,6 +26,7 @@ from sanlab.storage.supervisor import Supervisor
 from sanlab.storage.volume import Volume
 from sanlab.storage.vvol import MappingTables
 from sanlab.tools.config import ArrayConfig, file_identity
+from sanlab.tools.mgmt_client import AdminError as AdminError  # defined with the client (light), raised here
 from sanlab.tools.units import to_blocks, to_bytes
 
 DEFAULT_LDEV_SIZE = 8 << 20
@@ -37,10 +38,6 @@ Local copy movers (``local-copy``) write through remote pairs' volumes, so they 
 those pairs' movers.  Replication's copy movers (``pair-copy``) go before ``migration``: they read volumes on RAID groups.
 The links to remotes (replication/link.py) stop last: everything before them may still be sending
 to a peer through one (a copy mover, a pair's write draining), and a link writes no local volume."""
-
-
-class AdminError(Exception):
-    """A management request that cannot be carried out; the message says why."""
 
 
 _T = TypeVar("_T")

@@ -151,11 +151,6 @@ def start_capture(path: Path) -> PcapFileWriter:
     return writer
 
 
-def absolute(file: str) -> str:
-    """A capture file named on a command line, as the array (another process, another directory) opens it."""
-    return os.path.abspath(file)
-
-
 DRAIN_SECONDS = 1.5
 """How long an interface capture goes on after the array stopped, for the kernel's ring to deliver."""
 

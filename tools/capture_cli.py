@@ -14,12 +14,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
-from sanlab.tools.array import AdminError
-from sanlab.tools.capture import absolute
+from sanlab.tools.mgmt_client import AdminError
 from sanlab.tools.transport import transport_for
+
+
+def absolute(file: str) -> str:
+    """A capture file named on a command line, as the array (another process, another directory) opens it."""
+    return os.path.abspath(file)
 
 
 def cmd_capture(args: argparse.Namespace) -> int:

@@ -24,10 +24,10 @@ import structlog
 
 from sanlab.tools.admin import Admin, AdminError
 from sanlab.tools.dispatch import perform
+from sanlab.tools.mgmt_client import SOCKET_NAME as SOCKET_NAME, request as request  # the client half
 
 log = structlog.get_logger("sanlab.mgmt")
 
-SOCKET_NAME = "sanlab.sock"
 MAX_REQUEST = 1 << 20
 PEER_CRED = struct.Struct("3i")
 """struct ucred (unix(7)): pid, uid, gid of the connecting process."""
@@ -172,21 +172,3 @@ class MgmtServer:
         return reply.body
 
 
-def request(data_dir: Path, op: str, args: dict[str, Any] | None = None, timeout: float = 600.0) -> dict[str, Any]:
-    """Send one request to the array whose data directory is ``data_dir`` (blocking client)."""
-    path = data_dir / SOCKET_NAME
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(timeout)
-        try:
-            s.connect(str(path))
-        except (FileNotFoundError, ConnectionRefusedError):
-            raise AdminError(f"no running array at {path} (is `sanlab serve --data-dir {data_dir}` up?)") from None
-        s.sendall(json.dumps({"op": op, "args": args or {}}).encode() + b"\n")
-        buf = b""
-        while not buf.endswith(b"\n"):
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            buf += chunk
-    reply: dict[str, Any] = json.loads(buf)
-    return reply

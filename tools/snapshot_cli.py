@@ -20,7 +20,7 @@ import sys
 import time
 from typing import Any
 
-from sanlab.tools.array import AdminError
+from sanlab.tools.mgmt_client import AdminError
 from sanlab.tools.transport import transport_for
 from sanlab.tools.units import format_size
 

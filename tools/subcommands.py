@@ -13,7 +13,7 @@ import sys
 import time
 from typing import Any, Callable
 
-from sanlab.tools.array import AdminError
+from sanlab.tools.mgmt_client import AdminError
 from sanlab.tools.transport import Transport
 
 WATCH_SECONDS = 1.0

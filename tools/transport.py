@@ -11,7 +11,7 @@ requests through :func:`transport_for`, the one place the choice is made:
 
 Both answer with the socket's reply (``{"ok": true, "result": ...}`` or ``{"ok": false, "error":
 ...}``), so every command prints the same whichever way it went.  Failing to reach the array at all
-raises :class:`~sanlab.tools.array.AdminError` (exit status 2 at the CLI).
+raises :class:`~sanlab.tools.mgmt_client.AdminError` (exit status 2 at the CLI).
 
 CHAP for the command device's target: ``--chap-user``/``--chap-secret`` (and ``--mutual-user``/
 ``--mutual-secret``), or the environment variables ``SANLAB_CHAP_USER``, ``SANLAB_CHAP_SECRET``,
@@ -22,26 +22,22 @@ ever printed: a failed login says only that authentication failed.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import re
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from sanlab.replication.cmddev_client import CommandDeviceRefused, submit
-from sanlab.replication.command_block import (
-    Command, CommandBlock, MalformedEditedData, ResultStatus, TransferDestination,
-)
-from sanlab.replication.link import describe_failure, format_portal
-from sanlab.storage.external import stable_isid
-from sanlab.target.chap import ChapCredentials
-from sanlab.target.initiator import InitiatorConfig, IscsiError, IscsiSession
 from sanlab.tools import operations
-from sanlab.tools.array import AdminError
-from sanlab.tools.logging import setup_logging
-from sanlab.tools.mgmt import request
+from sanlab.tools.mgmt_client import AdminError, request
+
+if TYPE_CHECKING:
+    from sanlab.replication.command_block import CommandBlock
+    from sanlab.target.chap import ChapCredentials
+
+# The command device's half (the initiator, command blocks, CHAP) is imported when a command goes
+# that way: a socket command (nearly all of them) starts without the iSCSI stack (tools/mgmt_client.py).
 
 DEFAULT_INITIATOR = "iqn.2026-11.org.sanlab:cli"
 """The host's iSCSI name when neither ``--initiator-name`` nor ``SANLAB_INITIATOR_NAME`` gives one."""
@@ -101,6 +97,7 @@ class CommandDeviceTransport:
 
     def block(self, op: str, args: dict[str, Any] | None) -> CommandBlock:
         """The command block of one request (its identification number random, as a host picks one)."""
+        from sanlab.replication.command_block import Command, CommandBlock, TransferDestination
         try:
             operation = operations.lookup(op)
         except operations.ArgumentError as exc:
@@ -113,6 +110,13 @@ class CommandDeviceTransport:
 
     def request(self, op: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
         """Log in, submit one block, log out; the result as the socket would have answered."""
+        import asyncio
+
+        from sanlab.replication.cmddev_client import CommandDeviceRefused
+        from sanlab.replication.command_block import MalformedEditedData, ResultStatus
+        from sanlab.replication.link import describe_failure
+        from sanlab.target.initiator import IscsiError
+        from sanlab.tools.logging import setup_logging
         block = self.block(op, args)
         setup_logging("console", "warning")  # the initiator's log lines to stderr, only what matters: stdout is the answer
         try:
@@ -133,6 +137,7 @@ class CommandDeviceTransport:
     @property
     def portal(self) -> str:
         """``HOST:PORT`` of the URL."""
+        from sanlab.replication.link import format_portal
         return format_portal(self.url.host, self.url.port)
 
     @property
@@ -141,6 +146,9 @@ class CommandDeviceTransport:
         return f"iscsi://{self.portal}/{self.url.target}/{self.url.lun}"
 
     async def _submit(self, block: CommandBlock) -> Any:
+        from sanlab.replication.cmddev_client import submit
+        from sanlab.storage.external import stable_isid
+        from sanlab.target.initiator import InitiatorConfig, IscsiError, IscsiSession
         cfg = InitiatorConfig(initiator_name=self.initiator_name,
                               isid=stable_isid(self.initiator_name, f"cmddev:{os.getpid()}"),
                               chap=self.chap, target_chap=self.mutual_chap, login_timeout=15.0,
@@ -162,6 +170,7 @@ def _credentials(user: str | None, secret: str | None, what: str) -> ChapCredent
         return None
     if not user or not secret:
         raise AdminError(f"{what}: give both the user and the secret")
+    from sanlab.target.chap import ChapCredentials
     return ChapCredentials(user, secret.encode())
 
 

@@ -28,9 +28,9 @@ def test_sigusr1_logs_every_task_and_thread_and_the_array_keeps_serving(sanlab: 
     tasks = dump["tasks"]
     assert isinstance(tasks, list) and dump["count"] == len(tasks) >= 1
     # The main task is parked in serve's wait for a stop signal: its chain runs from the runner's
-    # wrapper down through tools/cli.py to the Event it waits on.
+    # wrapper down through tools/serve.py to the Event it waits on.
     chains = [t["stack"] for t in tasks]
-    assert any(any("tools/cli.py" in f and "serve" in f for f in chain) and "locks.py" in chain[-1] for chain in chains), chains
+    assert any(any("tools/serve.py" in f and "serve" in f for f in chain) and "locks.py" in chain[-1] for chain in chains), chains
     log = sanlab.log()
     assert "Current thread" in log and "tools/diagnostics.py" in log  # faulthandler's dump, on stderr
     assert sanlab.proc.poll() is None
