@@ -201,7 +201,6 @@ def test_generation_under_host_writes_ends_identical(array: Any) -> None:
     assert cp.returncode == 1
 
 
-@pytest.mark.xfail(strict=False, reason="quarantined: the copy's view differed from the instant image in the project's CI (stops 23-25; in no run here, about 120 of them); it runs in place and its failure names the differing blocks and writes, to find the race")
 @pytest.mark.timeout(300)
 def test_division_under_a_running_writer_is_the_instant_image(array: Any) -> None:
     ar = array(64)
