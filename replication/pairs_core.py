@@ -250,7 +250,7 @@ class PairsCore:
         return InitiatorConfig(initiator_name=self.initiator_name, isid=stable_isid(self.initiator_name, purpose),
                                chap=remote.chap, target_chap=remote.mutual_chap, login_timeout=s.login_timeout,
                                command_timeout=s.command_timeout, nop_interval=2.0 if reconnect else 0.0,
-                               nop_timeout=s.command_timeout, reconnect=reconnect)
+                               nop_timeout=s.command_timeout, reconnect=reconnect, fail_when_refused=True)
 
     async def _open_session(self, rec: PairRecord) -> tuple[IscsiSession, ExternalVolume]:
         remote = self.find_remote(rec.remote)

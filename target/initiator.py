@@ -81,6 +81,12 @@ class InitiatorConfig:
     nop_timeout: float = 10.0
     reconnect: bool = True
     reconnect_backoff: tuple[float, ...] = (0.1, 0.5, 1.0, 2.0, 5.0)
+    fail_when_refused: bool = False
+    """While reconnecting, a command does not wait out its timeout for the session: it has a reconnect
+    attempted at once, and fails as soon as an attempt made after it arrived was refused (nothing
+    listens at the portal: the peer host is up, its array process is not).  A sync pair's mirror
+    session: its fence level decides at once instead of holding the host write for the whole window
+    (README, fence levels), and a peer back already is logged in to without the backoff's wait."""
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
 
@@ -128,6 +134,11 @@ class IscsiSession(ScsiCommands):
         """A connection whose queued requests go out at the end of this loop turn (one send for all)."""
         self._connected = asyncio.Event()
         self._reconnect_error: BaseException | None = None
+        self._reconnecting = False
+        self._attempt_now = asyncio.Event()
+        """Set by a command waiting for the session: the reconnect loop skips the rest of its backoff."""
+        self._attempt_failed = asyncio.Event()
+        """Set (and replaced) each time a reconnect attempt fails: what such a command waits on."""
         self.last_error: IscsiError | None = None
         """Why the connection was last lost (None if it never was): what a link monitor reports,
         since a request made after the loss only learns "not connected"."""
@@ -420,14 +431,41 @@ class IscsiSession(ScsiCommands):
 
     async def _wait_connected(self, timeout: float) -> None:
         """Down: fail at once without reconnect; with it, wait for the session to come back for at
-        most the command's own timeout (a bounded failure, never a hang)."""
+        most the command's own timeout (a bounded failure, never a hang); with
+        :attr:`InitiatorConfig.fail_when_refused`, only until an attempt made meanwhile is refused."""
         if not self.config.reconnect or self._closing or self.target_name is None:
             raise ConnectionLost("not connected")
         try:
-            await asyncio.wait_for(self._connected.wait(), timeout)
+            if self.config.fail_when_refused and self._reconnecting:
+                await asyncio.wait_for(self._connected_or_refused(), timeout)
+            else:
+                await asyncio.wait_for(self._connected.wait(), timeout)
         except TimeoutError:
             why = f": {self._reconnect_error}" if self._reconnect_error is not None else ""
             raise ConnectionLost(f"not connected (reconnecting{why})") from None
+
+    async def _connected_or_refused(self) -> None:
+        """Until the session is back; ConnectionLost once a reconnect attempt that ended after this
+        call began was refused.  Other failures (a time-out, a login refused) wait for the next one."""
+        kick = True
+        while not self._connected.is_set():
+            failed = self._attempt_failed
+            if kick:  # once per command: a login the peer fails quickly is retried on the backoff
+                self._attempt_now.set()
+                kick = False
+            connected = asyncio.ensure_future(self._connected.wait())
+            attempt = asyncio.ensure_future(failed.wait())
+            try:
+                await asyncio.wait({connected, attempt}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                connected.cancel()
+                attempt.cancel()
+            if self._connected.is_set():
+                return
+            if isinstance(self._reconnect_error, ConnectionRefusedError):
+                raise ConnectionLost(f"not connected (reconnect refused: {self._reconnect_error})")
+            if not self._reconnecting:
+                raise ConnectionLost("not connected")
 
     async def _abort(self, conn: InitiatorConnection, itt: int, lun: int) -> None:
         """ABORT TASK for a timed-out command the target may be running (RFC 7143 §11.5.1)."""
@@ -561,6 +599,7 @@ class IscsiSession(ScsiCommands):
         if not self._closing:
             self.log.warning("initiator_connection_lost", error=str(error))
             if self.config.reconnect and self.target_name is not None:
+                self._reconnecting = True  # before the task runs: a command may wait on it already
                 self._spawn(self._reconnect())
 
     async def _logout_for_target(self) -> None:
@@ -575,18 +614,32 @@ class IscsiSession(ScsiCommands):
     async def _reconnect(self) -> None:
         delays = self.config.reconnect_backoff
         attempt = 0
-        while not self._closing:
-            await asyncio.sleep(delays[min(attempt, len(delays) - 1)])
-            attempt += 1
-            self.tsih = 0  # session reinstatement: same ISID, new session (RFC 7143 §6.3.5)
-            try:
-                await asyncio.wait_for(self._connect_once(), self.config.login_timeout)
-                self._reconnect_error = None
-                self.log.info("initiator_reconnected", attempts=attempt)
-                return
-            except (OSError, IscsiError, TimeoutError) as exc:
-                self._reconnect_error = exc
-                self.log.info("initiator_reconnect_failed", attempt=attempt, error=str(exc) or type(exc).__name__)
+        self._reconnecting = True
+        try:
+            while not self._closing:
+                try:
+                    # The backoff, cut short by a command that waits for the session (fail_when_refused).
+                    await asyncio.wait_for(self._attempt_now.wait(), delays[min(attempt, len(delays) - 1)])
+                except TimeoutError:
+                    pass
+                self._attempt_now.clear()
+                attempt += 1
+                self.tsih = 0  # session reinstatement: same ISID, new session (RFC 7143 §6.3.5)
+                try:
+                    await asyncio.wait_for(self._connect_once(), self.config.login_timeout)
+                    self._reconnect_error = None
+                    self.log.info("initiator_reconnected", attempts=attempt)
+                    return
+                except (OSError, IscsiError, TimeoutError) as exc:
+                    self._reconnect_error = exc
+                    self.log.info("initiator_reconnect_failed", attempt=attempt,
+                                  error=str(exc) or type(exc).__name__)
+                    failed, self._attempt_failed = self._attempt_failed, asyncio.Event()
+                    failed.set()
+        finally:
+            self._reconnecting = False
+            failed, self._attempt_failed = self._attempt_failed, asyncio.Event()
+            failed.set()
 
 
 async def discover(host: str, port: int, config: InitiatorConfig | None = None) -> list[tuple[str, list[str]]]:

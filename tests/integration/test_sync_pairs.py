@@ -202,9 +202,17 @@ def test_fence_never_keeps_writing_and_delete_frees_both_sides(arrays: Arrays) -
     ar.create("--no-copy", "--fence", "never")
     ar.wait(ar.a, "PAIR")
     ar.b.stop(signal.SIGKILL)
+    # Once A's pair session (the one that reconnects) has seen its connection end, the next write
+    # has a login tried, refused (B's port is closed), and is decided then: not after the 5 s wait
+    # for the session to return.
+    deadline = time.monotonic() + 10
+    while not any("initiator_reconnect_failed" in line and B in line for line in ar.a.log().splitlines()):
+        assert time.monotonic() < deadline, ar.a.log()[-3000:]
+        time.sleep(0.05)
     assert qemu_write(ar.a, A, 5 * TRACK, 4096, 0x44).returncode == 0  # acknowledged
     row = ar.pair(ar.a)
     assert row["state"] == "PSUE" and row["pending_bytes"] == TRACK
+    assert "reconnect refused" in (row["reason"] or ""), row
     ar.b = ar.start("b")
     assert ar.pair(ar.b)["state"] in ("PAIR", "PSUE")  # B's half came back with it
     ar.ok(ar.a, "pair", "delete", "p0")

@@ -194,6 +194,48 @@ async def test_connection_loss_fails_commands_and_reconnects(sanlab_factory: Cal
     await s.logout()
 
 
+async def test_fail_when_refused_decides_at_once_and_reconnects_to_a_peer_back(
+        sanlab_factory: Callable[..., SanlabProcess]) -> None:
+    """A sync pair's mirror session: a command made while the target is down fails as soon as a
+    reconnect attempt is refused, not after its timeout; once the target is back, a command has a
+    reconnect made at once rather than after the rest of a long backoff."""
+    sp = sanlab_factory(CONFIG)
+    port = sp.port
+    c = cfg(reconnect=True, reconnect_backoff=(0.05, 30.0), fail_when_refused=True)
+    s = IscsiSession(sp.host, sp.port, TARGET, c)
+    await s.connect()
+    await s.clear_unit_attentions(0)
+    sp.stop(signal.SIGKILL)
+    for _ in range(100):  # the session sees the loss (a command sent before would fail with it)
+        if not s._connected.is_set():
+            break
+        await asyncio.sleep(0.05)
+    began = time.monotonic()
+    with pytest.raises(ConnectionLost, match="reconnect refused"):
+        await s.execute(0, bytes(6), timeout=20)
+    assert time.monotonic() - began < 10  # refused: not the 20 s timeout (nor the 30 s backoff)
+    sp2 = sanlab_factory(CONFIG, port=port)
+    assert sp2.port == port
+    # The loop's next attempt is 30 s away: this command's own attempt logs in again.
+    began = time.monotonic()
+    assert (await s.execute(0, bytes(6), timeout=20)).status in (0, 2)
+    assert time.monotonic() - began < 10
+    await s.logout()
+    # Without the option a command waits for the session to return (here: its timeout).
+    s2 = IscsiSession(sp2.host, sp2.port, TARGET, cfg(reconnect=True, reconnect_backoff=(0.05,)))
+    await s2.connect()
+    sp2.stop(signal.SIGKILL)
+    for _ in range(100):
+        if not s2._connected.is_set():
+            break
+        await asyncio.sleep(0.05)
+    began = time.monotonic()
+    with pytest.raises(ConnectionLost):
+        await s2.execute(0, bytes(6), timeout=1.5)
+    assert time.monotonic() - began >= 1.4
+    await s2.close()
+
+
 async def test_command_timeout_aborts(sanlab_target: SanlabProcess) -> None:
     async with IscsiSession(sanlab_target.host, sanlab_target.port, TARGET, cfg()) as s:
         await s.clear_unit_attentions(0)
