@@ -137,8 +137,9 @@ class IscsiSession(ScsiCommands):
         self._reconnecting = False
         self._attempt_now = asyncio.Event()
         """Set by a command waiting for the session: the reconnect loop skips the rest of its backoff."""
-        self._attempt_failed = asyncio.Event()
-        """Set (and replaced) each time a reconnect attempt fails: what such a command waits on."""
+        self._attempt_ended = asyncio.Event()
+        """Set (and replaced) each time a reconnect attempt ends, and when the loop stops: what such a
+        command waits on."""
         self.last_error: IscsiError | None = None
         """Why the connection was last lost (None if it never was): what a link monitor reports,
         since a request made after the loss only learns "not connected"."""
@@ -447,19 +448,9 @@ class IscsiSession(ScsiCommands):
     async def _connected_or_refused(self) -> None:
         """Until the session is back; ConnectionLost once a reconnect attempt that ended after this
         call began was refused.  Other failures (a time-out, a login refused) wait for the next one."""
-        kick = True
+        self._attempt_now.set()  # once per command: a login the peer fails quickly waits for the backoff
         while not self._connected.is_set():
-            failed = self._attempt_failed
-            if kick:  # once per command: a login the peer fails quickly is retried on the backoff
-                self._attempt_now.set()
-                kick = False
-            connected = asyncio.ensure_future(self._connected.wait())
-            attempt = asyncio.ensure_future(failed.wait())
-            try:
-                await asyncio.wait({connected, attempt}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                connected.cancel()
-                attempt.cancel()
+            await self._attempt_ended.wait()
             if self._connected.is_set():
                 return
             if isinstance(self._reconnect_error, ConnectionRefusedError):
@@ -614,7 +605,6 @@ class IscsiSession(ScsiCommands):
     async def _reconnect(self) -> None:
         delays = self.config.reconnect_backoff
         attempt = 0
-        self._reconnecting = True
         try:
             while not self._closing:
                 try:
@@ -634,12 +624,16 @@ class IscsiSession(ScsiCommands):
                     self._reconnect_error = exc
                     self.log.info("initiator_reconnect_failed", attempt=attempt,
                                   error=str(exc) or type(exc).__name__)
-                    failed, self._attempt_failed = self._attempt_failed, asyncio.Event()
-                    failed.set()
+                finally:
+                    self._signal_attempt_ended()
         finally:
             self._reconnecting = False
-            failed, self._attempt_failed = self._attempt_failed, asyncio.Event()
-            failed.set()
+            self._signal_attempt_ended()
+
+    def _signal_attempt_ended(self) -> None:
+        """Wake the commands waiting in :meth:`_connected_or_refused` (each takes the next event)."""
+        ended, self._attempt_ended = self._attempt_ended, asyncio.Event()
+        ended.set()
 
 
 async def discover(host: str, port: int, config: InitiatorConfig | None = None) -> list[tuple[str, list[str]]]:
